@@ -1,0 +1,413 @@
+//! The single-node broker: positions from a counter, history in memory.
+//!
+//! One mutex guards the sequence, the channel logs and the delivery into the local
+//! fan-out, so the order in which events get their positions is the order in which
+//! every connection receives them, across channels. That is what makes a single
+//! `Last-Event-ID` enough to resume a connection on several channels. The critical
+//! section does no I/O and never waits: appending to a log and a non-blocking
+//! `try_send` per subscriber.
+//!
+//! Ids are `{epoch}-{seq}`, where the epoch is chosen at random when the broker
+//! starts: after a restart the history is gone, and an id from before it is unknown
+//! rather than silently mistaken for a position in the new sequence.
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+
+use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom};
+use crate::core::history::merge;
+use crate::core::{ChannelLog, ChannelName, Event, NewEvent, Policies, Reset, ResetReason};
+
+/// How many publisher-supplied ids are remembered for resume and de-duplication.
+const CUSTOM_ID_CAPACITY: usize = 100_000;
+
+/// Buckets remembering the newest position of channels whose log was dropped.
+const FORGOTTEN_BUCKETS: usize = 4096;
+
+/// The in-memory broker of a single node.
+#[derive(Debug)]
+pub struct MemoryBroker {
+    epoch: String,
+    policies: Arc<Policies>,
+    delivery: LocalDelivery,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    seq: u64,
+    logs: HashMap<ChannelName, ChannelLog>,
+    /// Publisher-supplied ids and their positions, oldest first in `custom_order`.
+    custom_ids: HashMap<String, u64>,
+    custom_order: VecDeque<(u64, String, SystemTime)>,
+    /// For channels whose empty log was dropped: per hash bucket, the newest position
+    /// any of them had. A resume on a channel without a log from before that
+    /// position may have missed events, so it gets a reset (rarely a needless one,
+    /// never a silent gap).
+    forgotten: Box<[u64]>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl State {
+    fn bucket(&self, channel: &ChannelName) -> usize {
+        (self.hasher.hash_one(channel) % FORGOTTEN_BUCKETS as u64) as usize
+    }
+}
+
+impl MemoryBroker {
+    /// A broker delivering to `delivery`, keeping history by `policies`.
+    pub fn new(policies: Arc<Policies>, delivery: LocalDelivery) -> Self {
+        let epoch = format!("{:x}", rand::random::<u32>());
+        Self {
+            epoch,
+            policies,
+            delivery,
+            state: Mutex::new(State {
+                seq: 0,
+                logs: HashMap::new(),
+                custom_ids: HashMap::new(),
+                custom_order: VecDeque::new(),
+                forgotten: vec![0; FORGOTTEN_BUCKETS].into_boxed_slice(),
+                hasher: Default::default(),
+            }),
+        }
+    }
+
+    fn id_of(&self, seq: u64) -> String {
+        format!("{}-{seq}", self.epoch)
+    }
+
+    /// The position an id names, if it is one of this broker's.
+    fn resolve(&self, state: &State, id: &str) -> Option<u64> {
+        if let Some(&seq) = state.custom_ids.get(id) {
+            return Some(seq);
+        }
+        let (epoch, seq) = id.split_once('-')?;
+        let seq: u64 = seq.parse().ok()?;
+        (epoch == self.epoch && seq <= state.seq).then_some(seq)
+    }
+
+    fn remember_custom_id(&self, state: &mut State, id: String, seq: u64, now: SystemTime) {
+        state.custom_ids.insert(id.clone(), seq);
+        state.custom_order.push_back((seq, id, now));
+        let cutoff = now.checked_sub(self.policies.longest_ttl());
+        while state.custom_order.len() > CUSTOM_ID_CAPACITY
+            || state
+                .custom_order
+                .front()
+                .is_some_and(|(_, _, t)| cutoff.is_some_and(|c| *t < c))
+        {
+            if let Some((_, old, _)) = state.custom_order.pop_front() {
+                state.custom_ids.remove(&old);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Accepted>, BrokerError> {
+        let mut accepted = Vec::with_capacity(events.len());
+        let mut state = self.state.lock();
+        for new in events {
+            if let Some((id, &seq)) = new
+                .id
+                .as_ref()
+                .and_then(|id| state.custom_ids.get(id).map(|seq| (id, seq)))
+            {
+                accepted.push(Accepted {
+                    id: id.clone(),
+                    seq,
+                    duplicate: true,
+                });
+                continue;
+            }
+            let now = SystemTime::now();
+            state.seq += 1;
+            let seq = state.seq;
+            let id = match &new.id {
+                Some(custom) => {
+                    self.remember_custom_id(&mut state, custom.clone(), seq, now);
+                    custom.clone()
+                }
+                None => self.id_of(seq),
+            };
+            let event = Arc::new(Event::accept(new, seq, id.clone(), now));
+            for channel in &event.channels {
+                let policy = &self.policies.of(channel).history;
+                state
+                    .logs
+                    .entry(channel.clone())
+                    .or_default()
+                    .append(event.clone(), policy, now);
+            }
+            self.delivery.deliver(&event);
+            accepted.push(Accepted {
+                id,
+                seq,
+                duplicate: false,
+            });
+        }
+        Ok(accepted)
+    }
+
+    async fn replay(
+        &self,
+        channels: &[ChannelName],
+        from: ResumeFrom,
+    ) -> Result<Replay, BrokerError> {
+        let now = SystemTime::now();
+        let mut state = self.state.lock();
+        let head = self.id_of(state.seq);
+        let after = match &from {
+            ResumeFrom::Earliest => None,
+            ResumeFrom::After(id) => match self.resolve(&state, id) {
+                Some(seq) => Some(seq),
+                None => {
+                    return Ok(Replay {
+                        events: Vec::new(),
+                        reset: Some(Reset {
+                            reason: ResetReason::UnknownId,
+                            channels: channels.to_vec(),
+                            id: head,
+                        }),
+                        after_seq: state.seq,
+                    });
+                }
+            },
+        };
+        let mut runs = Vec::with_capacity(channels.len());
+        let mut gaps = Vec::new();
+        for channel in channels {
+            let policy = &self.policies.of(channel).history;
+            let bucket = state.bucket(channel);
+            match state.logs.get_mut(channel) {
+                Some(log) => {
+                    log.expire(policy, now);
+                    match log.since(after.unwrap_or(0)) {
+                        Ok(events) => runs.push(events.cloned().collect()),
+                        Err(_) if after.is_none() => runs.push(log.kept().cloned().collect()),
+                        Err(_) => gaps.push(channel.clone()),
+                    }
+                }
+                None => {
+                    if after.is_some_and(|a| a < state.forgotten[bucket]) {
+                        gaps.push(channel.clone());
+                    }
+                }
+            }
+        }
+        let reset = (!gaps.is_empty()).then_some(Reset {
+            reason: ResetReason::Expired,
+            channels: gaps,
+            id: head,
+        });
+        let events = merge(runs);
+        // After a reset the client is at the head; without one, at its own position.
+        let after_seq = match (&reset, after) {
+            (Some(_), _) => state.seq,
+            (None, Some(a)) => a,
+            (None, None) => 0,
+        };
+        Ok(Replay {
+            events,
+            reset,
+            after_seq,
+        })
+    }
+
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>, BrokerError> {
+        let mut state = self.state.lock();
+        let Some(log) = state.logs.get_mut(channel) else {
+            return Ok(Vec::new());
+        };
+        log.expire(&self.policies.of(channel).history, SystemTime::now());
+        let mut newest: Vec<Arc<Event>> = log.kept().rev().take(limit).cloned().collect();
+        newest.reverse();
+        Ok(newest)
+    }
+
+    async fn check(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    async fn maintain(&self) {
+        let now = SystemTime::now();
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let mut dropped = Vec::new();
+        for (channel, log) in state.logs.iter_mut() {
+            log.expire(&self.policies.of(channel).history, now);
+            if log.is_empty() {
+                dropped.push(channel.clone());
+            }
+        }
+        for channel in dropped {
+            if let Some(log) = state.logs.remove(&channel) {
+                let bucket = state.bucket(&channel);
+                state.forgotten[bucket] = state.forgotten[bucket].max(log.last_seq());
+            }
+        }
+    }
+
+    fn history_channels(&self) -> usize {
+        self.state.lock().logs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{Fanout, HistoryPolicy, NamespacePolicy};
+    use crate::stats::Stats;
+    use std::time::Duration;
+
+    fn ch(name: &str) -> ChannelName {
+        ChannelName::new(name).unwrap()
+    }
+
+    fn broker(size: usize) -> MemoryBroker {
+        let policies = Policies {
+            default: NamespacePolicy {
+                history: HistoryPolicy {
+                    size,
+                    ttl: Duration::from_secs(60),
+                },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let delivery = LocalDelivery::new(Fanout::new(), Arc::new(Stats::default()));
+        MemoryBroker::new(Arc::new(policies), delivery)
+    }
+
+    async fn publish(b: &MemoryBroker, channels: &[&str]) -> Accepted {
+        let mut new = NewEvent::text(ch(channels[0]), "x");
+        new.channels = channels.iter().map(|c| ch(c)).collect();
+        b.publish(vec![new]).await.unwrap().remove(0)
+    }
+
+    fn seqs(r: &Replay) -> Vec<u64> {
+        r.events.iter().map(|e| e.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn resumes_across_channels_in_order_without_duplicates() {
+        let b = broker(10);
+        let first = publish(&b, &["a"]).await;
+        publish(&b, &["b"]).await;
+        publish(&b, &["a", "b"]).await;
+        publish(&b, &["c"]).await;
+        publish(&b, &["b"]).await;
+        let r = b
+            .replay(&[ch("a"), ch("b")], ResumeFrom::After(first.id))
+            .await
+            .unwrap();
+        assert_eq!(seqs(&r), vec![2, 3, 5]);
+        assert!(r.reset.is_none());
+        assert_eq!(r.after_seq, 1);
+    }
+
+    #[tokio::test]
+    async fn unknown_and_foreign_ids_get_a_reset() {
+        let b = broker(10);
+        publish(&b, &["a"]).await;
+        for id in ["nope", "ffffffff-1", "1"] {
+            let r = b
+                .replay(&[ch("a")], ResumeFrom::After(id.into()))
+                .await
+                .unwrap();
+            let reset = r.reset.expect("reset");
+            assert_eq!(reset.reason, ResetReason::UnknownId);
+            assert_eq!(reset.id, b.id_of(1));
+            assert!(r.events.is_empty());
+        }
+        let future = b.id_of(99);
+        let r = b
+            .replay(&[ch("a")], ResumeFrom::After(future))
+            .await
+            .unwrap();
+        assert!(r.reset.is_some());
+    }
+
+    #[tokio::test]
+    async fn expired_history_resets_only_the_channels_with_a_gap() {
+        let b = broker(2);
+        let first = publish(&b, &["a"]).await;
+        for _ in 0..3 {
+            publish(&b, &["a"]).await;
+        }
+        publish(&b, &["b"]).await;
+        let r = b
+            .replay(&[ch("a"), ch("b")], ResumeFrom::After(first.id))
+            .await
+            .unwrap();
+        assert_eq!(seqs(&r), vec![5]);
+        let reset = r.reset.unwrap();
+        assert_eq!(reset.channels, vec![ch("a")]);
+        assert_eq!(reset.reason, ResetReason::Expired);
+        assert_eq!(r.after_seq, 5);
+    }
+
+    #[tokio::test]
+    async fn earliest_replays_everything_kept() {
+        let b = broker(2);
+        for _ in 0..3 {
+            publish(&b, &["a"]).await;
+        }
+        let r = b.replay(&[ch("a")], ResumeFrom::Earliest).await.unwrap();
+        assert_eq!(seqs(&r), vec![2, 3]);
+        assert!(r.reset.is_none());
+    }
+
+    #[tokio::test]
+    async fn publisher_ids_are_kept_resumable_and_deduplicated() {
+        let b = broker(10);
+        let new = NewEvent::text(ch("a"), "x").with_id("order-1");
+        let first = b.publish(vec![new.clone()]).await.unwrap().remove(0);
+        assert_eq!(first.id, "order-1");
+        assert!(!first.duplicate);
+        let again = b.publish(vec![new]).await.unwrap().remove(0);
+        assert!(again.duplicate);
+        assert_eq!(again.seq, first.seq);
+        publish(&b, &["a"]).await;
+        let r = b
+            .replay(&[ch("a")], ResumeFrom::After("order-1".into()))
+            .await
+            .unwrap();
+        assert_eq!(seqs(&r), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn dropped_logs_still_report_gaps() {
+        let b = broker(0);
+        let first = publish(&b, &["a"]).await;
+        publish(&b, &["a"]).await;
+        b.maintain().await;
+        assert_eq!(b.history_channels(), 0);
+        let r = b
+            .replay(&[ch("a")], ResumeFrom::After(first.id.clone()))
+            .await
+            .unwrap();
+        assert!(r.reset.is_some(), "event 2 was missed and is not kept");
+        let latest = b.id_of(2);
+        let r = b
+            .replay(&[ch("a")], ResumeFrom::After(latest))
+            .await
+            .unwrap();
+        assert!(r.reset.is_none());
+    }
+}

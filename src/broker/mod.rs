@@ -1,0 +1,121 @@
+//! Brokers: how accepted events get their positions, are kept in history, and reach
+//! the fan-out of every node.
+//!
+//! A broker owns the order of events. It assigns each event its position, stores it
+//! in the history of its channels, and hands it to [`LocalDelivery`] on every node in
+//! position order, which is what lets one `Last-Event-ID` describe a client's place
+//! across all of its channels. [`memory`] is the single-node broker.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::core::{ChannelName, Event, Fanout, NewEvent, Reset};
+use crate::stats::Stats;
+
+/// The id a resuming client sends, or a request for everything still kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResumeFrom {
+    /// Every event the history still holds (the `earliest` id).
+    Earliest,
+    /// The events after this id.
+    After(String),
+}
+
+impl ResumeFrom {
+    /// Reads a `Last-Event-ID` value: `earliest` asks for everything still kept.
+    pub fn parse(last_event_id: &str) -> Self {
+        match last_event_id {
+            "earliest" => Self::Earliest,
+            id => Self::After(id.to_owned()),
+        }
+    }
+}
+
+/// What a resume yields.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// The missed events of the requested channels, in order, each once.
+    pub events: Vec<Arc<Event>>,
+    /// Set when the history could not cover the gap on some channels.
+    pub reset: Option<Reset>,
+    /// The position the client had reached; live events at or before it are skipped.
+    pub after_seq: u64,
+}
+
+/// An event the broker accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// Its id.
+    pub id: String,
+    /// Its position.
+    pub seq: u64,
+    /// The publisher-supplied id was already published and still known: the event
+    /// was not published again.
+    pub duplicate: bool,
+}
+
+/// A broker could not do what was asked.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrokerError {
+    /// The broker's backing service cannot be reached; the caller should retry later.
+    #[error("the broker is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Moves events between publishers, history and the fan-out of every node.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// A short name for logs and `/stats` (`memory`, `redis`, `nats`).
+    fn kind(&self) -> &'static str;
+
+    /// Accepts a batch of valid events, in order: assigns positions, stores them in
+    /// history, and delivers them to every node. Returns once they are accepted.
+    async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Accepted>, BrokerError>;
+
+    /// The events on `channels` after `from`, and a reset for the channels whose
+    /// history cannot cover the gap.
+    async fn replay(
+        &self,
+        channels: &[ChannelName],
+        from: ResumeFrom,
+    ) -> Result<Replay, BrokerError>;
+
+    /// Up to `limit` of the newest events kept for `channel`, oldest first.
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>, BrokerError>;
+
+    /// Whether the broker can accept events now.
+    async fn check(&self) -> Result<(), BrokerError>;
+
+    /// Periodic upkeep: expiring history, forgetting idle channels.
+    async fn maintain(&self) {}
+
+    /// How many channels have history on this broker.
+    fn history_channels(&self) -> usize;
+}
+
+/// This node's end of delivery: the fan-out plus the counters it feeds.
+#[derive(Debug, Clone)]
+pub struct LocalDelivery {
+    fanout: Arc<Fanout>,
+    stats: Arc<Stats>,
+}
+
+impl LocalDelivery {
+    /// Delivery into `fanout`, counted in `stats`.
+    pub fn new(fanout: Arc<Fanout>, stats: Arc<Stats>) -> Self {
+        Self { fanout, stats }
+    }
+
+    /// Hands an event to every local subscriber of its channels.
+    pub fn deliver(&self, event: &Arc<Event>) {
+        let done = self.fanout.deliver(event);
+        self.stats.delivered(done.queued, done.overflowed);
+    }
+}

@@ -1,0 +1,557 @@
+//! Configuration: a TOML file, `HERALD_*` environment overrides, then command-line
+//! flags, checked as a whole before the hub starts.
+//!
+//! Every error names the key it is about (`limits.max_connections`, `auth.jwks`), so
+//! an operator knows what to fix; the binary exits with status 64 on one.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::core::{ChannelPattern, HistoryPolicy, NamespacePolicy, Policies, SubscribeRule};
+
+/// A configuration problem, naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration key `{key}`: {message}")]
+pub struct ConfigError {
+    /// The dotted key, e.g. `limits.max_connections`.
+    pub key: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole configuration of a hub.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The address to listen on (`HERALD_LISTEN`).
+    pub listen: String,
+    /// The broker: `memory` (`HERALD_BROKER`).
+    pub broker: String,
+    /// Credentials.
+    pub auth: AuthConfig,
+    /// Server-Sent Events.
+    pub sse: SseConfig,
+    /// Limits that protect the hub.
+    pub limits: Limits,
+    /// The policy of every channel outside a configured namespace.
+    pub channels: ChannelDefaults,
+    /// Policies by namespace (the part of a channel name before the first `:`).
+    pub namespaces: HashMap<String, NamespaceConfig>,
+    /// Graceful shutdown.
+    pub shutdown: ShutdownConfig,
+    /// The demo page.
+    pub demo: DemoConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            broker: "memory".into(),
+            auth: AuthConfig::default(),
+            sse: SseConfig::default(),
+            limits: Limits::default(),
+            channels: ChannelDefaults::default(),
+            namespaces: HashMap::new(),
+            shutdown: ShutdownConfig::default(),
+            demo: DemoConfig::default(),
+        }
+    }
+}
+
+/// Credentials the hub accepts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The HS256 secret (`HERALD_JWT_SECRET`).
+    pub jwt_secret: Option<String>,
+    /// A PEM file with an RSA or EC public key, for RS256 or ES256 tokens.
+    pub jwt_public_key: Option<PathBuf>,
+    /// A JWKS file with RS256 or ES256 public keys, chosen by the token's `kid`.
+    pub jwks: Option<PathBuf>,
+    /// The `iss` a token must carry, if set.
+    pub issuer: Option<String>,
+    /// The `aud` a token must carry, if set.
+    pub audience: Option<String>,
+    /// Tolerated clock skew when checking `exp`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The cookie a browser may carry its token in.
+    pub cookie: String,
+    /// Static keys for publishing servers.
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwks: None,
+            issuer: None,
+            audience: None,
+            leeway: Duration::ZERO,
+            cookie: "herald_token".into(),
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+/// A static API key for a publishing server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A name for logs.
+    pub name: String,
+    /// The key itself.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The SHA-256 of the key in hexadecimal, to keep the key out of the file.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// Channels the key may publish to.
+    #[serde(default)]
+    pub publish: Vec<ChannelPattern>,
+}
+
+/// Server-Sent Events settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SseConfig {
+    /// How often an idle stream gets a heartbeat comment.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// The reconnection delay suggested to clients (`retry:`).
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(30),
+            retry: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Limits that protect the hub.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open streaming connections at most; past it, 503 with `Retry-After`.
+    pub max_connections: usize,
+    /// Open streaming connections per client address at most (0: no limit); past it, 429.
+    pub max_connections_per_ip: usize,
+    /// Channels one connection may subscribe to.
+    pub max_channels_per_connection: usize,
+    /// The largest event data, in bytes; larger is answered 413.
+    pub max_event_bytes: usize,
+    /// The largest publish request body, in bytes; larger is answered 413.
+    pub max_body_bytes: usize,
+    /// Events in one publish batch at most; more is answered 413.
+    pub max_batch: usize,
+    /// Events queued per connection before it counts as a slow consumer and is closed.
+    pub queue_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_ip: 0,
+            max_channels_per_connection: 64,
+            max_event_bytes: 64 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_batch: 1000,
+            queue_size: 1024,
+        }
+    }
+}
+
+/// The default channel policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelDefaults {
+    /// Events kept per channel (0 keeps none).
+    pub history_size: usize,
+    /// How long events are kept.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+    /// Who may subscribe: `grant`, `authenticated` or `anyone`.
+    pub subscribe: SubscribeRule,
+}
+
+impl Default for ChannelDefaults {
+    fn default() -> Self {
+        let history = HistoryPolicy::default();
+        Self {
+            history_size: history.size,
+            history_ttl: history.ttl,
+            subscribe: SubscribeRule::Grant,
+        }
+    }
+}
+
+/// A namespace's policy; what is left out comes from `[channels]`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Events kept per channel.
+    pub history_size: Option<usize>,
+    /// How long events are kept.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Option<Duration>,
+    /// Who may subscribe.
+    pub subscribe: Option<SubscribeRule>,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long open connections get to finish before the hub exits.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// The reconnection delay suggested to clients as the hub stops; each client gets
+    /// a random delay up to this, so they do not all come back at once.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_within: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(10),
+            reconnect_within: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The demo page.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Serve the demo page at `/`.
+    pub enabled: bool,
+    /// Let the demo page mint itself tokens (`POST /demo/token`). Never on a hub
+    /// reachable by untrusted users: anyone could publish to `demo:*` and user
+    /// channels. On by itself only with a generated development secret.
+    pub tokens: Option<bool>,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tokens: None,
+        }
+    }
+}
+
+/// Top-level keys an environment variable may set; other `HERALD_*` variables (used
+/// by scripts and tests) are not configuration.
+/// Keys whose environment value is always text, even when it looks like a number.
+const STRING_KEYS: &[&str] = &[
+    "listen",
+    "broker",
+    "auth.jwt_secret",
+    "auth.jwt_public_key",
+    "auth.jwks",
+    "auth.issuer",
+    "auth.audience",
+    "auth.cookie",
+];
+
+const SECTIONS: &[&str] = &[
+    "listen",
+    "broker",
+    "auth",
+    "sse",
+    "limits",
+    "channels",
+    "namespaces",
+    "shutdown",
+    "demo",
+];
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `HERALD_*` variables, and checks
+    /// the result.
+    ///
+    /// Environment variables: `HERALD_LISTEN`, `HERALD_BROKER`, `HERALD_JWT_SECRET`,
+    /// and any key as `HERALD_SECTION__KEY` (e.g. `HERALD_LIMITS__MAX_CONNECTIONS`).
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// [`Config::load`] with the environment given explicitly.
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::new(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                ));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        for (name, raw) in env {
+            let Some(key) = name.strip_prefix("HERALD_") else {
+                continue;
+            };
+            let key = match key.to_ascii_lowercase().as_str() {
+                "jwt_secret" => "auth.jwt_secret".to_owned(),
+                other => other.replace("__", "."),
+            };
+            let section = key.split('.').next().unwrap_or_default();
+            if !SECTIONS.contains(&section) {
+                continue;
+            }
+            let value = if STRING_KEYS.contains(&key.as_str()) {
+                figment::value::Value::from(raw)
+            } else {
+                raw.parse()
+                    .unwrap_or_else(|never: std::convert::Infallible| match never {})
+            };
+            figment = figment.merge(Serialized::global(&key, value));
+        }
+        let config: Config = figment.extract().map_err(from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        if self.broker != "memory" {
+            return Err(ConfigError::new(
+                "broker",
+                format!(
+                    "unknown broker {:?}: the supported broker is `memory`",
+                    self.broker
+                ),
+            ));
+        }
+        if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(ConfigError::new(
+                "auth.jwt_secret",
+                "must be at least 16 characters (32 or more random characters recommended)",
+            ));
+        }
+        if self.auth.cookie.is_empty() {
+            return Err(ConfigError::new("auth.cookie", "must not be empty"));
+        }
+        for (key, value) in [
+            ("limits.max_connections", self.limits.max_connections),
+            (
+                "limits.max_channels_per_connection",
+                self.limits.max_channels_per_connection,
+            ),
+            ("limits.max_event_bytes", self.limits.max_event_bytes),
+            ("limits.max_body_bytes", self.limits.max_body_bytes),
+            ("limits.max_batch", self.limits.max_batch),
+            ("limits.queue_size", self.limits.queue_size),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        for (key, value) in [
+            ("sse.heartbeat", self.sse.heartbeat),
+            ("shutdown.grace", self.shutdown.grace),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(key, "must be longer than 0s"));
+            }
+        }
+        if self.channels.history_ttl.is_zero() {
+            return Err(ConfigError::new(
+                "channels.history_ttl",
+                "must be longer than 0s",
+            ));
+        }
+        for (name, ns) in &self.namespaces {
+            if name.is_empty()
+                || name.contains(':')
+                || name.starts_with('$')
+                || name
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || c == '*')
+            {
+                return Err(ConfigError::new(
+                    format!("namespaces.{name}"),
+                    "is not a valid namespace name (no ':', '*', '$' prefix or white space)",
+                ));
+            }
+            if name == crate::core::channel::USER_NAMESPACE && ns.subscribe.is_some() {
+                return Err(ConfigError::new(
+                    "namespaces.user.subscribe",
+                    "user channels are always private to their user",
+                ));
+            }
+            if ns.history_ttl.is_some_and(|t| t.is_zero()) {
+                return Err(ConfigError::new(
+                    format!("namespaces.{name}.history_ttl"),
+                    "must be longer than 0s",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The listen address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| {
+            ConfigError::new(
+                "listen",
+                format!("{:?} is not an address such as 127.0.0.1:8080", self.listen),
+            )
+        })
+    }
+
+    /// The channel policies this configuration describes.
+    pub fn policies(&self) -> Policies {
+        let default = NamespacePolicy {
+            history: HistoryPolicy {
+                size: self.channels.history_size,
+                ttl: self.channels.history_ttl,
+            },
+            subscribe: self.channels.subscribe,
+        };
+        let namespaces = self
+            .namespaces
+            .iter()
+            .map(|(name, ns)| {
+                let policy = NamespacePolicy {
+                    history: HistoryPolicy {
+                        size: ns.history_size.unwrap_or(default.history.size),
+                        ttl: ns.history_ttl.unwrap_or(default.history.ttl),
+                    },
+                    subscribe: ns.subscribe.unwrap_or(default.subscribe),
+                };
+                (name.clone(), policy)
+            })
+            .collect();
+        Policies {
+            default,
+            namespaces,
+        }
+    }
+}
+
+fn from_figment(error: figment::Error) -> ConfigError {
+    use figment::error::Kind;
+    let mut path = error.path.join(".");
+    let message = match &error.kind {
+        Kind::UnknownField(field, expected) => {
+            if error.path.last() != Some(field) {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(field);
+            }
+            format!("unknown key; expected one of: {}", expected.join(", "))
+        }
+        _ => {
+            let mut m = error.kind.to_string();
+            if let Some(meta) = &error.metadata {
+                m.push_str(&format!(" (from {})", meta.name));
+            }
+            m
+        }
+    };
+    if path.is_empty() {
+        path = "<file>".into();
+    }
+    ConfigError::new(path, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, toml).unwrap();
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load_with_env(Some(&path), env)
+    }
+
+    #[test]
+    fn defaults_file_then_environment() {
+        let c = load(
+            "listen = '0.0.0.0:9000'\n[limits]\nmax_connections = 5\n[namespaces.chat]\nhistory_size = 7\nsubscribe = 'anyone'\n",
+            &[
+                ("HERALD_LIMITS__MAX_CONNECTIONS", "9"),
+                ("HERALD_JWT_SECRET", "0123456789abcdef0123"),
+                ("HERALD_REQUIRE_SERVICES", "1"),
+                ("HERALD_SSE__HEARTBEAT", "5s"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen, "0.0.0.0:9000");
+        assert_eq!(c.limits.max_connections, 9);
+        assert_eq!(c.sse.heartbeat, Duration::from_secs(5));
+        assert_eq!(c.auth.jwt_secret.as_deref(), Some("0123456789abcdef0123"));
+        let p = c.policies();
+        let chat = crate::core::ChannelName::new("chat:1").unwrap();
+        assert_eq!(p.of(&chat).history.size, 7);
+        assert_eq!(p.of(&chat).subscribe, SubscribeRule::Anyone);
+        assert_eq!(p.of(&chat).history.ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = load("[limits]\nmax_connections = 'many'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "limits.max_connections");
+        let e = load("[limits]\nmax_conections = 3\n", &[]).unwrap_err();
+        assert_eq!(e.key, "limits.max_conections");
+        assert!(e.message.contains("max_connections"), "{}", e.message);
+        let e = load("listen = 'nowhere'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "listen");
+        let e = load("", &[("HERALD_LISTEN", "bad")]).unwrap_err();
+        assert_eq!(e.key, "listen");
+        let e = load("[auth]\njwt_secret = 'short'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "auth.jwt_secret");
+        let e = load("[sse]\nheartbeat = 'often'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "sse.heartbeat");
+        let e = load("[namespaces.'a:b']\nhistory_size = 1\n", &[]).unwrap_err();
+        assert_eq!(e.key, "namespaces.a:b");
+        let e = load("[channels]\nsubscribe = 'everyone'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "channels.subscribe");
+        let e = load("broker = 'kafka'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "broker");
+        let e = load("[limits]\nqueue_size = 0\n", &[]).unwrap_err();
+        assert_eq!(e.key, "limits.queue_size");
+        let e = load("[[auth.api_keys]]\nname = 'x'\npublish = ['a*b']\n", &[]).unwrap_err();
+        assert!(e.key.starts_with("auth.api_keys"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let e = Config::load_with_env(Some(Path::new("/nonexistent/herald.toml")), []).unwrap_err();
+        assert_eq!(e.key, "--config");
+    }
+}

@@ -1,0 +1,404 @@
+//! Events: what a publisher sends and what a subscriber receives.
+//!
+//! A [`NewEvent`] is what an app hands to the hub; once the hub accepts it, it
+//! becomes an [`Event`] with an id and a position ([`Event::seq`]) in the hub's
+//! sequence. Events are shared between every subscriber behind an `Arc`, and each
+//! transport caches its encoding of an event in the event itself, so a frame is
+//! encoded once however many connections receive it.
+
+use std::sync::OnceLock;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::channel::{ChannelError, ChannelName};
+
+/// The event type of an event published without one.
+pub const DEFAULT_TYPE: &str = "message";
+
+/// The longest event type accepted, in bytes.
+pub const MAX_TYPE_LEN: usize = 64;
+
+/// The longest publisher-supplied id accepted, in bytes.
+pub const MAX_ID_LEN: usize = 200;
+
+/// Event types the hub itself sends; a publisher may not use them.
+pub const RESERVED_TYPES: &[&str] = &["connected", "reset", "shutdown", "token_expired", "error"];
+
+/// Why an event was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// A target channel is not a valid name.
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    /// The event names no channel.
+    #[error("the event names no channel")]
+    NoChannel,
+    /// The event type is not acceptable.
+    #[error(
+        "event type {0:?} is not valid: 1 to {MAX_TYPE_LEN} characters of letters, digits, '_', '-', '.' and ':'"
+    )]
+    BadType(String),
+    /// The event type is one the hub sends itself.
+    #[error("event type {0:?} is reserved for the hub's own events")]
+    ReservedType(String),
+    /// The publisher-supplied id is not acceptable.
+    #[error("event id is not valid: 1 to {MAX_ID_LEN} bytes with no control characters")]
+    BadId,
+    /// The data is larger than the configured limit.
+    #[error("event data is {size} bytes, more than the limit of {limit}")]
+    TooLarge {
+        /// The size of the data.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+/// The body of an event: JSON, or plain text.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// Compact JSON text (no line breaks).
+    Json(Bytes),
+    /// UTF-8 text, possibly over several lines.
+    Text(Bytes),
+}
+
+impl Payload {
+    /// JSON from any serialisable value.
+    pub fn json<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::to_vec(value).map(|v| Self::Json(Bytes::from(v)))
+    }
+
+    /// JSON from text that is already valid JSON; white space outside strings is removed.
+    pub fn json_text(raw: &str) -> Result<Self, serde_json::Error> {
+        let _: &serde_json::value::RawValue = serde_json::from_str(raw)?;
+        Ok(Self::Json(Bytes::from(minify_json(raw))))
+    }
+
+    /// Plain text.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self::Text(Bytes::from(text.into()))
+    }
+
+    /// The bytes as they are sent.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Json(b) | Self::Text(b) => b,
+        }
+    }
+
+    /// The size in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the payload is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the payload is JSON.
+    pub fn is_json(&self) -> bool {
+        matches!(self, Self::Json(_))
+    }
+
+    /// The payload as text (JSON is valid UTF-8).
+    pub fn as_str(&self) -> &str {
+        // Both variants are built from `str` or `String` only.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Json(_) => write!(f, "Json({})", self.as_str()),
+            Self::Text(_) => write!(f, "Text({:?})", self.as_str()),
+        }
+    }
+}
+
+/// Removes insignificant white space from valid JSON text, leaving strings intact.
+fn minify_json(raw: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in raw.as_bytes() {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
+            if b == b'"' {
+                in_string = true;
+            }
+            out.push(b);
+        }
+    }
+    out
+}
+
+/// An event an app asks the hub to publish.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// Where it goes; a subscriber of several of them receives it once.
+    pub channels: Vec<ChannelName>,
+    /// The SSE event name; [`DEFAULT_TYPE`] when `None`.
+    pub kind: Option<String>,
+    /// The body.
+    pub data: Payload,
+    /// An id chosen by the publisher, kept as the event's id.
+    pub id: Option<String>,
+    /// A reconnection delay hint for clients, in milliseconds.
+    pub retry: Option<u32>,
+}
+
+impl NewEvent {
+    /// An event with `data` for one channel.
+    pub fn new(channel: ChannelName, data: Payload) -> Self {
+        Self {
+            channels: vec![channel],
+            kind: None,
+            data,
+            id: None,
+            retry: None,
+        }
+    }
+
+    /// An event carrying `value` as JSON for one channel.
+    pub fn json<T: serde::Serialize + ?Sized>(
+        channel: ChannelName,
+        value: &T,
+    ) -> Result<Self, serde_json::Error> {
+        Ok(Self::new(channel, Payload::json(value)?))
+    }
+
+    /// An event carrying plain text for one channel.
+    pub fn text(channel: ChannelName, text: impl Into<String>) -> Self {
+        Self::new(channel, Payload::text(text))
+    }
+
+    /// Sets the event type.
+    pub fn with_type(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// Sets a publisher-chosen id.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Adds another target channel.
+    pub fn also_to(mut self, channel: ChannelName) -> Self {
+        self.channels.push(channel);
+        self
+    }
+
+    /// Checks the type, id, channels and size against the hub's rules.
+    pub fn validate(&self, max_data_bytes: usize) -> Result<(), EventError> {
+        if self.channels.is_empty() {
+            return Err(EventError::NoChannel);
+        }
+        if let Some(kind) = &self.kind {
+            validate_type(kind)?;
+        }
+        if let Some(id) = &self.id
+            && (id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control))
+        {
+            return Err(EventError::BadId);
+        }
+        if self.data.len() > max_data_bytes {
+            return Err(EventError::TooLarge {
+                size: self.data.len(),
+                limit: max_data_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks an event type: the name a browser listens to with `addEventListener`.
+pub fn validate_type(kind: &str) -> Result<(), EventError> {
+    let ok = !kind.is_empty()
+        && kind.len() <= MAX_TYPE_LEN
+        && kind
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if !ok {
+        return Err(EventError::BadType(kind.to_owned()));
+    }
+    if RESERVED_TYPES.contains(&kind) {
+        return Err(EventError::ReservedType(kind.to_owned()));
+    }
+    Ok(())
+}
+
+/// An accepted event, shared by every subscriber that receives it.
+#[derive(Debug)]
+pub struct Event {
+    /// The id clients see (and send back as `Last-Event-ID`).
+    pub id: String,
+    /// The position in the hub's sequence: ordered, unique, never reused within an epoch.
+    pub seq: u64,
+    /// The channels it was published to.
+    pub channels: Vec<ChannelName>,
+    /// The event type.
+    pub kind: String,
+    /// The body.
+    pub data: Payload,
+    /// A reconnection delay hint, in milliseconds.
+    pub retry: Option<u32>,
+    /// When the hub accepted it.
+    pub time: SystemTime,
+    frames: FrameCache,
+}
+
+impl Event {
+    /// Builds an accepted event from a publication and its assigned position.
+    pub fn accept(new: NewEvent, seq: u64, id: String, time: SystemTime) -> Self {
+        let slots = new.channels.len();
+        Self {
+            id,
+            seq,
+            kind: new.kind.unwrap_or_else(|| DEFAULT_TYPE.to_owned()),
+            channels: new.channels,
+            data: new.data,
+            retry: new.retry,
+            time,
+            frames: FrameCache::new(slots),
+        }
+    }
+
+    /// The cached encoding of this event in `format` for the channel at `channel_index`
+    /// (a format that does not depend on the channel uses index 0), made by `encode` on
+    /// first use.
+    pub fn frame(
+        &self,
+        format: FrameFormat,
+        channel_index: usize,
+        encode: impl FnOnce(&Event) -> Bytes,
+    ) -> Bytes {
+        self.frames.get(self, format, channel_index, encode)
+    }
+
+    /// The index in [`Event::channels`] of the first channel satisfying `wanted`.
+    pub fn channel_index(&self, mut wanted: impl FnMut(&ChannelName) -> bool) -> usize {
+        self.channels.iter().position(&mut wanted).unwrap_or(0)
+    }
+}
+
+/// The encodings a transport may cache on an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameFormat {
+    /// SSE with the payload as it was published.
+    SseRaw = 0,
+    /// SSE with the payload inside a JSON envelope naming the channel.
+    SseEnvelope = 1,
+    /// A JSON message frame (WebSocket, long-poll).
+    Json = 2,
+}
+
+const FORMATS: usize = 3;
+
+/// Lazily filled encodings, one per (format, channel).
+#[derive(Debug)]
+struct FrameCache {
+    channels: usize,
+    slots: OnceLock<Box<[OnceLock<Bytes>]>>,
+}
+
+impl FrameCache {
+    fn new(channels: usize) -> Self {
+        Self {
+            channels: channels.max(1),
+            slots: OnceLock::new(),
+        }
+    }
+
+    fn get(
+        &self,
+        event: &Event,
+        format: FrameFormat,
+        channel_index: usize,
+        encode: impl FnOnce(&Event) -> Bytes,
+    ) -> Bytes {
+        let slots = self.slots.get_or_init(|| {
+            (0..FORMATS * self.channels)
+                .map(|_| OnceLock::new())
+                .collect()
+        });
+        let index = format as usize * self.channels + channel_index.min(self.channels - 1);
+        slots[index].get_or_init(|| encode(event)).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ch(name: &str) -> ChannelName {
+        ChannelName::new(name).unwrap()
+    }
+
+    #[test]
+    fn json_text_is_minified_but_strings_are_kept() {
+        let p = Payload::json_text("{\n  \"a\": \"x  y\\\" \\n z\",\n  \"b\": [1, 2]\n}").unwrap();
+        assert_eq!(p.as_str(), r#"{"a":"x  y\" \n z","b":[1,2]}"#);
+        assert!(Payload::json_text("{nope").is_err());
+    }
+
+    #[test]
+    fn types_ids_and_sizes_are_checked() {
+        let e = NewEvent::text(ch("a"), "hi");
+        assert!(e.validate(10).is_ok());
+        assert!(matches!(
+            e.clone().with_type("bad type").validate(10),
+            Err(EventError::BadType(_))
+        ));
+        assert!(matches!(
+            e.clone().with_type("reset").validate(10),
+            Err(EventError::ReservedType(_))
+        ));
+        assert_eq!(
+            e.clone().with_id("a\nb").validate(10),
+            Err(EventError::BadId)
+        );
+        assert_eq!(e.clone().with_id("").validate(10), Err(EventError::BadId));
+        assert!(matches!(e.validate(1), Err(EventError::TooLarge { .. })));
+        let none = NewEvent {
+            channels: vec![],
+            ..NewEvent::text(ch("a"), "")
+        };
+        assert_eq!(none.validate(10), Err(EventError::NoChannel));
+    }
+
+    #[test]
+    fn frames_are_encoded_once_per_format_and_channel() {
+        let e = Event::accept(
+            NewEvent::text(ch("a"), "x").also_to(ch("b")),
+            1,
+            "1".into(),
+            SystemTime::now(),
+        );
+        let mut calls = 0;
+        for _ in 0..3 {
+            e.frame(FrameFormat::SseRaw, 0, |_| {
+                calls += 1;
+                Bytes::from_static(b"raw")
+            });
+        }
+        assert_eq!(calls, 1);
+        let b = e.frame(FrameFormat::SseEnvelope, 1, |_| Bytes::from_static(b"b"));
+        let a = e.frame(FrameFormat::SseEnvelope, 0, |_| Bytes::from_static(b"a"));
+        assert_eq!((&a[..], &b[..]), (&b"a"[..], &b"b"[..]));
+        assert_eq!(e.channel_index(|c| c.as_str() == "b"), 1);
+    }
+}

@@ -1,0 +1,365 @@
+//! Local fan-out: which connections of this node listen to which channels, and
+//! handing each accepted event to their queues.
+//!
+//! Every connection owns a bounded queue. Delivery never waits: it tries to put the
+//! event in each queue, and a connection whose queue is full is marked overflowed
+//! and told to close (its client resumes from history when it reconnects). So a
+//! publisher is never slowed by a slow subscriber, and one stalled reader does not
+//! hold up a channel.
+//!
+//! The registry lock is a std-style (`parking_lot`) lock held only for map lookups
+//! and non-blocking sends, never across an `.await`.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use indexmap::IndexMap;
+use parking_lot::RwLock;
+use tokio::sync::{Notify, mpsc};
+
+use super::channel::ChannelName;
+use super::event::Event;
+
+/// A connection's handle as the fan-out sees it.
+#[derive(Debug)]
+struct Subscriber {
+    tx: mpsc::Sender<Arc<Event>>,
+    /// The newest position put in the queue, so an event published to several of
+    /// this connection's channels is queued once.
+    last_queued: AtomicU64,
+    overflowed: AtomicBool,
+    overflow: Notify,
+}
+
+/// What one call to [`Fanout::deliver`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Queues the event was put in.
+    pub queued: u64,
+    /// Connections found overflowing by this delivery.
+    pub overflowed: u64,
+}
+
+/// The registry of this node's subscribers by channel.
+#[derive(Debug, Default)]
+pub struct Fanout {
+    channels: RwLock<HashMap<ChannelName, IndexMap<u64, Arc<Subscriber>>>>,
+}
+
+impl Fanout {
+    /// An empty registry.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Registers a connection on `channels` with a queue of `capacity` events. From
+    /// the moment this returns, every event delivered to one of the channels reaches
+    /// the returned [`Subscription`].
+    pub fn register(
+        self: &Arc<Self>,
+        id: u64,
+        channels: Vec<ChannelName>,
+        capacity: usize,
+    ) -> Subscription {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let subscriber = Arc::new(Subscriber {
+            tx,
+            last_queued: AtomicU64::new(0),
+            overflowed: AtomicBool::new(false),
+            overflow: Notify::new(),
+        });
+        {
+            let mut map = self.channels.write();
+            for channel in &channels {
+                map.entry(channel.clone())
+                    .or_default()
+                    .insert(id, subscriber.clone());
+            }
+        }
+        Subscription {
+            id,
+            channels,
+            backlog: VecDeque::new(),
+            rx,
+            subscriber,
+            fanout: self.clone(),
+            last_seq: 0,
+        }
+    }
+
+    fn unregister(&self, id: u64, channels: &[ChannelName]) {
+        let mut map = self.channels.write();
+        for channel in channels {
+            if let Some(subs) = map.get_mut(channel) {
+                subs.swap_remove(&id);
+                if subs.is_empty() {
+                    map.remove(channel);
+                }
+            }
+        }
+    }
+
+    /// Puts `event` in the queue of every connection on one of its channels, once per
+    /// connection. Never waits.
+    ///
+    /// Callers deliver events in the order of their positions; the per-connection
+    /// de-duplication relies on it.
+    pub fn deliver(&self, event: &Arc<Event>) -> Delivered {
+        let map = self.channels.read();
+        let mut done = Delivered::default();
+        for channel in &event.channels {
+            let Some(subs) = map.get(channel) else {
+                continue;
+            };
+            for sub in subs.values() {
+                if event.channels.len() > 1
+                    && sub.last_queued.fetch_max(event.seq, Ordering::Relaxed) >= event.seq
+                {
+                    continue;
+                }
+                if sub.overflowed.load(Ordering::Relaxed) {
+                    continue;
+                }
+                match sub.tx.try_send(event.clone()) {
+                    Ok(()) => done.queued += 1,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        sub.overflowed.store(true, Ordering::Relaxed);
+                        sub.overflow.notify_one();
+                        done.overflowed += 1;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                }
+            }
+        }
+        done
+    }
+
+    /// How many channels have at least one subscriber on this node.
+    pub fn channel_count(&self) -> usize {
+        self.channels.read().len()
+    }
+
+    /// How many subscribers `channel` has on this node.
+    pub fn subscriber_count(&self, channel: &ChannelName) -> usize {
+        self.channels.read().get(channel).map_or(0, IndexMap::len)
+    }
+}
+
+/// What a subscription yields, in order.
+#[derive(Debug, Clone)]
+pub enum Item {
+    /// An event, replayed or live.
+    Event(Arc<Event>),
+    /// The history could not cover the gap since the client's last event on these
+    /// channels; the client should refetch its state. `id` is the position to resume
+    /// from afterwards.
+    Reset(Reset),
+}
+
+/// A gap the history could not cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reset {
+    /// Why: the id was unknown, or the history no longer holds what followed it.
+    pub reason: ResetReason,
+    /// The channels affected.
+    pub channels: Vec<ChannelName>,
+    /// The id of the position the client is at after the reset.
+    pub id: String,
+}
+
+/// Why a resume could not be served from history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// The last event id is not one the hub knows (made up, from another hub, or from
+    /// before a restart of a hub without shared history).
+    UnknownId,
+    /// Events that followed the last event id have left the history (count or age).
+    Expired,
+}
+
+impl ResetReason {
+    /// The reason as sent to clients.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownId => "unknown_id",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// A connection's subscription: replayed events first, then live ones, each once and
+/// in order. Dropping it unregisters the connection.
+#[derive(Debug)]
+pub struct Subscription {
+    id: u64,
+    channels: Vec<ChannelName>,
+    backlog: VecDeque<Item>,
+    rx: mpsc::Receiver<Arc<Event>>,
+    subscriber: Arc<Subscriber>,
+    fanout: Arc<Fanout>,
+    last_seq: u64,
+}
+
+/// The queue of a subscription overflowed: the connection must close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the connection fell behind and its queue overflowed")]
+pub struct Overflow;
+
+impl Subscription {
+    /// The connection id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The channels subscribed to.
+    pub fn channels(&self) -> &[ChannelName] {
+        &self.channels
+    }
+
+    /// Queues replayed events (in order) and then an optional reset ahead of live
+    /// events. Live events at or before the last replayed position are skipped, so an
+    /// event both replayed and delivered live is seen once.
+    pub fn prepend(&mut self, replay: Vec<Arc<Event>>, reset: Option<Reset>) {
+        for event in replay {
+            if event.seq > self.last_seq {
+                self.last_seq = event.seq;
+                self.backlog.push_back(Item::Event(event));
+            }
+        }
+        if let Some(reset) = reset {
+            self.backlog.push_back(Item::Reset(reset));
+        }
+    }
+
+    /// Skips live events at or before position `seq` (the position the client has
+    /// already seen everything up to).
+    pub fn skip_through(&mut self, seq: u64) {
+        self.last_seq = self.last_seq.max(seq);
+    }
+
+    /// The next item, waiting for one. `None` when the hub dropped the subscription.
+    pub async fn next(&mut self) -> Result<Option<Item>, Overflow> {
+        if let Some(item) = self.backlog.pop_front() {
+            return Ok(Some(item));
+        }
+        loop {
+            if self.subscriber.overflowed.load(Ordering::Relaxed) {
+                return Err(Overflow);
+            }
+            let event = tokio::select! {
+                biased;
+                _ = self.subscriber.overflow.notified() => return Err(Overflow),
+                event = self.rx.recv() => event,
+            };
+            match event {
+                None => return Ok(None),
+                Some(event) if event.seq <= self.last_seq => continue,
+                Some(event) => {
+                    self.last_seq = event.seq;
+                    return Ok(Some(Item::Event(event)));
+                }
+            }
+        }
+    }
+
+    /// The next item if one is ready now.
+    pub fn try_next(&mut self) -> Result<Option<Item>, Overflow> {
+        if let Some(item) = self.backlog.pop_front() {
+            return Ok(Some(item));
+        }
+        if self.subscriber.overflowed.load(Ordering::Relaxed) {
+            return Err(Overflow);
+        }
+        while let Ok(event) = self.rx.try_recv() {
+            if event.seq > self.last_seq {
+                self.last_seq = event.seq;
+                return Ok(Some(Item::Event(event)));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.fanout.unregister(self.id, &self.channels);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::NewEvent;
+    use std::time::SystemTime;
+
+    fn ch(name: &str) -> ChannelName {
+        ChannelName::new(name).unwrap()
+    }
+
+    fn event(seq: u64, channels: &[&str]) -> Arc<Event> {
+        let mut new = NewEvent::text(ch(channels[0]), format!("e{seq}"));
+        new.channels = channels.iter().map(|c| ch(c)).collect();
+        Arc::new(Event::accept(new, seq, seq.to_string(), SystemTime::now()))
+    }
+
+    async fn next_seq(sub: &mut Subscription) -> u64 {
+        match sub.next().await {
+            Ok(Some(Item::Event(e))) => e.seq,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_on_several_channels_arrives_once() {
+        let fanout = Fanout::new();
+        let mut both = fanout.register(1, vec![ch("a"), ch("b")], 8);
+        let mut only_b = fanout.register(2, vec![ch("b")], 8);
+        assert_eq!(fanout.deliver(&event(1, &["a", "b"])).queued, 2);
+        fanout.deliver(&event(2, &["b"]));
+        assert_eq!(next_seq(&mut both).await, 1);
+        assert_eq!(next_seq(&mut both).await, 2);
+        assert!(both.try_next().unwrap().is_none());
+        assert_eq!(next_seq(&mut only_b).await, 1);
+        assert_eq!(next_seq(&mut only_b).await, 2);
+    }
+
+    #[tokio::test]
+    async fn replay_comes_first_and_live_duplicates_are_skipped() {
+        let fanout = Fanout::new();
+        let mut sub = fanout.register(1, vec![ch("a")], 8);
+        fanout.deliver(&event(3, &["a"]));
+        fanout.deliver(&event(4, &["a"]));
+        sub.prepend(vec![event(2, &["a"]), event(3, &["a"])], None);
+        let seqs = [
+            next_seq(&mut sub).await,
+            next_seq(&mut sub).await,
+            next_seq(&mut sub).await,
+        ];
+        assert_eq!(seqs, [2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_overflows_that_connection_only() {
+        let fanout = Fanout::new();
+        let mut slow = fanout.register(1, vec![ch("a")], 2);
+        let mut fast = fanout.register(2, vec![ch("a")], 16);
+        let mut overflowed = 0;
+        for seq in 1..=5 {
+            overflowed += fanout.deliver(&event(seq, &["a"])).overflowed;
+            assert_eq!(next_seq(&mut fast).await, seq);
+        }
+        assert_eq!(overflowed, 1, "counted once");
+        assert_eq!(slow.next().await.unwrap_err(), Overflow);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_subscription_unregisters_it() {
+        let fanout = Fanout::new();
+        let sub = fanout.register(1, vec![ch("a"), ch("b")], 2);
+        assert_eq!(fanout.channel_count(), 2);
+        drop(sub);
+        assert_eq!(fanout.channel_count(), 0);
+        assert_eq!(fanout.deliver(&event(1, &["a"])).queued, 0);
+    }
+}

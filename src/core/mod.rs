@@ -1,0 +1,16 @@
+//! The core of the hub: channels, events, history and fan-out.
+//!
+//! Nothing here knows about HTTP, JWT, Redis or SQL: transports, brokers and
+//! credentials are adapters around these types.
+
+pub mod channel;
+pub mod event;
+pub mod fanout;
+pub mod history;
+pub mod policy;
+
+pub use channel::{BROADCAST, ChannelError, ChannelName, ChannelPattern};
+pub use event::{Event, EventError, FrameFormat, NewEvent, Payload};
+pub use fanout::{Delivered, Fanout, Item, Overflow, Reset, ResetReason, Subscription};
+pub use history::{ChannelLog, HistoryPolicy};
+pub use policy::{Denied, Grants, NamespacePolicy, Policies, SubscribeRule};

@@ -1,0 +1,72 @@
+//! `GET /channels/{name}/history`: the events a channel still keeps, for whoever
+//! may subscribe to it.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Json;
+use serde::Deserialize;
+
+use super::{ApiError, identify};
+use crate::core::{ChannelName, Denied};
+use crate::hub::Hub;
+
+/// The most events one history request returns.
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct HistoryQuery {
+    limit: Option<String>,
+    token: Option<String>,
+}
+
+/// `GET /channels/{name}/history?limit=N`: up to N (default 100, at most 1000) of the
+/// newest events kept, oldest first.
+pub(super) async fn history(
+    State(hub): State<Hub>,
+    Path(name): Path<String>,
+    Query(query): Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let channel = ChannelName::new(&name)
+        .map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
+    let limit = match query.limit.as_deref() {
+        None => 100,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("limit must be a number from 1 to {MAX_LIMIT}, not {raw:?}"),
+                )
+            })?,
+    };
+    let identity = identify(&hub, &headers, query.token.as_deref())?;
+    hub.policies()
+        .may_subscribe(&identity.grants(), &channel)
+        .map_err(|denied| match denied {
+            Denied::NeedsCredential(_) => {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", denied.to_string())
+            }
+            _ => ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string()),
+        })?;
+    let events = hub.history(&channel, limit).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+        .retry_after(1)
+    })?;
+    let events: Vec<serde_json::Value> = events
+        .iter()
+        .map(|e| {
+            let envelope = super::sse::envelope_json(e, Some(&channel));
+            serde_json::from_str(&envelope).unwrap_or_default()
+        })
+        .collect();
+    Ok(Json(
+        serde_json::json!({"channel": channel, "events": events}),
+    ))
+}

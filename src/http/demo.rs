@@ -1,0 +1,101 @@
+//! The demo page served at `/`, and the development-only token endpoint it uses.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Json, Response};
+use serde::Deserialize;
+
+use super::ApiError;
+use super::publish::read_body;
+use crate::auth::Claims;
+use crate::core::ChannelPattern;
+use crate::hub::Hub;
+
+const INDEX: &str = include_str!("../../assets/demo/index.html");
+const SCRIPT: &str = include_str!("../../assets/demo/demo.js");
+const STYLE: &str = include_str!("../../assets/demo/demo.css");
+
+/// How long a demo token lives.
+const DEMO_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// `GET /`.
+pub(super) async fn index() -> Response {
+    asset(INDEX, "text/html; charset=utf-8")
+}
+
+/// `GET /demo.js`.
+pub(super) async fn script() -> Response {
+    asset(SCRIPT, "text/javascript; charset=utf-8")
+}
+
+/// `GET /demo.css`.
+pub(super) async fn style() -> Response {
+    asset(STYLE, "text/css; charset=utf-8")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    user: String,
+}
+
+/// `POST /demo/token` with `{"user": "alice"}`: a token for the demo page, granting
+/// `demo:*` and publishing to user channels and the broadcast. Only mounted when
+/// `demo.tokens` is on.
+pub(super) async fn token(
+    State(hub): State<Hub>,
+    body: axum::body::Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = read_body(body, 4096).await?;
+    let request: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("expected {{\"user\": \"name\"}}: {e}"),
+        )
+    })?;
+    let user = request.user.trim();
+    let valid = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return Err(ApiError::bad_request(
+            "invalid_user",
+            "user must be 1 to 64 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    let mut claims = Claims::new(Some(user.to_owned()), DEMO_TOKEN_TTL);
+    let pattern = |p: &str| {
+        ChannelPattern::parse(p).map_err(|e| ApiError::bad_request("invalid_user", e.to_string()))
+    };
+    claims.herald.subscribe = vec![pattern("demo:*")?];
+    claims.herald.publish = vec![
+        pattern("demo:*")?,
+        pattern("user:*")?,
+        pattern("$broadcast")?,
+    ];
+    let token = hub.authenticator().mint(&claims).map_err(|e| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "demo_tokens_unavailable",
+            e.to_string(),
+        )
+    })?;
+    Ok(Json(serde_json::json!({
+        "token": token,
+        "user": user,
+        "subscribe": claims.herald.subscribe,
+        "publish": claims.herald.publish,
+    })))
+}

@@ -1,0 +1,223 @@
+//! The HTTP face of the hub: the SSE stream, the publish API, channel history, the
+//! operational endpoints and the demo page, as one axum [`Router`].
+//!
+//! Every error is a 4xx or 5xx with a JSON body `{"error":{"code","message"}}`
+//! ([`ApiError`]). Credentials come from the `Authorization: Bearer` header, the
+//! auth cookie, or a `token` query parameter (which the hub never logs).
+
+mod channels;
+mod demo;
+mod ops;
+mod publish;
+pub mod sse;
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{AuthError, Identity};
+use crate::hub::Hub;
+
+/// Facts about the TCP connection a request came on, put in the request's
+/// extensions by [`crate::server::serve`]. Absent when the router is served by
+/// other means (then per-address limits do not apply).
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Cancelling it closes the TCP connection at once, even when the peer has
+    /// stopped reading.
+    pub close: CancellationToken,
+}
+
+impl Hub {
+    /// The hub's HTTP routes, ready to serve or to nest into an application's router.
+    pub fn router(&self) -> Router {
+        let mut router = Router::new()
+            .route("/events", get(sse::events))
+            .route("/publish", post(publish::publish))
+            .route("/channels/{name}/history", get(channels::history))
+            .route("/healthz", get(ops::healthz))
+            .route("/readyz", get(ops::readyz))
+            .route("/stats", get(ops::stats))
+            .route("/metrics", get(ops::metrics));
+        if self.config().demo.enabled {
+            router = router
+                .route("/", get(demo::index))
+                .route("/demo.js", get(demo::script))
+                .route("/demo.css", get(demo::style));
+        }
+        if self.config().demo.tokens == Some(true) {
+            router = router.route("/demo/token", post(demo::token));
+        }
+        router.fallback(not_found).with_state(self.clone())
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// An API error: its status, a stable code, and a message for people.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    /// An error with `status`, a machine-readable `code` and a `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// A 400 Bad Request.
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// Adds a `Retry-After` header, in seconds.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"herald\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let code = match e {
+            AuthError::Expired => "token_expired",
+            _ => "invalid_token",
+        };
+        Self::new(StatusCode::UNAUTHORIZED, code, e.to_string())
+    }
+}
+
+/// The credential a request carries: bearer header, then `token` query parameter,
+/// then the auth cookie.
+fn credential<'a>(
+    headers: &'a HeaderMap,
+    query_token: Option<&'a str>,
+    cookie: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().unwrap_or_default();
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "the Authorization header must be `Bearer <token>`",
+                )
+            })?;
+        return Ok(Some(token));
+    }
+    if let Some(token) = query_token.filter(|t| !t.is_empty()) {
+        return Ok(Some(token));
+    }
+    let from_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == cookie)
+        .map(|(_, value)| value);
+    Ok(from_cookie.filter(|t| !t.is_empty()))
+}
+
+/// Who the request is from: anonymous without a credential, 401 with a bad one.
+fn identify(
+    hub: &Hub,
+    headers: &HeaderMap,
+    query_token: Option<&str>,
+) -> Result<Identity, ApiError> {
+    match credential(headers, query_token, &hub.config().auth.cookie)? {
+        None => Ok(Identity::anonymous()),
+        Some(token) => hub.authenticator().authenticate(token).map_err(|e| {
+            hub.counters().auth_failed();
+            ApiError::from(e)
+        }),
+    }
+}
+
+/// The request URI with the `token` query parameter's value hidden, for logs.
+pub fn redact_token(uri: &axum::http::Uri) -> String {
+    let Some(query) = uri.query() else {
+        return uri.path().to_owned();
+    };
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some(("token", _)) => "token=REDACTED".to_owned(),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{}?{}", uri.path(), redacted.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_header_query_or_cookie() {
+        let mut h = HeaderMap::new();
+        assert_eq!(credential(&h, None, "c").unwrap(), None);
+        assert_eq!(credential(&h, Some("q"), "c").unwrap(), Some("q"));
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; c=tok"));
+        assert_eq!(credential(&h, None, "c").unwrap(), Some("tok"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer hdr"),
+        );
+        assert_eq!(credential(&h, Some("q"), "c").unwrap(), Some("hdr"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        assert!(credential(&h, None, "c").is_err());
+    }
+
+    #[test]
+    fn tokens_are_redacted_from_logged_uris() {
+        let uri: axum::http::Uri = "/events?channel=a&token=secret.jwt&x=1".parse().unwrap();
+        assert_eq!(redact_token(&uri), "/events?channel=a&token=REDACTED&x=1");
+    }
+}

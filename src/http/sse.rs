@@ -1,0 +1,535 @@
+//! The Server-Sent Events transport: `GET /events`.
+//!
+//! A stream starts with a `connected` event once the subscription is live, replays
+//! what a resuming client missed, then carries live events. Each event's frame is
+//! encoded once and shared by every connection (see [`Event::frame`]); frames that
+//! are ready together go out in one write. Idle streams get a comment line every
+//! `sse.heartbeat`, and a stream ends with a `token_expired` event when its token
+//! expires and with a `shutdown` event (and a `retry:` hint) when the hub stops.
+
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::time::{Instant, Sleep};
+
+use super::{ApiError, ConnectionInfo, identify, redact_token};
+use crate::broker::ResumeFrom;
+use crate::core::{ChannelName, Denied, Event, FrameFormat, Item, Subscription};
+use crate::hub::{Admission, Hub};
+use crate::stats::Rejection;
+
+/// Frames ready at once are joined into writes of up to this many bytes.
+const COALESCE_BYTES: usize = 64 * 1024;
+
+/// What `GET /events` accepts in its query string.
+#[derive(Debug, Default)]
+struct EventsQuery {
+    channels: Vec<String>,
+    last_event_id: Option<String>,
+    token: Option<String>,
+    envelope: bool,
+}
+
+fn parse_query(query: Option<&str>) -> Result<EventsQuery, ApiError> {
+    let mut q = EventsQuery::default();
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match &*key {
+            "channel" => q.channels.push(value.into_owned()),
+            "channels" => q.channels.extend(
+                value
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned),
+            ),
+            "last_event_id" | "lastEventId" => q.last_event_id = Some(value.into_owned()),
+            "token" => q.token = Some(value.into_owned()),
+            "envelope" => {
+                q.envelope = match &*value {
+                    "" | "1" | "true" => true,
+                    "0" | "false" => false,
+                    other => {
+                        return Err(ApiError::bad_request(
+                            "invalid_parameter",
+                            format!("envelope must be true or false, not {other:?}"),
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(q)
+}
+
+/// `GET /events`: subscribe to channels over SSE.
+pub(super) async fn events(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let info = request.extensions().get::<ConnectionInfo>().cloned();
+    let query = parse_query(request.uri().query())?;
+    let identity = identify(&hub, &headers, query.token.as_deref())?;
+    let limits = &hub.config().limits;
+
+    let mut channels = Vec::with_capacity(query.channels.len() + 2);
+    for name in &query.channels {
+        let channel = ChannelName::new(name)
+            .map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
+        if !channels.contains(&channel) {
+            channels.push(channel);
+        }
+    }
+    if channels.len() > limits.max_channels_per_connection {
+        return Err(ApiError::bad_request(
+            "too_many_channels",
+            format!(
+                "{} channels requested; at most {} per connection",
+                channels.len(),
+                limits.max_channels_per_connection
+            ),
+        ));
+    }
+    if channels.is_empty() && !identity.is_authenticated() {
+        return Err(ApiError::bad_request(
+            "no_channel",
+            "name at least one channel: /events?channel=NAME",
+        ));
+    }
+    let grants = identity.grants();
+    for channel in &channels {
+        hub.policies()
+            .may_subscribe(&grants, channel)
+            .map_err(|denied| match denied {
+                Denied::NeedsCredential(_) => {
+                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", denied.to_string())
+                }
+                _ => ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string()),
+            })?;
+    }
+    if let Some(user) = &identity.user {
+        let own = ChannelName::user(user)
+            .map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
+        if !channels.contains(&own) {
+            channels.push(own);
+        }
+    }
+    channels.push(ChannelName::broadcast());
+
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(query.last_event_id)
+        .filter(|id| !id.is_empty());
+    let resume = last_event_id.as_deref().map(ResumeFrom::parse);
+
+    let ip: Option<IpAddr> = info.as_ref().map(|i| i.peer.ip());
+    let admission = hub.admit(ip).map_err(|why| match why {
+        Rejection::MaxConnections => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_connections",
+            "the hub is at its connection limit; retry later",
+        )
+        .retry_after(5),
+        Rejection::PerIp => ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections_from_address",
+            "too many open connections from this address",
+        )
+        .retry_after(5),
+    })?;
+    if hub.is_shutting_down() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the hub is shutting down; reconnect to another node",
+        )
+        .retry_after(1));
+    }
+    let subscription = hub
+        .subscribe(&admission, channels, resume)
+        .await
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )
+            .retry_after(1)
+        })?;
+    tracing::debug!(
+        connection = admission.connection_id(),
+        uri = %redact_token(request.uri()),
+        user = identity.user.as_deref().unwrap_or("-"),
+        "stream opened"
+    );
+
+    let config = hub.config();
+    let connected = serde_json::json!({
+        "connection_id": admission.connection_id(),
+        "user": identity.user,
+        "channels": subscription.channels(),
+        "heartbeat_ms": config.sse.heartbeat.as_millis() as u64,
+    });
+    let first = encode_control(
+        "connected",
+        None,
+        Some(config.sse.retry),
+        &connected.to_string(),
+    );
+    let expires = identity
+        .expires_in()
+        .map(|left| Instant::now() + left + config.auth.leeway);
+    let stream = SseStream {
+        first: Some(first),
+        format: if query.envelope {
+            FrameFormat::SseEnvelope
+        } else {
+            FrameFormat::SseRaw
+        },
+        heartbeat: Box::pin(tokio::time::sleep(config.sse.heartbeat)),
+        heartbeat_every: config.sse.heartbeat,
+        expires: expires.map(|at| Box::pin(tokio::time::sleep_until(at))),
+        reconnect_within: config.shutdown.reconnect_within,
+        close: info.map(|i| i.close),
+        hub: hub.clone(),
+        subscription,
+        _admission: admission,
+        done: false,
+    };
+    let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
+        let chunk = s.next_chunk().await?;
+        Some((chunk, s))
+    }));
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// One connection's stream state.
+struct SseStream {
+    first: Option<Bytes>,
+    format: FrameFormat,
+    heartbeat: Pin<Box<Sleep>>,
+    heartbeat_every: Duration,
+    expires: Option<Pin<Box<Sleep>>>,
+    reconnect_within: Duration,
+    close: Option<tokio_util::sync::CancellationToken>,
+    hub: Hub,
+    subscription: Subscription,
+    _admission: Admission,
+    done: bool,
+}
+
+/// What woke a waiting stream.
+enum Wake {
+    Shutdown,
+    Expired,
+    Item(Result<Option<Item>, crate::core::Overflow>),
+    Heartbeat,
+}
+
+/// The stream ended abnormally; hyper closes the connection.
+#[derive(Debug, thiserror::Error)]
+#[error("the connection fell behind and was closed")]
+struct SlowConsumer;
+
+impl SseStream {
+    async fn next_chunk(&mut self) -> Option<Result<Bytes, SlowConsumer>> {
+        if let Some(first) = self.first.take() {
+            return Some(Ok(first));
+        }
+        if self.done {
+            return None;
+        }
+        let wake = {
+            let hub = &self.hub;
+            let expires = &mut self.expires;
+            let subscription = &mut self.subscription;
+            let heartbeat = &mut self.heartbeat;
+            tokio::select! {
+                biased;
+                _ = hub.shutting_down() => Wake::Shutdown,
+                _ = async {
+                    match expires {
+                        Some(at) => at.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                } => Wake::Expired,
+                item = subscription.next() => Wake::Item(item),
+                _ = heartbeat.as_mut() => Wake::Heartbeat,
+            }
+        };
+        let item = match wake {
+            Wake::Shutdown => {
+                self.done = true;
+                return Some(Ok(self.shutdown_frame()));
+            }
+            Wake::Expired => {
+                self.done = true;
+                return Some(Ok(encode_control(
+                    "token_expired",
+                    None,
+                    None,
+                    r#"{"reason":"the token has expired; reconnect with a fresh one"}"#,
+                )));
+            }
+            Wake::Heartbeat => {
+                self.reset_heartbeat();
+                return Some(Ok(Bytes::from_static(b":\n\n")));
+            }
+            Wake::Item(item) => item,
+        };
+        let first = match item {
+            Ok(Some(item)) => self.encode(&item),
+            Ok(None) => return None,
+            Err(_) => return self.slow_consumer(),
+        };
+        self.reset_heartbeat();
+        let mut batch: Option<BytesMut> = None;
+        loop {
+            let len = batch.as_ref().map_or(first.len(), BytesMut::len);
+            if len >= COALESCE_BYTES {
+                break;
+            }
+            match self.subscription.try_next() {
+                Ok(Some(item)) => {
+                    let frame = self.encode(&item);
+                    batch
+                        .get_or_insert_with(|| {
+                            let mut b = BytesMut::with_capacity(first.len() * 4 + frame.len());
+                            b.put_slice(&first);
+                            b
+                        })
+                        .put_slice(&frame);
+                }
+                Ok(None) => break,
+                Err(_) => return self.slow_consumer(),
+            }
+        }
+        Some(Ok(batch.map_or(first, BytesMut::freeze)))
+    }
+
+    fn slow_consumer(&mut self) -> Option<Result<Bytes, SlowConsumer>> {
+        self.done = true;
+        tracing::debug!(
+            connection = self.subscription.id(),
+            "closing a slow consumer"
+        );
+        if let Some(close) = &self.close {
+            close.cancel();
+        }
+        Some(Err(SlowConsumer))
+    }
+
+    fn reset_heartbeat(&mut self) {
+        let next = Instant::now() + self.heartbeat_every;
+        self.heartbeat.as_mut().reset(next);
+    }
+
+    fn shutdown_frame(&self) -> Bytes {
+        let floor = 500u64.min(self.reconnect_within.as_millis() as u64);
+        let ceiling = (self.reconnect_within.as_millis() as u64).max(floor + 1);
+        let retry = Duration::from_millis(rand::random_range(floor..ceiling));
+        let data = format!(
+            r#"{{"reason":"the hub is shutting down","retry_ms":{}}}"#,
+            retry.as_millis()
+        );
+        encode_control("shutdown", None, Some(retry), &data)
+    }
+
+    fn encode(&self, item: &Item) -> Bytes {
+        match item {
+            Item::Event(event) => {
+                let index = if event.channels.len() == 1 || self.format == FrameFormat::SseRaw {
+                    0
+                } else {
+                    let mine = self.subscription.channels();
+                    event.channel_index(|c| mine.contains(c))
+                };
+                event.frame(self.format, index, |e| encode_event(e, self.format, index))
+            }
+            Item::Reset(reset) => {
+                let data = serde_json::json!({
+                    "reason": reset.reason.as_str(),
+                    "channels": reset.channels,
+                });
+                encode_control("reset", Some(&reset.id), None, &data.to_string())
+            }
+        }
+    }
+}
+
+/// Writes `data` as `data:` lines, one per line of the text; `\r\n`, `\r` and `\n`
+/// all end a line, as they do for an SSE parser.
+fn put_data(out: &mut BytesMut, data: &str) {
+    let mut rest = data;
+    loop {
+        out.put_slice(b"data: ");
+        match rest.find(['\r', '\n']) {
+            Some(i) => {
+                out.put_slice(&rest.as_bytes()[..i]);
+                out.put_u8(b'\n');
+                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = &rest[i + skip..];
+            }
+            None => {
+                out.put_slice(rest.as_bytes());
+                out.put_u8(b'\n');
+                return;
+            }
+        }
+    }
+}
+
+/// The SSE frame of an event.
+pub fn encode_event(event: &Event, format: FrameFormat, channel_index: usize) -> Bytes {
+    let mut out = BytesMut::with_capacity(event.data.len() + event.id.len() + 32);
+    out.put_slice(b"id: ");
+    out.put_slice(event.id.as_bytes());
+    out.put_u8(b'\n');
+    if event.kind != crate::core::event::DEFAULT_TYPE {
+        out.put_slice(b"event: ");
+        out.put_slice(event.kind.as_bytes());
+        out.put_u8(b'\n');
+    }
+    if let Some(retry) = event.retry {
+        out.put_slice(format!("retry: {retry}\n").as_bytes());
+    }
+    match format {
+        FrameFormat::SseEnvelope => {
+            let channel = event.channels.get(channel_index).or(event.channels.first());
+            let envelope = envelope_json(event, channel);
+            put_data(&mut out, &envelope);
+        }
+        _ => put_data(&mut out, event.data.as_str()),
+    }
+    out.put_u8(b'\n');
+    out.freeze()
+}
+
+/// The JSON envelope of an event: channel, type, data, time and id.
+pub fn envelope_json(event: &Event, channel: Option<&ChannelName>) -> String {
+    let time = humantime::format_rfc3339_millis(event.time).to_string();
+    let mut s = String::with_capacity(event.data.len() + 96);
+    s.push_str("{\"channel\":");
+    s.push_str(&serde_json::to_string(&channel.map(ChannelName::as_str)).unwrap_or_default());
+    s.push_str(",\"type\":");
+    s.push_str(&serde_json::to_string(&event.kind).unwrap_or_default());
+    s.push_str(",\"data\":");
+    if event.data.is_json() {
+        s.push_str(event.data.as_str());
+    } else {
+        s.push_str(&serde_json::to_string(event.data.as_str()).unwrap_or_default());
+    }
+    s.push_str(",\"time\":\"");
+    s.push_str(&time);
+    s.push_str("\",\"id\":");
+    s.push_str(&serde_json::to_string(&event.id).unwrap_or_default());
+    s.push('}');
+    s
+}
+
+/// A frame the hub sends on its own behalf (`connected`, `reset`, `shutdown`, ...).
+fn encode_control(name: &str, id: Option<&str>, retry: Option<Duration>, data: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(data.len() + 64);
+    if let Some(retry) = retry {
+        out.put_slice(format!("retry: {}\n", retry.as_millis()).as_bytes());
+    }
+    if let Some(id) = id {
+        out.put_slice(b"id: ");
+        out.put_slice(id.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_slice(b"event: ");
+    out.put_slice(name.as_bytes());
+    out.put_u8(b'\n');
+    put_data(&mut out, data);
+    out.put_u8(b'\n');
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::{NewEvent, Payload};
+    use std::time::SystemTime;
+
+    fn event(new: NewEvent) -> Event {
+        Event::accept(new, 7, "e-7".into(), SystemTime::UNIX_EPOCH)
+    }
+
+    fn text(frame: &Bytes) -> &str {
+        std::str::from_utf8(frame).unwrap()
+    }
+
+    #[test]
+    fn multi_line_text_becomes_one_data_line_per_line() {
+        let ch = ChannelName::new("a").unwrap();
+        let e = event(NewEvent::text(ch, "one\n\ntwo\r\nthree\rfour\n"));
+        let frame = encode_event(&e, FrameFormat::SseRaw, 0);
+        assert_eq!(
+            text(&frame),
+            "id: e-7\ndata: one\ndata: \ndata: two\ndata: three\ndata: four\ndata: \n\n"
+        );
+    }
+
+    #[test]
+    fn types_and_retry_are_framed_and_message_is_implicit() {
+        let ch = ChannelName::new("a").unwrap();
+        let mut new = NewEvent::new(
+            ch.clone(),
+            Payload::json(&serde_json::json!({"a": 1})).unwrap(),
+        )
+        .with_type("task.done");
+        new.retry = Some(1500);
+        let frame = encode_event(&event(new), FrameFormat::SseRaw, 0);
+        assert_eq!(
+            text(&frame),
+            "id: e-7\nevent: task.done\nretry: 1500\ndata: {\"a\":1}\n\n"
+        );
+        let empty = encode_event(&event(NewEvent::text(ch, "")), FrameFormat::SseRaw, 0);
+        assert_eq!(text(&empty), "id: e-7\ndata: \n\n");
+    }
+
+    #[test]
+    fn envelopes_name_the_channel_and_escape_text() {
+        let new = NewEvent::text(ChannelName::new("a").unwrap(), "x\ny")
+            .also_to(ChannelName::new("b").unwrap());
+        let e = event(new);
+        let frame = encode_event(&e, FrameFormat::SseEnvelope, 1);
+        assert_eq!(
+            text(&frame),
+            "id: e-7\ndata: {\"channel\":\"b\",\"type\":\"message\",\"data\":\"x\\ny\",\"time\":\"1970-01-01T00:00:00.000Z\",\"id\":\"e-7\"}\n\n"
+        );
+    }
+
+    #[test]
+    fn query_accepts_repeated_and_comma_separated_channels() {
+        let q = parse_query(Some(
+            "channel=a&channel=b&channels=c,d&last_event_id=x-1&envelope=1&token=t",
+        ))
+        .unwrap();
+        assert_eq!(q.channels, vec!["a", "b", "c", "d"]);
+        assert_eq!(q.last_event_id.as_deref(), Some("x-1"));
+        assert!(q.envelope);
+        assert_eq!(q.token.as_deref(), Some("t"));
+        assert!(parse_query(Some("envelope=maybe")).is_err());
+    }
+}

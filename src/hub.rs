@@ -1,0 +1,316 @@
+//! The hub: the handle an application or the binary holds, tying the core to a
+//! broker, credentials, limits and counters.
+//!
+//! [`Hub`] is cheap to clone (an `Arc`), so it can be stored in handlers and tasks.
+//! The HTTP face of it is [`Hub::router`], in [`crate::http`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::broker::memory::MemoryBroker;
+use crate::broker::{Accepted, Broker, BrokerError, LocalDelivery, ResumeFrom};
+use crate::config::{Config, ConfigError};
+use crate::core::{ChannelName, Event, EventError, Fanout, NewEvent, Policies, Subscription};
+use crate::stats::{Gauges, Rejection, Snapshot, Stats};
+
+/// How often history is expired and idle channels forgotten.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
+
+/// A publication was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    /// An event is not valid; `index` is its place in the batch.
+    #[error("event {index}: {error}")]
+    Invalid {
+        /// The place of the event in the batch (0 for a single event).
+        index: usize,
+        /// What is wrong with it.
+        error: EventError,
+    },
+    /// The broker cannot accept events now.
+    #[error(transparent)]
+    Unavailable(#[from] BrokerError),
+}
+
+/// The hub handle.
+#[derive(Clone, Debug)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    policies: Arc<Policies>,
+    auth: Authenticator,
+    fanout: Arc<Fanout>,
+    broker: Arc<dyn Broker>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+    node: String,
+    next_connection: AtomicU64,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl std::fmt::Debug for dyn Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Broker({})", self.kind())
+    }
+}
+
+impl Hub {
+    /// Builds a hub from a checked configuration. Must be called inside a Tokio
+    /// runtime: it starts the history upkeep task.
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let auth = Authenticator::from_config(&config.auth)?;
+        let policies = Arc::new(config.policies());
+        let stats = Arc::new(Stats::default());
+        let fanout = Fanout::new();
+        let delivery = LocalDelivery::new(fanout.clone(), stats.clone());
+        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(policies.clone(), delivery));
+        let hub = Self {
+            inner: Arc::new(Inner {
+                config,
+                policies,
+                auth,
+                fanout,
+                broker,
+                stats,
+                shutdown: CancellationToken::new(),
+                node: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
+                next_connection: AtomicU64::new(1),
+                per_ip: Mutex::new(HashMap::new()),
+            }),
+        };
+        hub.spawn_maintenance();
+        Ok(hub)
+    }
+
+    fn spawn_maintenance(&self) {
+        let broker = self.inner.broker.clone();
+        let stop = self.inner.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => broker.maintain().await,
+                }
+            }
+        });
+    }
+
+    /// The configuration the hub runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The credential checker.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    /// The channel policies.
+    pub fn policies(&self) -> &Policies {
+        &self.inner.policies
+    }
+
+    /// Publishes one event; returns its id once the hub has accepted it.
+    pub async fn publish(&self, event: NewEvent) -> Result<Accepted, PublishError> {
+        let mut accepted = self.publish_batch(vec![event]).await?;
+        accepted.pop().ok_or_else(|| {
+            PublishError::Unavailable(BrokerError::Unavailable("no event accepted".into()))
+        })
+    }
+
+    /// Publishes several events in order; all are checked before any is published.
+    pub async fn publish_batch(
+        &self,
+        events: Vec<NewEvent>,
+    ) -> Result<Vec<Accepted>, PublishError> {
+        let limit = self.inner.config.limits.max_event_bytes;
+        for (index, event) in events.iter().enumerate() {
+            event
+                .validate(limit)
+                .map_err(|error| PublishError::Invalid { index, error })?;
+        }
+        let n = events.len() as u64;
+        let accepted = self.inner.broker.publish(events).await?;
+        self.inner.stats.published(n);
+        Ok(accepted)
+    }
+
+    /// Publishes an event to one user's private channel (`user:{id}`), whatever
+    /// channels it named.
+    pub async fn send_to_user(
+        &self,
+        user: &str,
+        mut event: NewEvent,
+    ) -> Result<Accepted, PublishError> {
+        let channel = ChannelName::user(user).map_err(|e| PublishError::Invalid {
+            index: 0,
+            error: e.into(),
+        })?;
+        event.channels = vec![channel];
+        self.publish(event).await
+    }
+
+    /// Publishes an event to every connection, whatever channels it named.
+    pub async fn broadcast(&self, mut event: NewEvent) -> Result<Accepted, PublishError> {
+        event.channels = vec![ChannelName::broadcast()];
+        self.publish(event).await
+    }
+
+    /// Lets a streaming connection in, or refuses it by the connection limits. The
+    /// returned guard holds its place until dropped.
+    pub fn admit(&self, ip: Option<IpAddr>) -> Result<Admission, Rejection> {
+        let inner = &self.inner;
+        let limits = &inner.config.limits;
+        if !inner.stats.try_open(limits.max_connections as u64) {
+            inner.stats.rejected(Rejection::MaxConnections);
+            return Err(Rejection::MaxConnections);
+        }
+        let max = limits.max_connections_per_ip;
+        if let Some(ip) = ip
+            && max > 0
+        {
+            let mut per_ip = inner.per_ip.lock();
+            let count = per_ip.entry(ip).or_insert(0);
+            if *count >= max {
+                drop(per_ip);
+                inner.stats.connection_closed();
+                inner.stats.rejected(Rejection::PerIp);
+                return Err(Rejection::PerIp);
+            }
+            *count += 1;
+        }
+        let n = inner.next_connection.fetch_add(1, Ordering::Relaxed);
+        Ok(Admission {
+            hub: self.clone(),
+            ip: ip.filter(|_| limits.max_connections_per_ip > 0),
+            id: n,
+            name: format!("{}-{n}", inner.node),
+        })
+    }
+
+    /// Subscribes an admitted connection to `channels` (already authorised), replaying
+    /// what it missed since `resume`. Live events are captured from before the replay
+    /// is read, so nothing falls between the two and nothing is seen twice.
+    pub async fn subscribe(
+        &self,
+        admission: &Admission,
+        channels: Vec<ChannelName>,
+        resume: Option<ResumeFrom>,
+    ) -> Result<Subscription, BrokerError> {
+        let inner = &self.inner;
+        let mut subscription =
+            inner
+                .fanout
+                .register(admission.id, channels, inner.config.limits.queue_size);
+        if let Some(from) = resume {
+            let replay = inner.broker.replay(subscription.channels(), from).await?;
+            inner
+                .stats
+                .resumed(replay.events.len() as u64, replay.reset.is_some());
+            subscription.prepend(replay.events, replay.reset);
+            subscription.skip_through(replay.after_seq);
+        }
+        Ok(subscription)
+    }
+
+    /// Up to `limit` of the newest events kept for `channel`, oldest first.
+    pub async fn history(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>, BrokerError> {
+        self.inner.broker.history(channel, limit).await
+    }
+
+    /// Whether the hub can accept events now.
+    pub async fn ready(&self) -> Result<(), BrokerError> {
+        if self.is_shutting_down() {
+            return Err(BrokerError::Unavailable("the hub is shutting down".into()));
+        }
+        self.inner.broker.check().await
+    }
+
+    /// The counters, for `/stats`.
+    pub fn stats(&self) -> Snapshot {
+        self.inner.stats.snapshot(self.gauges())
+    }
+
+    /// The counters in Prometheus text format, for `/metrics`.
+    pub fn prometheus(&self) -> String {
+        self.inner.stats.prometheus(self.gauges())
+    }
+
+    pub(crate) fn counters(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    fn gauges(&self) -> Gauges {
+        Gauges {
+            channels: self.inner.fanout.channel_count(),
+            history_channels: self.inner.broker.history_channels(),
+            broker: self.inner.broker.kind(),
+        }
+    }
+
+    /// Starts a graceful shutdown: streams end with a reconnect hint, the server
+    /// stops accepting.
+    pub fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+    }
+
+    /// Whether a shutdown has started.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+
+    /// Completes when a shutdown starts.
+    pub async fn shutting_down(&self) {
+        self.inner.shutdown.cancelled().await
+    }
+}
+
+/// A streaming connection's place within the connection limits; released on drop.
+#[derive(Debug)]
+pub struct Admission {
+    hub: Hub,
+    ip: Option<IpAddr>,
+    id: u64,
+    name: String,
+}
+
+impl Admission {
+    /// The connection id shown to the client.
+    pub fn connection_id(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let inner = &self.hub.inner;
+        inner.stats.connection_closed();
+        if let Some(ip) = self.ip {
+            let mut per_ip = inner.per_ip.lock();
+            if let Some(count) = per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,399 @@
+//! The `herald` command: run the hub, publish from a shell, mint development
+//! tokens, check a configuration.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use herald::auth::Claims;
+use herald::core::ChannelPattern;
+use herald::{Config, ConfigError, Hub};
+
+/// Exit status for a configuration error (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "A realtime push hub: Server-Sent Events with per-channel auth, history and resume."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub.
+    Serve(ServeArgs),
+    /// Publish an event to a running hub.
+    Publish(PublishArgs),
+    /// Print a JWT signed with the configured HS256 secret (for development).
+    Token(TokenArgs),
+    /// Check a configuration and print what it resolves to.
+    CheckConfig(ConfigArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// A TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The address to listen on (overrides the file and HERALD_LISTEN).
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The user (`sub` claim); they may subscribe to `user:{sub}`.
+    #[arg(long)]
+    sub: Option<String>,
+    /// A channel pattern the token may subscribe to (repeatable): `name`, `prefix:*`, `*`.
+    #[arg(long = "subscribe", value_name = "PATTERN")]
+    subscribe: Vec<String>,
+    /// A channel pattern the token may publish to (repeatable).
+    #[arg(long = "publish", value_name = "PATTERN")]
+    publish: Vec<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl: u64,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The hub's base URL.
+    #[arg(long, env = "HERALD_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// A target channel (repeatable).
+    #[arg(long = "channel", short = 'c', required_unless_present = "broadcast")]
+    channels: Vec<String>,
+    /// Send to every connection instead of channels.
+    #[arg(long, conflicts_with = "channels")]
+    broadcast: bool,
+    /// The event type.
+    #[arg(long = "type", short = 't')]
+    kind: Option<String>,
+    /// An id of your own for the event.
+    #[arg(long)]
+    id: Option<String>,
+    /// Send the data as text even if it parses as JSON.
+    #[arg(long)]
+    text: bool,
+    /// A publisher token or API key; without one, a short-lived token is minted with
+    /// the configured secret.
+    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The data: JSON or text; `-` reads standard input.
+    data: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Publish(args) => publish(args),
+        Command::Token(args) => token(args),
+        Command::CheckConfig(args) => check_config(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(config) = e.downcast_ref::<ConfigError>() {
+                eprintln!("herald: {config}");
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                eprintln!("herald: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut config = Config::load(args.config.config.as_deref())?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+        config.validate()?;
+    }
+    let mut dev_secret = None;
+    if config.auth.jwt_secret.is_none()
+        && config.auth.jwt_public_key.is_none()
+        && config.auth.jwks.is_none()
+        && config.auth.api_keys.is_empty()
+    {
+        let secret: String = (0..40)
+            .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rand::random_range(0..36)]))
+            .collect();
+        config.auth.jwt_secret = Some(secret.clone());
+        config.demo.tokens.get_or_insert(true);
+        dev_secret = Some(secret);
+    }
+    raise_file_limit(&mut config);
+    let addr = config.listen_addr()?;
+    runtime()?.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (configuration key `listen`)"))?;
+        let local = listener.local_addr()?;
+        let hub = Hub::new(config)?;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "herald {} listening on http://{local}", env!("CARGO_PKG_VERSION"))?;
+        if hub.config().demo.enabled {
+            writeln!(out, "demo page: http://{local}/")?;
+        }
+        if let Some(secret) = dev_secret {
+            writeln!(
+                out,
+                "no credentials configured: using a development secret for this run only\n  export HERALD_JWT_SECRET={secret}\n  herald token --sub alice --subscribe '*' --publish '*'"
+            )?;
+        }
+        out.flush()?;
+        drop(out);
+        let signals = hub.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: closing streams, draining connections");
+            signals.shutdown();
+            wait_for_signal().await;
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(1);
+        });
+        herald::serve(listener, hub).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Raises the open-file limit as far as allowed and says so when it still caps
+/// `limits.max_connections` (each connection is a file descriptor).
+fn raise_file_limit(config: &mut Config) {
+    let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() else {
+        return;
+    };
+    let limit = if soft < hard && rlimit::Resource::NOFILE.set(hard, hard).is_ok() {
+        hard
+    } else {
+        soft
+    };
+    // Leave room for the listener, logs, and files the hub itself opens.
+    let usable = limit.saturating_sub(64) as usize;
+    if config.limits.max_connections > usable {
+        tracing::warn!(
+            "the open-file limit is {limit}: limits.max_connections lowered from {} to {usable} (raise it with `ulimit -n`)",
+            config.limits.max_connections
+        );
+        config.limits.max_connections = usable.max(1);
+    }
+}
+
+fn patterns(raw: &[String]) -> anyhow::Result<Vec<ChannelPattern>> {
+    raw.iter()
+        .map(|p| ChannelPattern::parse(p).with_context(|| format!("invalid pattern {p:?}")))
+        .collect()
+}
+
+fn token(args: TokenArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.config.as_deref())?;
+    if config.auth.jwt_secret.is_none() {
+        return Err(ConfigError::new(
+            "auth.jwt_secret",
+            "is not set: `herald token` signs with the HS256 secret (set HERALD_JWT_SECRET)",
+        )
+        .into());
+    }
+    let auth = herald::auth::Authenticator::from_config(&config.auth)?;
+    let mut claims = Claims::new(args.sub, Duration::from_secs(args.ttl));
+    claims.herald.subscribe = patterns(&args.subscribe)?;
+    claims.herald.publish = patterns(&args.publish)?;
+    println!("{}", auth.mint(&claims)?);
+    Ok(())
+}
+
+fn check_config(args: ConfigArgs) -> anyhow::Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    herald::auth::Authenticator::from_config(&config.auth)?;
+    let mut shown = config.clone();
+    if shown.auth.jwt_secret.is_some() {
+        shown.auth.jwt_secret = Some("<set>".into());
+    }
+    for key in &mut shown.auth.api_keys {
+        if key.key.is_some() {
+            key.key = Some("<set>".into());
+        }
+    }
+    println!("configuration is valid\n");
+    print!("{}", toml_like(&shown)?);
+    Ok(())
+}
+
+/// The resolved configuration as TOML, for `check-config`.
+fn toml_like(config: &Config) -> anyhow::Result<String> {
+    let value = serde_json::to_value(config)?;
+    let mut out = String::new();
+    let mut sections = Vec::new();
+    if let serde_json::Value::Object(map) = value {
+        for (key, value) in map {
+            match value {
+                serde_json::Value::Object(_) => sections.push((key, value)),
+                serde_json::Value::Null => {}
+                other => out.push_str(&format!("{key} = {other}\n")),
+            }
+        }
+    }
+    for (name, value) in sections {
+        out.push_str(&format!("\n[{name}]\n"));
+        if let serde_json::Value::Object(map) = value {
+            for (key, value) in map {
+                if !value.is_null() {
+                    out.push_str(&format!("{key} = {value}\n"));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn publish(args: PublishArgs) -> anyhow::Result<()> {
+    let raw = if args.data == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the data from standard input")?;
+        s
+    } else {
+        args.data.clone()
+    };
+    let data: serde_json::Value = if args.text {
+        serde_json::Value::String(raw)
+    } else {
+        serde_json::from_str(&raw).unwrap_or(serde_json::Value::String(raw))
+    };
+    let mut body = serde_json::json!({ "data": data });
+    if args.broadcast {
+        body["broadcast"] = true.into();
+    } else if let [one] = args.channels.as_slice() {
+        body["channel"] = one.clone().into();
+    } else {
+        body["channels"] = args.channels.clone().into();
+    }
+    if let Some(kind) = &args.kind {
+        body["type"] = kind.clone().into();
+    }
+    if let Some(id) = &args.id {
+        body["id"] = id.clone().into();
+    }
+    let token = match args.token {
+        Some(token) => token,
+        None => {
+            let config = Config::load(args.config.config.as_deref())?;
+            let auth = herald::auth::Authenticator::from_config(&config.auth)?;
+            let mut claims = Claims::new(Some("herald-cli".into()), Duration::from_secs(60));
+            claims.herald.publish = if args.broadcast {
+                vec![ChannelPattern::parse("$broadcast")?]
+            } else {
+                patterns(&args.channels)?
+            };
+            auth.mint(&claims)
+                .context("no --token given (or HERALD_TOKEN) and no secret to mint one")?
+        }
+    };
+    let (status, answer) =
+        runtime()?.block_on(post(&args.url, "/publish", &token, body.to_string()))?;
+    if (200..300).contains(&status) {
+        println!("{answer}");
+        Ok(())
+    } else {
+        bail!("the hub answered {status}: {answer}")
+    }
+}
+
+/// POSTs JSON to a plain-HTTP hub.
+async fn post(base: &str, path: &str, token: &str, body: String) -> anyhow::Result<(u16, String)> {
+    use http_body_util::BodyExt;
+    let base: hyper::Uri = base
+        .parse()
+        .with_context(|| format!("invalid --url {base:?}"))?;
+    if base.scheme_str() != Some("http") {
+        bail!("--url must be an http:// address (use curl for https)");
+    }
+    let host = base.host().context("--url has no host")?.to_owned();
+    let port = base.port_u16().unwrap_or(80);
+    let prefix = base.path().trim_end_matches('/');
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .with_context(|| format!("cannot connect to {host}:{port}"))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let request = hyper::Request::post(format!("{prefix}{path}"))
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(hyper::header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

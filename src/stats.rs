@@ -1,0 +1,322 @@
+//! Counters of what the hub does, shared by every part of it, and their rendering
+//! for `/stats` and Prometheus.
+//!
+//! Every metric name lives here. No label carries a channel name or a user id, so
+//! the number of series stays fixed however many channels and users there are.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// Why a connection was refused before it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// The hub was at `max_connections`.
+    MaxConnections,
+    /// The client address was at `max_connections_per_ip`.
+    PerIp,
+}
+
+/// The hub's counters. Cheap to update from any task.
+#[derive(Debug)]
+pub struct Stats {
+    started: Instant,
+    connections: AtomicU64,
+    connections_total: AtomicU64,
+    rejected_max: AtomicU64,
+    rejected_ip: AtomicU64,
+    published: AtomicU64,
+    deliveries: AtomicU64,
+    slow_disconnects: AtomicU64,
+    resumes: AtomicU64,
+    resets: AtomicU64,
+    replayed: AtomicU64,
+    auth_failures: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            connections: AtomicU64::new(0),
+            connections_total: AtomicU64::new(0),
+            rejected_max: AtomicU64::new(0),
+            rejected_ip: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            deliveries: AtomicU64::new(0),
+            slow_disconnects: AtomicU64::new(0),
+            resumes: AtomicU64::new(0),
+            resets: AtomicU64::new(0),
+            replayed: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+        }
+    }
+}
+
+fn add(counter: &AtomicU64, n: u64) {
+    if n > 0 {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+fn get(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+impl Stats {
+    /// Takes a place for a streaming connection if fewer than `max` are open.
+    pub fn try_open(&self, max: u64) -> bool {
+        let taken = self
+            .connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                (c < max).then_some(c + 1)
+            })
+            .is_ok();
+        if taken {
+            add(&self.connections_total, 1);
+        }
+        taken
+    }
+
+    /// A streaming connection closed.
+    pub fn connection_closed(&self) {
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The number of open streaming connections.
+    pub fn connections(&self) -> u64 {
+        get(&self.connections)
+    }
+
+    /// A connection was refused by a limit.
+    pub fn rejected(&self, why: Rejection) {
+        match why {
+            Rejection::MaxConnections => add(&self.rejected_max, 1),
+            Rejection::PerIp => add(&self.rejected_ip, 1),
+        }
+    }
+
+    /// Events accepted for publication.
+    pub fn published(&self, n: u64) {
+        add(&self.published, n);
+    }
+
+    /// Events queued to connections, and connections found overflowing.
+    pub fn delivered(&self, queued: u64, overflowed: u64) {
+        add(&self.deliveries, queued);
+        add(&self.slow_disconnects, overflowed);
+    }
+
+    /// A connection resumed, with how many events were replayed and whether it got a reset.
+    pub fn resumed(&self, replayed: u64, reset: bool) {
+        add(&self.resumes, 1);
+        add(&self.replayed, replayed);
+        if reset {
+            add(&self.resets, 1);
+        }
+    }
+
+    /// A request presented a credential that was refused.
+    pub fn auth_failed(&self) {
+        add(&self.auth_failures, 1);
+    }
+
+    /// A point-in-time copy of every counter, plus the gauges passed in.
+    pub fn snapshot(&self, gauges: Gauges) -> Snapshot {
+        Snapshot {
+            uptime_seconds: self.started.elapsed().as_secs(),
+            connections: get(&self.connections),
+            connections_total: get(&self.connections_total),
+            connections_rejected: get(&self.rejected_max) + get(&self.rejected_ip),
+            events_published: get(&self.published),
+            events_delivered: get(&self.deliveries),
+            slow_consumer_disconnects: get(&self.slow_disconnects),
+            resumes: get(&self.resumes),
+            replayed_events: get(&self.replayed),
+            resets: get(&self.resets),
+            auth_failures: get(&self.auth_failures),
+            channels: gauges.channels,
+            history_channels: gauges.history_channels,
+            broker: gauges.broker,
+            rss_bytes: resident_memory_bytes(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn prometheus(&self, gauges: Gauges) -> String {
+        let s = self.snapshot(gauges);
+        let mut out = String::with_capacity(2048);
+        let mut metric = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in rows {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        metric(
+            "herald_connections",
+            "gauge",
+            "Open streaming connections.",
+            &[("", s.connections)],
+        );
+        metric(
+            "herald_connections_total",
+            "counter",
+            "Streaming connections accepted.",
+            &[("", s.connections_total)],
+        );
+        metric(
+            "herald_connections_rejected_total",
+            "counter",
+            "Streaming connections refused by a limit.",
+            &[
+                ("{reason=\"max_connections\"}", get(&self.rejected_max)),
+                ("{reason=\"per_ip\"}", get(&self.rejected_ip)),
+            ],
+        );
+        metric(
+            "herald_channels",
+            "gauge",
+            "Channels with at least one subscriber on this node.",
+            &[("", s.channels as u64)],
+        );
+        metric(
+            "herald_history_channels",
+            "gauge",
+            "Channels with history kept by the broker.",
+            &[("", s.history_channels as u64)],
+        );
+        metric(
+            "herald_events_published_total",
+            "counter",
+            "Events accepted for publication.",
+            &[("", s.events_published)],
+        );
+        metric(
+            "herald_deliveries_total",
+            "counter",
+            "Events queued to connections.",
+            &[("", s.events_delivered)],
+        );
+        metric(
+            "herald_slow_consumer_disconnects_total",
+            "counter",
+            "Connections closed because their queue overflowed.",
+            &[("", s.slow_consumer_disconnects)],
+        );
+        metric(
+            "herald_resumes_total",
+            "counter",
+            "Connections that resumed from a last event id.",
+            &[("", s.resumes)],
+        );
+        metric(
+            "herald_replayed_events_total",
+            "counter",
+            "Events replayed from history on resume.",
+            &[("", s.replayed_events)],
+        );
+        metric(
+            "herald_resets_total",
+            "counter",
+            "Resumes the history could not cover.",
+            &[("", s.resets)],
+        );
+        metric(
+            "herald_auth_failures_total",
+            "counter",
+            "Requests whose credential was refused.",
+            &[("", s.auth_failures)],
+        );
+        metric(
+            "herald_process_resident_memory_bytes",
+            "gauge",
+            "Resident memory of the hub process.",
+            &[("", s.rss_bytes)],
+        );
+        out
+    }
+}
+
+/// Values that are read from elsewhere when a snapshot is taken.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Gauges {
+    /// Channels with a subscriber on this node.
+    pub channels: usize,
+    /// Channels with history.
+    pub history_channels: usize,
+    /// The broker kind.
+    pub broker: &'static str,
+}
+
+/// The body of `GET /stats`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Seconds since the hub started.
+    pub uptime_seconds: u64,
+    /// Open streaming connections.
+    pub connections: u64,
+    /// Streaming connections accepted since start.
+    pub connections_total: u64,
+    /// Streaming connections refused by a limit since start.
+    pub connections_rejected: u64,
+    /// Events accepted for publication.
+    pub events_published: u64,
+    /// Events queued to connections.
+    pub events_delivered: u64,
+    /// Connections closed because their queue overflowed.
+    pub slow_consumer_disconnects: u64,
+    /// Connections that resumed from a last event id.
+    pub resumes: u64,
+    /// Events replayed on resume.
+    pub replayed_events: u64,
+    /// Resumes the history could not cover.
+    pub resets: u64,
+    /// Requests whose credential was refused.
+    pub auth_failures: u64,
+    /// Channels with at least one subscriber on this node.
+    pub channels: usize,
+    /// Channels with history kept by the broker.
+    pub history_channels: usize,
+    /// The broker kind.
+    pub broker: &'static str,
+    /// Resident memory of the process in bytes (0 where it cannot be read).
+    pub rss_bytes: u64,
+}
+
+/// The resident set size of this process, from `/proc/self/statm` (0 elsewhere).
+pub fn resident_memory_bytes() -> u64 {
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_every_counter_and_no_channel_labels() {
+        let stats = Stats::default();
+        assert!(stats.try_open(1));
+        assert!(!stats.try_open(1));
+        stats.published(3);
+        stats.delivered(7, 1);
+        let text = stats.prometheus(Gauges::default());
+        assert!(text.contains("herald_connections 1\n"));
+        assert!(text.contains("herald_events_published_total 3\n"));
+        assert!(text.contains("herald_deliveries_total 7\n"));
+        assert!(text.contains("herald_slow_consumer_disconnects_total 1\n"));
+        assert!(text.contains("# TYPE herald_deliveries_total counter\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(!line.contains("channel="), "{line}");
+        }
+    }
+}

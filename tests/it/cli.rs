@@ -1,0 +1,195 @@
+//! The `herald` binary: serve, token, publish, check-config.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::fixture::{SECRET, TestHub};
+
+fn herald() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
+    c.env_remove("HERALD_JWT_SECRET")
+        .env_remove("HERALD_LISTEN")
+        .env_remove("HERALD_TOKEN")
+        .kill_on_drop(true);
+    c
+}
+
+#[tokio::test]
+async fn a_bad_config_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.toml");
+    std::fs::write(&file, "[limits]\nmax_connections = -3\n").unwrap();
+    let out = herald()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("limits.max_connections"), "{stderr}");
+
+    let out = herald()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HERALD_SSE__HEARTBEAT", "soon")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sse.heartbeat"));
+
+    let out = herald()
+        .args(["serve", "--listen", "nowhere"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`listen`"));
+
+    std::fs::write(&file, "[sse]\nheartbeat = '10s'\n").unwrap();
+    let out = herald()
+        .arg("check-config")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("heartbeat"));
+}
+
+#[tokio::test]
+async fn token_mints_a_jwt_the_hub_accepts() {
+    let hub = TestHub::start().await;
+    let out = herald()
+        .args([
+            "token",
+            "--sub",
+            "ana",
+            "--subscribe",
+            "team:*",
+            "--publish",
+            "team:1",
+            "--ttl",
+            "60",
+        ])
+        .env("HERALD_JWT_SECRET", SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let identity = hub.hub.authenticator().authenticate(token.trim()).unwrap();
+    assert_eq!(identity.user.as_deref(), Some("ana"));
+    assert!(identity.subscribe[0].matches("team:9"));
+    assert!(identity.may_publish(&herald::ChannelName::new("team:1").unwrap()));
+
+    let out = herald()
+        .args(["token", "--sub", "ana"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("auth.jwt_secret"));
+}
+
+#[tokio::test]
+async fn publish_sends_an_event_from_the_shell() {
+    let hub = TestHub::start().await;
+    let token = hub.token(None, &["a"], &[]);
+    let mut sse = hub.subscribe("channel=a", Some(&token)).await;
+    let out = herald()
+        .args([
+            "publish",
+            "--url",
+            &hub.url,
+            "--channel",
+            "a",
+            "--type",
+            "ping",
+            r#"{"n": 1}"#,
+        ])
+        .env("HERALD_JWT_SECRET", SECRET)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"id\""));
+    let e = sse.expect().await;
+    assert_eq!((e.event.as_str(), e.data.as_str()), ("ping", r#"{"n":1}"#));
+
+    let out = herald()
+        .args([
+            "publish",
+            "--url",
+            &hub.url,
+            "--channel",
+            "a",
+            "--token",
+            "wrong",
+            "x",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+#[tokio::test]
+async fn serve_prints_its_address_and_stops_on_sigterm() {
+    let mut child = herald()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HERALD_SHUTDOWN__GRACE", "2s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut url = None;
+    let mut secret = None;
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+    {
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            url = Some(rest.trim().to_owned());
+        }
+        if let Some(rest) = line.split("HERALD_JWT_SECRET=").nth(1) {
+            secret = Some(rest.trim().to_owned());
+            break;
+        }
+    }
+    let url = url.expect("the address is printed");
+    assert!(
+        secret.is_some_and(|s| s.len() >= 32),
+        "a development secret is printed"
+    );
+    let health = reqwest::get(format!("{url}/healthz")).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let demo = reqwest::get(format!("{url}/")).await.unwrap();
+    assert_eq!(demo.status(), 200);
+
+    let pid = child.id().unwrap().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

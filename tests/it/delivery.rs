@@ -1,0 +1,233 @@
+//! Delivery over SSE: channels, users, broadcast, framing, heartbeats.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::fixture::{TestHub, json};
+
+#[tokio::test]
+async fn one_connection_receives_several_channels_each_event_once() {
+    let hub = TestHub::start().await;
+    let token = hub.token(Some("ana"), &["a", "b", "c"], &[]);
+    let mut sse = hub.subscribe("channel=a&channel=b", Some(&token)).await;
+    assert_eq!(
+        sse.connected["channels"],
+        json!(["a", "b", "user:ana", "$broadcast"])
+    );
+    assert_eq!(sse.connected["user"], "ana");
+    let a = hub.publish(json!({"channel": "a", "data": {"n": 1}})).await;
+    hub.publish(json!({"channel": "c", "data": {"n": 2}})).await;
+    let both = hub
+        .publish(json!({"channels": ["a", "b", "c"], "data": {"n": 3}}))
+        .await;
+    let b = hub
+        .publish(json!({"channel": "b", "type": "note", "data": "four"}))
+        .await;
+
+    let e = sse.expect().await;
+    assert_eq!(
+        (e.id.as_str(), e.event.as_str(), e.data.as_str()),
+        (a.as_str(), "message", r#"{"n":1}"#)
+    );
+    let e = sse.expect().await;
+    assert_eq!(
+        (e.id.as_str(), e.data.as_str()),
+        (both.as_str(), r#"{"n":3}"#)
+    );
+    let e = sse.expect().await;
+    assert_eq!(
+        (e.id.as_str(), e.event.as_str(), e.data.as_str()),
+        (b.as_str(), "note", "four")
+    );
+    assert!(sse.quiet_for(Duration::from_millis(200)).await.is_none());
+}
+
+#[tokio::test]
+async fn the_stream_has_proxy_safe_headers_and_a_retry_hint() {
+    let hub = TestHub::start().await;
+    let token = hub.token(None, &["a"], &[]);
+    let response = hub.open("channel=a", Some(&token), None).await;
+    let h = response.headers();
+    assert_eq!(h["content-type"], "text/event-stream");
+    assert_eq!(h["cache-control"], "no-cache, no-transform");
+    assert_eq!(h["x-accel-buffering"], "no");
+    let mut body = response.bytes_stream();
+    use futures_util::StreamExt;
+    let first = body.next().await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&first);
+    assert!(
+        text.starts_with("retry: 3000\nevent: connected\ndata: {"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_user_never_receives_another_users_events() {
+    let hub = TestHub::start().await;
+    let ana = hub.token(Some("ana"), &["*"], &[]);
+    let bob = hub.token(Some("bob"), &["*"], &[]);
+    let mut ana_sse = hub.subscribe("", Some(&ana)).await;
+    let mut bob_sse = hub.subscribe("", Some(&bob)).await;
+    hub.publish(json!({"channel": "user:bob", "data": "for bob"}))
+        .await;
+    hub.hub
+        .send_to_user(
+            "ana",
+            herald::NewEvent::text(herald::ChannelName::new("x").unwrap(), "for ana"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(bob_sse.expect().await.data, "for bob");
+    assert_eq!(ana_sse.expect().await.data, "for ana");
+    assert!(
+        ana_sse
+            .quiet_for(Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+    assert!(
+        bob_sse
+            .quiet_for(Duration::from_millis(200))
+            .await
+            .is_none()
+    );
+    // Even a token granting every channel cannot open another user's channel.
+    let response = hub.open("channel=user:bob", Some(&ana), None).await;
+    assert_eq!(response.status(), 403);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+}
+
+#[tokio::test]
+async fn broadcast_reaches_every_connection() {
+    let hub = TestHub::builder()
+        .config(|c| {
+            c.namespaces.insert(
+                "public".into(),
+                herald::config::NamespaceConfig {
+                    subscribe: Some(herald::core::SubscribeRule::Anyone),
+                    ..Default::default()
+                },
+            );
+        })
+        .start()
+        .await;
+    let ana = hub.token(Some("ana"), &["a"], &[]);
+    let mut streams = vec![
+        hub.subscribe("channel=a", Some(&ana)).await,
+        hub.subscribe("channel=public:news", None).await,
+        hub.subscribe("channel=public:other", None).await,
+    ];
+    let id = hub
+        .publish(json!({"broadcast": true, "type": "announcement", "data": {"text": "hi"}}))
+        .await;
+    for sse in &mut streams {
+        let e = sse.expect().await;
+        assert_eq!(
+            (e.id.as_str(), e.event.as_str()),
+            (id.as_str(), "announcement")
+        );
+        assert_eq!(json(&e)["text"], "hi");
+    }
+    hub.hub
+        .broadcast(herald::NewEvent::text(
+            herald::ChannelName::new("ignored").unwrap(),
+            "lib",
+        ))
+        .await
+        .unwrap();
+    for sse in &mut streams {
+        assert_eq!(sse.expect().await.data, "lib");
+    }
+}
+
+#[tokio::test]
+async fn multi_line_and_awkward_data_round_trips() {
+    let hub = TestHub::start().await;
+    let token = hub.token(None, &["a"], &[]);
+    let mut sse = hub.subscribe("channel=a", Some(&token)).await;
+    let texts = [
+        "first line\nsecond line\n\nafter an empty line",
+        "\n",
+        "",
+        "trailing newline\n",
+        "data: looks like a field\nid: 99\nevent: reset\n\n:comment",
+        "unicode — ✓ 日本語",
+    ];
+    for text in texts {
+        hub.publish(json!({"channel": "a", "data": text})).await;
+    }
+    for text in texts {
+        assert_eq!(sse.expect().await.data, text);
+    }
+    hub.publish(json!({"channel": "a", "data": {"nested": {"text": "x\ny"}, "list": [1, 2]}}))
+        .await;
+    let e = sse.expect().await;
+    assert_eq!(
+        json(&e),
+        json!({"nested": {"text": "x\ny"}, "list": [1, 2]})
+    );
+    assert_eq!(e.event, "message", "data cannot forge the event type");
+}
+
+#[tokio::test]
+async fn envelopes_name_the_channel() {
+    let hub = TestHub::start().await;
+    let token = hub.token(None, &["a", "b"], &[]);
+    let mut sse = hub.subscribe("channel=b&envelope=true", Some(&token)).await;
+    let id = hub
+        .publish(json!({"channels": ["a", "b"], "type": "t", "data": "x\ny"}))
+        .await;
+    let e = sse.expect().await;
+    let envelope = json(&e);
+    assert_eq!(envelope["channel"], "b");
+    assert_eq!(envelope["type"], "t");
+    assert_eq!(envelope["data"], "x\ny");
+    assert_eq!(envelope["id"], id.as_str());
+    assert!(envelope["time"].as_str().unwrap().ends_with('Z'));
+}
+
+#[tokio::test]
+async fn idle_streams_get_heartbeats() {
+    let hub = TestHub::builder()
+        .config(|c| c.sse.heartbeat = Duration::from_millis(100))
+        .start()
+        .await;
+    let token = hub.token(None, &["a"], &[]);
+    let response = hub.open("channel=a", Some(&token), None).await;
+    let mut body = response.bytes_stream();
+    use futures_util::StreamExt;
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen.matches(":\n\n").count() < 2 && tokio::time::Instant::now() < deadline {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(seen.matches(":\n\n").count() >= 2, "{seen}");
+}
+
+#[tokio::test]
+async fn the_library_face_publishes_from_rust() {
+    let hub = TestHub::start().await;
+    let token = hub.token(Some("ana"), &["orders"], &[]);
+    let mut sse = hub.subscribe("channel=orders", Some(&token)).await;
+    let channel = herald::ChannelName::new("orders").unwrap();
+    let event = herald::NewEvent::json(channel, &json!({"id": 17}))
+        .unwrap()
+        .with_type("order.created");
+    let accepted = hub.hub.publish(event).await.unwrap();
+    let e = sse.expect().await;
+    assert_eq!(
+        (e.id, e.event, e.data),
+        (
+            accepted.id,
+            "order.created".to_owned(),
+            r#"{"id":17}"#.to_owned()
+        )
+    );
+}

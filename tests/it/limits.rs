@@ -1,0 +1,157 @@
+//! Limits and slow consumers.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::fixture::TestHub;
+
+#[tokio::test]
+async fn past_max_connections_is_503_with_retry_after() {
+    let hub = TestHub::builder()
+        .config(|c| c.limits.max_connections = 2)
+        .start()
+        .await;
+    let token = hub.token(None, &["a"], &[]);
+    let first = hub.subscribe("channel=a", Some(&token)).await;
+    let _second = hub.subscribe("channel=a", Some(&token)).await;
+    let response = hub.open("channel=a", Some(&token), None).await;
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_connections");
+    // A closed connection frees its place.
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let response = hub.open("channel=a", Some(&token), None).await;
+        if response.status() == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn past_max_connections_per_address_is_429() {
+    let hub = TestHub::builder()
+        .config(|c| c.limits.max_connections_per_ip = 1)
+        .start()
+        .await;
+    let token = hub.token(None, &["a"], &[]);
+    let _first = hub.subscribe("channel=a", Some(&token)).await;
+    let response = hub.open("channel=a", Some(&token), None).await;
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn too_many_or_bad_channels_are_400() {
+    let hub = TestHub::builder()
+        .config(|c| c.limits.max_channels_per_connection = 2)
+        .start()
+        .await;
+    let token = hub.token(None, &["*"], &[]);
+    for (query, code) in [
+        ("channel=a&channel=b&channel=c", "too_many_channels"),
+        ("channel=a%0Ab", "invalid_channel"),
+        ("channel=%24broadcast", "invalid_channel"),
+        ("channel=a*", "invalid_channel"),
+        ("channel=a&envelope=perhaps", "invalid_parameter"),
+    ] {
+        let response = hub.open(query, Some(&token), None).await;
+        assert_eq!(response.status(), 400, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{query}");
+    }
+    let response = hub.open("", None, None).await;
+    assert_eq!(response.status(), 400);
+}
+
+/// A reader that sends its request and then never reads: its queue fills up and
+/// the hub closes it, while a hundred others on the same channel get everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_is_disconnected_while_others_keep_receiving() {
+    const EVENTS: usize = 160;
+    let hub = TestHub::builder()
+        .config(|c| {
+            c.limits.queue_size = 4;
+            c.channels.history_size = 10;
+        })
+        .start()
+        .await;
+    let token = hub.token(None, &["a"], &[]);
+
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(hub.addr).await.unwrap();
+    stalled
+        .write_all(
+            format!("GET /events?channel=a&token={token} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 512];
+    let n = stalled.read(&mut head).await.unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+
+    let mut readers = Vec::new();
+    for _ in 0..100 {
+        let response = hub.open("channel=a", Some(&token), None).await;
+        assert_eq!(response.status(), 200);
+        readers.push(tokio::spawn(async move {
+            let mut body = response.bytes_stream();
+            let mut text = String::new();
+            let mut ids = Vec::new();
+            while ids.len() < EVENTS {
+                let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+                    .await
+                    .expect("events keep flowing")
+                    .expect("the stream stays open")
+                    .unwrap();
+                text.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = text.find("\n\n") {
+                    let frame: String = text.drain(..end + 2).collect();
+                    if let Some(id) = frame.lines().find_map(|l| l.strip_prefix("id: ")) {
+                        ids.push(id.to_owned());
+                    }
+                }
+            }
+            ids
+        }));
+    }
+    while hub.hub.stats().connections < 101 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let payload = "x".repeat(60_000);
+    let mut published = Vec::new();
+    for i in 0..EVENTS {
+        let id = hub
+            .publish(json!({"channel": "a", "data": {"i": i, "pad": payload}}))
+            .await;
+        published.push(id);
+    }
+    for reader in readers {
+        assert_eq!(reader.await.unwrap(), published, "every event, in order");
+    }
+    assert_eq!(hub.hub.stats().slow_consumer_disconnects, 1);
+    // The stalled socket was closed by the hub: draining it ends in EOF.
+    let mut sink = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stalled.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the stalled connection was closed");
+}
