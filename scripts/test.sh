@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every test of the project: Rust unit and integration tests, then the
+# browser tests in headless Chromium. Installs what the browser tests need.
+#
+# Tests that need a service or a tool that is missing are skipped with a
+# visible reason; with HERALD_REQUIRE_SERVICES=1 they fail instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo not found: install Rust from https://rustup.rs" >&2
+  exit 1
+fi
+
+echo "== Rust tests"
+cargo test --workspace --all-targets
+
+echo "== Browser tests"
+bash scripts/browser-tests.sh
