@@ -48,7 +48,9 @@ npm ci --prefix tests/browser --no-audit --no-fund
 if [[ -z "${HERALD_BIN:-}" ]]; then
   echo "==> cargo build -p herald --bin herald"
   cargo build -p herald --bin herald
-  HERALD_BIN="$PWD/target/debug/herald"
+  target_dir="${CARGO_TARGET_DIR:-target}"
+  [[ "$target_dir" == /* ]] || target_dir="$PWD/$target_dir"
+  HERALD_BIN="$target_dir/debug/herald"
 fi
 export HERALD_BIN
 
