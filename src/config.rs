@@ -45,6 +45,8 @@ pub struct Config {
     pub broker: String,
     /// Credentials.
     pub auth: AuthConfig,
+    /// HTTP settings shared by every endpoint.
+    pub http: HttpConfig,
     /// Server-Sent Events.
     pub sse: SseConfig,
     /// Limits that protect the hub.
@@ -65,6 +67,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             broker: "memory".into(),
             auth: AuthConfig::default(),
+            http: HttpConfig::default(),
             sse: SseConfig::default(),
             limits: Limits::default(),
             channels: ChannelDefaults::default(),
@@ -128,6 +131,16 @@ pub struct ApiKeyConfig {
     /// Channels the key may publish to.
     #[serde(default)]
     pub publish: Vec<ChannelPattern>,
+}
+
+/// HTTP settings shared by every endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Origins of web apps served elsewhere that may use the hub from the browser
+    /// (`https://app.example.com`), with cookies and the Authorization header; `*`
+    /// allows any origin but without cookies. Empty: same origin only.
+    pub cors_origins: Vec<String>,
 }
 
 /// Server-Sent Events settings.
@@ -283,6 +296,7 @@ const SECTIONS: &[&str] = &[
     "listen",
     "broker",
     "auth",
+    "http",
     "sse",
     "limits",
     "channels",
@@ -358,6 +372,23 @@ impl Config {
                 "auth.jwt_secret",
                 "must be at least 16 characters (32 or more random characters recommended)",
             ));
+        }
+        for (i, origin) in self.http.cors_origins.iter().enumerate() {
+            let valid = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin
+                        .trim_end_matches('/')
+                        .contains(|c: char| c.is_whitespace())
+                    && origin
+                        .split("://")
+                        .nth(1)
+                        .is_some_and(|h| !h.is_empty() && !h.contains('/')));
+            if !valid {
+                return Err(ConfigError::new(
+                    format!("http.cors_origins[{i}]"),
+                    format!("{origin:?} is not an origin such as https://app.example.com (or *)"),
+                ));
+            }
         }
         if self.auth.cookie.is_empty() {
             return Err(ConfigError::new("auth.cookie", "must not be empty"));
@@ -541,6 +572,15 @@ mod tests {
         assert_eq!(e.key, "namespaces.a:b");
         let e = load("[channels]\nsubscribe = 'everyone'\n", &[]).unwrap_err();
         assert_eq!(e.key, "channels.subscribe");
+        let e = load("[http]\ncors_origins = ['app.example.com']\n", &[]).unwrap_err();
+        assert_eq!(e.key, "http.cors_origins[0]");
+        assert!(
+            load(
+                "[http]\ncors_origins = ['https://app.example.com', '*']\n",
+                &[]
+            )
+            .is_ok()
+        );
         let e = load("broker = 'kafka'\n", &[]).unwrap_err();
         assert_eq!(e.key, "broker");
         let e = load("[limits]\nqueue_size = 0\n", &[]).unwrap_err();

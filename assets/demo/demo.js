@@ -169,7 +169,7 @@
     el.tokenInfo.textContent = `Requesting a demo token for ${user}…`;
     let res;
     try {
-      res = await fetch('/demo/token', {
+      res = await fetch('demo/token', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
         body: JSON.stringify({ user }),
@@ -234,7 +234,7 @@
     q.set('envelope', '1');
     if (st.token) q.set('token', st.token);
     if (lastId != null && lastId !== '') q.set('last_event_id', lastId);
-    return `/events?${q.toString()}`;
+    return `events?${q.toString()}`;
   }
 
   function clearTimers() {
@@ -567,7 +567,7 @@
     el.publish.disabled = true;
     setPubResult('pending', 'Publishing…');
     try {
-      const res = await fetch('/publish', {
+      const res = await fetch('publish', {
         method: 'POST',
         headers: {
           'Content-Type': 'application/json',

@@ -54,8 +54,42 @@ impl Hub {
         if self.config().demo.tokens == Some(true) {
             router = router.route("/demo/token", post(demo::token));
         }
-        router.fallback(not_found).with_state(self.clone())
+        let router = router.fallback(not_found).with_state(self.clone());
+        match cors(&self.config().http.cors_origins) {
+            Some(layer) => router.layer(layer),
+            None => router,
+        }
     }
+}
+
+/// The CORS policy for the configured origins: exact origins may send cookies and
+/// the Authorization header; `*` allows any origin, without cookies.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::Method;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+        .max_age(std::time::Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        return Some(layer.allow_origin(AllowOrigin::any()));
+    }
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    Some(
+        layer
+            .allow_origin(AllowOrigin::list(list))
+            .allow_credentials(true),
+    )
 }
 
 async fn not_found() -> ApiError {

@@ -231,3 +231,93 @@ async fn the_library_face_publishes_from_rust() {
         )
     );
 }
+
+#[tokio::test]
+async fn the_router_mounts_into_an_application() {
+    let mut config = herald::Config::default();
+    config.auth.jwt_secret = Some(crate::fixture::SECRET.into());
+    let hub = herald::Hub::new(config).unwrap();
+    let app = axum::Router::new()
+        .route("/hello", axum::routing::get(|| async { "app" }))
+        .nest("/realtime", hub.router());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(axum::serve(listener, app).into_future());
+
+    let token = {
+        let mut claims = herald::auth::Claims::new(Some("ana".into()), Duration::from_secs(60));
+        claims.herald.subscribe = vec![herald::core::ChannelPattern::parse("orders").unwrap()];
+        hub.authenticator().mint(&claims).unwrap()
+    };
+    let response = reqwest::get(format!(
+        "{url}/realtime/events?channel=orders&token={token}"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        reqwest::get(format!("{url}/hello"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "app"
+    );
+    use futures_util::StreamExt;
+    let mut body = response.bytes_stream();
+    let connected = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&connected).contains("event: connected"));
+    let channel = herald::ChannelName::new("orders").unwrap();
+    hub.publish(herald::NewEvent::text(channel, "from a handler"))
+        .await
+        .unwrap();
+    let event = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&event).contains("data: from a handler\n"));
+    hub.shutdown();
+    server.abort();
+}
+
+#[tokio::test]
+async fn configured_origins_may_use_the_hub_from_the_browser() {
+    let hub = TestHub::builder()
+        .config(|c| c.http.cors_origins = vec!["https://app.example.com".into()])
+        .start()
+        .await;
+    let preflight = hub
+        .http
+        .request(reqwest::Method::OPTIONS, format!("{}/publish", hub.url))
+        .header("Origin", "https://app.example.com")
+        .header("Access-Control-Request-Method", "POST")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    let token = hub.token(None, &["a"], &[]);
+    let allowed = hub
+        .http
+        .get(format!("{}/events?channel=a&token={token}", hub.url))
+        .header("Origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example.com"
+    );
+    let other = hub
+        .http
+        .get(format!("{}/healthz", hub.url))
+        .header("Origin", "https://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(!other.headers().contains_key("access-control-allow-origin"));
+}
