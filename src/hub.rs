@@ -57,6 +57,7 @@ struct Inner {
     node: String,
     next_connection: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    components: Mutex<Vec<Readiness>>,
 }
 
 impl std::fmt::Debug for dyn Broker {
@@ -88,6 +89,7 @@ impl Hub {
                 node: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
                 next_connection: AtomicU64::new(1),
                 per_ip: Mutex::new(HashMap::new()),
+                components: Mutex::new(Vec::new()),
             }),
         };
         hub.spawn_maintenance();
@@ -236,12 +238,34 @@ impl Hub {
         self.inner.broker.history(channel, limit).await
     }
 
-    /// Whether the hub can accept events now.
+    /// Whether the hub can accept events now: not shutting down, the broker
+    /// reachable, and every registered component ready.
     pub async fn ready(&self) -> Result<(), BrokerError> {
         if self.is_shutting_down() {
             return Err(BrokerError::Unavailable("the hub is shutting down".into()));
         }
-        self.inner.broker.check().await
+        self.inner.broker.check().await?;
+        let components = self.inner.components.lock().clone();
+        for component in components {
+            if let Some(reason) = component.state.lock().clone() {
+                return Err(BrokerError::Unavailable(format!(
+                    "{}: {reason}",
+                    component.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a part of the hub whose health `/readyz` reports (an event
+    /// source's connection, a store). It starts unready until it says otherwise.
+    pub fn readiness(&self, name: &'static str) -> Readiness {
+        let component = Readiness {
+            name,
+            state: Arc::new(Mutex::new(Some("starting".into()))),
+        };
+        self.inner.components.lock().push(component.clone());
+        component
     }
 
     /// The counters, for `/stats`.
@@ -280,6 +304,26 @@ impl Hub {
     /// Completes when a shutdown starts.
     pub async fn shutting_down(&self) {
         self.inner.shutdown.cancelled().await
+    }
+}
+
+/// The readiness of one part of the hub, as reported by `/readyz`.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    name: &'static str,
+    /// `None` when ready; otherwise why not.
+    state: Arc<Mutex<Option<String>>>,
+}
+
+impl Readiness {
+    /// The part is working.
+    pub fn ready(&self) {
+        *self.state.lock() = None;
+    }
+
+    /// The part is not working, and why.
+    pub fn unready(&self, reason: impl Into<String>) {
+        *self.state.lock() = Some(reason.into());
     }
 }
 

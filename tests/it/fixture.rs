@@ -256,3 +256,23 @@ impl Sse {
 pub(crate) fn json(event: &SseEvent) -> Value {
     serde_json::from_str(&event.data).unwrap_or_else(|_| panic!("JSON data: {:?}", event.data))
 }
+
+/// Whether the service at `addr` (e.g. `127.0.0.1:5432`) answers. When it does not,
+/// the calling test should return early: this prints why it is skipped, or fails
+/// the test when `HERALD_REQUIRE_SERVICES=1`.
+#[allow(dead_code)] // the service-backed tests (PostgreSQL, Redis, NATS) call it
+pub(crate) async fn service_available(name: &str, addr: &str) -> bool {
+    let up = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if up {
+        return true;
+    }
+    if std::env::var("HERALD_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{name} is required (HERALD_REQUIRE_SERVICES=1) but not reachable at {addr}");
+    }
+    eprintln!(
+        "SKIP: {name} not reachable at {addr}; set HERALD_REQUIRE_SERVICES=1 to make this a failure"
+    );
+    false
+}

@@ -116,3 +116,22 @@ async fn demo_tokens_when_enabled() {
         .unwrap();
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test]
+async fn readiness_reports_unready_components() {
+    let hub = TestHub::start().await;
+    let source = hub.hub.readiness("postgres source");
+    let response = hub.get("/readyz").await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("postgres source: starting")
+    );
+    source.ready();
+    assert_eq!(hub.get("/readyz").await.status(), 200);
+    source.unready("connection lost");
+    assert_eq!(hub.get("/readyz").await.status(), 503);
+}
