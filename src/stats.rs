@@ -19,6 +19,52 @@ pub enum Rejection {
     PerIp,
 }
 
+/// Why an event source skipped a notification (or one route of it). The label
+/// values of `herald_source_skipped_total` are exactly these, so they stay bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceSkip {
+    /// The payload is not JSON.
+    NotJson,
+    /// The payload lacks a field a route needs (or it is null, an object or a list).
+    MissingField,
+    /// A channel built from the payload is not a valid channel name.
+    BadChannel,
+    /// The event built from the payload is refused (its type, its size).
+    InvalidEvent,
+    /// No route takes the notification's channel (outbox topics).
+    NoRoute,
+    /// A row that was too big to notify could not be fetched.
+    FetchFailed,
+    /// The hub refused the events (its broker was unavailable).
+    PublishFailed,
+}
+
+impl SourceSkip {
+    /// Every reason, in the order they are reported.
+    pub const ALL: [SourceSkip; 7] = [
+        SourceSkip::NotJson,
+        SourceSkip::MissingField,
+        SourceSkip::BadChannel,
+        SourceSkip::InvalidEvent,
+        SourceSkip::NoRoute,
+        SourceSkip::FetchFailed,
+        SourceSkip::PublishFailed,
+    ];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            SourceSkip::NotJson => "not_json",
+            SourceSkip::MissingField => "missing_field",
+            SourceSkip::BadChannel => "bad_channel",
+            SourceSkip::InvalidEvent => "invalid_event",
+            SourceSkip::NoRoute => "no_route",
+            SourceSkip::FetchFailed => "fetch_failed",
+            SourceSkip::PublishFailed => "publish_failed",
+        }
+    }
+}
+
 /// The hub's counters. Cheap to update from any task.
 #[derive(Debug)]
 pub struct Stats {
@@ -34,6 +80,10 @@ pub struct Stats {
     resets: AtomicU64,
     replayed: AtomicU64,
     auth_failures: AtomicU64,
+    source_notifications: AtomicU64,
+    source_skipped: [AtomicU64; SourceSkip::ALL.len()],
+    source_outbox_rows: AtomicU64,
+    source_connections: AtomicU64,
 }
 
 impl Default for Stats {
@@ -51,6 +101,10 @@ impl Default for Stats {
             resets: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
+            source_notifications: AtomicU64::new(0),
+            source_skipped: Default::default(),
+            source_outbox_rows: AtomicU64::new(0),
+            source_connections: AtomicU64::new(0),
         }
     }
 }
@@ -123,6 +177,31 @@ impl Stats {
         add(&self.auth_failures, 1);
     }
 
+    /// An event source received notifications (or outbox rows).
+    pub fn source_received(&self, n: u64) {
+        add(&self.source_notifications, n);
+    }
+
+    /// An event source skipped a notification, or one route of it.
+    pub fn source_skipped(&self, why: SourceSkip) {
+        add(&self.source_skipped[why as usize], 1);
+    }
+
+    /// How many notifications were skipped for `why`.
+    pub fn source_skips(&self, why: SourceSkip) -> u64 {
+        get(&self.source_skipped[why as usize])
+    }
+
+    /// An event source published outbox rows and recorded them as done.
+    pub fn source_outbox_done(&self, n: u64) {
+        add(&self.source_outbox_rows, n);
+    }
+
+    /// An event source (re)connected to its service.
+    pub fn source_connected(&self) {
+        add(&self.source_connections, 1);
+    }
+
     /// A point-in-time copy of every counter, plus the gauges passed in.
     pub fn snapshot(&self, gauges: Gauges) -> Snapshot {
         Snapshot {
@@ -137,6 +216,10 @@ impl Stats {
             replayed_events: get(&self.replayed),
             resets: get(&self.resets),
             auth_failures: get(&self.auth_failures),
+            source_notifications: get(&self.source_notifications),
+            source_skipped: self.source_skipped.iter().map(get).sum(),
+            source_outbox_rows: get(&self.source_outbox_rows),
+            source_connections: get(&self.source_connections),
             channels: gauges.channels,
             history_channels: gauges.history_channels,
             broker: gauges.broker,
@@ -230,6 +313,40 @@ impl Stats {
             &[("", s.auth_failures)],
         );
         metric(
+            "herald_source_notifications_total",
+            "counter",
+            "Notifications (or outbox rows) an event source received.",
+            &[("", s.source_notifications)],
+        );
+        let skipped: Vec<(String, u64)> = SourceSkip::ALL
+            .iter()
+            .map(|&why| {
+                (
+                    format!("{{reason=\"{}\"}}", why.label()),
+                    self.source_skips(why),
+                )
+            })
+            .collect();
+        let skipped: Vec<(&str, u64)> = skipped.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+        metric(
+            "herald_source_skipped_total",
+            "counter",
+            "Notifications (or routes of one) an event source skipped, by reason.",
+            &skipped,
+        );
+        metric(
+            "herald_source_outbox_rows_total",
+            "counter",
+            "Outbox rows published and recorded as done.",
+            &[("", s.source_outbox_rows)],
+        );
+        metric(
+            "herald_source_connections_total",
+            "counter",
+            "Connections an event source made to its service (the first and every reconnection).",
+            &[("", s.source_connections)],
+        );
+        metric(
             "herald_process_resident_memory_bytes",
             "gauge",
             "Resident memory of the hub process.",
@@ -275,6 +392,14 @@ pub struct Snapshot {
     pub resets: u64,
     /// Requests whose credential was refused.
     pub auth_failures: u64,
+    /// Notifications (or outbox rows) an event source received.
+    pub source_notifications: u64,
+    /// Notifications (or routes of one) an event source skipped, all reasons together.
+    pub source_skipped: u64,
+    /// Outbox rows published and recorded as done.
+    pub source_outbox_rows: u64,
+    /// Connections an event source made to its service.
+    pub source_connections: u64,
     /// Channels with at least one subscriber on this node.
     pub channels: usize,
     /// Channels with history kept by the broker.
@@ -318,5 +443,26 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(!line.contains("channel="), "{line}");
         }
+    }
+
+    #[test]
+    fn source_counters_have_bounded_reasons() {
+        let stats = Stats::default();
+        stats.source_received(4);
+        stats.source_skipped(SourceSkip::NotJson);
+        stats.source_skipped(SourceSkip::BadChannel);
+        stats.source_skipped(SourceSkip::BadChannel);
+        stats.source_outbox_done(2);
+        stats.source_connected();
+        let text = stats.prometheus(Gauges::default());
+        assert!(text.contains("herald_source_notifications_total 4\n"));
+        assert!(text.contains("herald_source_skipped_total{reason=\"not_json\"} 1\n"));
+        assert!(text.contains("herald_source_skipped_total{reason=\"bad_channel\"} 2\n"));
+        assert!(text.contains("herald_source_skipped_total{reason=\"missing_field\"} 0\n"));
+        assert!(text.contains("herald_source_outbox_rows_total 2\n"));
+        assert!(text.contains("herald_source_connections_total 1\n"));
+        let snapshot = stats.snapshot(Gauges::default());
+        assert_eq!(snapshot.source_skipped, 3);
+        assert_eq!(snapshot.source_notifications, 4);
     }
 }
