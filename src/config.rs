@@ -15,6 +15,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::core::{ChannelPattern, HistoryPolicy, NamespacePolicy, Policies, SubscribeRule};
 
+mod brokers;
+pub use brokers::{
+    BrokerKind, NatsConfig, NatsStorage, RedisConfig, RedisMessageFormat, RedisRoute,
+    RedisSourceConfig,
+};
+
 /// A configuration problem, naming the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration key `{key}`: {message}")]
@@ -41,14 +47,27 @@ impl ConfigError {
 pub struct Config {
     /// The address to listen on (`HERALD_LISTEN`).
     pub listen: String,
-    /// The broker: `memory` (`HERALD_BROKER`).
+    /// The broker: `memory`, `redis://HOST:PORT[/DB]` or `nats://HOST:PORT`
+    /// (`HERALD_BROKER`).
     pub broker: String,
+    /// Settings of the Redis broker.
+    pub redis: RedisConfig,
+    /// Settings of the NATS broker.
+    pub nats: NatsConfig,
+    /// Events applications publish to Redis channels themselves; off unless the
+    /// section is present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_source: Option<RedisSourceConfig>,
     /// Credentials.
     pub auth: AuthConfig,
     /// HTTP settings shared by every endpoint.
     pub http: HttpConfig,
     /// Server-Sent Events.
     pub sse: SseConfig,
+    /// The WebSocket transport.
+    pub ws: WsConfig,
+    /// Signed HTTP callbacks to the application.
+    pub webhooks: WebhooksConfig,
     /// Limits that protect the hub.
     pub limits: Limits,
     /// The policy of every channel outside a configured namespace.
@@ -59,6 +78,9 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     /// The demo page.
     pub demo: DemoConfig,
+    /// The PostgreSQL event source; off unless the section is present.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub postgres: Option<crate::source::postgres::PostgresConfig>,
 }
 
 impl Default for Config {
@@ -66,14 +88,20 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".into(),
             broker: "memory".into(),
+            redis: RedisConfig::default(),
+            nats: NatsConfig::default(),
+            redis_source: None,
             auth: AuthConfig::default(),
             http: HttpConfig::default(),
             sse: SseConfig::default(),
+            ws: WsConfig::default(),
+            webhooks: WebhooksConfig::default(),
             limits: Limits::default(),
             channels: ChannelDefaults::default(),
             namespaces: HashMap::new(),
             shutdown: ShutdownConfig::default(),
             demo: DemoConfig::default(),
+            postgres: None,
         }
     }
 }
@@ -164,6 +192,69 @@ impl Default for SseConfig {
     }
 }
 
+/// The WebSocket transport.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// How often the hub pings each client.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A client that sends nothing (not even a pong) for this long is dead and closed.
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// The largest frame a client may send, in bytes.
+    pub max_frame_bytes: usize,
+    /// Events a client may publish per second, on average.
+    pub client_publish_rate: f64,
+    /// Events a client may publish in a burst above the rate.
+    pub client_publish_burst: u32,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(60),
+            max_frame_bytes: 64 * 1024,
+            client_publish_rate: 10.0,
+            client_publish_burst: 20,
+        }
+    }
+}
+
+/// Signed HTTP callbacks to the application: joins, leaves, client events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Where to POST; no webhooks when unset.
+    pub url: Option<String>,
+    /// The HMAC-SHA256 key that signs each request (`X-Herald-Signature`).
+    pub secret: Option<String>,
+    /// Which notifications to send: `join`, `leave`, `client_event`.
+    pub events: Vec<String>,
+    /// How long one request may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Further attempts after a failed one.
+    pub retries: u32,
+    /// Joins and leaves are gathered for this long and sent as one batch.
+    #[serde(with = "humantime_serde")]
+    pub batch_window: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: None,
+            events: vec!["join".into(), "leave".into(), "client_event".into()],
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            batch_window: Duration::from_millis(200),
+        }
+    }
+}
+
 /// Limits that protect the hub.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -209,15 +300,24 @@ pub struct ChannelDefaults {
     pub history_ttl: Duration,
     /// Who may subscribe: `grant`, `authenticated` or `anyone`.
     pub subscribe: SubscribeRule,
+    /// Track who is on each channel and announce joins and leaves.
+    pub presence: bool,
+    /// Let WebSocket clients publish (when their token grants the channel).
+    pub client_publish: bool,
+    /// Keep events published by clients in history.
+    pub client_history: bool,
 }
 
 impl Default for ChannelDefaults {
     fn default() -> Self {
-        let history = HistoryPolicy::default();
+        let policy = NamespacePolicy::default();
         Self {
-            history_size: history.size,
-            history_ttl: history.ttl,
-            subscribe: SubscribeRule::Grant,
+            history_size: policy.history.size,
+            history_ttl: policy.history.ttl,
+            subscribe: policy.subscribe,
+            presence: policy.presence,
+            client_publish: policy.client_publish,
+            client_history: policy.client_history,
         }
     }
 }
@@ -233,6 +333,12 @@ pub struct NamespaceConfig {
     pub history_ttl: Option<Duration>,
     /// Who may subscribe.
     pub subscribe: Option<SubscribeRule>,
+    /// Track who is on each channel and announce joins and leaves.
+    pub presence: Option<bool>,
+    /// Let WebSocket clients publish (when their token grants the channel).
+    pub client_publish: Option<bool>,
+    /// Keep events published by clients in history.
+    pub client_history: Option<bool>,
 }
 
 /// Graceful shutdown.
@@ -284,25 +390,41 @@ impl Default for DemoConfig {
 const STRING_KEYS: &[&str] = &[
     "listen",
     "broker",
+    "redis.prefix",
+    "nats.stream",
+    "nats.subject",
+    "redis_source.url",
     "auth.jwt_secret",
     "auth.jwt_public_key",
     "auth.jwks",
     "auth.issuer",
     "auth.audience",
     "auth.cookie",
+    "webhooks.url",
+    "webhooks.secret",
+    "postgres.url",
+    "postgres.mode",
+    "postgres.outbox.table",
+    "postgres.outbox.notify",
 ];
 
 const SECTIONS: &[&str] = &[
     "listen",
     "broker",
+    "redis",
+    "nats",
+    "redis_source",
     "auth",
     "http",
     "sse",
+    "ws",
+    "webhooks",
     "limits",
     "channels",
     "namespaces",
     "shutdown",
     "demo",
+    "postgres",
 ];
 
 impl Config {
@@ -358,14 +480,11 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
-        if self.broker != "memory" {
-            return Err(ConfigError::new(
-                "broker",
-                format!(
-                    "unknown broker {:?}: the supported broker is `memory`",
-                    self.broker
-                ),
-            ));
+        let broker = self.broker_kind()?;
+        self.redis.validate()?;
+        self.nats.validate()?;
+        if let Some(source) = &self.redis_source {
+            source.validate(&broker)?;
         }
         if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
             return Err(ConfigError::new(
@@ -416,6 +535,46 @@ impl Config {
                 return Err(ConfigError::new(key, "must be longer than 0s"));
             }
         }
+        if self.ws.ping_interval.is_zero() || self.ws.ping_timeout <= self.ws.ping_interval {
+            return Err(ConfigError::new(
+                "ws.ping_timeout",
+                "must be longer than ws.ping_interval (and the interval longer than 0s)",
+            ));
+        }
+        if self.ws.client_publish_rate.is_nan() || self.ws.client_publish_rate <= 0.0 {
+            return Err(ConfigError::new(
+                "ws.client_publish_rate",
+                "must be greater than 0",
+            ));
+        }
+        if self.ws.max_frame_bytes < 256 {
+            return Err(ConfigError::new(
+                "ws.max_frame_bytes",
+                "must be at least 256",
+            ));
+        }
+        if let Some(url) = &self.webhooks.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "webhooks.url",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+            if self.webhooks.secret.as_ref().is_none_or(|s| s.len() < 16) {
+                return Err(ConfigError::new(
+                    "webhooks.secret",
+                    "is needed with webhooks.url, at least 16 characters: requests are signed with it",
+                ));
+            }
+        }
+        for (i, event) in self.webhooks.events.iter().enumerate() {
+            if !["join", "leave", "client_event"].contains(&event.as_str()) {
+                return Err(ConfigError::new(
+                    format!("webhooks.events[{i}]"),
+                    format!("unknown notification {event:?}: use join, leave or client_event"),
+                ));
+            }
+        }
         if self.channels.history_ttl.is_zero() {
             return Err(ConfigError::new(
                 "channels.history_ttl",
@@ -448,7 +607,15 @@ impl Config {
                 ));
             }
         }
+        if let Some(postgres) = &self.postgres {
+            postgres.validate()?;
+        }
         Ok(())
+    }
+
+    /// The broker the `broker` key selects.
+    pub fn broker_kind(&self) -> Result<BrokerKind, ConfigError> {
+        BrokerKind::parse(&self.broker)
     }
 
     /// The listen address.
@@ -469,6 +636,9 @@ impl Config {
                 ttl: self.channels.history_ttl,
             },
             subscribe: self.channels.subscribe,
+            presence: self.channels.presence,
+            client_publish: self.channels.client_publish,
+            client_history: self.channels.client_history,
         };
         let namespaces = self
             .namespaces
@@ -480,6 +650,9 @@ impl Config {
                         ttl: ns.history_ttl.unwrap_or(default.history.ttl),
                     },
                     subscribe: ns.subscribe.unwrap_or(default.subscribe),
+                    presence: ns.presence.unwrap_or(default.presence),
+                    client_publish: ns.client_publish.unwrap_or(default.client_publish),
+                    client_history: ns.client_history.unwrap_or(default.client_history),
                 };
                 (name.clone(), policy)
             })

@@ -14,11 +14,15 @@ use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::broker::memory::MemoryBroker;
+use crate::auth::Identity;
 use crate::broker::{Accepted, Broker, BrokerError, LocalDelivery, ResumeFrom};
 use crate::config::{Config, ConfigError};
-use crate::core::{ChannelName, Event, EventError, Fanout, NewEvent, Policies, Subscription};
+use crate::core::{
+    ChannelName, Event, EventError, Fanout, Member, NewEvent, Policies, Presence, Subscription,
+};
+use crate::hooks::{ChannelActivity, ClientEvent, Hooks};
 use crate::stats::{Gauges, Rejection, Snapshot, Stats};
+use crate::webhooks::Webhooks;
 
 /// How often history is expired and idle channels forgotten.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
@@ -39,6 +43,23 @@ pub enum PublishError {
     Unavailable(#[from] BrokerError),
 }
 
+/// An event from a client was not published.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientPublishError {
+    /// The namespace or the token does not allow it.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The event is not valid.
+    #[error(transparent)]
+    Invalid(EventError),
+    /// A hook or the webhook refused it.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The broker cannot accept events now.
+    #[error(transparent)]
+    Unavailable(BrokerError),
+}
+
 /// The hub handle.
 #[derive(Clone, Debug)]
 pub struct Hub {
@@ -46,7 +67,7 @@ pub struct Hub {
 }
 
 #[derive(Debug)]
-struct Inner {
+pub(crate) struct Inner {
     config: Config,
     policies: Arc<Policies>,
     auth: Authenticator,
@@ -58,6 +79,10 @@ struct Inner {
     next_connection: AtomicU64,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     components: Mutex<Vec<Readiness>>,
+    presence: Presence,
+    hooks: parking_lot::RwLock<Hooks>,
+    activity: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ChannelActivity>>,
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 impl std::fmt::Debug for dyn Broker {
@@ -76,7 +101,10 @@ impl Hub {
         let stats = Arc::new(Stats::default());
         let fanout = Fanout::new();
         let delivery = LocalDelivery::new(fanout.clone(), stats.clone());
-        let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(policies.clone(), delivery));
+        let broker: Arc<dyn Broker> = crate::broker::start(&config, policies.clone(), delivery)?;
+        let shutdown = CancellationToken::new();
+        let node = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
+        let webhooks = Webhooks::start(&config.webhooks, &node, shutdown.clone(), stats.clone());
         let hub = Self {
             inner: Arc::new(Inner {
                 config,
@@ -85,14 +113,34 @@ impl Hub {
                 fanout,
                 broker,
                 stats,
-                shutdown: CancellationToken::new(),
-                node: format!("{:06x}", rand::random::<u32>() & 0xff_ffff),
+                shutdown,
+                node,
                 next_connection: AtomicU64::new(1),
                 per_ip: Mutex::new(HashMap::new()),
                 components: Mutex::new(Vec::new()),
+                presence: Presence::default(),
+                hooks: parking_lot::RwLock::new(Hooks::default()),
+                activity: std::sync::OnceLock::new(),
+                webhooks,
             }),
         };
         hub.spawn_maintenance();
+        let _ = hub
+            .inner
+            .activity
+            .set(crate::hooks::spawn_activity_task(Arc::downgrade(
+                &hub.inner,
+            )));
+        if let Some(postgres) = &hub.inner.config.postgres {
+            crate::source::postgres::spawn(&hub, postgres.clone());
+        }
+        #[cfg(feature = "redis")]
+        if let Some(source) = &hub.inner.config.redis_source {
+            let broker = hub.inner.config.broker_kind()?;
+            if let Some(url) = source.url(&broker) {
+                crate::source::redis::spawn(&hub, source.clone(), url.to_owned());
+            }
+        }
         Ok(hub)
     }
 
@@ -124,6 +172,110 @@ impl Hub {
     /// The channel policies.
     pub fn policies(&self) -> &Policies {
         &self.inner.policies
+    }
+
+    /// The hub a background task holds weakly, if it still exists.
+    pub(crate) fn upgrade(inner: &std::sync::Weak<Inner>) -> Option<Self> {
+        inner.upgrade().map(|inner| Self { inner })
+    }
+
+    pub(crate) fn hooks(&self) -> Hooks {
+        self.inner.hooks.read().clone()
+    }
+
+    pub(crate) fn hooks_mut(&self, change: impl FnOnce(&mut Hooks)) {
+        change(&mut self.inner.hooks.write());
+    }
+
+    pub(crate) fn webhooks(&self) -> Option<&Arc<Webhooks>> {
+        self.inner.webhooks.as_ref()
+    }
+
+    pub(crate) fn presence_registry(&self) -> &Presence {
+        &self.inner.presence
+    }
+
+    pub(crate) fn record_activity(&self, activity: ChannelActivity) {
+        if let Some(tx) = self.inner.activity.get() {
+            let _ = tx.send(activity);
+        }
+    }
+
+    /// The users present on `channel` (for namespaces with presence), in the order
+    /// they joined.
+    pub fn presence(&self, channel: &ChannelName) -> Vec<Member> {
+        self.inner.presence.members(channel)
+    }
+
+    /// Publishes an event of the hub's own (presence), whose type publishers may not use.
+    pub(crate) async fn publish_unchecked(&self, event: NewEvent) -> Result<Accepted, BrokerError> {
+        let mut accepted = self.inner.broker.publish(vec![event]).await?;
+        self.inner.stats.published(1);
+        accepted
+            .pop()
+            .ok_or_else(|| BrokerError::Unavailable("no event accepted".into()))
+    }
+
+    /// Publishes an event sent by a connected client: the namespace must allow
+    /// client publishing and the client's token must grant the channels; the
+    /// client-event hooks and webhook may change or refuse it.
+    pub async fn publish_from_client(
+        &self,
+        identity: &Identity,
+        connection_id: &str,
+        mut event: NewEvent,
+    ) -> Result<Accepted, ClientPublishError> {
+        let result = self
+            .vet_and_publish(identity, connection_id, &mut event)
+            .await;
+        self.inner.stats.client_event(result.is_ok());
+        result
+    }
+
+    async fn vet_and_publish(
+        &self,
+        identity: &Identity,
+        connection_id: &str,
+        event: &mut NewEvent,
+    ) -> Result<Accepted, ClientPublishError> {
+        event
+            .validate(self.inner.config.limits.max_event_bytes)
+            .map_err(ClientPublishError::Invalid)?;
+        let mut keep_history = true;
+        for channel in &event.channels {
+            let policy = self.inner.policies.of(channel);
+            if !policy.client_publish || channel.is_broadcast() {
+                return Err(ClientPublishError::Forbidden(format!(
+                    "clients may not publish to {channel}"
+                )));
+            }
+            if !identity.may_publish(channel) {
+                return Err(ClientPublishError::Forbidden(format!(
+                    "the token does not grant publishing to {channel}"
+                )));
+            }
+            keep_history &= policy.client_history;
+        }
+        event.ephemeral = !keep_history;
+        event.id = None;
+        let checked = self
+            .vet_client_event(ClientEvent {
+                connection_id: connection_id.to_owned(),
+                user: identity.user.clone(),
+                event: event.clone(),
+            })
+            .await
+            .map_err(ClientPublishError::Refused)?;
+        let mut accepted = self
+            .publish_batch(vec![checked])
+            .await
+            .map_err(|e| match e {
+                PublishError::Invalid { error, .. } => ClientPublishError::Invalid(error),
+                PublishError::Unavailable(e) => ClientPublishError::Unavailable(e),
+            })?;
+        accepted.pop().ok_or_else(|| {
+            ClientPublishError::Unavailable(BrokerError::Unavailable("no event accepted".into()))
+        })
     }
 
     /// Publishes one event; returns its id once the hub has accepted it.
@@ -204,6 +356,14 @@ impl Hub {
         })
     }
 
+    /// Registers an admitted connection on `channels` (already authorised) with no
+    /// replay; live events are captured from the moment this returns.
+    pub fn register(&self, admission: &Admission, channels: Vec<ChannelName>) -> Subscription {
+        self.inner
+            .fanout
+            .register(admission.id, channels, self.inner.config.limits.queue_size)
+    }
+
     /// Subscribes an admitted connection to `channels` (already authorised), replaying
     /// what it missed since `resume`. Live events are captured from before the replay
     /// is read, so nothing falls between the two and nothing is seen twice.
@@ -227,6 +387,20 @@ impl Hub {
             subscription.skip_through(replay.after_seq);
         }
         Ok(subscription)
+    }
+
+    /// The events on `channels` after `from`, with a reset for channels whose history
+    /// cannot cover the gap (used when a channel is added to a running connection).
+    pub async fn replay(
+        &self,
+        channels: &[ChannelName],
+        from: ResumeFrom,
+    ) -> Result<crate::broker::Replay, BrokerError> {
+        let replay = self.inner.broker.replay(channels, from).await?;
+        self.inner
+            .stats
+            .resumed(replay.events.len() as u64, replay.reset.is_some());
+        Ok(replay)
     }
 
     /// Up to `limit` of the newest events kept for `channel`, oldest first.

@@ -27,8 +27,12 @@
 //!   for a single node.
 //! - [`auth`]: JWT and API-key credentials, turned into grants.
 //! - [`hub`]: the [`Hub`] handle tying them together, with limits and shutdown.
+//! - [`hooks`]: channel joins and leaves, presence, the application's hooks (and,
+//!   in `webhooks`, the same as signed HTTP callbacks).
 //! - [`http`]: the HTTP routes (SSE, publish, history, ops, demo page).
 //! - [`server`]: the accept loop with per-connection control and graceful shutdown.
+//! - [`source`]: event sources the hub reads itself; [`source::postgres`] turns table
+//!   changes (LISTEN/NOTIFY or an outbox table) into events.
 //! - [`config`]: the configuration file, environment overrides and their checks.
 //! - [`stats`]: counters, `/stats` and Prometheus metrics.
 
@@ -36,10 +40,13 @@ pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod core;
+pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod server;
+pub mod source;
 pub mod stats;
+pub mod webhooks;
 
 pub use crate::config::{Config, ConfigError};
 pub use crate::core::{ChannelName, Event, NewEvent, Payload};

@@ -36,6 +36,65 @@ enum Command {
     Token(TokenArgs),
     /// Check a configuration and print what it resolves to.
     CheckConfig(ConfigArgs),
+    /// PostgreSQL helpers: the trigger that sends a table's changes to the hub.
+    Pg(PgArgs),
+}
+
+#[derive(Args)]
+struct PgArgs {
+    #[command(subcommand)]
+    command: PgCommand,
+}
+
+#[derive(Subcommand)]
+enum PgCommand {
+    /// Print the SQL of an AFTER INSERT/UPDATE/DELETE trigger that sends each changed
+    /// row as JSON (`op`, `table`, `new`, `old`), or install it with --apply.
+    Trigger(PgTriggerArgs),
+}
+
+#[derive(Args)]
+struct PgTriggerArgs {
+    /// The table, optionally with its schema: `tasks`, `app.tasks` (names as written).
+    #[arg(long)]
+    table: String,
+    /// The NOTIFY channel the hub's routes take (with --outbox: the row's topic).
+    #[arg(long)]
+    notify: String,
+    /// The columns to send, comma-separated; every column when left out. Leave
+    /// private columns out: they never leave the database.
+    #[arg(long, value_delimiter = ',', value_name = "COLUMNS")]
+    columns: Vec<String>,
+    /// The key sent in place of a row too big to notify (8,000 bytes); default: the
+    /// primary key with --apply, `id` otherwise.
+    #[arg(long, value_delimiter = ',', value_name = "COLUMNS")]
+    key: Vec<String>,
+    /// Columns also sent with the key of a row too big to notify, so routes that
+    /// use them (e.g. `team_id`) still work.
+    #[arg(long, value_delimiter = ',', value_name = "COLUMNS")]
+    keep: Vec<String>,
+    /// Write each change to the outbox table instead of NOTIFY (lossless mode).
+    #[arg(long)]
+    outbox: bool,
+    /// The outbox table [default: postgres.outbox.table of --config, or herald_outbox].
+    #[arg(long, requires = "outbox")]
+    outbox_table: Option<String>,
+    /// The NOTIFY channel that wakes the hub on new outbox rows [default:
+    /// postgres.outbox.notify of --config, or herald_outbox].
+    #[arg(long, requires = "outbox")]
+    wake: Option<String>,
+    /// Remove the trigger and its function instead.
+    #[arg(long)]
+    drop: bool,
+    /// Run the SQL on the database (checking the table and columns first) instead of
+    /// only printing it.
+    #[arg(long)]
+    apply: bool,
+    /// The database for --apply [default: postgres.url of --config].
+    #[arg(long, env = "HERALD_POSTGRES__URL", hide_env_values = true)]
+    url: Option<String>,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Args)]
@@ -109,6 +168,9 @@ fn main() -> ExitCode {
         Command::Publish(args) => publish(args),
         Command::Token(args) => token(args),
         Command::CheckConfig(args) => check_config(args),
+        Command::Pg(args) => match args.command {
+            PgCommand::Trigger(args) => pg_trigger(args),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -273,6 +335,9 @@ fn check_config(args: ConfigArgs) -> anyhow::Result<()> {
             key.key = Some("<set>".into());
         }
     }
+    if let Some(postgres) = &mut shown.postgres {
+        postgres.url = postgres.redacted_url();
+    }
     println!("configuration is valid\n");
     print!("{}", toml_like(&shown)?);
     Ok(())
@@ -386,6 +451,69 @@ async fn post(base: &str, path: &str, token: &str, body: String) -> anyhow::Resu
     let status = response.status().as_u16();
     let bytes = response.into_body().collect().await?.to_bytes();
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+fn pg_trigger(args: PgTriggerArgs) -> anyhow::Result<()> {
+    use herald::source::postgres::trigger::{Delivery, QualifiedName, TriggerSpec};
+    let configured = match &args.config.config {
+        Some(path) => Config::load(Some(path))?.postgres,
+        None => None,
+    };
+    let table = QualifiedName::parse(&args.table).map_err(|m| anyhow::anyhow!("--table: {m}"))?;
+    let delivery = if args.outbox {
+        let defaults = configured
+            .as_ref()
+            .map(|c| c.outbox.clone())
+            .unwrap_or_default();
+        let outbox = args.outbox_table.unwrap_or(defaults.table);
+        Delivery::Outbox {
+            table: QualifiedName::parse(&outbox)
+                .map_err(|m| anyhow::anyhow!("--outbox-table: {m}"))?,
+            wake: args.wake.unwrap_or(defaults.notify),
+        }
+    } else {
+        Delivery::Notify
+    };
+    let list = |v: Vec<String>| (!v.is_empty()).then_some(v);
+    let spec = TriggerSpec {
+        table,
+        notify: args.notify,
+        columns: list(args.columns),
+        key: list(args.key),
+        keep: args.keep,
+        delivery,
+    };
+    spec.check()?;
+    if !args.apply {
+        print!(
+            "{}",
+            if args.drop {
+                spec.drop_sql()
+            } else {
+                spec.install_sql()
+            }
+        );
+        return Ok(());
+    }
+    let url = args
+        .url
+        .or_else(|| configured.map(|c| c.url))
+        .filter(|u| !u.is_empty())
+        .context(
+            "--apply needs the database: --url, HERALD_POSTGRES__URL, or postgres.url in --config",
+        )?;
+    let sql = runtime()?.block_on(spec.apply(&url, args.drop))?;
+    print!("{sql}");
+    eprintln!(
+        "herald: {} on {}",
+        if args.drop {
+            "removed the trigger"
+        } else {
+            "installed the trigger"
+        },
+        args.table
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -84,6 +84,13 @@ pub struct Stats {
     source_skipped: [AtomicU64; SourceSkip::ALL.len()],
     source_outbox_rows: AtomicU64,
     source_connections: AtomicU64,
+    broker_reconnects: AtomicU64,
+    broker_caught_up: AtomicU64,
+    broker_closed: AtomicU64,
+    client_events: AtomicU64,
+    client_events_refused: AtomicU64,
+    webhooks_sent: AtomicU64,
+    webhooks_failed: AtomicU64,
 }
 
 impl Default for Stats {
@@ -105,6 +112,13 @@ impl Default for Stats {
             source_skipped: Default::default(),
             source_outbox_rows: AtomicU64::new(0),
             source_connections: AtomicU64::new(0),
+            broker_reconnects: AtomicU64::new(0),
+            broker_caught_up: AtomicU64::new(0),
+            broker_closed: AtomicU64::new(0),
+            client_events: AtomicU64::new(0),
+            client_events_refused: AtomicU64::new(0),
+            webhooks_sent: AtomicU64::new(0),
+            webhooks_failed: AtomicU64::new(0),
         }
     }
 }
@@ -202,6 +216,41 @@ impl Stats {
         add(&self.source_connections, 1);
     }
 
+    /// The broker reconnected to its service after losing it.
+    pub fn broker_reconnected(&self) {
+        add(&self.broker_reconnects, 1);
+    }
+
+    /// Events this node had missed live (its subscription dropped) and delivered
+    /// from the broker's log instead.
+    pub fn broker_caught_up(&self, n: u64) {
+        add(&self.broker_caught_up, n);
+    }
+
+    /// Connections closed because this node may have missed events for them; their
+    /// clients resume from history.
+    pub fn broker_closed(&self, n: u64) {
+        add(&self.broker_closed, n);
+    }
+
+    /// A client published an event (accepted or not).
+    pub fn client_event(&self, accepted: bool) {
+        add(&self.client_events, 1);
+        if !accepted {
+            add(&self.client_events_refused, 1);
+        }
+    }
+
+    /// A webhook request was sent.
+    pub fn webhook_sent(&self) {
+        add(&self.webhooks_sent, 1);
+    }
+
+    /// A webhook could not be delivered after its retries.
+    pub fn webhook_failed(&self) {
+        add(&self.webhooks_failed, 1);
+    }
+
     /// A point-in-time copy of every counter, plus the gauges passed in.
     pub fn snapshot(&self, gauges: Gauges) -> Snapshot {
         Snapshot {
@@ -220,6 +269,13 @@ impl Stats {
             source_skipped: self.source_skipped.iter().map(get).sum(),
             source_outbox_rows: get(&self.source_outbox_rows),
             source_connections: get(&self.source_connections),
+            broker_reconnects: get(&self.broker_reconnects),
+            broker_caught_up: get(&self.broker_caught_up),
+            broker_closed: get(&self.broker_closed),
+            client_events: get(&self.client_events),
+            client_events_refused: get(&self.client_events_refused),
+            webhooks_sent: get(&self.webhooks_sent),
+            webhooks_failed: get(&self.webhooks_failed),
             channels: gauges.channels,
             history_channels: gauges.history_channels,
             broker: gauges.broker,
@@ -347,6 +403,48 @@ impl Stats {
             &[("", s.source_connections)],
         );
         metric(
+            "herald_broker_reconnects_total",
+            "counter",
+            "Reconnections of the broker to its service after losing it.",
+            &[("", s.broker_reconnects)],
+        );
+        metric(
+            "herald_broker_caught_up_events_total",
+            "counter",
+            "Events this node missed live and delivered from the broker's log instead.",
+            &[("", s.broker_caught_up)],
+        );
+        metric(
+            "herald_broker_closed_connections_total",
+            "counter",
+            "Connections closed because this node may have missed events for them.",
+            &[("", s.broker_closed)],
+        );
+        metric(
+            "herald_client_events_total",
+            "counter",
+            "Events clients asked to publish.",
+            &[("", s.client_events)],
+        );
+        metric(
+            "herald_client_events_refused_total",
+            "counter",
+            "Client events refused (not allowed, rate limit, hook).",
+            &[("", s.client_events_refused)],
+        );
+        metric(
+            "herald_webhooks_total",
+            "counter",
+            "Webhook requests sent, retries included.",
+            &[("", s.webhooks_sent)],
+        );
+        metric(
+            "herald_webhook_failures_total",
+            "counter",
+            "Webhooks not delivered after their retries.",
+            &[("", s.webhooks_failed)],
+        );
+        metric(
             "herald_process_resident_memory_bytes",
             "gauge",
             "Resident memory of the hub process.",
@@ -400,6 +498,20 @@ pub struct Snapshot {
     pub source_outbox_rows: u64,
     /// Connections an event source made to its service.
     pub source_connections: u64,
+    /// Reconnections of the broker to its service after losing it.
+    pub broker_reconnects: u64,
+    /// Events this node missed live and delivered from the broker's log instead.
+    pub broker_caught_up: u64,
+    /// Connections closed because this node may have missed events for them.
+    pub broker_closed: u64,
+    /// Events clients asked to publish.
+    pub client_events: u64,
+    /// Client events refused.
+    pub client_events_refused: u64,
+    /// Webhook requests sent.
+    pub webhooks_sent: u64,
+    /// Webhooks not delivered after their retries.
+    pub webhooks_failed: u64,
     /// Channels with at least one subscriber on this node.
     pub channels: usize,
     /// Channels with history kept by the broker.

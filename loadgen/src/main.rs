@@ -8,6 +8,7 @@
 //! per connection. It only talks plain HTTP to loopback addresses.
 
 mod http;
+mod pg;
 mod publish;
 mod report;
 mod run;
@@ -157,6 +158,18 @@ struct Args {
     #[arg(long, value_enum, default_value_t = PublishFormat::Herald)]
     publish_format: PublishFormat,
 
+    /// Publish by inserting rows into a PostgreSQL table (loopback only)
+    /// instead of POSTing to the hub: the table's trigger and the hub's
+    /// PostgreSQL source deliver them, and latency runs from INSERT to SSE.
+    /// Rows per statement: --batch; connections: --publishers.
+    #[arg(long, value_name = "URL")]
+    postgres_url: Option<String>,
+
+    /// The table --postgres-url inserts into (columns `channel text, t bigint,
+    /// s bigint, p text`).
+    #[arg(long, default_value = "herald_bench", requires = "postgres_url")]
+    postgres_table: String,
+
     /// Print one JSON object on stdout (the human summary goes to stderr).
     #[arg(long)]
     json: bool,
@@ -253,6 +266,16 @@ fn build_config(args: Args, threads: usize) -> Result<RunConfig> {
             );
         }
     }
+    let postgres = match &args.postgres_url {
+        Some(url) => {
+            notes.push(format!(
+                "publishing by INSERT into {} through PostgreSQL",
+                args.postgres_table
+            ));
+            Some(pg::PgTarget::parse(url, &args.postgres_table)?)
+        }
+        None => None,
+    };
     let subscribe_path = PathTemplate::new(&args.subscribe_path)?;
     if !subscribe_path.has_channel() {
         notes.push(
@@ -326,6 +349,7 @@ fn build_config(args: Args, threads: usize) -> Result<RunConfig> {
         hub_pid: args.hub_pid,
         stats_path: args.stats_path,
         shards: (threads * 4).max(8),
+        postgres,
         progress: !args.quiet,
         notes,
     })
@@ -439,5 +463,15 @@ mod tests {
         assert!(parse(&["--duration", "-1"]).is_err());
         assert!(parse(&["--rate", "NaN"]).is_err());
         assert!(parse(&["--source-ips", "::1"]).is_err());
+        assert!(parse(&["--postgres-url", "postgres://u@10.1.2.3/db"]).is_err());
+        assert!(parse(&["--postgres-table", "t"]).is_err());
+        let cfg = parse(&[
+            "--postgres-url",
+            "postgres://postgres@127.0.0.1:5432/test",
+            "--postgres-table",
+            "bench.rows",
+        ])
+        .unwrap();
+        assert_eq!(cfg.postgres.map(|p| p.table).as_deref(), Some("bench.rows"));
     }
 }

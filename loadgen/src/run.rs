@@ -75,6 +75,8 @@ pub(crate) struct RunConfig {
     pub(crate) progress: bool,
     /// Remarks to carry into the report.
     pub(crate) notes: Vec<String>,
+    /// Publish by INSERT into PostgreSQL instead of HTTP.
+    pub(crate) postgres: Option<crate::pg::PgTarget>,
 }
 
 /// A memory reading of the hub.
@@ -288,7 +290,13 @@ pub(crate) async fn run(cfg: RunConfig) -> Result<Report> {
         if cfg.progress {
             eprintln!("publishing {} events", cfg.events);
         }
-        if tokio::time::timeout_at(deadline.into(), publish::run(pub_cfg))
+        let publishing = async {
+            match &cfg.postgres {
+                Some(target) => crate::pg::run(pub_cfg, Arc::new(target.clone())).await,
+                None => publish::run(pub_cfg).await,
+            }
+        };
+        if tokio::time::timeout_at(deadline.into(), publishing)
             .await
             .is_err()
         {

@@ -142,7 +142,7 @@ impl Broker for MemoryBroker {
                 None => self.id_of(seq),
             };
             let event = Arc::new(Event::accept(new, seq, id.clone(), now));
-            for channel in &event.channels {
+            for channel in event.channels.iter().filter(|_| !event.ephemeral) {
                 let policy = &self.policies.of(channel).history;
                 state
                     .logs
@@ -389,6 +389,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(seqs(&r), vec![2]);
+    }
+
+    #[tokio::test]
+    async fn ephemeral_events_are_delivered_but_not_kept() {
+        let b = broker(10);
+        let first = publish(&b, &["a"]).await;
+        let typing = NewEvent::text(ch("a"), "typing").ephemeral();
+        b.publish(vec![typing]).await.unwrap();
+        let r = b
+            .replay(&[ch("a")], ResumeFrom::After(first.id))
+            .await
+            .unwrap();
+        assert!(r.events.is_empty());
+        assert!(r.reset.is_none(), "a live-only event is no gap");
+        assert_eq!(b.history(&ch("a"), 10).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

@@ -4,9 +4,16 @@
 //! A broker owns the order of events. It assigns each event its position, stores it
 //! in the history of its channels, and hands it to [`LocalDelivery`] on every node in
 //! position order, which is what lets one `Last-Event-ID` describe a client's place
-//! across all of its channels. [`memory`] is the single-node broker.
+//! across all of its channels. [`memory`] is the single-node broker; [`redis`] and
+//! [`nats`] share positions, history and delivery between several nodes.
 
 pub mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod wire;
 
 use std::sync::Arc;
 
@@ -118,4 +125,52 @@ impl LocalDelivery {
         let done = self.fanout.deliver(event);
         self.stats.delivered(done.queued, done.overflowed);
     }
+
+    /// Closes every local connection, for a broker that finds this node missed
+    /// events it can no longer deliver: their clients reconnect and resume from
+    /// history. Returns how many were closed.
+    pub fn close_all(&self) -> u64 {
+        let closed = self.fanout.close_all();
+        self.stats.broker_closed(closed);
+        closed
+    }
+
+    /// The hub's counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+}
+
+/// Starts the broker the configuration names. Must be called inside a Tokio
+/// runtime; brokers for several nodes connect in the background.
+pub fn start(
+    config: &crate::config::Config,
+    policies: Arc<crate::core::Policies>,
+    delivery: LocalDelivery,
+) -> Result<Arc<dyn Broker>, crate::config::ConfigError> {
+    use crate::config::BrokerKind;
+    Ok(match config.broker_kind()? {
+        BrokerKind::Memory => Arc::new(memory::MemoryBroker::new(policies, delivery)),
+        #[cfg(feature = "redis")]
+        BrokerKind::Redis(url) => Arc::new(redis::RedisBroker::start(
+            &url,
+            &config.redis,
+            policies,
+            delivery,
+        )?),
+        #[cfg(feature = "nats")]
+        BrokerKind::Nats(url) => Arc::new(nats::NatsBroker::start(
+            &url,
+            &config.nats,
+            policies,
+            delivery,
+        )?),
+        #[allow(unreachable_patterns)]
+        other => {
+            return Err(crate::config::ConfigError::new(
+                "broker",
+                format!("{other:?} is not available in this build"),
+            ));
+        }
+    })
 }

@@ -25,6 +25,9 @@ pub const MAX_ID_LEN: usize = 200;
 /// Event types the hub itself sends; a publisher may not use them.
 pub const RESERVED_TYPES: &[&str] = &["connected", "reset", "shutdown", "token_expired", "error"];
 
+/// The prefix of the hub's presence event types (`presence.join`, `presence.leave`).
+pub const PRESENCE_PREFIX: &str = "presence.";
+
 /// Why an event was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
@@ -157,6 +160,8 @@ pub struct NewEvent {
     pub id: Option<String>,
     /// A reconnection delay hint for clients, in milliseconds.
     pub retry: Option<u32>,
+    /// Delivered live only, never kept in history (typing indicators, presence).
+    pub ephemeral: bool,
 }
 
 impl NewEvent {
@@ -168,6 +173,7 @@ impl NewEvent {
             data,
             id: None,
             retry: None,
+            ephemeral: false,
         }
     }
 
@@ -193,6 +199,12 @@ impl NewEvent {
     /// Sets a publisher-chosen id.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
+        self
+    }
+
+    /// Marks the event as live-only: it is not kept in history.
+    pub fn ephemeral(mut self) -> Self {
+        self.ephemeral = true;
         self
     }
 
@@ -235,7 +247,7 @@ pub fn validate_type(kind: &str) -> Result<(), EventError> {
     if !ok {
         return Err(EventError::BadType(kind.to_owned()));
     }
-    if RESERVED_TYPES.contains(&kind) {
+    if RESERVED_TYPES.contains(&kind) || kind.starts_with(PRESENCE_PREFIX) {
         return Err(EventError::ReservedType(kind.to_owned()));
     }
     Ok(())
@@ -256,6 +268,8 @@ pub struct Event {
     pub data: Payload,
     /// A reconnection delay hint, in milliseconds.
     pub retry: Option<u32>,
+    /// Live only: not kept in history.
+    pub ephemeral: bool,
     /// When the hub accepted it.
     pub time: SystemTime,
     frames: FrameCache,
@@ -272,6 +286,7 @@ impl Event {
             channels: new.channels,
             data: new.data,
             retry: new.retry,
+            ephemeral: new.ephemeral,
             time,
             frames: FrameCache::new(slots),
         }
@@ -365,6 +380,10 @@ mod tests {
         ));
         assert!(matches!(
             e.clone().with_type("reset").validate(10),
+            Err(EventError::ReservedType(_))
+        ));
+        assert!(matches!(
+            e.clone().with_type("presence.join").validate(10),
             Err(EventError::ReservedType(_))
         ));
         assert_eq!(

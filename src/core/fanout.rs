@@ -84,7 +84,7 @@ impl Fanout {
             rx,
             subscriber,
             fanout: self.clone(),
-            last_seq: 0,
+            floors: HashMap::new(),
         }
     }
 
@@ -144,6 +144,21 @@ impl Fanout {
     pub fn subscriber_count(&self, channel: &ChannelName) -> usize {
         self.channels.read().get(channel).map_or(0, IndexMap::len)
     }
+
+    /// Closes every connection of this node the way an overflow does, so their
+    /// clients reconnect and resume from history. A broker calls it when this node
+    /// may have missed events it cannot deliver any more. Returns how many closed.
+    pub fn close_all(&self) -> u64 {
+        let map = self.channels.read();
+        let mut closed = 0;
+        for sub in map.values().flat_map(IndexMap::values) {
+            if !sub.overflowed.swap(true, Ordering::Relaxed) {
+                sub.overflow.notify_one();
+                closed += 1;
+            }
+        }
+        closed
+    }
 }
 
 /// What a subscription yields, in order.
@@ -189,7 +204,8 @@ impl ResetReason {
 }
 
 /// A connection's subscription: replayed events first, then live ones, each once and
-/// in order. Dropping it unregisters the connection.
+/// in order. Channels can be added and removed while it runs. Dropping it
+/// unregisters the connection.
 #[derive(Debug)]
 pub struct Subscription {
     id: u64,
@@ -198,7 +214,9 @@ pub struct Subscription {
     rx: mpsc::Receiver<Arc<Event>>,
     subscriber: Arc<Subscriber>,
     fanout: Arc<Fanout>,
-    last_seq: u64,
+    /// Per channel, the position up to which the client already has every event:
+    /// live events at or before it were replayed (or seen) and are skipped.
+    floors: HashMap<ChannelName, u64>,
 }
 
 /// The queue of a subscription overflowed: the connection must close.
@@ -217,30 +235,102 @@ impl Subscription {
         &self.channels
     }
 
+    /// Whether `channel` is subscribed to.
+    pub fn has(&self, channel: &ChannelName) -> bool {
+        self.channels.contains(channel)
+    }
+
     /// Queues replayed events (in order) and then an optional reset ahead of live
-    /// events. Live events at or before the last replayed position are skipped, so an
-    /// event both replayed and delivered live is seen once.
+    /// events, for the whole subscription. Live events at or before the last
+    /// replayed position are skipped, so an event both replayed and delivered live is
+    /// seen once.
     pub fn prepend(&mut self, replay: Vec<Arc<Event>>, reset: Option<Reset>) {
-        for event in replay {
-            if event.seq > self.last_seq {
-                self.last_seq = event.seq;
-                self.backlog.push_back(Item::Event(event));
-            }
-        }
+        let last = replay.last().map_or(0, |e| e.seq);
+        self.backlog.extend(replay.into_iter().map(Item::Event));
         if let Some(reset) = reset {
             self.backlog.push_back(Item::Reset(reset));
         }
+        self.skip_through(last);
     }
 
-    /// Skips live events at or before position `seq` (the position the client has
-    /// already seen everything up to).
+    /// Skips live events at or before position `seq` on every channel (the client
+    /// already has everything up to there).
     pub fn skip_through(&mut self, seq: u64) {
-        self.last_seq = self.last_seq.max(seq);
+        for channel in &self.channels {
+            let floor = self.floors.entry(channel.clone()).or_insert(0);
+            *floor = (*floor).max(seq);
+        }
+    }
+
+    /// Adds a channel to a running subscription; from the moment this returns its
+    /// live events are captured. Returns false when it was already subscribed.
+    pub fn add_channel(&mut self, channel: ChannelName) -> bool {
+        if self.has(&channel) {
+            return false;
+        }
+        self.fanout
+            .channels
+            .write()
+            .entry(channel.clone())
+            .or_default()
+            .insert(self.id, self.subscriber.clone());
+        self.channels.push(channel);
+        true
+    }
+
+    /// Removes a channel; queued events that were only for it are no longer yielded.
+    /// Returns false when it was not subscribed.
+    pub fn remove_channel(&mut self, channel: &ChannelName) -> bool {
+        let Some(index) = self.channels.iter().position(|c| c == channel) else {
+            return false;
+        };
+        self.channels.swap_remove(index);
+        self.floors.remove(channel);
+        self.fanout
+            .unregister(self.id, std::slice::from_ref(channel));
+        true
+    }
+
+    /// Queues the replay of one channel (added with [`Subscription::add_channel`])
+    /// and an optional reset for it; live events of that channel at or before
+    /// `after_seq` or the last replayed position are skipped.
+    pub fn prepend_channel(
+        &mut self,
+        channel: &ChannelName,
+        replay: Vec<Arc<Event>>,
+        reset: Option<Reset>,
+        after_seq: u64,
+    ) {
+        let last = replay.last().map_or(0, |e| e.seq).max(after_seq);
+        self.backlog.extend(replay.into_iter().map(Item::Event));
+        if let Some(reset) = reset {
+            self.backlog.push_back(Item::Reset(reset));
+        }
+        let floor = self.floors.entry(channel.clone()).or_insert(0);
+        *floor = (*floor).max(last);
+    }
+
+    /// Whether a live event is still wanted: on a subscribed channel, after that
+    /// channel's floor.
+    fn wanted(&self, event: &Event) -> bool {
+        event.channels.iter().any(|c| {
+            self.channels.contains(c) && event.seq > self.floors.get(c).copied().unwrap_or(0)
+        })
+    }
+
+    fn next_backlog(&mut self) -> Option<Item> {
+        while let Some(item) = self.backlog.pop_front() {
+            match &item {
+                Item::Event(e) if !e.channels.iter().any(|c| self.channels.contains(c)) => {}
+                _ => return Some(item),
+            }
+        }
+        None
     }
 
     /// The next item, waiting for one. `None` when the hub dropped the subscription.
     pub async fn next(&mut self) -> Result<Option<Item>, Overflow> {
-        if let Some(item) = self.backlog.pop_front() {
+        if let Some(item) = self.next_backlog() {
             return Ok(Some(item));
         }
         loop {
@@ -254,26 +344,22 @@ impl Subscription {
             };
             match event {
                 None => return Ok(None),
-                Some(event) if event.seq <= self.last_seq => continue,
-                Some(event) => {
-                    self.last_seq = event.seq;
-                    return Ok(Some(Item::Event(event)));
-                }
+                Some(event) if self.wanted(&event) => return Ok(Some(Item::Event(event))),
+                Some(_) => continue,
             }
         }
     }
 
     /// The next item if one is ready now.
     pub fn try_next(&mut self) -> Result<Option<Item>, Overflow> {
-        if let Some(item) = self.backlog.pop_front() {
+        if let Some(item) = self.next_backlog() {
             return Ok(Some(item));
         }
         if self.subscriber.overflowed.load(Ordering::Relaxed) {
             return Err(Overflow);
         }
         while let Ok(event) = self.rx.try_recv() {
-            if event.seq > self.last_seq {
-                self.last_seq = event.seq;
+            if self.wanted(&event) {
                 return Ok(Some(Item::Event(event)));
             }
         }
@@ -351,6 +437,31 @@ mod tests {
         }
         assert_eq!(overflowed, 1, "counted once");
         assert_eq!(slow.next().await.unwrap_err(), Overflow);
+    }
+
+    #[tokio::test]
+    async fn channels_can_be_added_with_their_own_replay_and_removed() {
+        let fanout = Fanout::new();
+        let mut sub = fanout.register(1, vec![ch("a")], 16);
+        fanout.deliver(&event(5, &["a"]));
+        assert!(sub.add_channel(ch("b")));
+        assert!(!sub.add_channel(ch("b")));
+        fanout.deliver(&event(6, &["b"]));
+        fanout.deliver(&event(7, &["b"]));
+        // b's history holds 4 and 6: 6 is replayed, and its live copy skipped.
+        sub.prepend_channel(&ch("b"), vec![event(4, &["b"]), event(6, &["b"])], None, 3);
+        let seqs = [
+            next_seq(&mut sub).await,
+            next_seq(&mut sub).await,
+            next_seq(&mut sub).await,
+            next_seq(&mut sub).await,
+        ];
+        assert_eq!(seqs, [4, 6, 5, 7]);
+        assert!(sub.remove_channel(&ch("a")));
+        fanout.deliver(&event(8, &["a"]));
+        fanout.deliver(&event(9, &["a", "b"]));
+        assert_eq!(next_seq(&mut sub).await, 9);
+        assert_eq!(fanout.subscriber_count(&ch("a")), 0);
     }
 
     #[tokio::test]

@@ -8,9 +8,11 @@ pub mod event;
 pub mod fanout;
 pub mod history;
 pub mod policy;
+pub mod presence;
 
 pub use channel::{BROADCAST, ChannelError, ChannelName, ChannelPattern};
 pub use event::{Event, EventError, FrameFormat, NewEvent, Payload};
 pub use fanout::{Delivered, Fanout, Item, Overflow, Reset, ResetReason, Subscription};
 pub use history::{ChannelLog, HistoryPolicy};
 pub use policy::{Denied, Grants, NamespacePolicy, Policies, SubscribeRule};
+pub use presence::{Member, Presence};

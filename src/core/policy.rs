@@ -19,12 +19,32 @@ pub enum SubscribeRule {
 }
 
 /// The policy of one namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespacePolicy {
     /// History bounds for each channel of the namespace.
     pub history: HistoryPolicy,
     /// Who may subscribe.
     pub subscribe: SubscribeRule,
+    /// Whether the hub tracks who is on each channel and announces joins and leaves.
+    pub presence: bool,
+    /// Whether connected clients may publish to the namespace (over WebSocket), when
+    /// their token grants it.
+    pub client_publish: bool,
+    /// Whether events published by clients are kept in history (false for typing
+    /// indicators and other live-only signals).
+    pub client_history: bool,
+}
+
+impl Default for NamespacePolicy {
+    fn default() -> Self {
+        Self {
+            history: HistoryPolicy::default(),
+            subscribe: SubscribeRule::default(),
+            presence: false,
+            client_publish: false,
+            client_history: true,
+        }
+    }
 }
 
 /// Everything a subscriber presents to be let onto a channel.
@@ -135,6 +155,7 @@ mod tests {
                     size: 7,
                     ttl: std::time::Duration::from_secs(5),
                 },
+                ..Default::default()
             },
         );
         p

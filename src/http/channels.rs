@@ -70,3 +70,29 @@ pub(super) async fn history(
         serde_json::json!({"channel": channel, "events": events}),
     ))
 }
+
+/// `GET /channels/{name}/presence`: who is on the channel (namespaces with presence),
+/// for whoever may subscribe to it.
+pub(super) async fn presence(
+    State(hub): State<Hub>,
+    Path(name): Path<String>,
+    Query(query): Query<HistoryQuery>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let channel = ChannelName::new(&name)
+        .map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
+    let identity = identify(&hub, &headers, query.token.as_deref())?;
+    hub.policies()
+        .may_subscribe(&identity.grants(), &channel)
+        .map_err(super::sse::denied)?;
+    if !hub.policies().of(&channel).presence {
+        return Err(ApiError::bad_request(
+            "presence_disabled",
+            format!("presence is not enabled for {channel}'s namespace"),
+        ));
+    }
+    let users = hub.presence(&channel);
+    Ok(Json(
+        serde_json::json!({"channel": channel, "count": users.len(), "users": users}),
+    ))
+}

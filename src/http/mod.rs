@@ -10,6 +10,7 @@ mod demo;
 mod ops;
 mod publish;
 pub mod sse;
+pub mod ws;
 
 use std::net::SocketAddr;
 
@@ -39,6 +40,8 @@ impl Hub {
     pub fn router(&self) -> Router {
         let mut router = Router::new()
             .route("/events", get(sse::events))
+            .route("/ws", get(ws::ws))
+            .route("/channels/{name}/presence", get(channels::presence))
             .route("/publish", post(publish::publish))
             .route("/channels/{name}/history", get(channels::history))
             .route("/healthz", get(ops::healthz))

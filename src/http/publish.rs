@@ -221,6 +221,7 @@ fn to_event(request: PublishRequest) -> Result<NewEvent, ApiError> {
         data,
         id: request.id,
         retry: request.retry,
+        ephemeral: false,
     })
 }
 

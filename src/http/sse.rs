@@ -21,6 +21,7 @@ use tokio::time::{Instant, Sleep};
 use super::{ApiError, ConnectionInfo, identify, redact_token};
 use crate::broker::ResumeFrom;
 use crate::core::{ChannelName, Denied, Event, FrameFormat, Item, Subscription};
+use crate::hooks::Membership;
 use crate::hub::{Admission, Hub};
 use crate::stats::Rejection;
 
@@ -67,15 +68,27 @@ fn parse_query(query: Option<&str>) -> Result<EventsQuery, ApiError> {
     Ok(q)
 }
 
-/// `GET /events`: subscribe to channels over SSE.
-pub(super) async fn events(
-    State(hub): State<Hub>,
-    headers: HeaderMap,
-    request: axum::extract::Request,
-) -> Result<Response, ApiError> {
-    let info = request.extensions().get::<ConnectionInfo>().cloned();
-    let query = parse_query(request.uri().query())?;
-    let identity = identify(&hub, &headers, query.token.as_deref())?;
+/// A streaming connection that passed every check: who it is, its channels (its
+/// user channel and the broadcast included), where it resumes, and its place within
+/// the connection limits. Shared by the SSE and WebSocket transports.
+pub(super) struct Opening {
+    pub(super) identity: crate::auth::Identity,
+    pub(super) channels: Vec<ChannelName>,
+    pub(super) resume: Option<ResumeFrom>,
+    pub(super) admission: Admission,
+    pub(super) envelope: bool,
+}
+
+/// Checks a streaming request: credential, channel names and grants, limits.
+pub(super) fn open(
+    hub: &Hub,
+    headers: &HeaderMap,
+    uri: &axum::http::Uri,
+    info: Option<&ConnectionInfo>,
+    require_channel: bool,
+) -> Result<Opening, ApiError> {
+    let query = parse_query(uri.query())?;
+    let identity = identify(hub, headers, query.token.as_deref())?;
     let limits = &hub.config().limits;
 
     let mut channels = Vec::with_capacity(query.channels.len() + 2);
@@ -96,7 +109,7 @@ pub(super) async fn events(
             ),
         ));
     }
-    if channels.is_empty() && !identity.is_authenticated() {
+    if require_channel && channels.is_empty() && !identity.is_authenticated() {
         return Err(ApiError::bad_request(
             "no_channel",
             "name at least one channel: /events?channel=NAME",
@@ -106,12 +119,7 @@ pub(super) async fn events(
     for channel in &channels {
         hub.policies()
             .may_subscribe(&grants, channel)
-            .map_err(|denied| match denied {
-                Denied::NeedsCredential(_) => {
-                    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", denied.to_string())
-                }
-                _ => ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string()),
-            })?;
+            .map_err(denied)?;
     }
     if let Some(user) = &identity.user {
         let own = ChannelName::user(user)
@@ -130,7 +138,7 @@ pub(super) async fn events(
         .filter(|id| !id.is_empty());
     let resume = last_event_id.as_deref().map(ResumeFrom::parse);
 
-    let ip: Option<IpAddr> = info.as_ref().map(|i| i.peer.ip());
+    let ip: Option<IpAddr> = info.map(|i| i.peer.ip());
     let admission = hub.admit(ip).map_err(|why| match why {
         Rejection::MaxConnections => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -153,6 +161,39 @@ pub(super) async fn events(
         )
         .retry_after(1));
     }
+    Ok(Opening {
+        identity,
+        channels,
+        resume,
+        admission,
+        envelope: query.envelope,
+    })
+}
+
+/// The HTTP error for a refused subscription.
+pub(super) fn denied(denied: Denied) -> ApiError {
+    match denied {
+        Denied::NeedsCredential(_) => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", denied.to_string())
+        }
+        _ => ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string()),
+    }
+}
+
+/// `GET /events`: subscribe to channels over SSE.
+pub(super) async fn events(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let info = request.extensions().get::<ConnectionInfo>().cloned();
+    let Opening {
+        identity,
+        channels,
+        resume,
+        admission,
+        envelope,
+    } = open(&hub, &headers, request.uri(), info.as_ref(), true)?;
     let subscription = hub
         .subscribe(&admission, channels, resume)
         .await
@@ -170,6 +211,15 @@ pub(super) async fn events(
         user = identity.user.as_deref().unwrap_or("-"),
         "stream opened"
     );
+    let mut membership = Membership::new(
+        &hub,
+        admission.connection_id(),
+        identity.user.clone(),
+        identity.info.clone(),
+    );
+    for channel in subscription.channels() {
+        membership.join(channel);
+    }
 
     let config = hub.config();
     let connected = serde_json::json!({
@@ -189,7 +239,7 @@ pub(super) async fn events(
         .map(|left| Instant::now() + left + config.auth.leeway);
     let stream = SseStream {
         first: Some(first),
-        format: if query.envelope {
+        format: if envelope {
             FrameFormat::SseEnvelope
         } else {
             FrameFormat::SseRaw
@@ -201,6 +251,7 @@ pub(super) async fn events(
         close: info.map(|i| i.close),
         hub: hub.clone(),
         subscription,
+        _membership: membership,
         _admission: admission,
         done: false,
     };
@@ -233,6 +284,7 @@ struct SseStream {
     close: Option<tokio_util::sync::CancellationToken>,
     hub: Hub,
     subscription: Subscription,
+    _membership: Membership,
     _admission: Admission,
     done: bool,
 }
@@ -426,11 +478,25 @@ pub fn encode_event(event: &Event, format: FrameFormat, channel_index: usize) ->
 
 /// The JSON envelope of an event: channel, type, data, time and id.
 pub fn envelope_json(event: &Event, channel: Option<&ChannelName>) -> String {
+    event_json(event, channel, "{", "type")
+}
+
+/// An event as a JSON object starting with `open` (which ends in `{` or a `,`),
+/// with its type under `type_key`.
+pub(super) fn event_json(
+    event: &Event,
+    channel: Option<&ChannelName>,
+    open: &str,
+    type_key: &str,
+) -> String {
     let time = humantime::format_rfc3339_millis(event.time).to_string();
-    let mut s = String::with_capacity(event.data.len() + 96);
-    s.push_str("{\"channel\":");
+    let mut s = String::with_capacity(event.data.len() + 112);
+    s.push_str(open);
+    s.push_str("\"channel\":");
     s.push_str(&serde_json::to_string(&channel.map(ChannelName::as_str)).unwrap_or_default());
-    s.push_str(",\"type\":");
+    s.push_str(",\"");
+    s.push_str(type_key);
+    s.push_str("\":");
     s.push_str(&serde_json::to_string(&event.kind).unwrap_or_default());
     s.push_str(",\"data\":");
     if event.data.is_json() {

@@ -3,6 +3,8 @@
 //!
 //! - [`postgres`]: rows of PostgreSQL tables, through `LISTEN`/`NOTIFY` or an outbox
 //!   table, turned into events on channels built from their columns.
+//! - [`redis`]: messages applications `PUBLISH` to Redis channels, mapped to Herald
+//!   channels by name patterns.
 //!
 //! A source runs as one background task per hub, started by [`crate::Hub::new`]
 //! when it is configured. It registers a [`crate::hub::Readiness`] so `/readyz`
@@ -10,3 +12,5 @@
 //! ends when the hub shuts down.
 
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;

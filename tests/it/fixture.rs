@@ -260,7 +260,6 @@ pub(crate) fn json(event: &SseEvent) -> Value {
 /// Whether the service at `addr` (e.g. `127.0.0.1:5432`) answers. When it does not,
 /// the calling test should return early: this prints why it is skipped, or fails
 /// the test when `HERALD_REQUIRE_SERVICES=1`.
-#[allow(dead_code)] // the service-backed tests (PostgreSQL, Redis, NATS) call it
 pub(crate) async fn service_available(name: &str, addr: &str) -> bool {
     let up = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
         .await

@@ -3,11 +3,17 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+#[cfg(all(feature = "redis", feature = "nats"))]
+mod brokers;
 mod cli;
 mod delivery;
 mod fixture;
 mod limits;
+#[cfg(all(feature = "redis", feature = "nats"))]
+mod nodes;
 mod ops;
+mod postgres;
 mod publish;
 mod resume;
 mod shutdown;
+mod websocket;

@@ -30,12 +30,21 @@ export class TokenSource {
   #token: string | null;
   #expiresAt: number | null = null;
   #receivedAt = 0;
-  #stale = false;
+  #stale: 'expired' | 'rejected' | null = null;
   #inflight: Promise<string> | null = null;
 
-  constructor(source: string | TokenProvider | undefined, marginMs: number, now: () => number = Date.now) {
+  readonly #onToken: () => void;
+
+  /** `onToken` is called whenever a new token was stored. */
+  constructor(
+    source: string | TokenProvider | undefined,
+    marginMs: number,
+    onToken: () => void = () => {},
+    now: () => number = Date.now,
+  ) {
     this.#provider = typeof source === 'function' ? source : null;
     this.#marginMs = marginMs;
+    this.#onToken = onToken;
     this.#now = now;
     this.#token = typeof source === 'string' ? source : null;
     if (this.#token) this.#remember(this.#token);
@@ -50,25 +59,26 @@ export class TokenSource {
     return this.#provider !== null;
   }
 
-  /** Whether a new token must be fetched before connecting. */
+  /** Whether a new token should be fetched now: none yet, rejected, or due for renewal. */
   get needed(): boolean {
     if (!this.#provider) return false;
-    if (this.#token === null || this.#stale) return true;
-    return this.#expiresAt !== null && this.#now() >= this.#expiresAt;
+    if (this.#token === null || this.#stale !== null) return true;
+    const at = this.refreshAt;
+    return at !== null && this.#now() >= at;
   }
 
   /** Why the next token is needed, for the provider. */
   get reason(): TokenRequestReason {
     if (this.#token === null) return 'initial';
-    if (this.#stale) return 'rejected';
+    if (this.#stale !== null) return this.#stale;
     if (this.#expiresAt !== null && this.#now() >= this.#expiresAt) return 'expired';
     return 'expiring';
   }
 
   /**
    * When to fetch the next token ahead of expiry: `margin` before `exp`, but never
-   * earlier than two thirds into the token's life. `null` when there is no
-   * provider or the token's expiry is unknown.
+   * earlier than two thirds into the token's remaining life when it was received.
+   * `null` when there is no provider or the token's expiry is unknown.
    */
   get refreshAt(): number | null {
     if (!this.#provider || this.#expiresAt === null) return null;
@@ -76,9 +86,9 @@ export class TokenSource {
     return this.#expiresAt - Math.min(this.#marginMs, life / 3);
   }
 
-  /** The hub rejected the current token: the next connection needs a new one. */
-  invalidate(): void {
-    if (this.#provider) this.#stale = true;
+  /** The hub rejected the current token or said it expired: the next connection needs a new one. */
+  invalidate(why: 'expired' | 'rejected'): void {
+    if (this.#provider) this.#stale = why;
   }
 
   /** Asks the provider for a new token (one call at a time). */
@@ -93,8 +103,9 @@ export class TokenSource {
             this.#inflight = null;
             if (typeof token !== 'string' || token === '') throw new Error('the token provider returned no token');
             this.#token = token;
-            this.#stale = false;
+            this.#stale = null;
             this.#remember(token);
+            this.#onToken();
             return token;
           },
           (error: unknown) => {

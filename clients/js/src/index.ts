@@ -1,0 +1,28 @@
+export { HeraldClient } from './client.js';
+export type { ClientOptions, PublishResult } from './client.js';
+export type { SubscribeOptions } from './subscriptions.js';
+export { HeraldError } from './errors.js';
+export { DEFAULT_BACKOFF, backoffDelay } from './backoff.js';
+export type { BackoffOptions } from './backoff.js';
+export { sseTransport } from './sse/transport.js';
+export type { SseTransportOptions } from './sse/transport.js';
+export type {
+  HubMessage,
+  Transport,
+  TransportClose,
+  TransportConnection,
+  TransportRequest,
+  TransportSink,
+} from './transport.js';
+export type {
+  ConnectedInfo,
+  ConnectionState,
+  EventMap,
+  EventOf,
+  EventType,
+  HeraldEvent,
+  ResetNotice,
+  TokenProvider,
+  TokenRequestReason,
+  Unsubscribe,
+} from './types.js';

@@ -1,0 +1,493 @@
+//! The NATS broker: several nodes share one JetStream stream.
+//!
+//! # Positions and order
+//!
+//! Every event is published once to one subject of one stream. JetStream gives each
+//! stored message the next sequence number of the stream, so the stream sequence
+//! is the event's position: unique, increasing and consecutive across the whole
+//! deployment, in the order the stream accepted the events.
+//!
+//! # Delivering and history
+//!
+//! Each node reads the whole stream, in order, through an ordered consumer, and
+//! applies every event to its own [`replica`]: per-channel logs kept exactly as the
+//! memory broker keeps them (size and age per namespace) and the local fan-out,
+//! under one lock. So every node delivers in position order, and a resume is served
+//! from the node's own logs. A node that starts reads what the stream still holds
+//! (it keeps events for the longest history age, and at most `nats.max_messages`)
+//! to build its logs; a position older than what it could read gets a `reset`.
+//!
+//! A node missed nothing as long as stream positions arrive consecutively. After a
+//! reconnection it resumes its consumer right after the last position it applied.
+//! A jump (events left the stream before the node read them) closes the node's
+//! connections, so their clients resume with a `reset` where needed.
+//!
+//! # Ids
+//!
+//! Hub-assigned ids are `{epoch}-{seq}` where the epoch comes from the stream's
+//! creation time: ids survive hub restarts as long as the stream lives, and a stream
+//! created again (or a stream that went back in time) starts a new epoch.
+//! Publisher-supplied ids are sent as `Nats-Msg-Id`, so JetStream drops a repeat
+//! within `nats.duplicate_window`; beyond it each node remembers the ids it applied
+//! (100,000 at most, for the longest history age), answering `duplicate` too.
+
+mod replica;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_nats::connection::State as ConnectionState;
+use async_nats::jetstream;
+use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::{Config as StreamConfig, DiscardPolicy, StorageType};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use self::replica::{Replica, Resolved};
+use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
+use crate::config::{ConfigError, NatsConfig, NatsStorage};
+use crate::core::{ChannelName, Event, NewEvent, Policies};
+
+/// How long a publish waits for its events to reach this node's own subscribers
+/// before answering anyway.
+const LOCAL_DELIVERY_WAIT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+struct Connection {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+#[derive(Debug)]
+struct Shared {
+    url: String,
+    config: NatsConfig,
+    policies: Arc<Policies>,
+    replica: Replica,
+    connection: Mutex<Option<Connection>>,
+    /// `None` while this node follows the stream and has caught up; otherwise why not.
+    following: Mutex<Option<String>>,
+    /// Woken when the client connects or disconnects.
+    changed: Notify,
+}
+
+/// The broker for several nodes sharing a NATS JetStream stream.
+#[derive(Debug)]
+pub struct NatsBroker {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl Drop for NatsBroker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl NatsBroker {
+    /// Starts a broker for `url` (`nats://HOST:PORT`). It connects in the
+    /// background and keeps reconnecting, so a node starts even while NATS is down
+    /// (unready until it has caught up with the stream). Must be called inside a
+    /// Tokio runtime.
+    pub fn start(
+        url: &str,
+        config: &NatsConfig,
+        policies: Arc<Policies>,
+        delivery: LocalDelivery,
+    ) -> Result<Self, ConfigError> {
+        // Checked here so a bad address is a configuration error, not a retry loop.
+        for server in url.split(',') {
+            server
+                .trim()
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| ConfigError::new("broker", format!("{server:?}: {e}")))?;
+        }
+        let shared = Arc::new(Shared {
+            url: url.to_owned(),
+            config: config.clone(),
+            replica: Replica::new(policies.clone(), delivery),
+            policies,
+            connection: Mutex::new(None),
+            following: Mutex::new(Some("connecting to nats".into())),
+            changed: Notify::new(),
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(run(shared.clone(), stop.clone()));
+        Ok(Self { shared, stop })
+    }
+
+    fn connection(&self) -> Result<Connection, BrokerError> {
+        let connection = self.shared.connection.lock().clone();
+        match connection {
+            Some(c) if c.client.connection_state() == ConnectionState::Connected => Ok(c),
+            _ => Err(BrokerError::Unavailable("nats is unreachable".into())),
+        }
+    }
+
+    /// The stream's newest position, asked of the server.
+    async fn stream_head(&self) -> Result<u64, BrokerError> {
+        let c = self.connection()?;
+        let timeout = self.shared.config.timeout;
+        let stream = tokio::time::timeout(timeout, c.js.get_stream(&self.shared.config.stream))
+            .await
+            .map_err(|_| unavailable("no answer from jetstream"))?
+            .map_err(|e| unavailable(&e.to_string()))?;
+        Ok(stream.cached_info().state.last_sequence)
+    }
+
+    /// Waits until this node has applied `seq`.
+    async fn catch_up_to(&self, seq: u64) -> Result<(), BrokerError> {
+        if self
+            .shared
+            .replica
+            .wait_applied(seq, self.shared.config.timeout)
+            .await
+        {
+            Ok(())
+        } else {
+            Err(unavailable(
+                "this node is still catching up with the stream",
+            ))
+        }
+    }
+}
+
+fn unavailable(why: &str) -> BrokerError {
+    BrokerError::Unavailable(format!("nats: {why}"))
+}
+
+/// Connects, then follows the stream until `stop`, starting over after each loss.
+async fn run(shared: Arc<Shared>, stop: CancellationToken) {
+    let max = shared.config.reconnect_max;
+    let notify = shared.clone();
+    let options = async_nats::ConnectOptions::new()
+        .name("herald")
+        .retry_on_initial_connect()
+        .max_reconnects(None)
+        .connection_timeout(shared.config.timeout)
+        .reconnect_delay_callback(move |attempts| backoff(attempts, max))
+        .event_callback(move |event| {
+            let notify = notify.clone();
+            async move {
+                match event {
+                    async_nats::Event::Connected | async_nats::Event::Disconnected => {
+                        notify.changed.notify_one();
+                    }
+                    _ => {}
+                }
+            }
+        });
+    let servers: Vec<async_nats::ServerAddr> = shared
+        .url
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let client = tokio::select! {
+        _ = stop.cancelled() => return,
+        c = options.connect(servers) => c,
+    };
+    let client = match client {
+        Ok(client) => client,
+        Err(e) => {
+            *shared.following.lock() = Some(format!("cannot connect: {e}"));
+            tracing::error!("nats: cannot connect: {e}");
+            return;
+        }
+    };
+    let mut js = jetstream::new(client.clone());
+    js.set_timeout(shared.config.timeout);
+    *shared.connection.lock() = Some(Connection {
+        client: client.clone(),
+        js: js.clone(),
+    });
+    let mut failures = 0;
+    let mut sessions = 0u64;
+    loop {
+        let why = follow(&shared, &client, &js, &stop, &mut sessions).await;
+        let Some(why) = why else { return };
+        let was = shared.following.lock().replace(why.clone());
+        if was.is_none() {
+            tracing::warn!("nats: stopped following the stream: {why}; resuming");
+        }
+        failures += 1;
+        let wait = backoff(failures, max);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.changed.notified() => {}
+        }
+        if sessions > 0 && was.is_none() {
+            failures = 0;
+        }
+    }
+}
+
+fn backoff(attempts: usize, max: Duration) -> Duration {
+    let exp = Duration::from_millis(100).saturating_mul(1 << attempts.min(16) as u32);
+    exp.min(max).mul_f64(rand::random_range(0.5..1.0))
+}
+
+/// One session of following the stream; returns why it ended (`None`: stopped).
+async fn follow(
+    shared: &Shared,
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    stop: &CancellationToken,
+    sessions: &mut u64,
+) -> Option<String> {
+    if client.connection_state() != ConnectionState::Connected {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = shared.changed.notified() => {}
+            _ = tokio::time::sleep(shared.config.timeout) => {}
+        }
+        if client.connection_state() != ConnectionState::Connected {
+            return Some("not connected".into());
+        }
+    }
+    let config = &shared.config;
+    let stream = tokio::select! {
+        _ = stop.cancelled() => return None,
+        s = js.get_or_create_stream(stream_config(config, &shared.policies)) => s,
+    };
+    let stream = match stream {
+        Ok(stream) => stream,
+        Err(e) => {
+            return Some(format!(
+                "cannot create or find stream {}: {e}",
+                config.stream
+            ));
+        }
+    };
+    let info = stream.cached_info();
+    if !info.config.subjects.iter().any(|s| s == &config.subject) {
+        return Some(format!(
+            "stream {} does not take subject {} (it takes {:?})",
+            config.stream, config.subject, info.config.subjects
+        ));
+    }
+    let epoch = format!("{:x}", info.created.unix_timestamp_nanos() / 1000);
+    let target = info.state.last_sequence;
+    shared.replica.set_epoch(&epoch, target);
+    let applied = shared.replica.applied();
+    let deliver_policy = if applied == 0 {
+        DeliverPolicy::All
+    } else {
+        DeliverPolicy::ByStartSequence {
+            start_sequence: applied + 1,
+        }
+    };
+    let consumer = stream
+        .create_consumer(OrderedConfig {
+            filter_subject: config.subject.clone(),
+            deliver_policy,
+            ..Default::default()
+        })
+        .await;
+    let consumer = match consumer {
+        Ok(c) => c,
+        Err(e) => return Some(format!("cannot create a consumer: {e}")),
+    };
+    let mut messages = match consumer.messages().await {
+        Ok(m) => m,
+        Err(e) => return Some(format!("cannot read the stream: {e}")),
+    };
+    let mut caught_up = false;
+    let mark = |shared: &Shared, sessions: &mut u64| {
+        *sessions += 1;
+        if *sessions > 1 {
+            shared.replica.delivery().stats().broker_reconnected();
+            tracing::info!("nats: following the stream again");
+        }
+        *shared.following.lock() = None;
+    };
+    if shared.replica.applied() >= target {
+        caught_up = true;
+        mark(shared, sessions);
+    }
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = shared.changed.notified() => {
+                // Connected again (or lost): start over from the last applied
+                // position, checking that the stream is still the same one.
+                return Some("the connection changed".into());
+            }
+            message = messages.next() => {
+                let message = match message {
+                    Some(Ok(m)) => m,
+                    Some(Err(e)) => return Some(format!("reading the stream: {e}")),
+                    None => return Some("the consumer ended".into()),
+                };
+                let (seq, time) = match message.info() {
+                    Ok(info) => (info.stream_sequence, SystemTime::from(info.published)),
+                    Err(e) => return Some(format!("a message without stream info: {e}")),
+                };
+                shared.replica.apply(seq, time, &message.payload);
+                if !caught_up && seq >= target {
+                    caught_up = true;
+                    mark(shared, sessions);
+                }
+            }
+        }
+    }
+}
+
+fn stream_config(config: &NatsConfig, policies: &Policies) -> StreamConfig {
+    // Events older than the longest history age are of no use to anyone.
+    let max_age = policies.longest_ttl() + Duration::from_secs(60);
+    StreamConfig {
+        name: config.stream.clone(),
+        subjects: vec![config.subject.clone()],
+        max_messages: if config.max_messages == 0 {
+            -1
+        } else {
+            i64::try_from(config.max_messages).unwrap_or(i64::MAX)
+        },
+        max_bytes: if config.max_bytes == 0 {
+            -1
+        } else {
+            i64::try_from(config.max_bytes).unwrap_or(i64::MAX)
+        },
+        max_age,
+        storage: match config.storage {
+            NatsStorage::File => StorageType::File,
+            NatsStorage::Memory => StorageType::Memory,
+        },
+        num_replicas: config.replicas,
+        // JetStream refuses a window longer than the age limit.
+        duplicate_window: config.duplicate_window.min(max_age),
+        discard: DiscardPolicy::Old,
+        ..Default::default()
+    }
+}
+
+#[async_trait]
+impl Broker for NatsBroker {
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
+    async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Accepted>, BrokerError> {
+        let c = self.connection()?;
+        let replica = &self.shared.replica;
+        let epoch = replica
+            .epoch()
+            .ok_or_else(|| unavailable("the stream is not known yet"))?;
+        let timeout = self.shared.config.timeout;
+        let mut answers: Vec<Option<Accepted>> = Vec::with_capacity(events.len());
+        let mut pending = Vec::new();
+        for (index, event) in events.iter().enumerate() {
+            if let Some(seq) = event.id.as_deref().and_then(|id| replica.custom_id(id)) {
+                answers.push(Some(Accepted {
+                    id: event.id.clone().unwrap_or_default(),
+                    seq,
+                    duplicate: true,
+                }));
+                continue;
+            }
+            let mut message = PublishMessage::build()
+                .payload(wire::encode(event).into())
+                .expected_stream(&self.shared.config.stream);
+            if let Some(id) = &event.id {
+                message = message.message_id(id);
+            }
+            let sent = tokio::time::timeout(
+                timeout,
+                c.js.send_publish(self.shared.config.subject.clone(), message),
+            )
+            .await
+            .map_err(|_| unavailable("no room to publish"))?
+            .map_err(|e| unavailable(&e.to_string()))?;
+            pending.push((index, sent));
+            answers.push(None);
+        }
+        let mut newest = 0;
+        for (index, sent) in pending {
+            let ack = sent.await.map_err(|e| unavailable(&e.to_string()))?;
+            if !ack.duplicate {
+                newest = newest.max(ack.sequence);
+            }
+            let event = &events[index];
+            answers[index] = Some(Accepted {
+                id: event
+                    .id
+                    .clone()
+                    .unwrap_or_else(|| format!("{epoch}-{}", ack.sequence)),
+                seq: ack.sequence,
+                duplicate: ack.duplicate,
+            });
+        }
+        if newest > 0 && self.shared.following.lock().is_none() {
+            replica.wait_applied(newest, LOCAL_DELIVERY_WAIT).await;
+        }
+        answers
+            .into_iter()
+            .map(|a| a.ok_or_else(|| unavailable("an event was not acknowledged")))
+            .collect()
+    }
+
+    async fn replay(
+        &self,
+        channels: &[ChannelName],
+        from: ResumeFrom,
+    ) -> Result<Replay, BrokerError> {
+        let replica = &self.shared.replica;
+        let id = match from {
+            ResumeFrom::Earliest => return Ok(replica.replay(channels, None)),
+            ResumeFrom::After(id) => id,
+        };
+        let after = match replica.resolve(&id) {
+            Resolved::At(seq) => seq,
+            Resolved::Ahead(seq) => {
+                // An id of this stream this node has not applied yet: it exists if
+                // the stream has it, and then arrives shortly.
+                if seq > self.stream_head().await? {
+                    return Ok(replica.unknown(channels));
+                }
+                self.catch_up_to(seq).await?;
+                seq
+            }
+            Resolved::Unknown => {
+                // Perhaps a publisher id this node has not read yet.
+                let head = self.stream_head().await?;
+                if head > replica.applied() {
+                    self.catch_up_to(head).await?;
+                }
+                match replica.resolve(&id) {
+                    Resolved::At(seq) => seq,
+                    _ => return Ok(replica.unknown(channels)),
+                }
+            }
+        };
+        Ok(replica.replay(channels, Some(after)))
+    }
+
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>, BrokerError> {
+        Ok(self.shared.replica.history(channel, limit))
+    }
+
+    async fn check(&self) -> Result<(), BrokerError> {
+        self.connection()?;
+        if let Some(why) = self.shared.following.lock().clone() {
+            return Err(unavailable(&why));
+        }
+        Ok(())
+    }
+
+    async fn maintain(&self) {
+        self.shared.replica.maintain();
+    }
+
+    fn history_channels(&self) -> usize {
+        self.shared.replica.channels()
+    }
+}

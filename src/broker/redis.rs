@@ -1,0 +1,399 @@
+//! The Redis broker: several nodes share positions, history and delivery through
+//! one Redis.
+//!
+//! # Publishing
+//!
+//! One Lua script, atomic in Redis, accepts a batch: for each event it takes the next
+//! position from a counter (`INCR`), appends the event to the stream of each of its
+//! channels (`XADD` with the position as entry id, trimmed to the channel's history
+//! size and age), to the shared catch-up log, and `PUBLISH`es it to every node. Scripts
+//! run one at a time, so positions are assigned in the order events are published
+//! and the messages leave Redis in that order; every node therefore receives the
+//! events of all channels in position order.
+//!
+//! # Delivering
+//!
+//! Each node keeps one pub/sub connection ([`follow`]) and hands every event to its
+//! fan-out in position order. Positions are consecutive, so a message that skips
+//! ahead shows that the node missed some (its subscription dropped, Redis restarted):
+//! it reads the missing stretch from the catch-up log and delivers it first. If the
+//! log no longer holds it, the node closes its local connections and their clients
+//! resume from channel history, where a gap that history cannot cover gets a
+//! `reset`. Nothing is skipped silently.
+//!
+//! # Ids
+//!
+//! Hub-assigned ids are `{epoch}-{seq}`. The epoch is created once in Redis (`SET` if
+//! missing), so ids stay valid across hub restarts for as long as Redis keeps the
+//! history. If Redis loses its data the epoch goes with it; if it comes back from an
+//! older snapshot, the first node that had seen newer positions starts a new epoch.
+//! Either way ids from before are unknown, and a client resuming with one gets a
+//! `reset` rather than events it has already seen under the same id.
+//!
+//! Publisher-supplied ids are kept in keys `id:{id}` (with the longest history age
+//! as their lifetime), which make them resumable on every node and make publishing
+//! them again a no-op answered `duplicate`.
+//!
+//! # Keys
+//!
+//! Every key is under `{prefix}:`, the braces being a Redis Cluster hash tag: `seq`,
+//! `epoch`, `log` (the catch-up stream), `h:{channel}` (history streams),
+//! `f:{channel}` (the newest position trimmed from a channel), `id:{id}`, `channels`
+//! (a sorted set of channels by the expiry of their newest event) and `forgotten`
+//! (4,096 buckets holding the newest position of channels dropped when their history
+//! expired). Nodes publish on the pub/sub channel `{prefix}:events`.
+
+mod follow;
+mod link;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use redis::Value;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use self::link::Link;
+use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
+use crate::config::{ConfigError, RedisConfig};
+use crate::core::{ChannelName, Event, NewEvent, Policies, Reset, ResetReason};
+
+/// How long a publish waits for its events to reach this node's own subscribers
+/// before answering anyway (they are accepted either way).
+const LOCAL_DELIVERY_WAIT: Duration = Duration::from_secs(1);
+
+/// Channels dropped per upkeep run at most.
+const MAINTAIN_BATCH: usize = 1000;
+
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{}\n{body}", include_str!("redis/common.lua")))
+}
+
+#[derive(Debug)]
+struct Scripts {
+    publish: redis::Script,
+    replay: redis::Script,
+    sync: redis::Script,
+    maintain: redis::Script,
+}
+
+/// What the broker's tasks share.
+#[derive(Debug)]
+struct Shared {
+    /// `{prefix}:`.
+    base: String,
+    config: RedisConfig,
+    policies: Arc<Policies>,
+    delivery: LocalDelivery,
+    client: redis::Client,
+    link: Arc<Link>,
+    scripts: Scripts,
+    /// The newest position delivered to this node's fan-out.
+    delivered: watch::Sender<u64>,
+    /// `None` while the node follows the event stream; otherwise why not.
+    following: Mutex<Option<String>>,
+    history_channels: AtomicUsize,
+    /// When this node started, in Redis time (milliseconds since the Unix epoch).
+    started_ms: u64,
+}
+
+impl Shared {
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.base)
+    }
+
+    fn events_channel(&self) -> String {
+        self.key("events")
+    }
+
+    fn candidate_epoch() -> String {
+        format!("{:016x}", rand::random::<u64>())
+    }
+
+    fn not_following(&self) -> Option<String> {
+        self.following.lock().clone()
+    }
+}
+
+/// The broker for several nodes sharing one Redis.
+#[derive(Debug)]
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl RedisBroker {
+    /// Starts a broker for `url` (`redis://HOST:PORT[/DB]`). It connects in the
+    /// background and keeps reconnecting, so a node starts even while Redis is down
+    /// (unready until it is reachable). Must be called inside a Tokio runtime.
+    pub fn start(
+        url: &str,
+        config: &RedisConfig,
+        policies: Arc<Policies>,
+        delivery: LocalDelivery,
+    ) -> Result<Self, ConfigError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| ConfigError::new("broker", format!("{url:?}: {e}")))?;
+        let link = Arc::new(Link::new(
+            client.clone(),
+            config.timeout,
+            config.reconnect_max,
+        ));
+        let started_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let shared = Arc::new(Shared {
+            base: format!("{{{}}}:", config.prefix),
+            config: config.clone(),
+            policies,
+            delivery,
+            client,
+            link: link.clone(),
+            scripts: Scripts {
+                publish: script(include_str!("redis/publish.lua")),
+                replay: script(include_str!("redis/replay.lua")),
+                sync: script(include_str!("redis/sync.lua")),
+                maintain: script(include_str!("redis/maintain.lua")),
+            },
+            delivered: watch::channel(0).0,
+            following: Mutex::new(Some("connecting to redis".into())),
+            history_channels: AtomicUsize::new(0),
+            started_ms,
+        });
+        let stop = CancellationToken::new();
+        tokio::spawn(link.run(stop.clone(), shared.delivery.stats().clone()));
+        tokio::spawn(follow::Follower::new(shared.clone()).run(stop.clone()));
+        Ok(Self { shared, stop })
+    }
+
+    fn ms(d: Duration) -> u64 {
+        d.as_millis().min(u128::from(u64::MAX)) as u64
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    match value {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        _ => None,
+    }
+}
+
+fn int(value: &Value) -> Option<i64> {
+    match value {
+        Value::Int(i) => Some(*i),
+        Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn unexpected(what: &str) -> BrokerError {
+    BrokerError::Unavailable(format!("redis: unexpected reply to {what}"))
+}
+
+fn time_of(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Accepted>, BrokerError> {
+        let sh = &self.shared;
+        let mut call = sh.scripts.publish.prepare_invoke();
+        call.key(sh.key("seq"))
+            .arg(&sh.base)
+            .arg(Shared::candidate_epoch())
+            .arg(sh.config.log_size)
+            .arg(Self::ms(sh.policies.longest_ttl()).max(1))
+            .arg(events.len());
+        for event in &events {
+            call.arg(event.id.as_deref().unwrap_or(""))
+                .arg(wire::encode(event))
+                .arg(if event.ephemeral { "1" } else { "0" })
+                .arg(event.channels.len());
+            for channel in &event.channels {
+                let history = &sh.policies.of(channel).history;
+                call.arg(channel.as_str())
+                    .arg(history.size)
+                    .arg(Self::ms(history.ttl));
+            }
+        }
+        let reply: Vec<Value> = sh.link.script(&call).await?;
+        let epoch = reply
+            .first()
+            .and_then(text)
+            .ok_or_else(|| unexpected("publish"))?;
+        let mut accepted = Vec::with_capacity(events.len());
+        let mut newest = 0;
+        for (event, value) in events.iter().zip(reply.iter().skip(2)) {
+            let position = int(value).ok_or_else(|| unexpected("publish"))?;
+            let seq = position.unsigned_abs();
+            let duplicate = position < 0;
+            if !duplicate {
+                newest = newest.max(seq);
+            }
+            accepted.push(Accepted {
+                id: event.id.clone().unwrap_or_else(|| format!("{epoch}-{seq}")),
+                seq,
+                duplicate,
+            });
+        }
+        if accepted.len() != events.len() {
+            return Err(unexpected("publish"));
+        }
+        // Let this node's own subscribers have the events before answering, as a
+        // single node does; they are accepted whether or not this finishes in time.
+        if newest > 0 && sh.not_following().is_none() {
+            let mut delivered = sh.delivered.subscribe();
+            let _ = tokio::time::timeout(LOCAL_DELIVERY_WAIT, delivered.wait_for(|d| *d >= newest))
+                .await;
+        }
+        Ok(accepted)
+    }
+
+    async fn replay(
+        &self,
+        channels: &[ChannelName],
+        from: ResumeFrom,
+    ) -> Result<Replay, BrokerError> {
+        let sh = &self.shared;
+        let mut call = sh.scripts.replay.prepare_invoke();
+        call.key(sh.key("seq"))
+            .arg(&sh.base)
+            .arg(Shared::candidate_epoch())
+            .arg(match &from {
+                ResumeFrom::Earliest => "",
+                ResumeFrom::After(id) => id.as_str(),
+            })
+            .arg(channels.len());
+        for channel in channels {
+            call.arg(channel.as_str())
+                .arg(Self::ms(sh.policies.of(channel).history.ttl));
+        }
+        let reply: Vec<Value> = sh.link.script(&call).await?;
+        let status = reply
+            .first()
+            .and_then(text)
+            .ok_or_else(|| unexpected("replay"))?;
+        let epoch = reply
+            .get(1)
+            .and_then(text)
+            .ok_or_else(|| unexpected("replay"))?;
+        let head = reply
+            .get(2)
+            .and_then(int)
+            .ok_or_else(|| unexpected("replay"))? as u64;
+        let head_id = format!("{epoch}-{head}");
+        if status == "unknown" {
+            return Ok(Replay {
+                events: Vec::new(),
+                reset: Some(Reset {
+                    reason: ResetReason::UnknownId,
+                    channels: channels.to_vec(),
+                    id: head_id,
+                }),
+                after_seq: head,
+            });
+        }
+        let after = reply
+            .get(3)
+            .and_then(int)
+            .ok_or_else(|| unexpected("replay"))?;
+        let after = u64::try_from(after).ok();
+        let mut found: BTreeMap<u64, (u64, Vec<u8>)> = BTreeMap::new();
+        let mut gaps = Vec::new();
+        for (channel, value) in channels.iter().zip(reply.iter().skip(4)) {
+            match value {
+                Value::Array(flat) => {
+                    for entry in flat.chunks_exact(3) {
+                        let (Some(seq), Some(time), Value::BulkString(blob)) =
+                            (int(&entry[0]), int(&entry[1]), &entry[2])
+                        else {
+                            return Err(unexpected("replay"));
+                        };
+                        found
+                            .entry(seq as u64)
+                            .or_insert_with(|| (time as u64, blob.clone()));
+                    }
+                }
+                _ => gaps.push(channel.clone()),
+            }
+        }
+        let events: Vec<Arc<Event>> = found
+            .into_iter()
+            .filter_map(|(seq, (time, blob))| {
+                wire::decode(&blob).map(|d| d.accept(&epoch, seq, time_of(time)))
+            })
+            .collect();
+        let reset = (!gaps.is_empty()).then_some(Reset {
+            reason: ResetReason::Expired,
+            channels: gaps,
+            id: head_id,
+        });
+        let after_seq = match (&reset, after) {
+            (Some(_), _) => head,
+            (None, Some(a)) => a,
+            (None, None) => 0,
+        };
+        Ok(Replay {
+            events,
+            reset,
+            after_seq,
+        })
+    }
+
+    async fn history(
+        &self,
+        channel: &ChannelName,
+        limit: usize,
+    ) -> Result<Vec<Arc<Event>>, BrokerError> {
+        let mut events = self
+            .replay(std::slice::from_ref(channel), ResumeFrom::Earliest)
+            .await?
+            .events;
+        let skip = events.len().saturating_sub(limit);
+        events.drain(..skip);
+        Ok(events)
+    }
+
+    async fn check(&self) -> Result<(), BrokerError> {
+        if let Some(why) = self.shared.link.down() {
+            return Err(BrokerError::Unavailable(format!("redis: {why}")));
+        }
+        if let Some(why) = self.shared.not_following() {
+            return Err(BrokerError::Unavailable(format!("redis: {why}")));
+        }
+        let _: Value = self.shared.link.cmd(&redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    async fn maintain(&self) {
+        let sh = &self.shared;
+        let mut call = sh.scripts.maintain.prepare_invoke();
+        call.key(sh.key("seq")).arg(&sh.base).arg(MAINTAIN_BATCH);
+        match sh.link.script::<u64>(&call).await {
+            Ok(n) => sh.history_channels.store(n as usize, Ordering::Relaxed),
+            Err(e) => tracing::debug!("redis: upkeep skipped: {e}"),
+        }
+    }
+
+    fn history_channels(&self) -> usize {
+        self.shared.history_channels.load(Ordering::Relaxed)
+    }
+}

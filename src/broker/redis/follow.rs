@@ -1,0 +1,367 @@
+//! Following the event stream: one pub/sub connection per node, delivering every
+//! event to the local fan-out in position order, once.
+//!
+//! After (re)subscribing, and every few seconds, the follower asks Redis for the
+//! epoch and the newest position. Anything between what it delivered and that
+//! position which did not arrive live is read from the catch-up log and delivered
+//! in order. When the log no longer has it, or the epoch changed (Redis lost its
+//! data), the follower closes this node's connections: their clients resume from
+//! channel history and get a `reset` where it cannot cover the gap.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::Value;
+use tokio_util::sync::CancellationToken;
+
+use super::{Shared, int, text, time_of};
+use crate::broker::wire;
+
+/// How often the follower pings its connection and checks that it missed nothing.
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
+
+/// Entries read from the catch-up log at once.
+const LOG_PAGE: usize = 500;
+
+/// How far before its start a node delivers events on its first sync (clock skew
+/// between the node and Redis).
+const START_SLACK_MS: u64 = 1000;
+
+/// Why a session with Redis ended.
+enum Ended {
+    Stopped,
+    Lost(String),
+}
+
+pub(super) struct Follower {
+    shared: Arc<Shared>,
+    epoch: Option<String>,
+    delivered: u64,
+    /// The newest position Redis reported at the previous health check: anything up
+    /// to it should have arrived by the next one.
+    checked_head: u64,
+}
+
+impl Follower {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            epoch: None,
+            delivered: 0,
+            checked_head: 0,
+        }
+    }
+
+    pub(super) async fn run(mut self, stop: CancellationToken) {
+        let max = self.shared.config.reconnect_max;
+        let mut backoff = Duration::from_millis(100);
+        let mut sessions = 0u64;
+        loop {
+            let started = std::time::Instant::now();
+            let ended = self.session(&stop, &mut sessions).await;
+            let why = match ended {
+                Ended::Stopped => return,
+                Ended::Lost(why) => why,
+            };
+            let was = self.shared.following.lock().replace(why.clone());
+            if was.is_none() {
+                tracing::warn!("redis: event subscription lost: {why}; resubscribing");
+            }
+            if started.elapsed() > max {
+                backoff = Duration::from_millis(100);
+            }
+            let wait = backoff.mul_f64(rand::random_range(0.5..1.0));
+            backoff = (backoff * 2).min(max);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    async fn session(&mut self, stop: &CancellationToken, sessions: &mut u64) -> Ended {
+        let timeout = self.shared.link.timeout();
+        let pubsub = tokio::select! {
+            _ = stop.cancelled() => return Ended::Stopped,
+            r = tokio::time::timeout(timeout, self.shared.client.get_async_pubsub()) => r,
+        };
+        let mut pubsub = match pubsub {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return Ended::Lost(e.to_string()),
+            Err(_) => return Ended::Lost("connection timed out".into()),
+        };
+        let channel = self.shared.events_channel();
+        match tokio::time::timeout(timeout, pubsub.subscribe(&channel)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Ended::Lost(e.to_string()),
+            Err(_) => return Ended::Lost("no answer to SUBSCRIBE".into()),
+        }
+        let (mut sink, mut messages) = pubsub.split();
+        // Subscribed: from here every new event arrives live. Catch up on what was
+        // published before, then follow.
+        if !self.shared.link.wait_up(timeout).await {
+            return Ended::Lost("the command connection is down".into());
+        }
+        let head = match self.sync().await {
+            Ok(head) => head,
+            Err(e) => return Ended::Lost(e),
+        };
+        if let Err(e) = self.repair(head).await {
+            return Ended::Lost(e);
+        }
+        self.checked_head = head;
+        *sessions += 1;
+        if *sessions > 1 {
+            self.shared.delivery.stats().broker_reconnected();
+            tracing::info!("redis: event subscription restored");
+        }
+        *self.shared.following.lock() = None;
+        let mut health = tokio::time::interval(HEALTH_EVERY);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        health.tick().await;
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Ended::Stopped,
+                message = messages.next() => {
+                    let Some(message) = message else {
+                        return Ended::Lost("the subscription connection closed".into());
+                    };
+                    if let Err(e) = self.on_message(message.get_payload_bytes()).await {
+                        return Ended::Lost(e);
+                    }
+                }
+                _ = health.tick() => {
+                    match tokio::time::timeout(timeout, sink.ping::<Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Ended::Lost(e.to_string()),
+                        Err(_) => return Ended::Lost("no answer to PING".into()),
+                    }
+                    let head = match self.sync().await {
+                        Ok(head) => head,
+                        Err(e) => return Ended::Lost(e),
+                    };
+                    // Events older than one health period that never arrived live.
+                    if let Err(e) = self.repair(self.checked_head).await {
+                        return Ended::Lost(e);
+                    }
+                    self.checked_head = head;
+                }
+            }
+        }
+    }
+
+    /// One live message: `{epoch} {seq} {time}\n{event}`.
+    async fn on_message(&mut self, payload: &[u8]) -> Result<(), String> {
+        let Some(split) = payload.iter().position(|&b| b == b'\n') else {
+            tracing::warn!("redis: ignoring a malformed event message");
+            return Ok(());
+        };
+        let (header, blob) = (&payload[..split], &payload[split + 1..]);
+        let header = std::str::from_utf8(header).unwrap_or_default();
+        let mut parts = header.split(' ');
+        let (Some(epoch), Some(Ok(seq)), Some(Ok(time))) = (
+            parts.next(),
+            parts.next().map(str::parse::<u64>),
+            parts.next().map(str::parse::<u64>),
+        ) else {
+            tracing::warn!("redis: ignoring a malformed event message");
+            return Ok(());
+        };
+        if self.epoch.as_deref() != Some(epoch) {
+            // A new epoch: Redis lost its data or came back from an older snapshot.
+            let head = self.sync().await?;
+            self.checked_head = head;
+        }
+        if self.epoch.as_deref() != Some(epoch) || seq <= self.delivered {
+            return Ok(());
+        }
+        if seq > self.delivered + 1 {
+            self.repair(seq - 1).await?;
+            if seq <= self.delivered {
+                return Ok(());
+            }
+        }
+        self.deliver(seq, time, blob);
+        Ok(())
+    }
+
+    /// Reads the epoch and the newest position; on a new epoch, closes this node's
+    /// connections and starts over from its head.
+    async fn sync(&mut self) -> Result<u64, String> {
+        let sh = &self.shared;
+        let mut call = sh.scripts.sync.prepare_invoke();
+        call.key(sh.key("seq"))
+            .arg(&sh.base)
+            .arg(Shared::candidate_epoch())
+            .arg(self.epoch.as_deref().unwrap_or(""))
+            .arg(self.delivered);
+        let reply: Vec<Value> = sh.link.script(&call).await.map_err(|e| e.to_string())?;
+        let (Some(epoch), Some(head)) = (reply.first().and_then(text), reply.get(1).and_then(int))
+        else {
+            return Err("unexpected reply to the sync script".into());
+        };
+        let head = head as u64;
+        match self.epoch.as_deref() {
+            None => {
+                self.epoch = Some(epoch);
+                self.start_from(head).await?;
+            }
+            Some(known) if known != epoch => {
+                let closed = sh.delivery.close_all();
+                tracing::warn!(
+                    "redis: the history was lost or rolled back (epoch {known} is now {epoch}); \
+                     closed {closed} local connections so their clients resume"
+                );
+                self.epoch = Some(epoch);
+                self.set_delivered(head);
+                self.checked_head = head;
+            }
+            Some(_) => {}
+        }
+        Ok(head)
+    }
+
+    /// The first sync of this node: events accepted since it started may concern
+    /// connections it already has, so those are delivered from the log.
+    async fn start_from(&mut self, head: u64) -> Result<(), String> {
+        let since = self.shared.started_ms.saturating_sub(START_SLACK_MS);
+        let reply: Value = self
+            .shared
+            .link
+            .cmd(
+                redis::cmd("XREVRANGE")
+                    .arg(self.shared.key("log"))
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(LOG_PAGE),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let entries = log_entries(&reply)?;
+        let recent = entries
+            .iter()
+            .filter(|(seq, time, _)| *time >= since && *seq <= head)
+            .count();
+        if recent == LOG_PAGE {
+            // More than a page since this node started: too much to be sure of.
+            self.set_delivered(head);
+            self.shared.delivery.close_all();
+            return Ok(());
+        }
+        let first = entries
+            .iter()
+            .filter(|(seq, time, _)| *time >= since && *seq <= head)
+            .map(|(seq, _, _)| *seq)
+            .min();
+        match first {
+            Some(first) => {
+                self.set_delivered(first - 1);
+                self.repair(head).await
+            }
+            None => {
+                self.set_delivered(head);
+                Ok(())
+            }
+        }
+    }
+
+    /// Delivers every event after the delivered position up to `upto` from the
+    /// catch-up log; if the log no longer has them, closes this node's connections.
+    async fn repair(&mut self, upto: u64) -> Result<(), String> {
+        let mut caught_up = 0;
+        while self.delivered < upto {
+            let from = self.delivered + 1;
+            let reply: Value = self
+                .shared
+                .link
+                .cmd(
+                    redis::cmd("XRANGE")
+                        .arg(self.shared.key("log"))
+                        .arg(format!("{from}-0"))
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(LOG_PAGE),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let entries = log_entries(&reply)?;
+            if entries.first().is_none_or(|(seq, _, _)| *seq != from) {
+                let closed = self.shared.delivery.close_all();
+                tracing::warn!(
+                    "redis: events {from}..={upto} are no longer in the catch-up log; \
+                     closed {closed} local connections so their clients resume from history"
+                );
+                self.set_delivered(upto);
+                break;
+            }
+            for (seq, time, blob) in entries {
+                if seq != self.delivered + 1 {
+                    break;
+                }
+                self.deliver(seq, time, &blob);
+                caught_up += 1;
+            }
+        }
+        if caught_up > 0 {
+            self.shared.delivery.stats().broker_caught_up(caught_up);
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, seq: u64, time: u64, blob: &[u8]) {
+        match wire::decode(blob) {
+            Some(decoded) => {
+                let epoch = self.epoch.as_deref().unwrap_or_default();
+                let event = decoded.accept(epoch, seq, time_of(time));
+                self.shared.delivery.deliver(&event);
+            }
+            None => tracing::warn!("redis: skipping event {seq}, which this node cannot read"),
+        }
+        self.set_delivered(seq);
+    }
+
+    fn set_delivered(&mut self, seq: u64) {
+        self.delivered = seq;
+        self.shared.delivered.send_replace(seq);
+    }
+}
+
+/// The entries of an `XRANGE` reply on the log: position, time, event.
+fn log_entries(reply: &Value) -> Result<Vec<(u64, u64, Vec<u8>)>, String> {
+    let bad = || "unexpected reply from the catch-up log".to_owned();
+    let Value::Array(entries) = reply else {
+        return Err(bad());
+    };
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let Value::Array(parts) = entry else {
+            return Err(bad());
+        };
+        let (Some(id), Some(Value::Array(fields))) = (parts.first().and_then(text), parts.get(1))
+        else {
+            return Err(bad());
+        };
+        let seq: u64 = id
+            .split('-')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(bad)?;
+        let mut time = 0;
+        let mut blob = None;
+        for pair in fields.chunks_exact(2) {
+            match text(&pair[0]).as_deref() {
+                Some("t") => time = int(&pair[1]).unwrap_or(0) as u64,
+                Some("e") => {
+                    if let Value::BulkString(b) = &pair[1] {
+                        blob = Some(b.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push((seq, time, blob.ok_or_else(bad)?));
+    }
+    Ok(out)
+}

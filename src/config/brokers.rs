@@ -1,0 +1,446 @@
+//! The settings of the brokers for several nodes (`[redis]`, `[nats]`) and of the
+//! Redis pub/sub event source (`[redis_source]`), and the check of the `broker` key.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+
+/// Which broker a `broker` value selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerKind {
+    /// One node, history in memory.
+    Memory,
+    /// Redis: `redis://HOST:PORT[/DB]` (or `rediss://` for TLS, `redis+unix:///path`).
+    Redis(String),
+    /// NATS with JetStream: `nats://HOST:PORT` (several comma-separated for a cluster).
+    Nats(String),
+}
+
+impl BrokerKind {
+    /// Reads a `broker` value.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let bad = |why: &str| {
+            ConfigError::new(
+                "broker",
+                format!(
+                    "{value:?} {why}; use `memory`, `redis://HOST:PORT[/DB]` or `nats://HOST:PORT`"
+                ),
+            )
+        };
+        if value == "memory" {
+            return Ok(Self::Memory);
+        }
+        let Some((scheme, rest)) = value.split_once("://") else {
+            return Err(bad("is not a broker"));
+        };
+        match scheme {
+            "redis" | "rediss" | "redis+unix" | "unix" => {
+                if rest.is_empty() {
+                    return Err(bad("names no server"));
+                }
+                if !cfg!(feature = "redis") {
+                    return Err(bad(
+                        "needs the `redis` feature, which this build of herald does not have",
+                    ));
+                }
+                Ok(Self::Redis(value.to_owned()))
+            }
+            "nats" | "tls" => {
+                if rest.is_empty() || rest.contains('/') {
+                    return Err(bad("is not nats://HOST:PORT"));
+                }
+                if !cfg!(feature = "nats") {
+                    return Err(bad(
+                        "needs the `nats` feature, which this build of herald does not have",
+                    ));
+                }
+                Ok(Self::Nats(value.to_owned()))
+            }
+            _ => Err(bad("is not a broker")),
+        }
+    }
+}
+
+/// The Redis broker (`[redis]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// Every key lives under `{prefix}:` (the braces are a hash tag: one slot in a
+    /// Redis Cluster). Nodes of one deployment share it; deployments sharing a Redis
+    /// use different ones.
+    pub prefix: String,
+    /// How long one command may take; a publish that gets no answer in time is
+    /// answered 503.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The longest wait between two attempts to reconnect.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+    /// Events kept in the shared catch-up log, from which a node whose subscription
+    /// dropped delivers what it missed. Past it, the node closes its connections and
+    /// their clients resume from channel history.
+    pub log_size: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            prefix: "herald".into(),
+            timeout: Duration::from_secs(2),
+            reconnect_max: Duration::from_secs(5),
+            log_size: 10_000,
+        }
+    }
+}
+
+/// Where JetStream keeps the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NatsStorage {
+    /// On disk: survives a restart of the NATS server.
+    #[default]
+    File,
+    /// In memory: faster, lost when the server restarts.
+    Memory,
+}
+
+/// The NATS broker (`[nats]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// The JetStream stream holding the events (created when missing).
+    pub stream: String,
+    /// The subject events are published on; the stream takes only this subject.
+    pub subject: String,
+    /// Replicas of the stream in a NATS cluster.
+    pub replicas: usize,
+    /// Where the stream is kept: `file` or `memory`.
+    pub storage: NatsStorage,
+    /// Events the stream keeps at most (0: no limit besides age). A node that starts
+    /// rebuilds its history from what the stream keeps.
+    pub max_messages: u64,
+    /// Bytes the stream keeps at most (0: no limit).
+    pub max_bytes: u64,
+    /// How long JetStream remembers a publisher id to drop a repeated publish.
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    /// How long one request (a publish, a stream lookup) may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The longest wait between two attempts to reconnect.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        Self {
+            stream: "HERALD".into(),
+            subject: "herald.events".into(),
+            replicas: 1,
+            storage: NatsStorage::File,
+            max_messages: 1_000_000,
+            max_bytes: 0,
+            duplicate_window: Duration::from_secs(120),
+            timeout: Duration::from_secs(2),
+            reconnect_max: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Events that applications `PUBLISH` to Redis channels themselves (`[redis_source]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisSourceConfig {
+    /// The Redis to subscribe to; by default the broker's when it is Redis.
+    pub url: Option<String>,
+    /// Which Redis channels become which Herald channels, first match wins.
+    pub routes: Vec<RedisRoute>,
+}
+
+/// What a message looks like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMessageFormat {
+    /// The whole message is the event's data (JSON when it parses, text otherwise).
+    #[default]
+    Data,
+    /// The message is a JSON object with the data and, optionally, the type, id and
+    /// retry in named fields.
+    Envelope,
+}
+
+/// One mapping from Redis channels to a Herald channel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisRoute {
+    /// A Redis channel name, or a pattern where `*` matches any run of characters
+    /// (`user:*`).
+    pub pattern: String,
+    /// The Herald channel: text where `{1}`, `{2}`... stand for what each `*`
+    /// matched and `{channel}` for the whole Redis channel name. Default
+    /// `{channel}`: the same name.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Send to every connection (`$broadcast`) instead of a channel.
+    #[serde(default)]
+    pub broadcast: bool,
+    /// `data` (default) or `envelope`.
+    #[serde(default)]
+    pub format: RedisMessageFormat,
+    /// The event type for `data` messages, and for envelopes without one.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// Envelope field holding the data.
+    #[serde(default = "default_data_field")]
+    pub data_field: String,
+    /// Envelope field holding the event type.
+    #[serde(default = "default_type_field")]
+    pub type_field: String,
+    /// Envelope field holding an id of the publisher's (kept, and used to drop
+    /// repeats).
+    #[serde(default = "default_id_field")]
+    pub id_field: String,
+}
+
+fn default_data_field() -> String {
+    "data".into()
+}
+
+fn default_type_field() -> String {
+    "type".into()
+}
+
+fn default_id_field() -> String {
+    "id".into()
+}
+
+impl RedisConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.prefix.is_empty()
+            || self
+                .prefix
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || c == '{' || c == '}')
+        {
+            return Err(ConfigError::new(
+                "redis.prefix",
+                "must be non-empty, without white space or braces",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new("redis.timeout", "must be longer than 0s"));
+        }
+        if self.reconnect_max < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "redis.reconnect_max",
+                "must be at least 100ms",
+            ));
+        }
+        if self.log_size == 0 {
+            return Err(ConfigError::new("redis.log_size", "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+impl NatsConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.stream.is_empty()
+            || self.stream.chars().any(|c| {
+                c.is_whitespace() || c.is_control() || matches!(c, '.' | '*' | '>' | '/' | '\\')
+            })
+        {
+            return Err(ConfigError::new(
+                "nats.stream",
+                "must be a JetStream stream name: no white space, '.', '*', '>', '/' or '\\'",
+            ));
+        }
+        if self.subject.is_empty()
+            || self.subject.starts_with('.')
+            || self.subject.ends_with('.')
+            || self.subject.contains("..")
+            || self
+                .subject
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '*' | '>'))
+        {
+            return Err(ConfigError::new(
+                "nats.subject",
+                "must be a plain NATS subject such as herald.events (no wildcards)",
+            ));
+        }
+        if self.replicas == 0 || self.replicas > 5 {
+            return Err(ConfigError::new("nats.replicas", "must be 1 to 5"));
+        }
+        for (key, value) in [
+            ("nats.timeout", self.timeout),
+            ("nats.duplicate_window", self.duplicate_window),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(key, "must be longer than 0s"));
+            }
+        }
+        if self.reconnect_max < Duration::from_millis(100) {
+            return Err(ConfigError::new(
+                "nats.reconnect_max",
+                "must be at least 100ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RedisSourceConfig {
+    /// The Redis URL to use, given the broker.
+    pub fn url<'a>(&'a self, broker: &'a BrokerKind) -> Option<&'a str> {
+        match (&self.url, broker) {
+            (Some(url), _) => Some(url),
+            (None, BrokerKind::Redis(url)) => Some(url),
+            _ => None,
+        }
+    }
+
+    pub(super) fn validate(&self, broker: &BrokerKind) -> Result<(), ConfigError> {
+        match self.url(broker) {
+            None => {
+                return Err(ConfigError::new(
+                    "redis_source.url",
+                    "is needed unless the broker is Redis",
+                ));
+            }
+            Some(url) => {
+                if !(url.starts_with("redis://")
+                    || url.starts_with("rediss://")
+                    || url.starts_with("redis+unix://")
+                    || url.starts_with("unix://"))
+                {
+                    return Err(ConfigError::new(
+                        "redis_source.url",
+                        format!("{url:?} is not a redis:// URL"),
+                    ));
+                }
+                if !cfg!(feature = "redis") {
+                    return Err(ConfigError::new(
+                        "redis_source",
+                        "needs the `redis` feature, which this build of herald does not have",
+                    ));
+                }
+            }
+        }
+        if self.routes.is_empty() {
+            return Err(ConfigError::new(
+                "redis_source.routes",
+                "name at least one route: [[redis_source.routes]] pattern = \"user:*\"",
+            ));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            route.validate(&format!("redis_source.routes[{i}]"))?;
+        }
+        Ok(())
+    }
+}
+
+impl RedisRoute {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.pattern.is_empty()
+            || self
+                .pattern
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '?' | '[' | ']' | '\\'))
+        {
+            return Err(ConfigError::new(
+                format!("{key}.pattern"),
+                "must be a Redis channel name, with `*` as the only wildcard",
+            ));
+        }
+        if self.broadcast && self.channel.is_some() {
+            return Err(ConfigError::new(
+                format!("{key}.channel"),
+                "a route goes to a channel or to broadcast, not both",
+            ));
+        }
+        if let Some(template) = &self.channel {
+            let stars = self.pattern.matches('*').count();
+            let mut rest = template.as_str();
+            while let Some(open) = rest.find('{') {
+                let Some(close) = rest[open..].find('}') else {
+                    return Err(ConfigError::new(
+                        format!("{key}.channel"),
+                        format!("{template:?} has a `{{` without `}}`"),
+                    ));
+                };
+                let name = &rest[open + 1..open + close];
+                let ok =
+                    name == "channel" || name.parse::<usize>().is_ok_and(|n| n >= 1 && n <= stars);
+                if !ok {
+                    return Err(ConfigError::new(
+                        format!("{key}.channel"),
+                        format!(
+                            "{{{name}}} is not `{{channel}}` or `{{1}}`..`{{{stars}}}` (one per `*` of the pattern)"
+                        ),
+                    ));
+                }
+                rest = &rest[open + close + 1..];
+            }
+        }
+        if let Some(kind) = &self.kind {
+            crate::core::event::validate_type(kind)
+                .map_err(|e| ConfigError::new(format!("{key}.type"), e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_values() {
+        assert_eq!(BrokerKind::parse("memory").unwrap(), BrokerKind::Memory);
+        for bad in ["kafka", "redis://", "nats://h:1/x", "http://h"] {
+            assert_eq!(BrokerKind::parse(bad).unwrap_err().key, "broker", "{bad}");
+        }
+        if cfg!(feature = "redis") {
+            assert!(matches!(
+                BrokerKind::parse("redis://127.0.0.1:6379/2"),
+                Ok(BrokerKind::Redis(_))
+            ));
+        }
+        if cfg!(feature = "nats") {
+            assert!(matches!(
+                BrokerKind::parse("nats://127.0.0.1:4222"),
+                Ok(BrokerKind::Nats(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn routes_are_checked() {
+        let route = |pattern: &str, channel: Option<&str>| RedisRoute {
+            pattern: pattern.into(),
+            channel: channel.map(str::to_owned),
+            broadcast: false,
+            format: RedisMessageFormat::Data,
+            kind: None,
+            data_field: default_data_field(),
+            type_field: default_type_field(),
+            id_field: default_id_field(),
+        };
+        assert!(route("user:*", Some("user:{1}")).validate("r").is_ok());
+        assert!(
+            route("a:*:b:*", Some("{2}-{1}-{channel}"))
+                .validate("r")
+                .is_ok()
+        );
+        assert!(route("user:*", Some("user:{2}")).validate("r").is_err());
+        assert!(route("user:*", Some("user:{1")).validate("r").is_err());
+        assert!(route("user:?", None).validate("r").is_err());
+        let mut both = route("global", Some("x"));
+        both.broadcast = true;
+        assert!(both.validate("r").is_err());
+    }
+}
