@@ -17,3 +17,6 @@ cargo test --workspace --all-targets
 
 echo "== Browser tests"
 bash scripts/browser-tests.sh
+
+echo "== TypeScript client tests"
+bash scripts/client-tests.sh
