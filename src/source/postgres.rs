@@ -3,17 +3,17 @@
 //!
 //! Two modes, one set of routes:
 //!
-//! - **notify** ([`listen`]): one connection per node `LISTEN`s on the NOTIFY channels
+//! - **notify** (module `listen`): one connection per node `LISTEN`s on the NOTIFY channels
 //!   the routes name, whatever the number of subscribers. Triggers (see [`trigger`] and
 //!   `herald pg trigger`) call `pg_notify` with the row as JSON. Immediate, but NOTIFY
 //!   keeps nothing: what is sent while no hub listens is lost.
-//! - **outbox** ([`outbox`]): triggers, or the application inside its own transaction,
+//! - **outbox** (module `outbox`): triggers, or the application inside its own transaction,
 //!   insert rows into an outbox table; the hub publishes them in id order, gives each
 //!   event the id `outbox-{id}`, and records each row as published. Nothing is lost
 //!   while the hub is down, and nothing is delivered twice. One node at a time relays
 //!   (a session advisory lock); the others stand by and take over when it goes.
 //!
-//! [`routing`] turns a payload into events. The connection is reopened with backoff
+//! The module `routing` turns a payload into events. The connection is reopened with backoff
 //! when it fails; `/readyz` reports the source as not ready meanwhile. Connections are
 //! plain TCP (no TLS).
 
