@@ -10,7 +10,7 @@
 //! # Delivering and history
 //!
 //! Each node reads the whole stream, in order, through an ordered consumer, and
-//! applies every event to its own [`replica`]: per-channel logs kept exactly as the
+//! applies every event to its own replica: per-channel logs kept exactly as the
 //! memory broker keeps them (size and age per namespace) and the local fan-out,
 //! under one lock. So every node delivers in position order, and a resume is served
 //! from the node's own logs. A node that starts reads what the stream still holds
@@ -51,10 +51,6 @@ use self::replica::{Replica, Resolved};
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
 use crate::config::{ConfigError, NatsConfig, NatsStorage};
 use crate::core::{ChannelName, Event, NewEvent, Policies};
-
-/// How long a publish waits for its events to reach this node's own subscribers
-/// before answering anyway.
-const LOCAL_DELIVERY_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 struct Connection {
@@ -137,6 +133,21 @@ impl NatsBroker {
             .map_err(|_| unavailable("no answer from jetstream"))?
             .map_err(|e| unavailable(&e.to_string()))?;
         Ok(stream.cached_info().state.last_sequence)
+    }
+
+    /// Lets this node apply everything the stream held when called (within the
+    /// request timeout), so a history read or a resume sees every event accepted
+    /// before it, whichever node accepted it. Returns the stream's head, or `None`
+    /// when the stream cannot be reached (then this node's copy is used as it is).
+    async fn settle(&self) -> Option<u64> {
+        let head = self.stream_head().await.ok()?;
+        if head > self.shared.replica.applied() {
+            self.shared
+                .replica
+                .wait_applied(head, self.shared.config.timeout)
+                .await;
+        }
+        Some(head)
     }
 
     /// Waits until this node has applied `seq`.
@@ -406,12 +417,8 @@ impl Broker for NatsBroker {
             pending.push((index, sent));
             answers.push(None);
         }
-        let mut newest = 0;
         for (index, sent) in pending {
             let ack = sent.await.map_err(|e| unavailable(&e.to_string()))?;
-            if !ack.duplicate {
-                newest = newest.max(ack.sequence);
-            }
             let event = &events[index];
             answers[index] = Some(Accepted {
                 id: event
@@ -421,9 +428,6 @@ impl Broker for NatsBroker {
                 seq: ack.sequence,
                 duplicate: ack.duplicate,
             });
-        }
-        if newest > 0 && self.shared.following.lock().is_none() {
-            replica.wait_applied(newest, LOCAL_DELIVERY_WAIT).await;
         }
         answers
             .into_iter()
@@ -437,32 +441,33 @@ impl Broker for NatsBroker {
         from: ResumeFrom,
     ) -> Result<Replay, BrokerError> {
         let replica = &self.shared.replica;
+        let head = self.settle().await;
         let id = match from {
             ResumeFrom::Earliest => return Ok(replica.replay(channels, None)),
             ResumeFrom::After(id) => id,
         };
         let after = match replica.resolve(&id) {
             Resolved::At(seq) => seq,
-            Resolved::Ahead(seq) => {
-                // An id of this stream this node has not applied yet: it exists if
-                // the stream has it, and then arrives shortly.
-                if seq > self.stream_head().await? {
-                    return Ok(replica.unknown(channels));
+            // An id of this stream this node has not applied yet: it exists if the
+            // stream has it, and then arrives shortly.
+            Resolved::Ahead(seq) => match head {
+                Some(head) if seq <= head => {
+                    self.catch_up_to(seq).await?;
+                    seq
                 }
-                self.catch_up_to(seq).await?;
-                seq
-            }
-            Resolved::Unknown => {
-                // Perhaps a publisher id this node has not read yet.
-                let head = self.stream_head().await?;
-                if head > replica.applied() {
-                    self.catch_up_to(head).await?;
+                Some(_) => return Ok(replica.unknown(channels)),
+                None => return Err(unavailable("cannot reach the stream to place this id")),
+            },
+            // Unknown once this node has applied everything the stream had: unknown.
+            Resolved::Unknown => match head {
+                Some(head) if head <= replica.applied() => return Ok(replica.unknown(channels)),
+                Some(_) => {
+                    return Err(unavailable(
+                        "this node is still catching up with the stream",
+                    ));
                 }
-                match replica.resolve(&id) {
-                    Resolved::At(seq) => seq,
-                    _ => return Ok(replica.unknown(channels)),
-                }
-            }
+                None => return Err(unavailable("cannot reach the stream to place this id")),
+            },
         };
         Ok(replica.replay(channels, Some(after)))
     }
@@ -472,6 +477,7 @@ impl Broker for NatsBroker {
         channel: &ChannelName,
         limit: usize,
     ) -> Result<Vec<Arc<Event>>, BrokerError> {
+        self.settle().await;
         Ok(self.shared.replica.history(channel, limit))
     }
 

@@ -13,7 +13,7 @@
 //!
 //! # Delivering
 //!
-//! Each node keeps one pub/sub connection ([`follow`]) and hands every event to its
+//! Each node keeps one pub/sub connection and hands every event to its
 //! fan-out in position order. Positions are consecutive, so a message that skips
 //! ahead shows that the node missed some (its subscription dropped, Redis restarted):
 //! it reads the missing stretch from the catch-up log and delivers it first. If the
@@ -54,17 +54,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use redis::Value;
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use self::link::Link;
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
 use crate::config::{ConfigError, RedisConfig};
 use crate::core::{ChannelName, Event, NewEvent, Policies, Reset, ResetReason};
-
-/// How long a publish waits for its events to reach this node's own subscribers
-/// before answering anyway (they are accepted either way).
-const LOCAL_DELIVERY_WAIT: Duration = Duration::from_secs(1);
 
 /// Channels dropped per upkeep run at most.
 const MAINTAIN_BATCH: usize = 1000;
@@ -92,8 +87,6 @@ struct Shared {
     client: redis::Client,
     link: Arc<Link>,
     scripts: Scripts,
-    /// The newest position delivered to this node's fan-out.
-    delivered: watch::Sender<u64>,
     /// `None` while the node follows the event stream; otherwise why not.
     following: Mutex<Option<String>>,
     history_channels: AtomicUsize,
@@ -165,7 +158,6 @@ impl RedisBroker {
                 sync: script(include_str!("redis/sync.lua")),
                 maintain: script(include_str!("redis/maintain.lua")),
             },
-            delivered: watch::channel(0).0,
             following: Mutex::new(Some("connecting to redis".into())),
             history_channels: AtomicUsize::new(0),
             started_ms,
@@ -240,14 +232,10 @@ impl Broker for RedisBroker {
             .and_then(text)
             .ok_or_else(|| unexpected("publish"))?;
         let mut accepted = Vec::with_capacity(events.len());
-        let mut newest = 0;
         for (event, value) in events.iter().zip(reply.iter().skip(2)) {
             let position = int(value).ok_or_else(|| unexpected("publish"))?;
             let seq = position.unsigned_abs();
             let duplicate = position < 0;
-            if !duplicate {
-                newest = newest.max(seq);
-            }
             accepted.push(Accepted {
                 id: event.id.clone().unwrap_or_else(|| format!("{epoch}-{seq}")),
                 seq,
@@ -256,13 +244,6 @@ impl Broker for RedisBroker {
         }
         if accepted.len() != events.len() {
             return Err(unexpected("publish"));
-        }
-        // Let this node's own subscribers have the events before answering, as a
-        // single node does; they are accepted whether or not this finishes in time.
-        if newest > 0 && sh.not_following().is_none() {
-            let mut delivered = sh.delivered.subscribe();
-            let _ = tokio::time::timeout(LOCAL_DELIVERY_WAIT, delivered.wait_for(|d| *d >= newest))
-                .await;
         }
         Ok(accepted)
     }

@@ -12,7 +12,7 @@ use super::ConfigError;
 pub enum BrokerKind {
     /// One node, history in memory.
     Memory,
-    /// Redis: `redis://HOST:PORT[/DB]` (or `rediss://` for TLS, `redis+unix:///path`).
+    /// Redis: `redis://HOST:PORT[/DB]` (or `redis+unix:///path`).
     Redis(String),
     /// NATS with JetStream: `nats://HOST:PORT` (several comma-separated for a cluster).
     Nats(String),
@@ -36,7 +36,7 @@ impl BrokerKind {
             return Err(bad("is not a broker"));
         };
         match scheme {
-            "redis" | "rediss" | "redis+unix" | "unix" => {
+            "redis" | "redis+unix" | "unix" => {
                 if rest.is_empty() {
                     return Err(bad("names no server"));
                 }
@@ -313,7 +313,6 @@ impl RedisSourceConfig {
             }
             Some(url) => {
                 if !(url.starts_with("redis://")
-                    || url.starts_with("rediss://")
                     || url.starts_with("redis+unix://")
                     || url.starts_with("unix://"))
                 {

@@ -14,7 +14,7 @@ use herald::core::{ChannelName, Fanout, Item, NewEvent, ResetReason, Subscriptio
 use serde_json::json;
 
 use crate::fixture::PATIENCE;
-use crate::nodes::{Kind, Node, Place, PrivateRedis, Reader, policies, ready, token};
+use crate::nodes::{Kind, Node, Place, PrivateNats, PrivateRedis, Reader, policies, ready, token};
 
 fn ch(name: &str) -> ChannelName {
     ChannelName::new(name).unwrap()
@@ -81,6 +81,7 @@ for_each_broker!(
         assert!(r.reset.is_none());
         assert_eq!(r.after_seq, 1);
         assert_eq!(r.events[1].channels, vec![ch("a"), ch("b")]);
+        drop(b);
         place.clean().await;
     }
 );
@@ -106,6 +107,7 @@ for_each_broker!(unknown_and_foreign_ids_get_a_reset, |kind| async move {
         .await
         .unwrap();
     assert!(r.reset.is_some(), "a position past the head is unknown");
+    drop(b);
     place.clean().await;
 });
 
@@ -129,6 +131,7 @@ for_each_broker!(
         assert_eq!(reset.channels, vec![ch("a")]);
         assert_eq!(reset.reason, ResetReason::Expired);
         assert_eq!(r.after_seq, 5);
+        drop(b);
         place.clean().await;
     }
 );
@@ -158,6 +161,7 @@ for_each_broker!(events_past_the_history_age_are_a_gap, |kind| async move {
         .unwrap();
     assert!(r.reset.is_none(), "nothing after the newest event was lost");
     assert!(b.history(&ch("a"), 10).await.unwrap().is_empty());
+    drop(b);
     place.clean().await;
 });
 
@@ -179,6 +183,7 @@ for_each_broker!(earliest_replays_everything_kept, |kind| async move {
         .map(|e| e.seq)
         .collect();
     assert_eq!(newest, vec![3]);
+    drop(b);
     place.clean().await;
 });
 
@@ -202,6 +207,7 @@ for_each_broker!(
             .unwrap();
         assert_eq!(seqs(&r), vec![2]);
         assert_eq!(b.history(&ch("a"), 10).await.unwrap()[0].id, "order-1");
+        drop(b);
         place.clean().await;
     }
 );
@@ -228,6 +234,7 @@ for_each_broker!(
         assert!(r.events.is_empty());
         assert!(r.reset.is_none(), "a live-only event is no gap");
         assert_eq!(b.history(&ch("a"), 10).await.unwrap().len(), 1);
+        drop(b);
         place.clean().await;
     }
 );
@@ -250,6 +257,7 @@ for_each_broker!(dropped_logs_still_report_gaps, |kind| async move {
         .await
         .unwrap();
     assert!(r.reset.is_none());
+    drop(b);
     place.clean().await;
 });
 
@@ -311,6 +319,7 @@ async fn two_nodes_deliver_everything_in_one_order(kind: Kind) {
     let rb = b.replay(&channels, ResumeFrom::After(mid)).await.unwrap();
     assert_eq!(seqs(&ra), seqs(&rb));
     assert_eq!(seqs(&ra), (101..=200).collect::<Vec<u64>>());
+    drop((a, b));
     place.clean().await;
 }
 
@@ -451,6 +460,9 @@ async fn three_hubs_survive_a_killed_hub(kind: Kind) {
             .map(|i| i.to_string())
             .collect();
         assert_eq!(received, expected, "{query}: every event once, in order");
+    }
+    for node in &mut nodes {
+        node.kill().await;
     }
     place.clean().await;
 }
@@ -753,6 +765,7 @@ async fn a_channel_dropped_and_published_again_keeps_its_gap(kind: Kind) {
         .await
         .unwrap();
     assert!(r.reset.is_none());
+    drop(b);
     place.clean().await;
 }
 
@@ -764,4 +777,104 @@ async fn a_redis_channel_dropped_and_published_again_keeps_its_gap() {
 #[tokio::test]
 async fn a_nats_channel_dropped_and_published_again_keeps_its_gap() {
     a_channel_dropped_and_published_again_keeps_its_gap(Kind::Nats).await;
+}
+
+/// A private NATS: down when two hubs start, then up, then killed and restarted
+/// while they run. The hubs start unready, refuse publishes with 503 while it is
+/// down, serve their subscribers throughout, recover by themselves, and no event
+/// accepted with a 2xx is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_recover_when_their_nats_is_down_and_restarted() {
+    let Some(mut nats) = PrivateNats::new().await else {
+        return;
+    };
+    let env = vec![
+        ("HERALD_BROKER".to_owned(), nats.url()),
+        ("HERALD_NATS__RECONNECT_MAX".to_owned(), "300ms".to_owned()),
+        ("HERALD_NATS__TIMEOUT".to_owned(), "1s".to_owned()),
+        (
+            "HERALD_CHANNELS__HISTORY_SIZE".to_owned(),
+            "10000".to_owned(),
+        ),
+    ];
+    let nodes = [Node::start(&env).await, Node::start(&env).await];
+    let publisher = token(&[], &["*"]);
+    for node in &nodes {
+        assert_eq!(node.readyz().await, 503);
+        let (status, _) = node
+            .publish(&publisher, &json!({"channel": "a", "data": -1}))
+            .await;
+        assert_eq!(status, 503);
+    }
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let reader_token = token(&["a", "b"], &[]);
+    let mut readers = Vec::new();
+    for first in 0..2 {
+        let order = vec![urls[first].clone(), urls[1 - first].clone()];
+        readers.push(tokio::spawn(follow_until(
+            order,
+            "channel=a&channel=b",
+            reader_token.clone(),
+            "end".into(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    nats.start().await;
+    for node in &nodes {
+        node.wait_ready(200).await;
+    }
+    let publish = async |i: usize| {
+        let mut body = targets(i);
+        body["data"] = json!(i);
+        let (status, answer) = nodes[i % 2].publish(&publisher, &body).await;
+        assert!(
+            status == 200 || status == 503,
+            "publish {i}: {status} {answer}"
+        );
+        status == 200
+    };
+    let mut accepted = Vec::new();
+    for i in 0..40 {
+        assert!(publish(i).await, "publish {i}");
+        accepted.push(i);
+    }
+    nats.kill().await;
+    for node in &nodes {
+        node.wait_ready(503).await;
+    }
+    let mut refused = 0;
+    for i in 40..44 {
+        if publish(i).await {
+            accepted.push(i);
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "publishes fail while NATS is down");
+    nats.start().await;
+    for node in &nodes {
+        node.wait_ready(200).await;
+    }
+    for i in 44..80 {
+        assert!(publish(i).await, "publish {i} after recovery");
+        accepted.push(i);
+    }
+    let (status, _) = nodes[1]
+        .publish(&publisher, &json!({"channel": "b", "data": "end"}))
+        .await;
+    assert_eq!(status, 200);
+    for reader in readers {
+        let (received, _) = reader.await.unwrap();
+        let numbers: Vec<usize> = received
+            .iter()
+            .filter(|d| *d != "end")
+            .map(|d| d.parse().unwrap())
+            .collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "in order, each once: {numbers:?}"
+        );
+        let missing: Vec<&usize> = accepted.iter().filter(|n| !numbers.contains(n)).collect();
+        assert!(missing.is_empty(), "accepted but lost: {missing:?}");
+    }
 }

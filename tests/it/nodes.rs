@@ -2,8 +2,6 @@
 //! real services (each with its own key prefix or stream), hub processes of the
 //! `herald` binary, and a private `redis-server` a test may kill and restart.
 
-#![allow(dead_code)]
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -131,15 +129,22 @@ impl Place {
         }
     }
 
-    /// Removes what the tests left in the service.
+    /// Removes what the tests left in the service. Brokers still running may be
+    /// writing again for a moment (a stream deleted under a node is created again
+    /// when it reconnects), so it removes twice.
     pub(crate) async fn clean(&self) {
-        match self.kind {
-            Kind::Memory => {}
-            Kind::Redis => clean_redis(&format!("redis://{REDIS}"), &self.name).await,
-            Kind::Nats => {
-                if let Ok(client) = async_nats::connect(NATS).await {
-                    let js = async_nats::jetstream::new(client);
-                    let _ = js.delete_stream(&self.name).await;
+        for round in 0..2 {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            match self.kind {
+                Kind::Memory => return,
+                Kind::Redis => clean_redis(&format!("redis://{REDIS}"), &self.name).await,
+                Kind::Nats => {
+                    if let Ok(client) = async_nats::connect(NATS).await {
+                        let js = async_nats::jetstream::new(client);
+                        let _ = js.delete_stream(&self.name).await;
+                    }
                 }
             }
         }
@@ -393,14 +398,6 @@ impl Reader {
             Err(_) => panic!("no event within {PATIENCE:?}"),
         }
     }
-
-    /// An event if one arrives within `wait`.
-    pub(crate) async fn within(&mut self, wait: Duration) -> Option<Option<Received>> {
-        tokio::time::timeout(wait, self.events.recv())
-            .await
-            .ok()
-            .flatten()
-    }
 }
 
 fn http_stream() -> reqwest::Client {
@@ -505,4 +502,84 @@ pub(crate) fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A `nats-server` with JetStream of the test's own, on its own port and storage
+/// directory, which a test may kill and restart.
+pub(crate) struct PrivateNats {
+    pub(crate) port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateNats {
+    /// Reserves a port and a directory without starting the server, or `None` (the
+    /// test is skipped) when `nats-server` is missing.
+    pub(crate) async fn new() -> Option<Self> {
+        let found = Command::new("nats-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .is_ok_and(|s| s.success());
+        if !found {
+            if std::env::var("HERALD_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("nats-server is required (HERALD_REQUIRE_SERVICES=1) but not installed");
+            }
+            eprintln!(
+                "SKIP: nats-server is not installed; set HERALD_REQUIRE_SERVICES=1 to make this a failure"
+            );
+            return None;
+        }
+        Some(Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        })
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server (again) with the data it had; returns once it answers.
+    pub(crate) async fn start(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the server at once (SIGKILL).
+    pub(crate) async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
 }

@@ -324,7 +324,6 @@ impl Follower {
 
     fn set_delivered(&mut self, seq: u64) {
         self.delivered = seq;
-        self.shared.delivered.send_replace(seq);
     }
 }
 
