@@ -55,6 +55,11 @@ macro_rules! for_each_broker {
             }
 
             #[tokio::test]
+            async fn sharded_redis() {
+                ($test)(Kind::ShardedRedis).await;
+            }
+
+            #[tokio::test]
             async fn nats() {
                 ($test)(Kind::Nats).await;
             }
@@ -381,6 +386,12 @@ async fn two_redis_nodes_deliver_everything_in_one_order() {
     two_nodes_deliver_everything_in_one_order(Kind::Redis).await;
 }
 
+/// Channels `x` and `y` live on different shards.
+#[tokio::test]
+async fn two_sharded_redis_nodes_deliver_everything_in_one_order() {
+    two_nodes_deliver_everything_in_one_order(Kind::ShardedRedis).await;
+}
+
 #[tokio::test]
 async fn two_nats_nodes_deliver_everything_in_one_order() {
     two_nodes_deliver_everything_in_one_order(Kind::Nats).await;
@@ -519,6 +530,11 @@ async fn a_channel_dropped_and_published_again_keeps_its_gap(kind: Kind) {
 #[tokio::test]
 async fn a_redis_channel_dropped_and_published_again_keeps_its_gap() {
     a_channel_dropped_and_published_again_keeps_its_gap(Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn a_sharded_redis_channel_dropped_and_published_again_keeps_its_gap() {
+    a_channel_dropped_and_published_again_keeps_its_gap(Kind::ShardedRedis).await;
 }
 
 #[tokio::test]

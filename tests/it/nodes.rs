@@ -70,10 +70,7 @@ async fn follow_until(
 /// Three hub processes over one broker: subscribers on each, publishes on each,
 /// then one hub is killed while events keep flowing and its subscribers resume on
 /// another hub. Everyone gets every event once, in order.
-async fn three_hubs_survive_a_killed_hub(kind: Kind) {
-    let Some(place) = Place::new(kind).await else {
-        return;
-    };
+async fn three_hubs_survive_a_killed_hub(place: Place) {
     let mut nodes = Vec::new();
     for _ in 0..3 {
         let node = HubProcess::builder()
@@ -151,12 +148,27 @@ async fn three_hubs_survive_a_killed_hub(kind: Kind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hubs_over_redis_survive_a_killed_hub() {
-    three_hubs_survive_a_killed_hub(Kind::Redis).await;
+    if let Some(place) = Place::new(Kind::Redis).await {
+        three_hubs_survive_a_killed_hub(place).await;
+    }
+}
+
+/// The same over two Redis servers, channel `a` on the first and `b` on the
+/// second: a client on both gets every event once, in order, on any hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hubs_over_sharded_redis_survive_a_killed_hub() {
+    let (Some(first), Some(second)) = (PrivateRedis::start().await, PrivateRedis::start().await)
+    else {
+        return;
+    };
+    three_hubs_survive_a_killed_hub(Place::on_redis_shards(&[&first, &second])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_hubs_over_nats_survive_a_killed_hub() {
-    three_hubs_survive_a_killed_hub(Kind::Nats).await;
+    if let Some(place) = Place::new(Kind::Nats).await {
+        three_hubs_survive_a_killed_hub(place).await;
+    }
 }
 
 /// A private Redis, killed and restarted while three hubs run: they stay up for
@@ -405,4 +417,111 @@ async fn hubs_recover_when_their_nats_is_down_and_restarted() {
         let missing: Vec<&usize> = accepted.iter().filter(|n| !numbers.contains(n)).collect();
         assert!(missing.is_empty(), "accepted but lost: {missing:?}");
     }
+}
+
+/// Two Redis shards, channel `a` on the first and `b` on the second, and the
+/// second killed and restarted while three hubs run: publishes to `b` are refused
+/// with 503 and the hubs are unready while it is down, `a` keeps working, the hubs
+/// recover by themselves, and a client on both channels that moves between hubs
+/// gets every accepted event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_refuse_only_the_channels_of_a_redis_shard_that_is_down() {
+    let (Some(first), Some(mut second)) =
+        (PrivateRedis::start().await, PrivateRedis::start().await)
+    else {
+        return;
+    };
+    let place = Place::on_redis_shards(&[&first, &second]);
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let node = HubProcess::builder()
+            .on(&place)
+            .env("HERALD_REDIS__RECONNECT_MAX", "300ms")
+            .env("HERALD_REDIS__TIMEOUT", "1s")
+            .env("HERALD_CHANNELS__HISTORY_SIZE", "10000");
+        nodes.push(node.start().await);
+    }
+    for node in &nodes {
+        node.wait_ready(200).await;
+    }
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let reader_token = token(&["a", "b"], &[]);
+    let publisher = token(&[], &["*"]);
+    let mut readers = Vec::new();
+    for first in 0..3 {
+        let order: Vec<String> = (0..3).map(|k| urls[(first + k) % 3].clone()).collect();
+        readers.push(tokio::spawn(follow_until(
+            order,
+            "channel=a&channel=b",
+            reader_token.clone(),
+            "end".into(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publish = async |i: usize, channel: &str| {
+        let body = json!({"channel": channel, "data": i});
+        let (status, answer) = nodes[i % 3].publish(&publisher, &body).await;
+        assert!(
+            status == 200 || status == 503,
+            "publish {i}: {status} {answer}"
+        );
+        status == 200
+    };
+    let mut accepted = Vec::new();
+    for i in 0..30 {
+        assert!(publish(i, ["a", "b"][i % 2]).await, "publish {i}");
+        accepted.push(i);
+    }
+    second.kill().await;
+    for node in &nodes {
+        node.wait_ready(503).await;
+    }
+    for i in 30..40 {
+        if i % 2 == 0 {
+            assert!(publish(i, "a").await, "`a` is on the shard that is up");
+            accepted.push(i);
+        } else {
+            assert!(!publish(i, "b").await, "`b` is on the shard that is down");
+        }
+    }
+    second.restart().await;
+    for node in &nodes {
+        node.wait_ready(200).await;
+    }
+    for i in 40..70 {
+        assert!(
+            publish(i, ["a", "b"][i % 2]).await,
+            "publish {i} after recovery"
+        );
+        accepted.push(i);
+    }
+    let (status, _) = nodes[0]
+        .publish(&publisher, &json!({"channel": "b", "data": "end"}))
+        .await;
+    assert_eq!(status, 200);
+    for reader in readers {
+        let (received, _) = reader.await.unwrap();
+        let numbers: Vec<usize> = received
+            .iter()
+            .filter(|d| *d != "end")
+            .map(|d| d.parse().unwrap())
+            .collect();
+        assert_eq!(numbers, accepted, "every accepted event once, in order");
+    }
+    // A client that was away the whole time resumes on any hub with nothing lost.
+    let mut late = Reader::open(
+        &urls[2],
+        "channel=a&channel=b",
+        &reader_token,
+        Some("earliest"),
+    )
+    .await
+    .expect("a stream");
+    let mut numbers = Vec::new();
+    while numbers.len() < accepted.len() {
+        let (id, data) = late.next().await.expect("an event");
+        assert_ne!(id, "reset", "{data}");
+        numbers.push(data.parse::<usize>().unwrap());
+    }
+    assert_eq!(numbers, accepted);
 }
