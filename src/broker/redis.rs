@@ -1,6 +1,6 @@
 //! The Redis broker: several nodes share positions, history and delivery through
-//! one Redis, or through several with channel histories sharded over them (see
-//! [`shards`]: the first server keeps the order, the log and the fan-out, as below,
+//! one Redis, or through several with channel histories sharded over them (the
+//! `shards` module: the first server keeps the order, the log and the fan-out, as below,
 //! and the histories are written to each channel's server from the log).
 //!
 //! # Publishing
