@@ -528,6 +528,11 @@ async fn a_channel_dropped_and_published_again_keeps_its_gap(kind: Kind) {
 }
 
 #[tokio::test]
+async fn a_memory_channel_dropped_and_published_again_keeps_its_gap() {
+    a_channel_dropped_and_published_again_keeps_its_gap(Kind::Memory).await;
+}
+
+#[tokio::test]
 async fn a_redis_channel_dropped_and_published_again_keeps_its_gap() {
     a_channel_dropped_and_published_again_keeps_its_gap(Kind::Redis).await;
 }
