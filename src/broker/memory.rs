@@ -12,7 +12,6 @@
 //! rather than silently mistaken for a position in the new sequence.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -20,14 +19,10 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom};
-use crate::core::history::merge;
-use crate::core::{ChannelLog, ChannelName, Event, NewEvent, Policies, Reset, ResetReason};
+use crate::core::{ChannelLogs, ChannelName, Event, NewEvent, Policies, Reset, ResetReason};
 
 /// How many publisher-supplied ids are remembered for resume and de-duplication.
 const CUSTOM_ID_CAPACITY: usize = 100_000;
-
-/// Buckets remembering the newest position of channels whose log was dropped.
-const FORGOTTEN_BUCKETS: usize = 4096;
 
 /// The in-memory broker of a single node.
 #[derive(Debug)]
@@ -41,22 +36,10 @@ pub struct MemoryBroker {
 #[derive(Debug)]
 struct State {
     seq: u64,
-    logs: HashMap<ChannelName, ChannelLog>,
+    logs: ChannelLogs,
     /// Publisher-supplied ids and their positions, oldest first in `custom_order`.
     custom_ids: HashMap<String, u64>,
     custom_order: VecDeque<(u64, String, SystemTime)>,
-    /// For channels whose empty log was dropped: per hash bucket, the newest position
-    /// any of them had. A resume on a channel without a log from before that
-    /// position may have missed events, so it gets a reset (rarely a needless one,
-    /// never a silent gap).
-    forgotten: Box<[u64]>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl State {
-    fn bucket(&self, channel: &ChannelName) -> usize {
-        (self.hasher.hash_one(channel) % FORGOTTEN_BUCKETS as u64) as usize
-    }
 }
 
 impl MemoryBroker {
@@ -69,11 +52,9 @@ impl MemoryBroker {
             delivery,
             state: Mutex::new(State {
                 seq: 0,
-                logs: HashMap::new(),
+                logs: ChannelLogs::default(),
                 custom_ids: HashMap::new(),
                 custom_order: VecDeque::new(),
-                forgotten: vec![0; FORGOTTEN_BUCKETS].into_boxed_slice(),
-                hasher: Default::default(),
             }),
         }
     }
@@ -142,20 +123,7 @@ impl Broker for MemoryBroker {
                 None => self.id_of(seq),
             };
             let event = Arc::new(Event::accept(new, seq, id.clone(), now));
-            for channel in event.channels.iter().filter(|_| !event.ephemeral) {
-                let policy = &self.policies.of(channel).history;
-                if !state.logs.contains_key(channel) {
-                    // Perhaps a channel whose log was dropped when its history expired:
-                    // whatever its bucket remembers may have been this channel's.
-                    let dropped = state.forgotten[state.bucket(channel)];
-                    state
-                        .logs
-                        .insert(channel.clone(), ChannelLog::after_forgotten(dropped));
-                }
-                if let Some(log) = state.logs.get_mut(channel) {
-                    log.append(event.clone(), policy, now);
-                }
-            }
+            state.logs.append(&event, &self.policies, now);
             self.delivery.deliver(&event);
             accepted.push(Accepted {
                 id,
@@ -191,44 +159,8 @@ impl Broker for MemoryBroker {
                 }
             },
         };
-        let mut runs = Vec::with_capacity(channels.len());
-        let mut gaps = Vec::new();
-        for channel in channels {
-            let policy = &self.policies.of(channel).history;
-            let bucket = state.bucket(channel);
-            match state.logs.get_mut(channel) {
-                Some(log) => {
-                    log.expire(policy, now);
-                    match log.since(after.unwrap_or(0)) {
-                        Ok(events) => runs.push(events.cloned().collect()),
-                        Err(_) if after.is_none() => runs.push(log.kept().cloned().collect()),
-                        Err(_) => gaps.push(channel.clone()),
-                    }
-                }
-                None => {
-                    if after.is_some_and(|a| a < state.forgotten[bucket]) {
-                        gaps.push(channel.clone());
-                    }
-                }
-            }
-        }
-        let reset = (!gaps.is_empty()).then_some(Reset {
-            reason: ResetReason::Expired,
-            channels: gaps,
-            id: head,
-        });
-        let events = merge(runs);
-        // After a reset the client is at the head; without one, at its own position.
-        let after_seq = match (&reset, after) {
-            (Some(_), _) => state.seq,
-            (None, Some(a)) => a,
-            (None, None) => 0,
-        };
-        Ok(Replay {
-            events,
-            reset,
-            after_seq,
-        })
+        let resumed = state.logs.replay(channels, after, &self.policies, now);
+        Ok(Replay::of(resumed, after, state.seq, head))
     }
 
     async fn history(
@@ -236,14 +168,11 @@ impl Broker for MemoryBroker {
         channel: &ChannelName,
         limit: usize,
     ) -> Result<Vec<Arc<Event>>, BrokerError> {
+        let policies = &self.policies;
         let mut state = self.state.lock();
-        let Some(log) = state.logs.get_mut(channel) else {
-            return Ok(Vec::new());
-        };
-        log.expire(&self.policies.of(channel).history, SystemTime::now());
-        let mut newest: Vec<Arc<Event>> = log.kept().rev().take(limit).cloned().collect();
-        newest.reverse();
-        Ok(newest)
+        Ok(state
+            .logs
+            .history(channel, limit, policies, SystemTime::now()))
     }
 
     async fn check(&self) -> Result<(), BrokerError> {
@@ -251,22 +180,8 @@ impl Broker for MemoryBroker {
     }
 
     async fn maintain(&self) {
-        let now = SystemTime::now();
         let mut state = self.state.lock();
-        let state = &mut *state;
-        let mut dropped = Vec::new();
-        for (channel, log) in state.logs.iter_mut() {
-            log.expire(&self.policies.of(channel).history, now);
-            if log.is_empty() {
-                dropped.push(channel.clone());
-            }
-        }
-        for channel in dropped {
-            if let Some(log) = state.logs.remove(&channel) {
-                let bucket = state.bucket(&channel);
-                state.forgotten[bucket] = state.forgotten[bucket].max(log.last_seq());
-            }
-        }
+        state.logs.maintain(&self.policies, SystemTime::now());
     }
 
     fn history_channels(&self) -> usize {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::core::{ChannelName, Event, Fanout, NewEvent, Reset};
+use crate::core::{ChannelName, Event, Fanout, NewEvent, Reset, ResetReason, Resumed};
 use crate::stats::Stats;
 
 /// The id a resuming client sends, or a request for everything still kept.
@@ -50,6 +50,29 @@ pub struct Replay {
     pub reset: Option<Reset>,
     /// The position the client had reached; live events at or before it are skipped.
     pub after_seq: u64,
+}
+
+impl Replay {
+    /// The replay of what a resume read for a client at `after` (`None`: it asked
+    /// for everything kept), when the newest position is `head` with id `head_id`.
+    /// Channels with a gap get a `reset`, which puts the client at the head.
+    pub(crate) fn of(resumed: Resumed, after: Option<u64>, head: u64, head_id: String) -> Self {
+        let reset = (!resumed.gaps.is_empty()).then_some(Reset {
+            reason: ResetReason::Expired,
+            channels: resumed.gaps,
+            id: head_id,
+        });
+        let after_seq = match (&reset, after) {
+            (Some(_), _) => head,
+            (None, Some(a)) => a,
+            (None, None) => 0,
+        };
+        Self {
+            events: resumed.events,
+            reset,
+            after_seq,
+        }
+    }
 }
 
 /// An event the broker accepted.

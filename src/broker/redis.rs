@@ -63,7 +63,7 @@ use self::link::Link;
 use self::shards::{Shard, Shards};
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
 use crate::config::{ConfigError, RedisConfig};
-use crate::core::{ChannelName, Event, NewEvent, Policies, Reset, ResetReason};
+use crate::core::{ChannelName, Event, NewEvent, Policies, Reset, ResetReason, Resumed};
 
 /// Channels dropped per upkeep run at most.
 const MAINTAIN_BATCH: usize = 1000;
@@ -428,21 +428,7 @@ impl Broker for RedisBroker {
                 wire::decode(&blob).map(|d| d.accept(&epoch, seq, time_of(time)))
             })
             .collect();
-        let reset = (!gaps.is_empty()).then_some(Reset {
-            reason: ResetReason::Expired,
-            channels: gaps,
-            id: head_id,
-        });
-        let after_seq = match (&reset, after) {
-            (Some(_), _) => head,
-            (None, Some(a)) => a,
-            (None, None) => 0,
-        };
-        Ok(Replay {
-            events,
-            reset,
-            after_seq,
-        })
+        Ok(Replay::of(Resumed { events, gaps }, after, head, head_id))
     }
 
     async fn history(

@@ -1,10 +1,10 @@
 //! This node's copy of the stream: every event applied in stream order, kept in
-//! per-channel logs exactly as the memory broker keeps them, and delivered to the
+//! per-channel logs exactly as the memory broker keeps them (the same
+//! [`ChannelLogs`], so resumes and gaps work alike), and delivered to the
 //! local fan-out under the same lock, so a resume read from the logs and live
 //! delivery agree on what a connection has seen.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,14 +12,10 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::broker::{LocalDelivery, Replay, wire};
-use crate::core::history::merge;
-use crate::core::{ChannelLog, ChannelName, Event, Policies, Reset, ResetReason};
+use crate::core::{ChannelLogs, ChannelName, Event, Policies, Reset, ResetReason};
 
 /// How many publisher-supplied ids are remembered for resume and de-duplication.
 const CUSTOM_ID_CAPACITY: usize = 100_000;
-
-/// Buckets remembering the newest position of channels whose log was dropped.
-const FORGOTTEN_BUCKETS: usize = 4096;
 
 /// Events accepted this long before the node started are not delivered live when
 /// the node reads them while catching up (clock skew between node and server).
@@ -34,14 +30,9 @@ struct State {
     /// Positions at or before this one were never seen by this node (it started
     /// after they left the stream, or they left before it read them).
     floor: u64,
-    logs: HashMap<ChannelName, ChannelLog>,
+    logs: ChannelLogs,
     custom_ids: HashMap<String, u64>,
     custom_order: VecDeque<(u64, String, SystemTime)>,
-    forgotten: Box<[u64]>,
-    /// For logs created after their channel's earlier log was dropped: what its
-    /// bucket remembered then, which may have been this channel's.
-    reborn: HashMap<ChannelName, u64>,
-    hasher: std::collections::hash_map::RandomState,
 }
 
 impl State {
@@ -50,17 +41,10 @@ impl State {
             epoch: None,
             seq: 0,
             floor: 0,
-            logs: HashMap::new(),
+            logs: ChannelLogs::default(),
             custom_ids: HashMap::new(),
             custom_order: VecDeque::new(),
-            forgotten: vec![0; FORGOTTEN_BUCKETS].into_boxed_slice(),
-            reborn: HashMap::new(),
-            hasher: Default::default(),
         }
-    }
-
-    fn bucket(&self, channel: &ChannelName) -> usize {
-        (self.hasher.hash_one(channel) % FORGOTTEN_BUCKETS as u64) as usize
     }
 }
 
@@ -173,22 +157,7 @@ impl Replica {
             if let Some(custom) = custom {
                 self.remember_custom_id(state, custom, seq, now);
             }
-            if !event.ephemeral {
-                for channel in &event.channels {
-                    let policy = &self.policies.of(channel).history;
-                    if !state.logs.contains_key(channel) {
-                        let dropped = state.forgotten[state.bucket(channel)];
-                        if dropped > 0 {
-                            state.reborn.insert(channel.clone(), dropped);
-                        }
-                    }
-                    state.logs.entry(channel.clone()).or_default().append(
-                        event.clone(),
-                        policy,
-                        now,
-                    );
-                }
-            }
+            state.logs.append(&event, &self.policies, now);
             if event.time + START_SLACK >= self.started {
                 self.delivery.deliver(&event);
             }
@@ -243,49 +212,16 @@ impl Replica {
         let mut state = self.state.lock();
         let epoch = state.epoch.clone().unwrap_or_default();
         let head = format!("{epoch}-{}", state.seq);
-        let mut runs = Vec::with_capacity(channels.len());
-        let mut gaps = Vec::new();
-        let floor = state.floor;
-        for channel in channels {
-            let policy = &self.policies.of(channel).history;
-            let bucket = state.bucket(channel);
-            let reborn = state.reborn.get(channel).copied().unwrap_or(0);
-            if after.is_some_and(|a| a < floor || a < reborn) {
-                gaps.push(channel.clone());
-                continue;
-            }
-            match state.logs.get_mut(channel) {
-                Some(log) => {
-                    log.expire(policy, now);
-                    match log.since(after.unwrap_or(0)) {
-                        Ok(events) => runs.push(events.cloned().collect()),
-                        Err(_) if after.is_none() => runs.push(log.kept().cloned().collect()),
-                        Err(_) => gaps.push(channel.clone()),
-                    }
-                }
-                None => {
-                    if after.is_some_and(|a| a < state.forgotten[bucket]) {
-                        gaps.push(channel.clone());
-                    }
-                }
-            }
+        if after.is_some_and(|a| a < state.floor) {
+            // From before what this node ever saw: a gap on every channel.
+            let resumed = crate::core::Resumed {
+                events: Vec::new(),
+                gaps: channels.to_vec(),
+            };
+            return Replay::of(resumed, after, state.seq, head);
         }
-        let reset = (!gaps.is_empty()).then_some(Reset {
-            reason: ResetReason::Expired,
-            channels: gaps,
-            id: head,
-        });
-        let events = merge(runs);
-        let after_seq = match (&reset, after) {
-            (Some(_), _) => state.seq,
-            (None, Some(a)) => a,
-            (None, None) => 0,
-        };
-        Replay {
-            events,
-            reset,
-            after_seq,
-        }
+        let resumed = state.logs.replay(channels, after, &self.policies, now);
+        Replay::of(resumed, after, state.seq, head)
     }
 
     /// A reset for an id this node does not know.
@@ -306,34 +242,15 @@ impl Replica {
     /// Up to `limit` of the newest events kept for `channel`.
     pub(super) fn history(&self, channel: &ChannelName, limit: usize) -> Vec<Arc<Event>> {
         let mut state = self.state.lock();
-        let Some(log) = state.logs.get_mut(channel) else {
-            return Vec::new();
-        };
-        log.expire(&self.policies.of(channel).history, SystemTime::now());
-        let mut newest: Vec<Arc<Event>> = log.kept().rev().take(limit).cloned().collect();
-        newest.reverse();
-        newest
+        state
+            .logs
+            .history(channel, limit, &self.policies, SystemTime::now())
     }
 
     /// Expires history and drops empty logs.
     pub(super) fn maintain(&self) {
-        let now = SystemTime::now();
         let mut state = self.state.lock();
-        let state = &mut *state;
-        let mut dropped = Vec::new();
-        for (channel, log) in state.logs.iter_mut() {
-            log.expire(&self.policies.of(channel).history, now);
-            if log.is_empty() {
-                dropped.push(channel.clone());
-            }
-        }
-        for channel in dropped {
-            if let Some(log) = state.logs.remove(&channel) {
-                state.reborn.remove(&channel);
-                let bucket = state.bucket(&channel);
-                state.forgotten[bucket] = state.forgotten[bucket].max(log.last_seq());
-            }
-        }
+        state.logs.maintain(&self.policies, SystemTime::now());
     }
 
     /// How many channels have a log.
