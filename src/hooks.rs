@@ -236,11 +236,18 @@ impl Membership {
     }
 }
 
-impl Drop for Membership {
-    fn drop(&mut self) {
+impl Membership {
+    /// The connection ended: it leaves every channel.
+    pub fn leave_all(&mut self) {
         for channel in std::mem::take(&mut self.channels) {
             self.channels.push(channel.clone());
             self.leave(&channel);
         }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.leave_all();
     }
 }
