@@ -417,6 +417,7 @@ const STRING_KEYS: &[&str] = &[
     "listen",
     "broker",
     "redis.prefix",
+    "redis.shards",
     "nats.stream",
     "nats.subject",
     "redis_source.url",
@@ -652,9 +653,22 @@ impl Config {
         Ok(())
     }
 
-    /// The broker the `broker` key selects.
+    /// The broker the `broker` key selects. With `redis.shards`, `broker` is
+    /// `redis` or the first shard's URL, and the first shard is the one named.
     pub fn broker_kind(&self) -> Result<BrokerKind, ConfigError> {
-        BrokerKind::parse(&self.broker)
+        let Some(first) = self.redis.shards.first() else {
+            return BrokerKind::parse(&self.broker);
+        };
+        if self.broker != "redis" && self.broker != *first {
+            return Err(ConfigError::new(
+                "redis.shards",
+                format!(
+                    "is set, so `broker` must be \"redis\" or the first shard ({first:?}), not {:?}",
+                    self.broker
+                ),
+            ));
+        }
+        BrokerKind::parse(first)
     }
 
     /// The listen address.
@@ -799,6 +813,51 @@ mod tests {
         assert_eq!(e.key, "limits.queue_size");
         let e = load("[[auth.api_keys]]\nname = 'x'\npublish = ['a*b']\n", &[]).unwrap_err();
         assert!(e.key.starts_with("auth.api_keys"), "{e}");
+    }
+
+    #[test]
+    fn redis_shards_come_from_a_list_or_comma_separated_text() {
+        let shards = ["redis://127.0.0.1:6379", "redis://127.0.0.1:6380"];
+        let c = load(
+            "broker = 'redis'\n[redis]\nshards = ['redis://127.0.0.1:6379', 'redis://127.0.0.1:6380']\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.redis.shards, shards);
+        assert_eq!(
+            c.broker_kind().unwrap(),
+            BrokerKind::Redis(shards[0].into())
+        );
+        let c = load(
+            "",
+            &[
+                ("HERALD_BROKER", "redis://127.0.0.1:6379"),
+                (
+                    "HERALD_REDIS__SHARDS",
+                    "redis://127.0.0.1:6379, redis://127.0.0.1:6380",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.redis.shards, shards);
+        let c = load("", &[("HERALD_BROKER", "redis://127.0.0.1:6379/2")]).unwrap();
+        assert!(c.redis.shards.is_empty(), "one server without shards");
+        let e = load(
+            "",
+            &[
+                ("HERALD_BROKER", "redis://127.0.0.1:6381"),
+                (
+                    "HERALD_REDIS__SHARDS",
+                    "redis://127.0.0.1:6379,redis://127.0.0.1:6380",
+                ),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "redis.shards");
+        let e = load("", &[("HERALD_REDIS__SHARDS", "redis://a:1,nats://b:2")]).unwrap_err();
+        assert_eq!(e.key, "redis.shards");
+        let e = load("", &[("HERALD_BROKER", "redis")]).unwrap_err();
+        assert_eq!(e.key, "broker", "bare `redis` needs shards");
     }
 
     #[test]

@@ -144,11 +144,17 @@ impl Broker for MemoryBroker {
             let event = Arc::new(Event::accept(new, seq, id.clone(), now));
             for channel in event.channels.iter().filter(|_| !event.ephemeral) {
                 let policy = &self.policies.of(channel).history;
-                state
-                    .logs
-                    .entry(channel.clone())
-                    .or_default()
-                    .append(event.clone(), policy, now);
+                if !state.logs.contains_key(channel) {
+                    // Perhaps a channel whose log was dropped when its history expired:
+                    // whatever its bucket remembers may have been this channel's.
+                    let dropped = state.forgotten[state.bucket(channel)];
+                    state
+                        .logs
+                        .insert(channel.clone(), ChannelLog::after_forgotten(dropped));
+                }
+                if let Some(log) = state.logs.get_mut(channel) {
+                    log.append(event.clone(), policy, now);
+                }
             }
             self.delivery.deliver(&event);
             accepted.push(Accepted {
@@ -280,12 +286,13 @@ mod tests {
     }
 
     fn broker(size: usize) -> MemoryBroker {
+        broker_for(size, Duration::from_secs(60))
+    }
+
+    fn broker_for(size: usize, ttl: Duration) -> MemoryBroker {
         let policies = Policies {
             default: NamespacePolicy {
-                history: HistoryPolicy {
-                    size,
-                    ttl: Duration::from_secs(60),
-                },
+                history: HistoryPolicy { size, ttl },
                 ..Default::default()
             },
             ..Default::default()
@@ -424,5 +431,35 @@ mod tests {
             .await
             .unwrap();
         assert!(r.reset.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_channel_dropped_and_published_again_keeps_its_gap() {
+        let b = broker_for(10, Duration::from_millis(50));
+        let before = publish(&b, &["other"]).await;
+        publish(&b, &["a"]).await;
+        // Event 2 expires, so upkeep drops the log of `a`...
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.maintain().await;
+        assert_eq!(b.history_channels(), 0);
+        // ...and a new log starts when it is published to again.
+        let again = publish(&b, &["a"]).await;
+        let r = b
+            .replay(&[ch("a")], ResumeFrom::After(before.id))
+            .await
+            .unwrap();
+        let reset = r
+            .reset
+            .expect("event 2 was missed: a reset, not a silent gap");
+        assert_eq!(reset.reason, ResetReason::Expired);
+        assert_eq!(reset.channels, vec![ch("a")]);
+        let r = b
+            .replay(&[ch("a")], ResumeFrom::After(again.id))
+            .await
+            .unwrap();
+        assert!(
+            r.reset.is_none(),
+            "nothing was missed after the newest event"
+        );
     }
 }

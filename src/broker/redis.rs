@@ -1,5 +1,7 @@
 //! The Redis broker: several nodes share positions, history and delivery through
-//! one Redis.
+//! one Redis, or through several with channel histories sharded over them (the
+//! `shards` module: the first server keeps the order, the log and the fan-out, as below,
+//! and the histories are written to each channel's server from the log).
 //!
 //! # Publishing
 //!
@@ -45,6 +47,7 @@
 
 mod follow;
 mod link;
+mod shards;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,6 +60,7 @@ use redis::Value;
 use tokio_util::sync::CancellationToken;
 
 use self::link::Link;
+use self::shards::{Shard, Shards};
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
 use crate::config::{ConfigError, RedisConfig};
 use crate::core::{ChannelName, Event, NewEvent, Policies, Reset, ResetReason};
@@ -90,6 +94,8 @@ struct Shared {
     /// `None` while the node follows the event stream; otherwise why not.
     following: Mutex<Option<String>>,
     history_channels: AtomicUsize,
+    /// The history servers when channels are sharded over several.
+    shards: Option<Shards>,
     /// When this node started, in Redis time (milliseconds since the Unix epoch).
     started_ms: u64,
 }
@@ -142,6 +148,21 @@ impl RedisBroker {
             config.timeout,
             config.reconnect_max,
         ));
+        let mut shard_links = Vec::new();
+        if config.shards.len() > 1 {
+            shard_links.push(Shard {
+                url: config.shards[0].clone(),
+                link: link.clone(),
+            });
+            for url in &config.shards[1..] {
+                let client = redis::Client::open(url.as_str())
+                    .map_err(|e| ConfigError::new("redis.shards", format!("{url:?}: {e}")))?;
+                shard_links.push(Shard {
+                    url: url.clone(),
+                    link: Arc::new(Link::new(client, config.timeout, config.reconnect_max)),
+                });
+            }
+        }
         let started_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -160,12 +181,43 @@ impl RedisBroker {
             },
             following: Mutex::new(Some("connecting to redis".into())),
             history_channels: AtomicUsize::new(0),
+            shards: (!shard_links.is_empty()).then(|| Shards::new(shard_links)),
             started_ms,
         });
         let stop = CancellationToken::new();
         tokio::spawn(link.run(stop.clone(), shared.delivery.stats().clone()));
+        if let Some(shards) = &shared.shards {
+            for shard in &shards.list[1..] {
+                let stats = shared.delivery.stats().clone();
+                tokio::spawn(shard.link.clone().run(stop.clone(), stats));
+            }
+        }
         tokio::spawn(follow::Follower::new(shared.clone()).run(stop.clone()));
         Ok(Self { shared, stop })
+    }
+
+    /// Runs the replay script on one server for `channels`; `candidate` is the
+    /// candidate epoch on the sequencer, empty on a history shard (where `id` is the
+    /// position the sequencer resolved).
+    async fn replay_on(
+        &self,
+        link: &Link,
+        candidate: &str,
+        id: &str,
+        channels: &[&ChannelName],
+    ) -> Result<Vec<Value>, BrokerError> {
+        let sh = &self.shared;
+        let mut call = sh.scripts.replay.prepare_invoke();
+        call.key(sh.key("seq"))
+            .arg(&sh.base)
+            .arg(candidate)
+            .arg(id)
+            .arg(channels.len());
+        for channel in channels {
+            call.arg(channel.as_str())
+                .arg(Self::ms(sh.policies.of(channel).history.ttl));
+        }
+        link.script(&call).await
     }
 
     fn ms(d: Duration) -> u64 {
@@ -207,6 +259,17 @@ impl Broker for RedisBroker {
 
     async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Accepted>, BrokerError> {
         let sh = &self.shared;
+        if let Some(shards) = &sh.shards {
+            // Refuse at once what cannot be written to history now, before it gets a
+            // position and reaches subscribers.
+            for event in events.iter().filter(|e| !e.ephemeral) {
+                for channel in &event.channels {
+                    if let Some(why) = shards.down(shards.of(channel)) {
+                        return Err(BrokerError::Unavailable(why));
+                    }
+                }
+            }
+        }
         let mut call = sh.scripts.publish.prepare_invoke();
         call.key(sh.key("seq"))
             .arg(&sh.base)
@@ -217,9 +280,14 @@ impl Broker for RedisBroker {
         for event in &events {
             call.arg(event.id.as_deref().unwrap_or(""))
                 .arg(wire::encode(event))
-                .arg(if event.ephemeral { "1" } else { "0" })
-                .arg(event.channels.len());
-            for channel in &event.channels {
+                .arg(if event.ephemeral { "1" } else { "0" });
+            // With shards, histories are written from the log afterwards.
+            let appended: &[ChannelName] = match sh.shards {
+                Some(_) => &[],
+                None => &event.channels,
+            };
+            call.arg(appended.len());
+            for channel in appended {
                 let history = &sh.policies.of(channel).history;
                 call.arg(channel.as_str())
                     .arg(history.size)
@@ -245,6 +313,22 @@ impl Broker for RedisBroker {
         if accepted.len() != events.len() {
             return Err(unexpected("publish"));
         }
+        if let Some(shards) = &sh.shards {
+            // Answered only once the histories hold the new events.
+            let mut upto: BTreeMap<usize, u64> = BTreeMap::new();
+            for (event, done) in events.iter().zip(&accepted) {
+                if event.ephemeral || done.duplicate {
+                    continue;
+                }
+                for channel in &event.channels {
+                    let at = upto.entry(shards.of(channel)).or_default();
+                    *at = (*at).max(done.seq);
+                }
+            }
+            for (k, seq) in upto {
+                shards.apply(sh, k, &epoch, seq).await?;
+            }
+        }
         Ok(accepted)
     }
 
@@ -254,20 +338,25 @@ impl Broker for RedisBroker {
         from: ResumeFrom,
     ) -> Result<Replay, BrokerError> {
         let sh = &self.shared;
-        let mut call = sh.scripts.replay.prepare_invoke();
-        call.key(sh.key("seq"))
-            .arg(&sh.base)
-            .arg(Shared::candidate_epoch())
-            .arg(match &from {
-                ResumeFrom::Earliest => "",
-                ResumeFrom::After(id) => id.as_str(),
-            })
-            .arg(channels.len());
-        for channel in channels {
-            call.arg(channel.as_str())
-                .arg(Self::ms(sh.policies.of(channel).history.ttl));
-        }
-        let reply: Vec<Value> = sh.link.script(&call).await?;
+        let id = match &from {
+            ResumeFrom::Earliest => "",
+            ResumeFrom::After(id) => id.as_str(),
+        };
+        // Without shards, every channel is on the one server; with shards, the
+        // sequencer resolves the id and each shard reads the channels it holds.
+        let by_shard = match &sh.shards {
+            Some(shards) => {
+                let by_shard = shards.split(channels);
+                shards.catch_up(sh, by_shard.keys().copied()).await?;
+                by_shard
+            }
+            None => BTreeMap::from([(0, channels.iter().collect())]),
+        };
+        let on_first = by_shard.get(&0).map_or(&[][..], Vec::as_slice);
+        let mut reply: Vec<Value> = self
+            .replay_on(&sh.link, &Shared::candidate_epoch(), id, on_first)
+            .await?;
+        let mut ordered: Vec<ChannelName> = on_first.iter().map(|c| (*c).clone()).collect();
         let status = reply
             .first()
             .and_then(text)
@@ -297,6 +386,23 @@ impl Broker for RedisBroker {
             .and_then(int)
             .ok_or_else(|| unexpected("replay"))?;
         let after = u64::try_from(after).ok();
+        if let Some(shards) = &sh.shards {
+            let resolved = after.map(|a| a.to_string()).unwrap_or_default();
+            for (&k, on_shard) in by_shard.iter().filter(|(k, _)| **k != 0) {
+                let part = self
+                    .replay_on(&shards.list[k].link, "", &resolved, on_shard)
+                    .await
+                    .map_err(|e| match e {
+                        BrokerError::Unavailable(why) => BrokerError::Unavailable(format!(
+                            "redis shard {}: {why}",
+                            shards.list[k].url
+                        )),
+                    })?;
+                reply.extend(part.into_iter().skip(4));
+                ordered.extend(on_shard.iter().map(|c| (*c).clone()));
+            }
+        }
+        let channels = ordered.as_slice();
         let mut found: BTreeMap<u64, (u64, Vec<u8>)> = BTreeMap::new();
         let mut gaps = Vec::new();
         for (channel, value) in channels.iter().zip(reply.iter().skip(4)) {
@@ -360,6 +466,13 @@ impl Broker for RedisBroker {
         if let Some(why) = self.shared.not_following() {
             return Err(BrokerError::Unavailable(format!("redis: {why}")));
         }
+        if let Some(shards) = &self.shared.shards {
+            for k in 1..shards.list.len() {
+                if let Some(why) = shards.down(k) {
+                    return Err(BrokerError::Unavailable(why));
+                }
+            }
+        }
         let _: Value = self.shared.link.cmd(&redis::cmd("PING")).await?;
         Ok(())
     }
@@ -368,10 +481,26 @@ impl Broker for RedisBroker {
         let sh = &self.shared;
         let mut call = sh.scripts.maintain.prepare_invoke();
         call.key(sh.key("seq")).arg(&sh.base).arg(MAINTAIN_BATCH);
-        match sh.link.script::<u64>(&call).await {
-            Ok(n) => sh.history_channels.store(n as usize, Ordering::Relaxed),
-            Err(e) => tracing::debug!("redis: upkeep skipped: {e}"),
+        let Some(shards) = &sh.shards else {
+            match sh.link.script::<u64>(&call).await {
+                Ok(n) => sh.history_channels.store(n as usize, Ordering::Relaxed),
+                Err(e) => tracing::debug!("redis: upkeep skipped: {e}"),
+            }
+            return;
+        };
+        // Also finishes history writes a node left undone (it crashed, or a shard was
+        // down), so they do not wait for the next publish or resume.
+        let mut total = 0;
+        for k in 0..shards.list.len() {
+            if let Err(e) = shards.catch_up(sh, [k]).await {
+                tracing::debug!("redis: history writes not caught up: {e}");
+            }
+            match shards.list[k].link.script::<u64>(&call).await {
+                Ok(n) => total += n as usize,
+                Err(e) => tracing::debug!("redis: upkeep of shard {k} skipped: {e}"),
+            }
         }
+        sh.history_channels.store(total, Ordering::Relaxed);
     }
 
     fn history_channels(&self) -> usize {

@@ -82,6 +82,31 @@ pub struct RedisConfig {
     /// dropped delivers what it missed. Past it, the node closes its connections and
     /// their clients resume from channel history.
     pub log_size: usize,
+    /// Redis servers to spread channel histories over (`redis://HOST:PORT[/DB]`
+    /// each; in the environment, comma-separated). The first one also orders
+    /// events and carries the fan-out between nodes. Every node lists the same
+    /// servers in the same order. Empty: the one server of `broker`.
+    #[serde(deserialize_with = "list_or_commas")]
+    pub shards: Vec<String>,
+}
+
+/// A list, or one string of comma-separated items (as an environment variable).
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Items {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Items::deserialize(d)? {
+        Items::List(items) => items,
+        Items::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
 }
 
 impl Default for RedisConfig {
@@ -91,6 +116,7 @@ impl Default for RedisConfig {
             timeout: Duration::from_secs(2),
             reconnect_max: Duration::from_secs(5),
             log_size: 10_000,
+            shards: Vec::new(),
         }
     }
 }
@@ -241,6 +267,20 @@ impl RedisConfig {
         }
         if self.log_size == 0 {
             return Err(ConfigError::new("redis.log_size", "must be greater than 0"));
+        }
+        for (i, shard) in self.shards.iter().enumerate() {
+            if !matches!(BrokerKind::parse(shard), Ok(BrokerKind::Redis(_))) {
+                return Err(ConfigError::new(
+                    "redis.shards",
+                    format!("{shard:?} is not a Redis URL (redis://HOST:PORT[/DB])"),
+                ));
+            }
+            if self.shards[..i].contains(shard) {
+                return Err(ConfigError::new(
+                    "redis.shards",
+                    format!("{shard:?} is listed twice"),
+                ));
+            }
         }
         Ok(())
     }

@@ -44,6 +44,16 @@ pub struct ChannelLog {
 }
 
 impl ChannelLog {
+    /// An empty log for a channel that may have had events up to position `seq`
+    /// which are no longer kept (its earlier log was dropped): resuming from before
+    /// `seq` is a gap.
+    pub fn after_forgotten(seq: u64) -> Self {
+        Self {
+            forgotten: seq,
+            ..Self::default()
+        }
+    }
+
     /// Appends an accepted event and drops what falls outside the policy.
     pub fn append(&mut self, event: Arc<Event>, policy: &HistoryPolicy, now: SystemTime) {
         debug_assert!(event.seq > self.last_seq, "events are appended in order");

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use herald::broker::{Accepted, Broker, Replay, ResumeFrom};
 use herald::core::{ChannelName, Fanout, Item, NewEvent, ResetReason, Subscription};
-use serde_json::json;
 
-use crate::fixture::PATIENCE;
-use crate::nodes::{Kind, Node, Place, PrivateNats, PrivateRedis, Reader, policies, ready, token};
+use crate::fixture::place::{clean_redis, policies, ready};
+use crate::fixture::services::{REDIS, redis_available, unique};
+use crate::fixture::{Kind, PATIENCE, Place, TestHub};
 
 fn ch(name: &str) -> ChannelName {
     ChannelName::new(name).unwrap()
@@ -52,6 +52,11 @@ macro_rules! for_each_broker {
             #[tokio::test]
             async fn redis() {
                 ($test)(Kind::Redis).await;
+            }
+
+            #[tokio::test]
+            async fn sharded_redis() {
+                ($test)(Kind::ShardedRedis).await;
             }
 
             #[tokio::test]
@@ -323,9 +328,68 @@ async fn two_nodes_deliver_everything_in_one_order(kind: Kind) {
     place.clean().await;
 }
 
+/// Hubs in process made nodes of one deployment by the fixture's builder: what is
+/// published on one reaches the subscribers of the other, and a client resumes on
+/// either with the id it got.
+async fn in_process_hubs_on_one_place_share_events(kind: Kind) {
+    let builder = match kind {
+        Kind::Redis => TestHub::builder().redis(),
+        _ => TestHub::builder().nats(),
+    };
+    let Some(a) = builder.try_start().await else {
+        return;
+    };
+    let place = a.place().expect("a node of a deployment").clone();
+    let b = TestHub::builder().on(&place).start().await;
+    for hub in [&a, &b] {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while hub.hub.ready().await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let token = b.token(Some("reader"), &["room"], &[]);
+    let mut on_b = b.subscribe("channel=room", Some(&token)).await;
+    let first = a
+        .publish(serde_json::json!({"channel": "room", "data": "one"}))
+        .await;
+    let second = b
+        .publish(serde_json::json!({"channel": "room", "data": "two"}))
+        .await;
+    let got = on_b.expect().await;
+    assert_eq!(
+        (got.id.as_str(), got.data.as_str()),
+        (first.as_str(), "one")
+    );
+    assert_eq!(on_b.expect().await.id, second);
+    let mut on_a = a
+        .subscribe_from("channel=room", Some(&token), Some(&first))
+        .await;
+    let resumed = on_a.expect().await;
+    assert_eq!((resumed.id, resumed.data), (second, "two".to_owned()));
+    drop((a, b));
+    place.clean().await;
+}
+
+#[tokio::test]
+async fn in_process_hubs_over_redis_share_events() {
+    in_process_hubs_on_one_place_share_events(Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn in_process_hubs_over_nats_share_events() {
+    in_process_hubs_on_one_place_share_events(Kind::Nats).await;
+}
+
 #[tokio::test]
 async fn two_redis_nodes_deliver_everything_in_one_order() {
     two_nodes_deliver_everything_in_one_order(Kind::Redis).await;
+}
+
+/// Channels `x` and `y` live on different shards.
+#[tokio::test]
+async fn two_sharded_redis_nodes_deliver_everything_in_one_order() {
+    two_nodes_deliver_everything_in_one_order(Kind::ShardedRedis).await;
 }
 
 #[tokio::test]
@@ -333,321 +397,15 @@ async fn two_nats_nodes_deliver_everything_in_one_order() {
     two_nodes_deliver_everything_in_one_order(Kind::Nats).await;
 }
 
-/// What a reader that subscribes to `channels` expects of event `i`: events go to
-/// `a`, `b`, or both, in turn.
-fn targets(i: usize) -> serde_json::Value {
-    match i % 3 {
-        0 => json!({"channel": "a"}),
-        1 => json!({"channel": "b"}),
-        _ => json!({"channels": ["a", "b"]}),
-    }
-}
-
-fn wanted(i: usize, query: &str) -> bool {
-    query.contains("channel=b") || i % 3 != 1
-}
-
-/// A client that reads `query` from the hubs at `urls` (the first one first) until
-/// it receives the event whose data is `end`, moving to the next hub with its last
-/// id whenever its stream ends. Returns the data of every event, in order, and how
-/// many times it reconnected.
-async fn follow_until(
-    urls: Vec<String>,
-    query: &'static str,
-    token: String,
-    end: String,
-) -> (Vec<String>, usize) {
-    let mut received = Vec::new();
-    let mut reconnects = 0;
-    let mut last: Option<String> = None;
-    let mut at = 0;
-    let deadline = tokio::time::Instant::now() + PATIENCE * 4;
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up following {query}"
-        );
-        let Some(mut reader) = Reader::open(&urls[at], query, &token, last.as_deref()).await else {
-            at = (at + 1) % urls.len();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        while let Some((id, data)) = reader.next().await {
-            assert_ne!(id, "reset", "history covers every gap: {data}");
-            let done = data == end;
-            received.push(data);
-            last = Some(id);
-            if done {
-                return (received, reconnects);
-            }
-        }
-        at = (at + 1) % urls.len();
-        reconnects += 1;
-    }
-}
-
-/// Three hub processes over one broker: subscribers on each, publishes on each,
-/// then one hub is killed while events keep flowing and its subscribers resume on
-/// another hub. Everyone gets every event once, in order.
-async fn three_hubs_survive_a_killed_hub(kind: Kind) {
-    let Some(place) = Place::new(kind).await else {
-        return;
-    };
-    let mut env = place.env();
-    env.push(("HERALD_CHANNELS__HISTORY_SIZE".into(), "10000".into()));
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(Node::start(&env).await);
-    }
-    for node in &nodes {
-        node.wait_ready(200).await;
-    }
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    let reader_token = token(&["a", "b"], &[]);
-    let publisher = token(&[], &["*"]);
-    const TOTAL: usize = 240;
-    let mut readers = Vec::new();
-    for first in 0..3 {
-        let order: Vec<String> = (0..3).map(|k| urls[(first + k) % 3].clone()).collect();
-        for query in ["channel=a&channel=b", "channel=a"] {
-            let mut last_wanted = TOTAL - 1;
-            while !wanted(last_wanted, query) {
-                last_wanted -= 1;
-            }
-            readers.push((
-                first,
-                query,
-                tokio::spawn(follow_until(
-                    order.clone(),
-                    query,
-                    reader_token.clone(),
-                    last_wanted.to_string(),
-                )),
-            ));
-        }
-    }
-    // Let every reader connect before publishing.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    for i in 0..TOTAL {
-        // Publish on every hub in turn; after a third of the events, only on the
-        // two that will survive, and kill the third while events keep flowing.
-        let node = if i < TOTAL / 3 {
-            &nodes[i % 3]
-        } else {
-            &nodes[i % 2]
-        };
-        let mut body = targets(i);
-        body["data"] = json!(i);
-        let (status, answer) = node.publish(&publisher, &body).await;
-        assert_eq!(status, 200, "publish {i}: {answer}");
-        if i == TOTAL / 2 {
-            nodes[2].kill().await;
-        }
-        if i % 8 == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-    for (first, query, reader) in readers {
-        let (received, reconnects) = reader.await.unwrap();
-        if first == 2 {
-            assert!(
-                reconnects > 0,
-                "the readers of the killed hub moved to another"
-            );
-        }
-        let expected: Vec<String> = (0..TOTAL)
-            .filter(|&i| wanted(i, query))
-            .map(|i| i.to_string())
-            .collect();
-        assert_eq!(received, expected, "{query}: every event once, in order");
-    }
-    for node in &mut nodes {
-        node.kill().await;
-    }
-    place.clean().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_hubs_over_redis_survive_a_killed_hub() {
-    three_hubs_survive_a_killed_hub(Kind::Redis).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_hubs_over_nats_survive_a_killed_hub() {
-    three_hubs_survive_a_killed_hub(Kind::Nats).await;
-}
-
-/// A private Redis, killed and restarted while three hubs run: they stay up for
-/// their subscribers, turn unready and answer 503 while it is down, recover by
-/// themselves, and no event accepted with a 2xx is lost. A dropped subscription
-/// (`CLIENT KILL TYPE pubsub`) is caught up from the log without closing anyone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hubs_recover_when_their_redis_is_killed_and_restarted() {
-    let Some(mut redis) = PrivateRedis::start().await else {
-        return;
-    };
-    let env = vec![
-        ("HERALD_BROKER".to_owned(), redis.url()),
-        (
-            "HERALD_REDIS__PREFIX".to_owned(),
-            crate::nodes::unique("restart-"),
-        ),
-        ("HERALD_REDIS__RECONNECT_MAX".to_owned(), "300ms".to_owned()),
-        ("HERALD_REDIS__TIMEOUT".to_owned(), "1s".to_owned()),
-        (
-            "HERALD_CHANNELS__HISTORY_SIZE".to_owned(),
-            "10000".to_owned(),
-        ),
-    ];
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        nodes.push(Node::start(&env).await);
-    }
-    for node in &nodes {
-        node.wait_ready(200).await;
-    }
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    let reader_token = token(&["a", "b"], &[]);
-    let publisher = token(&[], &["*"]);
-    let mut readers = Vec::new();
-    for first in 0..3 {
-        let order: Vec<String> = (0..3).map(|k| urls[(first + k) % 3].clone()).collect();
-        readers.push(tokio::spawn(follow_until(
-            order,
-            "channel=a&channel=b",
-            reader_token.clone(),
-            "end".into(),
-        )));
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let mut accepted = Vec::new();
-    let mut refused = 0;
-    let mut i = 0;
-    let publish = async |i: usize, nodes: &[Node]| {
-        let mut body = targets(i);
-        body["data"] = json!(i);
-        let (status, answer) = nodes[i % 3].publish(&publisher, &body).await;
-        assert!(
-            status == 200 || status == 503,
-            "publish {i}: {status} {answer}"
-        );
-        status == 200
-    };
-    // Live, then with every node's subscription dropped once.
-    while i < 60 {
-        if i == 30 {
-            let client = redis::Client::open(redis.url()).unwrap();
-            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            let killed: u64 = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("pubsub")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            assert_eq!(killed, 3, "one subscription per hub");
-        }
-        if publish(i, &nodes).await {
-            accepted.push(i);
-        }
-        i += 1;
-    }
-    // Redis dies: the hubs keep their subscribers, refuse publishes, and are unready.
-    redis.kill().await;
-    for node in &nodes {
-        node.wait_ready(503).await;
-    }
-    for _ in 0..6 {
-        if publish(i, &nodes).await {
-            accepted.push(i);
-        } else {
-            refused += 1;
-        }
-        i += 1;
-    }
-    assert!(refused >= 6, "publishes fail while Redis is down");
-    // Redis comes back with its data: the hubs recover by themselves.
-    redis.restart().await;
-    for node in &nodes {
-        node.wait_ready(200).await;
-    }
-    while i < 100 {
-        assert!(publish(i, &nodes).await, "publish {i} after recovery");
-        accepted.push(i);
-        i += 1;
-    }
-    let (status, _) = nodes[0]
-        .publish(&publisher, &json!({"channel": "a", "data": "end"}))
-        .await;
-    assert_eq!(status, 200);
-
-    for reader in readers {
-        let (received, _) = reader.await.unwrap();
-        let numbers: Vec<usize> = received
-            .iter()
-            .filter(|d| *d != "end")
-            .map(|d| d.parse().unwrap())
-            .collect();
-        assert!(
-            numbers.windows(2).all(|w| w[0] < w[1]),
-            "in order, each once: {numbers:?}"
-        );
-        let missing: Vec<&usize> = accepted.iter().filter(|n| !numbers.contains(n)).collect();
-        assert!(missing.is_empty(), "accepted but lost: {missing:?}");
-    }
-    let stats: serde_json::Value = reqwest::get(format!("{}/stats", nodes[0].url))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(stats["broker_reconnects"].as_u64().unwrap() >= 2, "{stats}");
-}
-
-/// A hub whose Redis is down when it starts still starts: unready, refusing
-/// publishes with 503, serving subscribers; once Redis is up it is ready and its
-/// subscribers get what is published.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hub_starts_while_its_redis_is_down() {
-    let Some(mut redis) = PrivateRedis::start().await else {
-        return;
-    };
-    redis.kill().await;
-    let env = vec![
-        ("HERALD_BROKER".to_owned(), redis.url()),
-        ("HERALD_REDIS__RECONNECT_MAX".to_owned(), "200ms".to_owned()),
-    ];
-    let node = Node::start(&env).await;
-    assert_eq!(node.readyz().await, 503);
-    let publisher = token(&[], &["*"]);
-    let (status, answer) = node
-        .publish(&publisher, &json!({"channel": "a", "data": 1}))
-        .await;
-    assert_eq!(status, 503, "{answer}");
-    let mut reader = Reader::open(&node.url, "channel=a", &token(&["a"], &[]), None)
-        .await
-        .expect("subscribers are served while Redis is down");
-    redis.restart().await;
-    node.wait_ready(200).await;
-    let (status, answer) = node
-        .publish(&publisher, &json!({"channel": "a", "data": 2}))
-        .await;
-    assert_eq!(status, 200, "{answer}");
-    let (id, data) = reader.next().await.unwrap();
-    assert_eq!(data, "2");
-    assert!(!id.is_empty());
-}
-
 /// Messages applications `PUBLISH` to Redis channels become events on the Herald
 /// channels the routes name.
 #[tokio::test]
 async fn messages_published_to_redis_channels_are_delivered() {
     use herald::config::{RedisMessageFormat, RedisRoute, RedisSourceConfig};
-    if !crate::fixture::service_available("Redis", crate::nodes::REDIS).await {
+    if !redis_available().await {
         return;
     }
-    let app = crate::nodes::unique("app");
+    let app = unique("app");
     let route = |pattern: String, channel: Option<&str>| RedisRoute {
         pattern,
         channel: channel.map(str::to_owned),
@@ -671,11 +429,11 @@ async fn messages_published_to_redis_channels_are_delivered() {
         envelope,
     ];
     let prefix = app.clone();
-    let hub = crate::fixture::TestHub::builder()
+    let hub = TestHub::builder()
         .config(move |c| {
             c.redis.prefix = prefix;
             c.redis_source = Some(RedisSourceConfig {
-                url: Some(format!("redis://{}", crate::nodes::REDIS)),
+                url: Some(format!("redis://{}", REDIS)),
                 routes,
             });
         })
@@ -685,7 +443,7 @@ async fn messages_published_to_redis_channels_are_delivered() {
     let mut sse = hub
         .subscribe("channel=orders&channel=news", Some(&token))
         .await;
-    let client = redis::Client::open(format!("redis://{}", crate::nodes::REDIS)).unwrap();
+    let client = redis::Client::open(format!("redis://{}", REDIS)).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let mut send = async |channel: String, message: &str| {
         let _: i64 = redis::cmd("PUBLISH")
@@ -739,7 +497,7 @@ async fn messages_published_to_redis_channels_are_delivered() {
     let history = hub.hub.history(&ch("orders"), 10).await.unwrap();
     assert_eq!(history.len(), 2);
     assert!(hub.hub.stats().source_notifications >= 7);
-    crate::nodes::clean_redis(&format!("redis://{}", crate::nodes::REDIS), &app).await;
+    clean_redis(&format!("redis://{}", REDIS), &app).await;
 }
 
 /// A channel whose history expired and was dropped, then published to again, still
@@ -770,111 +528,21 @@ async fn a_channel_dropped_and_published_again_keeps_its_gap(kind: Kind) {
 }
 
 #[tokio::test]
+async fn a_memory_channel_dropped_and_published_again_keeps_its_gap() {
+    a_channel_dropped_and_published_again_keeps_its_gap(Kind::Memory).await;
+}
+
+#[tokio::test]
 async fn a_redis_channel_dropped_and_published_again_keeps_its_gap() {
     a_channel_dropped_and_published_again_keeps_its_gap(Kind::Redis).await;
 }
 
 #[tokio::test]
-async fn a_nats_channel_dropped_and_published_again_keeps_its_gap() {
-    a_channel_dropped_and_published_again_keeps_its_gap(Kind::Nats).await;
+async fn a_sharded_redis_channel_dropped_and_published_again_keeps_its_gap() {
+    a_channel_dropped_and_published_again_keeps_its_gap(Kind::ShardedRedis).await;
 }
 
-/// A private NATS: down when two hubs start, then up, then killed and restarted
-/// while they run. The hubs start unready, refuse publishes with 503 while it is
-/// down, serve their subscribers throughout, recover by themselves, and no event
-/// accepted with a 2xx is lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hubs_recover_when_their_nats_is_down_and_restarted() {
-    let Some(mut nats) = PrivateNats::new().await else {
-        return;
-    };
-    let env = vec![
-        ("HERALD_BROKER".to_owned(), nats.url()),
-        ("HERALD_NATS__RECONNECT_MAX".to_owned(), "300ms".to_owned()),
-        ("HERALD_NATS__TIMEOUT".to_owned(), "1s".to_owned()),
-        (
-            "HERALD_CHANNELS__HISTORY_SIZE".to_owned(),
-            "10000".to_owned(),
-        ),
-    ];
-    let nodes = [Node::start(&env).await, Node::start(&env).await];
-    let publisher = token(&[], &["*"]);
-    for node in &nodes {
-        assert_eq!(node.readyz().await, 503);
-        let (status, _) = node
-            .publish(&publisher, &json!({"channel": "a", "data": -1}))
-            .await;
-        assert_eq!(status, 503);
-    }
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    let reader_token = token(&["a", "b"], &[]);
-    let mut readers = Vec::new();
-    for first in 0..2 {
-        let order = vec![urls[first].clone(), urls[1 - first].clone()];
-        readers.push(tokio::spawn(follow_until(
-            order,
-            "channel=a&channel=b",
-            reader_token.clone(),
-            "end".into(),
-        )));
-    }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    nats.start().await;
-    for node in &nodes {
-        node.wait_ready(200).await;
-    }
-    let publish = async |i: usize| {
-        let mut body = targets(i);
-        body["data"] = json!(i);
-        let (status, answer) = nodes[i % 2].publish(&publisher, &body).await;
-        assert!(
-            status == 200 || status == 503,
-            "publish {i}: {status} {answer}"
-        );
-        status == 200
-    };
-    let mut accepted = Vec::new();
-    for i in 0..40 {
-        assert!(publish(i).await, "publish {i}");
-        accepted.push(i);
-    }
-    nats.kill().await;
-    for node in &nodes {
-        node.wait_ready(503).await;
-    }
-    let mut refused = 0;
-    for i in 40..44 {
-        if publish(i).await {
-            accepted.push(i);
-        } else {
-            refused += 1;
-        }
-    }
-    assert!(refused > 0, "publishes fail while NATS is down");
-    nats.start().await;
-    for node in &nodes {
-        node.wait_ready(200).await;
-    }
-    for i in 44..80 {
-        assert!(publish(i).await, "publish {i} after recovery");
-        accepted.push(i);
-    }
-    let (status, _) = nodes[1]
-        .publish(&publisher, &json!({"channel": "b", "data": "end"}))
-        .await;
-    assert_eq!(status, 200);
-    for reader in readers {
-        let (received, _) = reader.await.unwrap();
-        let numbers: Vec<usize> = received
-            .iter()
-            .filter(|d| *d != "end")
-            .map(|d| d.parse().unwrap())
-            .collect();
-        assert!(
-            numbers.windows(2).all(|w| w[0] < w[1]),
-            "in order, each once: {numbers:?}"
-        );
-        let missing: Vec<&usize> = accepted.iter().filter(|n| !numbers.contains(n)).collect();
-        assert!(missing.is_empty(), "accepted but lost: {missing:?}");
-    }
+#[tokio::test]
+async fn a_nats_channel_dropped_and_published_again_keeps_its_gap() {
+    a_channel_dropped_and_published_again_keeps_its_gap(Kind::Nats).await;
 }

@@ -4,18 +4,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
+use crate::fixture::process::herald_command as herald;
 use crate::fixture::{SECRET, TestHub};
-
-fn herald() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
-    c.env_remove("HERALD_JWT_SECRET")
-        .env_remove("HERALD_LISTEN")
-        .env_remove("HERALD_TOKEN")
-        .kill_on_drop(true);
-    c
-}
 
 #[tokio::test]
 async fn a_bad_config_exits_64_naming_the_key() {

@@ -1,585 +1,527 @@
-//! Fixtures for the brokers of several nodes: brokers built in process over the
-//! real services (each with its own key prefix or stream), hub processes of the
-//! `herald` binary, and a private `redis-server` a test may kill and restart.
+//! Hub processes of several nodes sharing a broker (Redis on 127.0.0.1:6379, NATS
+//! with JetStream on 127.0.0.1:4222, or private servers the tests kill): every
+//! subscriber gets every event once and in order, a killed hub's subscribers
+//! resume on another with nothing lost, and hubs recover by themselves when their
+//! broker comes back.
+//!
+//! Each test uses a key prefix or stream of its own and removes it at the end. A
+//! test whose service is not running is skipped with a `SKIP` line, or fails with
+//! `HERALD_REQUIRE_SERVICES=1`.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use herald::auth::{Authenticator, Claims};
-use herald::broker::{Broker, LocalDelivery};
-use herald::config::AuthConfig;
-use herald::core::{ChannelPattern, Fanout, HistoryPolicy, NamespacePolicy, Policies};
-use herald::stats::Stats;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use serde_json::json;
 
-use crate::fixture::{PATIENCE, SECRET};
+use crate::fixture::{HubProcess, Kind, PATIENCE, Place, PrivateNats, PrivateRedis, Reader, token};
 
-/// The shared Redis of this machine.
-pub(crate) const REDIS: &str = "127.0.0.1:6379";
-/// The shared NATS (with JetStream) of this machine.
-pub(crate) const NATS: &str = "127.0.0.1:4222";
-
-/// A name no other test run uses.
-pub(crate) fn unique(prefix: &str) -> String {
-    format!("{prefix}{:012x}", rand::random::<u64>() & 0xffff_ffff_ffff)
-}
-
-/// Which broker a test runs against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Memory,
-    Redis,
-    Nats,
-}
-
-/// Where a broker keeps its data, so two brokers can share it (two nodes) and the
-/// test can remove it afterwards.
-#[derive(Debug, Clone)]
-pub(crate) struct Place {
-    pub(crate) kind: Kind,
-    /// The Redis key prefix or the NATS stream name.
-    pub(crate) name: String,
-}
-
-impl Place {
-    /// A fresh place for `kind`, or `None` (the test is skipped) when its service is
-    /// not running.
-    pub(crate) async fn new(kind: Kind) -> Option<Self> {
-        let up = match kind {
-            Kind::Memory => true,
-            Kind::Redis => crate::fixture::service_available("Redis", REDIS).await,
-            Kind::Nats => crate::fixture::service_available("NATS", NATS).await,
-        };
-        up.then(|| Self {
-            kind,
-            name: unique(match kind {
-                Kind::Nats => "HERALDTEST_",
-                _ => "heraldtest-",
-            }),
-        })
-    }
-
-    /// The NATS subject of this place's stream.
-    pub(crate) fn subject(&self) -> String {
-        format!("heraldtest.{}.events", self.name.to_lowercase())
-    }
-
-    /// The environment a hub process needs to use this place.
-    pub(crate) fn env(&self) -> Vec<(String, String)> {
-        match self.kind {
-            Kind::Memory => vec![("HERALD_BROKER".into(), "memory".into())],
-            Kind::Redis => vec![
-                ("HERALD_BROKER".into(), format!("redis://{REDIS}")),
-                ("HERALD_REDIS__PREFIX".into(), self.name.clone()),
-            ],
-            Kind::Nats => vec![
-                ("HERALD_BROKER".into(), format!("nats://{NATS}")),
-                ("HERALD_NATS__STREAM".into(), self.name.clone()),
-                ("HERALD_NATS__SUBJECT".into(), self.subject()),
-                ("HERALD_NATS__STORAGE".into(), "memory".into()),
-            ],
-        }
-    }
-
-    /// A broker of one node over this place, delivering into `fanout`.
-    pub(crate) fn broker(&self, policies: Policies, fanout: Arc<Fanout>) -> Arc<dyn Broker> {
-        let delivery = LocalDelivery::new(fanout, Arc::new(Stats::default()));
-        let policies = Arc::new(policies);
-        match self.kind {
-            Kind::Memory => Arc::new(herald::broker::memory::MemoryBroker::new(
-                policies, delivery,
-            )),
-            Kind::Redis => {
-                let config = herald::config::RedisConfig {
-                    prefix: self.name.clone(),
-                    ..Default::default()
-                };
-                Arc::new(
-                    herald::broker::redis::RedisBroker::start(
-                        &format!("redis://{REDIS}"),
-                        &config,
-                        policies,
-                        delivery,
-                    )
-                    .unwrap(),
-                )
-            }
-            Kind::Nats => {
-                let config = herald::config::NatsConfig {
-                    stream: self.name.clone(),
-                    subject: self.subject(),
-                    storage: herald::config::NatsStorage::Memory,
-                    ..Default::default()
-                };
-                Arc::new(
-                    herald::broker::nats::NatsBroker::start(
-                        &format!("nats://{NATS}"),
-                        &config,
-                        policies,
-                        delivery,
-                    )
-                    .unwrap(),
-                )
-            }
-        }
-    }
-
-    /// Removes what the tests left in the service. Brokers still running may be
-    /// writing again for a moment (a stream deleted under a node is created again
-    /// when it reconnects), so it removes twice.
-    pub(crate) async fn clean(&self) {
-        for round in 0..2 {
-            if round > 0 {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            match self.kind {
-                Kind::Memory => return,
-                Kind::Redis => clean_redis(&format!("redis://{REDIS}"), &self.name).await,
-                Kind::Nats => {
-                    if let Ok(client) = async_nats::connect(NATS).await {
-                        let js = async_nats::jetstream::new(client);
-                        let _ = js.delete_stream(&self.name).await;
-                    }
-                }
-            }
-        }
+/// What a reader that subscribes to `channels` expects of event `i`: events go to
+/// `a`, `b`, or both, in turn.
+fn targets(i: usize) -> serde_json::Value {
+    match i % 3 {
+        0 => json!({"channel": "a"}),
+        1 => json!({"channel": "b"}),
+        _ => json!({"channels": ["a", "b"]}),
     }
 }
 
-/// Deletes every key under `{prefix}:`.
-pub(crate) async fn clean_redis(url: &str, prefix: &str) {
-    let Ok(client) = redis::Client::open(url) else {
-        return;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return;
-    };
-    let pattern = format!("{{{prefix}}}:*");
-    let mut cursor: u64 = 0;
+fn wanted(i: usize, query: &str) -> bool {
+    query.contains("channel=b") || i % 3 != 1
+}
+
+/// A client that reads `query` from the hubs at `urls` (the first one first) until
+/// it receives the event whose data is `end`, moving to the next hub with its last
+/// id whenever its stream ends. Returns the data of every event, in order, and how
+/// many times it reconnected.
+async fn follow_until(
+    urls: Vec<String>,
+    query: &'static str,
+    token: String,
+    end: String,
+) -> (Vec<String>, usize) {
+    let mut received = Vec::new();
+    let mut reconnects = 0;
+    let mut last: Option<String> = None;
+    let mut at = 0;
+    let deadline = tokio::time::Instant::now() + PATIENCE * 4;
     loop {
-        let reply: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(&mut conn)
-            .await;
-        let Ok((next, keys)) = reply else { return };
-        if !keys.is_empty() {
-            let _: Result<u64, _> = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await;
-        }
-        if next == 0 {
-            return;
-        }
-        cursor = next;
-    }
-}
-
-/// Policies with one default history bound.
-pub(crate) fn policies(size: usize, ttl: Duration) -> Policies {
-    Policies {
-        default: NamespacePolicy {
-            history: HistoryPolicy { size, ttl },
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
-
-/// Waits until `broker` is ready.
-pub(crate) async fn ready(broker: &dyn Broker) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        match broker.check().await {
-            Ok(()) => return,
-            Err(e) if tokio::time::Instant::now() > deadline => {
-                panic!("the broker did not become ready: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    }
-}
-
-/// Mints tokens the way every test hub process accepts them.
-pub(crate) fn token(subscribe: &[&str], publish: &[&str]) -> String {
-    let auth = Authenticator::from_config(&AuthConfig {
-        jwt_secret: Some(SECRET.into()),
-        ..Default::default()
-    })
-    .unwrap();
-    let mut claims = Claims::new(Some("tester".into()), Duration::from_secs(3600));
-    claims.herald.subscribe = subscribe
-        .iter()
-        .map(|p| ChannelPattern::parse(p).unwrap())
-        .collect();
-    claims.herald.publish = publish
-        .iter()
-        .map(|p| ChannelPattern::parse(p).unwrap())
-        .collect();
-    auth.mint(&claims).unwrap()
-}
-
-/// A `herald serve` process on a free port.
-pub(crate) struct Node {
-    pub(crate) url: String,
-    child: Child,
-}
-
-impl Node {
-    /// Starts a hub with the test secret and `env`; returns once it listens.
-    pub(crate) async fn start(env: &[(String, String)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
-        command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .env_remove("HERALD_LISTEN")
-            .env_remove("HERALD_BROKER")
-            .env("HERALD_JWT_SECRET", SECRET)
-            .env(
-                "HERALD_LOG",
-                std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "herald=error".into()),
-            )
-            .env("HERALD_SHUTDOWN__GRACE", "1s")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = BufReader::new(stdout).lines();
-        let url = tokio::time::timeout(PATIENCE, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(at) = line.find("http://") {
-                    return line[at..].trim().to_owned();
-                }
-            }
-            panic!("the hub exited before listening");
-        })
-        .await
-        .expect("the hub listens");
-        // Keep reading its output so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { url, child }
-    }
-
-    /// Kills the process at once (SIGKILL), as a crash would.
-    pub(crate) async fn kill(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-    }
-
-    /// The status of `/readyz`.
-    pub(crate) async fn readyz(&self) -> u16 {
-        match http().get(format!("{}/readyz", self.url)).send().await {
-            Ok(r) => r.status().as_u16(),
-            Err(_) => 0,
-        }
-    }
-
-    /// Waits until `/readyz` answers `status`.
-    pub(crate) async fn wait_ready(&self, status: u16) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while self.readyz().await != status {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} never answered /readyz {status}",
-                self.url
-            );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up following {query}"
+        );
+        let Some(mut reader) = Reader::open(&urls[at], query, &token, last.as_deref()).await else {
+            at = (at + 1) % urls.len();
             tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Publishes `body`; returns the status and the answer.
-    pub(crate) async fn publish(
-        &self,
-        token: &str,
-        body: &serde_json::Value,
-    ) -> (u16, serde_json::Value) {
-        let response = http()
-            .post(format!("{}/publish", self.url))
-            .bearer_auth(token)
-            .json(body)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await;
-        match response {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                (status, r.json().await.unwrap_or(serde_json::Value::Null))
-            }
-            Err(_) => (0, serde_json::Value::Null),
-        }
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
-}
-
-/// One received event: its id and data.
-pub(crate) type Received = (String, String);
-
-/// An SSE reader on a hub: it records every event (id, data) and tells when the
-/// stream ended, so the test can reconnect elsewhere with the last id.
-pub(crate) struct Reader {
-    events: tokio::sync::mpsc::UnboundedReceiver<Option<Received>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Reader {
-    /// Opens `GET /events?{query}` on `url`, resuming after `last` if given, and
-    /// returns once the stream is live (`connected` received). `None` if it could not.
-    pub(crate) async fn open(
-        url: &str,
-        query: &str,
-        token: &str,
-        last: Option<&str>,
-    ) -> Option<Self> {
-        let mut request = http_stream()
-            .get(format!("{url}/events?{query}"))
-            .bearer_auth(token);
-        if let Some(last) = last {
-            request = request.header("Last-Event-ID", last);
-        }
-        let response = tokio::time::timeout(PATIENCE, request.send())
-            .await
-            .ok()?
-            .ok()?;
-        if response.status() != 200 {
-            return None;
-        }
-        let mut stream = eventsource_stream::Eventsource::eventsource(response.bytes_stream());
-        let first = tokio::time::timeout(PATIENCE, stream.next())
-            .await
-            .ok()??
-            .ok()?;
-        if first.event != "connected" {
-            return None;
-        }
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let task = tokio::spawn(async move {
-            while let Some(Ok(event)) = stream.next().await {
-                if event.event == "reset" {
-                    let _ = tx.send(Some(("reset".into(), event.data)));
-                    continue;
-                }
-                if tx.send(Some((event.id, event.data))).is_err() {
-                    return;
-                }
-            }
-            let _ = tx.send(None);
-        });
-        Some(Self { events: rx, task })
-    }
-
-    /// The next event, `None` when the stream ended; fails after [`PATIENCE`].
-    pub(crate) async fn next(&mut self) -> Option<Received> {
-        match tokio::time::timeout(PATIENCE, self.events.recv()).await {
-            Ok(Some(event)) => event,
-            Ok(None) => None,
-            Err(_) => panic!("no event within {PATIENCE:?}"),
-        }
-    }
-}
-
-fn http_stream() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap()
-}
-
-/// A `redis-server` of the test's own, on its own port and directory, with an
-/// append-only file synced on every write (so a kill loses nothing accepted).
-pub(crate) struct PrivateRedis {
-    pub(crate) port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl PrivateRedis {
-    /// Starts one, or `None` (the test is skipped) when `redis-server` is missing.
-    pub(crate) async fn start() -> Option<Self> {
-        let found = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .is_ok_and(|s| s.success());
-        if !found {
-            if std::env::var("HERALD_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("redis-server is required (HERALD_REQUIRE_SERVICES=1) but not installed");
-            }
-            eprintln!(
-                "SKIP: redis-server is not installed; set HERALD_REQUIRE_SERVICES=1 to make this a failure"
-            );
-            return None;
-        }
-        let port = free_port();
-        let mut redis = Self {
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
+            continue;
         };
-        redis.restart().await;
-        Some(redis)
-    }
-
-    /// `redis://127.0.0.1:PORT`.
-    pub(crate) fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again), with the data it had; returns once it answers.
-    pub(crate) async fn restart(&mut self) {
-        let dir: PathBuf = self.dir.path().to_owned();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .args(["--save", ""])
-            .args(["--appendonly", "yes"])
-            .args(["--appendfsync", "always"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Ok(client) = redis::Client::open(self.url())
-                && let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-            {
-                return;
+        while let Some((id, data)) = reader.next().await {
+            assert_ne!(id, "reset", "history covers every gap: {data}");
+            let done = data == end;
+            received.push(data);
+            last = Some(id);
+            if done {
+                return (received, reconnects);
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not start on {addr}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    /// Kills the server at once (SIGKILL).
-    pub(crate) async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
-        }
+        at = (at + 1) % urls.len();
+        reconnects += 1;
     }
 }
 
-/// A port nothing listens on now.
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A `nats-server` with JetStream of the test's own, on its own port and storage
-/// directory, which a test may kill and restart.
-pub(crate) struct PrivateNats {
-    pub(crate) port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl PrivateNats {
-    /// Reserves a port and a directory without starting the server, or `None` (the
-    /// test is skipped) when `nats-server` is missing.
-    pub(crate) async fn new() -> Option<Self> {
-        let found = Command::new("nats-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .is_ok_and(|s| s.success());
-        if !found {
-            if std::env::var("HERALD_REQUIRE_SERVICES").as_deref() == Ok("1") {
-                panic!("nats-server is required (HERALD_REQUIRE_SERVICES=1) but not installed");
+/// Three hub processes over one broker: subscribers on each, publishes on each,
+/// then one hub is killed while events keep flowing and its subscribers resume on
+/// another hub. Everyone gets every event once, in order.
+async fn three_hubs_survive_a_killed_hub(place: Place) {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let node = HubProcess::builder()
+            .on(&place)
+            .env("HERALD_CHANNELS__HISTORY_SIZE", "10000");
+        nodes.push(node.start().await);
+    }
+    for node in &nodes {
+        node.wait_ready(200).await;
+    }
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let reader_token = token(&["a", "b"], &[]);
+    let publisher = token(&[], &["*"]);
+    const TOTAL: usize = 240;
+    let mut readers = Vec::new();
+    for first in 0..3 {
+        let order: Vec<String> = (0..3).map(|k| urls[(first + k) % 3].clone()).collect();
+        for query in ["channel=a&channel=b", "channel=a"] {
+            let mut last_wanted = TOTAL - 1;
+            while !wanted(last_wanted, query) {
+                last_wanted -= 1;
             }
-            eprintln!(
-                "SKIP: nats-server is not installed; set HERALD_REQUIRE_SERVICES=1 to make this a failure"
-            );
-            return None;
+            readers.push((
+                first,
+                query,
+                tokio::spawn(follow_until(
+                    order.clone(),
+                    query,
+                    reader_token.clone(),
+                    last_wanted.to_string(),
+                )),
+            ));
         }
-        Some(Self {
-            port: free_port(),
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-        })
     }
-
-    /// `nats://127.0.0.1:PORT`.
-    pub(crate) fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+    // Let every reader connect before publishing.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..TOTAL {
+        // Publish on every hub in turn; after a third of the events, only on the
+        // two that will survive, and kill the third while events keep flowing.
+        let node = if i < TOTAL / 3 {
+            &nodes[i % 3]
+        } else {
+            &nodes[i % 2]
+        };
+        let mut body = targets(i);
+        body["data"] = json!(i);
+        let (status, answer) = node.publish(&publisher, &body).await;
+        assert_eq!(status, 200, "publish {i}: {answer}");
+        if i == TOTAL / 2 {
+            nodes[2].kill().await;
+        }
+        if i % 8 == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
-
-    /// Starts the server (again) with the data it had; returns once it answers.
-    pub(crate) async fn start(&mut self) {
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .is_err()
-        {
+    for (first, query, reader) in readers {
+        let (received, reconnects) = reader.await.unwrap();
+        if first == 2 {
             assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server did not start"
+                reconnects > 0,
+                "the readers of the killed hub moved to another"
             );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let expected: Vec<String> = (0..TOTAL)
+            .filter(|&i| wanted(i, query))
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(received, expected, "{query}: every event once, in order");
     }
+    for node in &mut nodes {
+        node.kill().await;
+    }
+    place.clean().await;
+}
 
-    /// Kills the server at once (SIGKILL).
-    pub(crate) async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hubs_over_redis_survive_a_killed_hub() {
+    if let Some(place) = Place::new(Kind::Redis).await {
+        three_hubs_survive_a_killed_hub(place).await;
+    }
+}
+
+/// The same over two Redis servers, channel `a` on the first and `b` on the
+/// second: a client on both gets every event once, in order, on any hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hubs_over_sharded_redis_survive_a_killed_hub() {
+    let (Some(first), Some(second)) = (PrivateRedis::start().await, PrivateRedis::start().await)
+    else {
+        return;
+    };
+    three_hubs_survive_a_killed_hub(Place::on_redis_shards(&[&first, &second])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hubs_over_nats_survive_a_killed_hub() {
+    if let Some(place) = Place::new(Kind::Nats).await {
+        three_hubs_survive_a_killed_hub(place).await;
+    }
+}
+
+/// A private Redis, killed and restarted while three hubs run: they stay up for
+/// their subscribers, turn unready and answer 503 while it is down, recover by
+/// themselves, and no event accepted with a 2xx is lost. A dropped subscription
+/// (`CLIENT KILL TYPE pubsub`) is caught up from the log without closing anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_recover_when_their_redis_is_killed_and_restarted() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        return;
+    };
+    let place = Place::on_redis(&redis);
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let node = HubProcess::builder()
+            .on(&place)
+            .env("HERALD_REDIS__RECONNECT_MAX", "300ms")
+            .env("HERALD_REDIS__TIMEOUT", "1s")
+            .env("HERALD_CHANNELS__HISTORY_SIZE", "10000");
+        nodes.push(node.start().await);
+    }
+    for node in &nodes {
+        node.wait_ready(200).await;
+    }
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let reader_token = token(&["a", "b"], &[]);
+    let publisher = token(&[], &["*"]);
+    let mut readers = Vec::new();
+    for first in 0..3 {
+        let order: Vec<String> = (0..3).map(|k| urls[(first + k) % 3].clone()).collect();
+        readers.push(tokio::spawn(follow_until(
+            order,
+            "channel=a&channel=b",
+            reader_token.clone(),
+            "end".into(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    let mut i = 0;
+    let publish = async |i: usize, nodes: &[HubProcess]| {
+        let mut body = targets(i);
+        body["data"] = json!(i);
+        let (status, answer) = nodes[i % 3].publish(&publisher, &body).await;
+        assert!(
+            status == 200 || status == 503,
+            "publish {i}: {status} {answer}"
+        );
+        status == 200
+    };
+    // Live, then with every node's subscription dropped once.
+    while i < 60 {
+        if i == 30 {
+            let client = redis::Client::open(redis.url()).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let killed: u64 = redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("pubsub")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            assert_eq!(killed, 3, "one subscription per hub");
+        }
+        if publish(i, &nodes).await {
+            accepted.push(i);
+        }
+        i += 1;
+    }
+    // Redis dies: the hubs keep their subscribers, refuse publishes, and are unready.
+    redis.kill().await;
+    for node in &nodes {
+        node.wait_ready(503).await;
+    }
+    for _ in 0..6 {
+        if publish(i, &nodes).await {
+            accepted.push(i);
+        } else {
+            refused += 1;
+        }
+        i += 1;
+    }
+    assert!(refused >= 6, "publishes fail while Redis is down");
+    // Redis comes back with its data: the hubs recover by themselves.
+    redis.restart().await;
+    for node in &nodes {
+        node.wait_ready(200).await;
+    }
+    while i < 100 {
+        assert!(publish(i, &nodes).await, "publish {i} after recovery");
+        accepted.push(i);
+        i += 1;
+    }
+    let (status, _) = nodes[0]
+        .publish(&publisher, &json!({"channel": "a", "data": "end"}))
+        .await;
+    assert_eq!(status, 200);
+
+    for reader in readers {
+        let (received, _) = reader.await.unwrap();
+        let numbers: Vec<usize> = received
+            .iter()
+            .filter(|d| *d != "end")
+            .map(|d| d.parse().unwrap())
+            .collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "in order, each once: {numbers:?}"
+        );
+        let missing: Vec<&usize> = accepted.iter().filter(|n| !numbers.contains(n)).collect();
+        assert!(missing.is_empty(), "accepted but lost: {missing:?}");
+    }
+    let stats = nodes[0].stats().await;
+    assert!(stats["broker_reconnects"].as_u64().unwrap() >= 2, "{stats}");
+}
+
+/// A hub whose Redis is down when it starts still starts: unready, refusing
+/// publishes with 503, serving subscribers; once Redis is up it is ready and its
+/// subscribers get what is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hub_starts_while_its_redis_is_down() {
+    let Some(mut redis) = PrivateRedis::start().await else {
+        return;
+    };
+    redis.kill().await;
+    let node = HubProcess::builder()
+        .on(&Place::on_redis(&redis))
+        .env("HERALD_REDIS__RECONNECT_MAX", "200ms")
+        .start()
+        .await;
+    assert_eq!(node.readyz().await, 503);
+    let publisher = token(&[], &["*"]);
+    let (status, answer) = node
+        .publish(&publisher, &json!({"channel": "a", "data": 1}))
+        .await;
+    assert_eq!(status, 503, "{answer}");
+    let mut reader = Reader::open(&node.url, "channel=a", &token(&["a"], &[]), None)
+        .await
+        .expect("subscribers are served while Redis is down");
+    redis.restart().await;
+    node.wait_ready(200).await;
+    let (status, answer) = node
+        .publish(&publisher, &json!({"channel": "a", "data": 2}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let (id, data) = reader.next().await.unwrap();
+    assert_eq!(data, "2");
+    assert!(!id.is_empty());
+}
+
+/// A private NATS: down when two hubs start, then up, then killed and restarted
+/// while they run. The hubs start unready, refuse publishes with 503 while it is
+/// down, serve their subscribers throughout, recover by themselves, and no event
+/// accepted with a 2xx is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_recover_when_their_nats_is_down_and_restarted() {
+    let Some(mut nats) = PrivateNats::new().await else {
+        return;
+    };
+    // The stream on disk, so it outlives a restart of the server.
+    let node = HubProcess::builder()
+        .on(&Place::on_nats(&nats))
+        .env("HERALD_NATS__STORAGE", "file")
+        .env("HERALD_NATS__RECONNECT_MAX", "300ms")
+        .env("HERALD_NATS__TIMEOUT", "1s")
+        .env("HERALD_CHANNELS__HISTORY_SIZE", "10000");
+    let nodes = [node.clone().start().await, node.start().await];
+    let publisher = token(&[], &["*"]);
+    for node in &nodes {
+        assert_eq!(node.readyz().await, 503);
+        let (status, _) = node
+            .publish(&publisher, &json!({"channel": "a", "data": -1}))
+            .await;
+        assert_eq!(status, 503);
+    }
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let reader_token = token(&["a", "b"], &[]);
+    let mut readers = Vec::new();
+    for first in 0..2 {
+        let order = vec![urls[first].clone(), urls[1 - first].clone()];
+        readers.push(tokio::spawn(follow_until(
+            order,
+            "channel=a&channel=b",
+            reader_token.clone(),
+            "end".into(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    nats.start().await;
+    for node in &nodes {
+        node.wait_ready(200).await;
+    }
+    let publish = async |i: usize| {
+        let mut body = targets(i);
+        body["data"] = json!(i);
+        let (status, answer) = nodes[i % 2].publish(&publisher, &body).await;
+        assert!(
+            status == 200 || status == 503,
+            "publish {i}: {status} {answer}"
+        );
+        status == 200
+    };
+    let mut accepted = Vec::new();
+    for i in 0..40 {
+        assert!(publish(i).await, "publish {i}");
+        accepted.push(i);
+    }
+    nats.kill().await;
+    for node in &nodes {
+        node.wait_ready(503).await;
+    }
+    let mut refused = 0;
+    for i in 40..44 {
+        if publish(i).await {
+            accepted.push(i);
+        } else {
+            refused += 1;
         }
     }
+    assert!(refused > 0, "publishes fail while NATS is down");
+    nats.start().await;
+    for node in &nodes {
+        node.wait_ready(200).await;
+    }
+    for i in 44..80 {
+        assert!(publish(i).await, "publish {i} after recovery");
+        accepted.push(i);
+    }
+    let (status, _) = nodes[1]
+        .publish(&publisher, &json!({"channel": "b", "data": "end"}))
+        .await;
+    assert_eq!(status, 200);
+    for reader in readers {
+        let (received, _) = reader.await.unwrap();
+        let numbers: Vec<usize> = received
+            .iter()
+            .filter(|d| *d != "end")
+            .map(|d| d.parse().unwrap())
+            .collect();
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "in order, each once: {numbers:?}"
+        );
+        let missing: Vec<&usize> = accepted.iter().filter(|n| !numbers.contains(n)).collect();
+        assert!(missing.is_empty(), "accepted but lost: {missing:?}");
+    }
+}
+
+/// Two Redis shards, channel `a` on the first and `b` on the second, and the
+/// second killed and restarted while three hubs run: publishes to `b` are refused
+/// with 503 and the hubs are unready while it is down, `a` keeps working, the hubs
+/// recover by themselves, and a client on both channels that moves between hubs
+/// gets every accepted event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hubs_refuse_only_the_channels_of_a_redis_shard_that_is_down() {
+    let (Some(first), Some(mut second)) =
+        (PrivateRedis::start().await, PrivateRedis::start().await)
+    else {
+        return;
+    };
+    let place = Place::on_redis_shards(&[&first, &second]);
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let node = HubProcess::builder()
+            .on(&place)
+            .env("HERALD_REDIS__RECONNECT_MAX", "300ms")
+            .env("HERALD_REDIS__TIMEOUT", "1s")
+            .env("HERALD_CHANNELS__HISTORY_SIZE", "10000");
+        nodes.push(node.start().await);
+    }
+    for node in &nodes {
+        node.wait_ready(200).await;
+    }
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let reader_token = token(&["a", "b"], &[]);
+    let publisher = token(&[], &["*"]);
+    let mut readers = Vec::new();
+    for first in 0..3 {
+        let order: Vec<String> = (0..3).map(|k| urls[(first + k) % 3].clone()).collect();
+        readers.push(tokio::spawn(follow_until(
+            order,
+            "channel=a&channel=b",
+            reader_token.clone(),
+            "end".into(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publish = async |i: usize, channel: &str| {
+        let body = json!({"channel": channel, "data": i});
+        let (status, answer) = nodes[i % 3].publish(&publisher, &body).await;
+        assert!(
+            status == 200 || status == 503,
+            "publish {i}: {status} {answer}"
+        );
+        status == 200
+    };
+    let mut accepted = Vec::new();
+    for i in 0..30 {
+        assert!(publish(i, ["a", "b"][i % 2]).await, "publish {i}");
+        accepted.push(i);
+    }
+    second.kill().await;
+    for node in &nodes {
+        node.wait_ready(503).await;
+    }
+    for i in 30..40 {
+        if i % 2 == 0 {
+            assert!(publish(i, "a").await, "`a` is on the shard that is up");
+            accepted.push(i);
+        } else {
+            assert!(!publish(i, "b").await, "`b` is on the shard that is down");
+        }
+    }
+    second.restart().await;
+    for node in &nodes {
+        node.wait_ready(200).await;
+    }
+    for i in 40..70 {
+        assert!(
+            publish(i, ["a", "b"][i % 2]).await,
+            "publish {i} after recovery"
+        );
+        accepted.push(i);
+    }
+    let (status, _) = nodes[0]
+        .publish(&publisher, &json!({"channel": "b", "data": "end"}))
+        .await;
+    assert_eq!(status, 200);
+    for reader in readers {
+        let (received, _) = reader.await.unwrap();
+        let numbers: Vec<usize> = received
+            .iter()
+            .filter(|d| *d != "end")
+            .map(|d| d.parse().unwrap())
+            .collect();
+        assert_eq!(numbers, accepted, "every accepted event once, in order");
+    }
+    // A client that was away the whole time resumes on any hub with nothing lost.
+    let mut late = Reader::open(
+        &urls[2],
+        "channel=a&channel=b",
+        &reader_token,
+        Some("earliest"),
+    )
+    .await
+    .expect("a stream");
+    let mut numbers = Vec::new();
+    while numbers.len() < accepted.len() {
+        let (id, data) = late.next().await.expect("an event");
+        assert_ne!(id, "reset", "{data}");
+        numbers.push(data.parse::<usize>().unwrap());
+    }
+    assert_eq!(numbers, accepted);
 }

@@ -12,16 +12,16 @@ use std::time::{Duration, Instant};
 use herald::source::postgres::trigger::{Delivery, QualifiedName, TriggerSpec};
 use herald::source::postgres::{FetchConfig, Mode, PostgresConfig, RouteConfig};
 use serde_json::{Value, json};
-use tokio::process::Command;
 use tokio_postgres::{Client, NoTls};
 
+use crate::fixture::process::herald_command as herald;
 use crate::fixture::{PATIENCE, Sse, TestHub, json as data};
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Whether the tests can run; prints why not (or fails with HERALD_REQUIRE_SERVICES=1).
 async fn available() -> bool {
-    crate::fixture::service_available("PostgreSQL", "127.0.0.1:5432").await
+    crate::fixture::services::postgres_available().await
 }
 
 /// Polls `check` until it holds; fails after [`PATIENCE`].
@@ -215,12 +215,6 @@ async fn subscribe(hub: &TestHub, channel: &str) -> Sse {
 async fn next(sse: &mut Sse) -> (String, Value) {
     let e = sse.expect().await;
     (e.event.clone(), data(&e))
-}
-
-fn herald() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
-    c.env_remove("HERALD_POSTGRES__URL").kill_on_drop(true);
-    c
 }
 
 #[tokio::test]

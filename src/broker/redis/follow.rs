@@ -328,7 +328,7 @@ impl Follower {
 }
 
 /// The entries of an `XRANGE` reply on the log: position, time, event.
-fn log_entries(reply: &Value) -> Result<Vec<(u64, u64, Vec<u8>)>, String> {
+pub(super) fn log_entries(reply: &Value) -> Result<Vec<(u64, u64, Vec<u8>)>, String> {
     let bad = || "unexpected reply from the catch-up log".to_owned();
     let Value::Array(entries) = reply else {
         return Err(bad());
