@@ -68,6 +68,8 @@ pub struct Config {
     pub ws: WsConfig,
     /// Signed HTTP callbacks to the application.
     pub webhooks: WebhooksConfig,
+    /// Presence shared between nodes.
+    pub presence: PresenceConfig,
     /// Limits that protect the hub.
     pub limits: Limits,
     /// The policy of every channel outside a configured namespace.
@@ -96,6 +98,7 @@ impl Default for Config {
             sse: SseConfig::default(),
             ws: WsConfig::default(),
             webhooks: WebhooksConfig::default(),
+            presence: PresenceConfig::default(),
             limits: Limits::default(),
             channels: ChannelDefaults::default(),
             namespaces: HashMap::new(),
@@ -218,6 +221,29 @@ impl Default for WsConfig {
             max_frame_bytes: 64 * 1024,
             client_publish_rate: 10.0,
             client_publish_burst: 20,
+        }
+    }
+}
+
+/// Presence shared between nodes (Redis or NATS broker): each node announces
+/// itself every `heartbeat`; a node not heard from for `node_timeout` is taken
+/// for dead and its users leave on every node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// How often each node says it is alive.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// A node silent for this long is dead: its users leave everywhere.
+    #[serde(with = "humantime_serde")]
+    pub node_timeout: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(5),
+            node_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -420,6 +446,7 @@ const SECTIONS: &[&str] = &[
     "sse",
     "ws",
     "webhooks",
+    "presence",
     "limits",
     "channels",
     "namespaces",
@@ -540,6 +567,18 @@ impl Config {
             return Err(ConfigError::new(
                 "ws.ping_timeout",
                 "must be longer than ws.ping_interval (and the interval longer than 0s)",
+            ));
+        }
+        if self.presence.heartbeat.is_zero() {
+            return Err(ConfigError::new(
+                "presence.heartbeat",
+                "must be longer than 0s",
+            ));
+        }
+        if self.presence.node_timeout < self.presence.heartbeat * 2 {
+            return Err(ConfigError::new(
+                "presence.node_timeout",
+                "must be at least twice presence.heartbeat",
             ));
         }
         if self.ws.client_publish_rate.is_nan() || self.ws.client_publish_rate <= 0.0 {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::core::{ChannelName, NewEvent, Payload};
+use crate::core::{ChannelName, NewEvent};
 use crate::hub::Hub;
 
 /// Whether a connection joined or left a channel.
@@ -43,8 +43,9 @@ pub struct ChannelActivity {
     /// Whether this changed the channel's presence (the user's first connection
     /// joined, or their last left).
     pub presence_changed: bool,
+    /// The user's public information from their token, if any.
     #[serde(skip)]
-    info: Option<serde_json::Value>,
+    pub info: Option<serde_json::Value>,
 }
 
 /// An event a client asked to publish, as a hook sees it.
@@ -138,23 +139,12 @@ pub(crate) fn spawn_activity_task(
             for hook in list {
                 hook(&activity);
             }
-            if activity.presence_changed && !hub.is_shutting_down() {
-                let (kind, data) = match activity.kind {
-                    ActivityKind::Join => (
-                        "presence.join",
-                        serde_json::json!({"user": activity.user, "info": activity.info}),
-                    ),
-                    ActivityKind::Leave => {
-                        ("presence.leave", serde_json::json!({"user": activity.user}))
-                    }
-                };
-                if let Ok(data) = Payload::json(&data) {
-                    let mut event = NewEvent::new(activity.channel.clone(), data).ephemeral();
-                    event.kind = Some(kind.to_owned());
-                    if let Err(e) = hub.publish_unchecked(event).await {
-                        tracing::warn!(error = %e, "presence event not published");
-                    }
-                }
+            // Presence is shared (and its joins and leaves announced) by the
+            // presence task, which sees every node's connections.
+            if let Some(user) = &activity.user
+                && hub.policies().of(&activity.channel).presence
+            {
+                hub.presence_changed(&activity.channel, user);
             }
             if let Some(webhooks) = hub.webhooks() {
                 webhooks.notify(&activity);
@@ -236,11 +226,18 @@ impl Membership {
     }
 }
 
-impl Drop for Membership {
-    fn drop(&mut self) {
+impl Membership {
+    /// The connection ended: it leaves every channel.
+    pub fn leave_all(&mut self) {
         for channel in std::mem::take(&mut self.channels) {
             self.channels.push(channel.clone());
             self.leave(&channel);
         }
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.leave_all();
     }
 }

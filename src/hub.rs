@@ -18,7 +18,8 @@ use crate::auth::Identity;
 use crate::broker::{Accepted, Broker, BrokerError, LocalDelivery, ResumeFrom};
 use crate::config::{Config, ConfigError};
 use crate::core::{
-    ChannelName, Event, EventError, Fanout, Member, NewEvent, Policies, Presence, Subscription,
+    ChannelName, ClusterView, Event, EventError, Fanout, Member, NewEvent, Policies, Presence,
+    Subscription,
 };
 use crate::hooks::{ChannelActivity, ClientEvent, Hooks};
 use crate::stats::{Gauges, Rejection, Snapshot, Stats};
@@ -80,6 +81,9 @@ pub(crate) struct Inner {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     components: Mutex<Vec<Readiness>>,
     presence: Presence,
+    /// Every node's presence, from the presence log (see `crate::presence`).
+    cluster: Mutex<ClusterView>,
+    presence_sync: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(ChannelName, String)>>,
     hooks: parking_lot::RwLock<Hooks>,
     activity: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ChannelActivity>>,
     webhooks: Option<Arc<Webhooks>>,
@@ -119,6 +123,8 @@ impl Hub {
                 per_ip: Mutex::new(HashMap::new()),
                 components: Mutex::new(Vec::new()),
                 presence: Presence::default(),
+                cluster: Mutex::new(ClusterView::default()),
+                presence_sync: std::sync::OnceLock::new(),
                 hooks: parking_lot::RwLock::new(Hooks::default()),
                 activity: std::sync::OnceLock::new(),
                 webhooks,
@@ -131,6 +137,10 @@ impl Hub {
             .set(crate::hooks::spawn_activity_task(Arc::downgrade(
                 &hub.inner,
             )));
+        let _ = hub
+            .inner
+            .presence_sync
+            .set(crate::presence::spawn(&hub));
         if let Some(postgres) = &hub.inner.config.postgres {
             crate::source::postgres::spawn(&hub, postgres.clone());
         }
@@ -201,16 +211,70 @@ impl Hub {
         }
     }
 
-    /// The users present on `channel` (for namespaces with presence), in the order
-    /// they joined.
+    /// The users present on `channel` (for namespaces with presence) on every node,
+    /// each once with their connections summed: this node's first, in the order they
+    /// joined, then those only on other nodes.
     pub fn presence(&self, channel: &ChannelName) -> Vec<Member> {
-        self.inner.presence.members(channel)
+        let mut members = self.inner.presence.members(channel);
+        let elsewhere = self
+            .inner
+            .cluster
+            .lock()
+            .members_except(channel, &self.inner.node);
+        for other in elsewhere {
+            match members.iter_mut().find(|m| m.user == other.user) {
+                Some(member) => member.connections += other.connections,
+                None => members.push(other),
+            }
+        }
+        members
     }
 
-    /// Publishes an event of the hub's own (presence), whose type publishers may not use.
-    pub(crate) async fn publish_unchecked(&self, event: NewEvent) -> Result<Accepted, BrokerError> {
+    /// A connection count of `user` on `channel` changed on this node: share it.
+    pub(crate) fn presence_changed(&self, channel: &ChannelName, user: &str) {
+        if let Some(tx) = self.inner.presence_sync.get() {
+            let _ = tx.send((channel.clone(), user.to_owned()));
+        }
+    }
+
+    pub(crate) fn cluster_view(&self) -> parking_lot::MutexGuard<'_, ClusterView> {
+        self.inner.cluster.lock()
+    }
+
+    /// This node's name (in connection ids, webhooks and the presence log).
+    pub(crate) fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// Whether this hub is alone (memory broker): nothing to share with other nodes.
+    pub(crate) fn single_node(&self) -> bool {
+        matches!(
+            self.inner.config.broker_kind(),
+            Ok(crate::config::BrokerKind::Memory) | Err(_)
+        )
+    }
+
+    pub(crate) fn weak(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    /// A subscription of the hub's own (not a client connection) on `channels`.
+    pub(crate) fn register_internal(
+        &self,
+        channels: Vec<ChannelName>,
+        capacity: usize,
+    ) -> Subscription {
+        let id = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
+        self.inner.fanout.register(id, channels, capacity)
+    }
+
+    /// Publishes an event of the hub's own (presence), not counted as published.
+    pub(crate) async fn publish_internal(&self, event: NewEvent) -> Result<Accepted, BrokerError> {
         let mut accepted = self.inner.broker.publish(vec![event]).await?;
-        self.inner.stats.published(1);
         accepted
             .pop()
             .ok_or_else(|| BrokerError::Unavailable("no event accepted".into()))

@@ -29,6 +29,7 @@
 //! - [`hub`]: the [`Hub`] handle tying them together, with limits and shutdown.
 //! - [`hooks`]: channel joins and leaves, presence, the application's hooks (and,
 //!   in `webhooks`, the same as signed HTTP callbacks).
+//! - `presence`: presence shared between nodes through the broker.
 //! - [`http`]: the HTTP routes (SSE, publish, history, ops, demo page).
 //! - [`server`]: the accept loop with per-connection control and graceful shutdown.
 //! - [`source`]: event sources the hub reads itself; [`source::postgres`] turns table
@@ -43,6 +44,7 @@ pub mod core;
 pub mod hooks;
 pub mod http;
 pub mod hub;
+mod presence;
 pub mod server;
 pub mod source;
 pub mod stats;

@@ -15,6 +15,7 @@ mod run;
 mod sse;
 mod stats;
 mod target;
+mod ws;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::publish::PublishFormat;
 use crate::run::RunConfig;
 use crate::sse::ReadyOn;
 use crate::target::{Channel, PathTemplate, Target, local_port_range, parse_source_ips};
+use crate::ws::Transport;
 
 /// Load generator for the Herald push hub: SSE subscribers, timestamped
 /// publishes, and a report of throughput, latency, loss and hub memory.
@@ -49,7 +51,12 @@ struct Args {
     #[arg(long, env = "HERALD_TOKEN", hide_env_values = true)]
     token: Option<String>,
 
-    /// Number of SSE subscriber connections.
+    /// How subscribers connect: Server-Sent Events, or WebSocket (`/ws`,
+    /// Herald's JSON frames; publishing stays on HTTP).
+    #[arg(long, value_enum, default_value_t = Transport::Sse)]
+    transport: Transport,
+
+    /// Number of subscriber connections.
     #[arg(short = 'n', long, default_value_t = 100)]
     connections: usize,
 
@@ -145,9 +152,11 @@ struct Args {
     stats_path: String,
 
     /// Subscribe path; `{channel}` is replaced by the channel name and
-    /// `token=` is appended when a token is given.
-    #[arg(long, default_value = "/events?channel={channel}")]
-    subscribe_path: String,
+    /// `token=` is appended when a token is given. Default:
+    /// `/events?channel={channel}`, or `/ws?channel={channel}` with
+    /// `--transport ws`.
+    #[arg(long)]
+    subscribe_path: Option<String>,
 
     /// Publish path; may contain `{channel}` (needed with --publish-format raw).
     #[arg(long, default_value = "/publish")]
@@ -276,7 +285,11 @@ fn build_config(args: Args, threads: usize) -> Result<RunConfig> {
         }
         None => None,
     };
-    let subscribe_path = PathTemplate::new(&args.subscribe_path)?;
+    let subscribe_path = PathTemplate::new(
+        args.subscribe_path
+            .as_deref()
+            .unwrap_or(args.transport.default_path()),
+    )?;
     if !subscribe_path.has_channel() {
         notes.push(
             "--subscribe-path has no {channel}: every connection subscribes to the same path"
@@ -332,6 +345,7 @@ fn build_config(args: Args, threads: usize) -> Result<RunConfig> {
         connect_timeout: secs("connect-timeout", args.connect_timeout)?,
         source_ips,
         ready_on: args.ready_on,
+        transport: args.transport,
         subscribe_path,
         publish_path,
         publish_format,
@@ -413,6 +427,16 @@ mod tests {
         assert_eq!(cfg.events, 10_000);
         assert_eq!(cfg.publish_format, PublishFormat::Herald);
         assert!(cfg.notes.is_empty(), "{:?}", cfg.notes);
+        assert_eq!(cfg.transport, Transport::Sse);
+        assert_eq!(
+            cfg.subscribe_path.render_with_token("", "c", None),
+            "/events?channel=c"
+        );
+        let cfg = parse(&["--transport", "ws"])?;
+        assert_eq!(
+            cfg.subscribe_path.render_with_token("", "c", None),
+            "/ws?channel=c"
+        );
         Ok(())
     }
 

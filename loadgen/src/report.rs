@@ -78,6 +78,8 @@ pub(crate) struct ErrorSample {
 pub(crate) struct Report {
     /// `publish` or `idle`.
     pub(crate) mode: &'static str,
+    /// How subscribers connect: `sse` or `ws`.
+    pub(crate) transport: &'static str,
     /// Hub base URLs.
     pub(crate) urls: Vec<String>,
     /// Subscribers that became ready.
@@ -170,8 +172,9 @@ impl Report {
     fn write_human(&self, s: &mut String) -> std::fmt::Result {
         writeln!(
             s,
-            "herald-loadgen ({} mode) against {}",
+            "herald-loadgen ({} mode, {} subscribers) against {}",
             self.mode,
+            self.transport,
             self.urls.join(", ")
         )?;
         writeln!(
@@ -294,6 +297,7 @@ mod tests {
     fn json_has_the_documented_fields() -> anyhow::Result<()> {
         let r = Report {
             mode: "publish",
+            transport: "sse",
             ..Report::default()
         };
         let v = serde_json::to_value(&r)?;

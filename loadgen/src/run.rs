@@ -17,6 +17,7 @@ use crate::report::{ErrorSample, Latency, OtherEventCounts, Report, per_sec};
 use crate::sse::{self, Outcome, ReadyOn, SubConfig};
 use crate::stats::Shared;
 use crate::target::{Channel, PathTemplate, Target};
+use crate::ws::{self, Transport};
 
 /// Validated settings for one run.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub(crate) struct RunConfig {
     pub(crate) source_ips: Vec<IpAddr>,
     /// What makes a subscriber ready.
     pub(crate) ready_on: ReadyOn,
+    /// SSE or WebSocket subscribers.
+    pub(crate) transport: Transport,
     /// Subscribe path template.
     pub(crate) subscribe_path: PathTemplate,
     /// Publish path template.
@@ -203,7 +206,14 @@ pub(crate) async fn run(cfg: RunConfig) -> Result<Report> {
     let mut subscribers = JoinSet::new();
     let connect_start_us = shared.clock.now_us();
     for idx in 0..n {
-        subscribers.spawn(sse::run_subscriber(sub_cfg.clone(), idx, tx.clone()));
+        match cfg.transport {
+            Transport::Sse => {
+                subscribers.spawn(sse::run_subscriber(sub_cfg.clone(), idx, tx.clone()))
+            }
+            Transport::Ws => {
+                subscribers.spawn(ws::run_subscriber(sub_cfg.clone(), idx, tx.clone()))
+            }
+        };
     }
     drop(tx);
     let mut subs = vec![0u64; m];
@@ -334,6 +344,7 @@ pub(crate) async fn run(cfg: RunConfig) -> Result<Report> {
     let o = &s.other_events;
     let report = Report {
         mode: if cfg.idle { "idle" } else { "publish" },
+        transport: cfg.transport.name(),
         urls: cfg.targets.iter().map(|t| t.url.clone()).collect(),
         connections: connected,
         connections_requested: n as u64,

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::core::{BROADCAST, ChannelName, Event, NewEvent, Payload};
+use crate::core::{ChannelName, Event, NewEvent, Payload};
 
 /// The stored form of an event.
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,13 +81,7 @@ pub(crate) fn decode(text: &[u8]) -> Option<Decoded> {
     let channels: Vec<ChannelName> = wire
         .c
         .iter()
-        .filter_map(|c| {
-            if c == BROADCAST {
-                Some(ChannelName::broadcast())
-            } else {
-                ChannelName::new(c).ok()
-            }
-        })
+        .filter_map(|c| ChannelName::from_broker(c))
         .collect();
     let first = channels.first()?.clone();
     let data = Bytes::from(wire.d.into_owned());

@@ -16,6 +16,9 @@ pub const MAX_CHANNEL_LEN: usize = 200;
 
 /// The channel every connection joins on its own: a publish to it reaches everyone.
 pub const BROADCAST: &str = "$broadcast";
+/// The hub's own channel between nodes carrying presence changes; no client may
+/// subscribe or publish to it.
+pub const PRESENCE_LOG: &str = "$presence";
 
 /// The namespace of private user channels (`user:{id}`).
 pub const USER_NAMESPACE: &str = "user";
@@ -68,6 +71,21 @@ impl ChannelName {
     /// The broadcast channel, which every connection joins.
     pub fn broadcast() -> Self {
         Self(Arc::from(BROADCAST))
+    }
+
+    /// The channel on which nodes share presence ([`PRESENCE_LOG`]).
+    pub fn presence_log() -> Self {
+        Self(Arc::from(PRESENCE_LOG))
+    }
+
+    /// A name of the hub's own (`$broadcast`, `$presence`) or a valid name, as
+    /// read back from a broker.
+    pub fn from_broker(name: &str) -> Option<Self> {
+        match name {
+            BROADCAST => Some(Self::broadcast()),
+            PRESENCE_LOG => Some(Self::presence_log()),
+            other => Self::new(other).ok(),
+        }
     }
 
     /// The private channel of `user`.

@@ -291,6 +291,14 @@ impl Subscription {
         true
     }
 
+    /// Removes every channel: nothing more is queued for this subscription.
+    pub fn remove_all(&mut self) {
+        let channels = std::mem::take(&mut self.channels);
+        self.fanout.unregister(self.id, &channels);
+        self.floors.clear();
+        self.backlog.clear();
+    }
+
     /// Queues the replay of one channel (added with [`Subscription::add_channel`])
     /// and an optional reset for it; live events of that channel at or before
     /// `after_seq` or the last replayed position are skipped.
@@ -347,6 +355,15 @@ impl Subscription {
                 Some(event) if self.wanted(&event) => return Ok(Some(Item::Event(event))),
                 Some(_) => continue,
             }
+        }
+    }
+
+    /// Completes once the queue has overflowed and the connection must close. A
+    /// transport blocked writing to a reader that stopped reading waits on this
+    /// beside the write, so the overflow is noticed while the write is stuck.
+    pub async fn overflowed(&self) {
+        while !self.subscriber.overflowed.load(Ordering::Relaxed) {
+            self.subscriber.overflow.notified().await;
         }
     }
 

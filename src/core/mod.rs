@@ -15,4 +15,4 @@ pub use event::{Event, EventError, FrameFormat, NewEvent, Payload};
 pub use fanout::{Delivered, Fanout, Item, Overflow, Reset, ResetReason, Subscription};
 pub use history::{ChannelLog, ChannelLogs, HistoryPolicy, Resumed};
 pub use policy::{Denied, Grants, NamespacePolicy, Policies, SubscribeRule};
-pub use presence::{Member, Presence};
+pub use presence::{ClusterView, Member, Presence, Transition};

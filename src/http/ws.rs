@@ -41,6 +41,11 @@ pub const CLOSE_RESTART: u16 = 1012;
 /// Close code: a frame was larger than allowed.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
+/// How long a closing connection waits for its close frame to be written. A reader
+/// that stopped reading gets this long to take what is queued in the socket and
+/// then the close code; after it the connection is dropped.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// `GET /ws`: upgrade to a WebSocket. The query takes the same `channel`,
 /// `last_event_id` and `token` parameters as `GET /events`.
 pub(super) async fn ws(
@@ -174,15 +179,27 @@ impl Connection {
 
     async fn run(mut self, close: Option<tokio_util::sync::CancellationToken>) {
         let end = self.serve().await;
+        // The connection is over for its channels now, whatever the close handshake
+        // below takes.
+        self.membership.leave_all();
+        self.subscription.remove_all();
         if let End::Close(code, reason) = end {
             let frame = CloseFrame {
                 code,
                 reason: Utf8Bytes::from_static(reason),
             };
-            let _ = tokio::time::timeout(
-                Duration::from_secs(1),
-                self.socket.send(Message::Close(Some(frame))),
-            )
+            // Send the close frame, then wait for the client's answer before dropping
+            // the socket, so the frame is not lost to a reset.
+            let socket = &mut self.socket;
+            let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                socket.send(Message::Close(Some(frame))).await?;
+                while let Some(message) = socket.recv().await {
+                    if let Message::Close(_) = message? {
+                        break;
+                    }
+                }
+                Ok::<_, axum::Error>(())
+            })
             .await;
         }
         if let Some(close) = close {
@@ -272,11 +289,13 @@ impl Connection {
                     return End::Close(CLOSE_SLOW_CONSUMER, "too slow: reconnect and resume");
                 }
                 Wake::Item(Ok(None)) => return End::Gone,
-                Wake::Item(Ok(Some(item))) => {
-                    if !self.send_items(item).await {
-                        return End::Gone;
+                Wake::Item(Ok(Some(item))) => match self.send_items(item).await {
+                    Sent::Done => {}
+                    Sent::Failed => return End::Gone,
+                    Sent::Overflowed => {
+                        return End::Close(CLOSE_SLOW_CONSUMER, "too slow: reconnect and resume");
                     }
-                }
+                },
                 Wake::Message(None) => return End::Gone,
                 Wake::Message(Some(Err(e))) => {
                     let text = e.to_string();
@@ -314,8 +333,10 @@ impl Connection {
         }
     }
 
-    /// Sends an item and whatever else is ready, flushing once.
-    async fn send_items(&mut self, first: Item) -> bool {
+    /// Sends an item and whatever else is ready, flushing once. A write blocked by a
+    /// reader that stopped reading is abandoned as soon as the queue overflows (the
+    /// frames already handed to the socket stay buffered ahead of the close frame).
+    async fn send_items(&mut self, first: Item) -> Sent {
         let mut frames = vec![self.encode(&first)];
         while frames.len() < 64 {
             match self.subscription.try_next() {
@@ -324,16 +345,23 @@ impl Connection {
             }
         }
         let timeout = self.hub.config().ws.ping_timeout;
+        let socket = &mut self.socket;
         let send = async {
             for frame in frames {
                 let Ok(text) = Utf8Bytes::try_from(frame) else {
                     continue;
                 };
-                self.socket.feed(Message::Text(text)).await?;
+                socket.feed(Message::Text(text)).await?;
             }
-            self.socket.flush().await
+            socket.flush().await
         };
-        matches!(tokio::time::timeout(timeout, send).await, Ok(Ok(())))
+        tokio::select! {
+            sent = tokio::time::timeout(timeout, send) => match sent {
+                Ok(Ok(())) => Sent::Done,
+                _ => Sent::Failed,
+            },
+            _ = self.subscription.overflowed() => Sent::Overflowed,
+        }
     }
 
     fn encode(&mut self, item: &Item) -> Bytes {
@@ -540,6 +568,15 @@ impl Connection {
         let users = self.hub.presence(&channel);
         Ok(json!({"type": "presence", "channel": channel, "users": users}))
     }
+}
+
+/// What became of a write of events.
+enum Sent {
+    Done,
+    /// The socket failed or stayed blocked past the ping timeout.
+    Failed,
+    /// The queue overflowed while the write was blocked.
+    Overflowed,
 }
 
 enum Wake {

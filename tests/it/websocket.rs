@@ -309,10 +309,14 @@ async fn presence_counts_users_once_and_sees_them_leave() {
     // answering pings): the ping timeout notices, and ana leaves.
     drop(tab1);
     assert!(watcher.none_of("never", Duration::from_millis(300)).await);
-    let frozen = tab2; // never read again, so never answers a ping
+    let mut frozen = tab2; // never read again, so never answers a ping
     let leave = watcher.event_of("presence.leave").await;
     assert_eq!(leave["data"]["user"], "ana");
-    drop(frozen);
+    assert_eq!(
+        frozen.close_code().await,
+        Some(CloseCode::Library(4008)),
+        "closed for silence"
+    );
 
     // SSE subscribers are present too.
     let bob = hub.token(Some("bob"), &["doc:*"], &[]);
@@ -671,4 +675,263 @@ async fn webhooks_report_joins_leaves_and_vet_client_events() {
             .collect();
         assert_eq!(signature, format!("sha256={expected}"));
     }
+}
+
+/// A WebSocket client with a small receive buffer that the test can stop reading.
+type RawSocket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn open_raw(hub: &TestHub, query: &str) -> RawSocket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(hub.addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws?{query}", hub.addr), stream)
+        .await
+        .unwrap();
+    ws
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_while_a_reader_gets_everything() {
+    let hub = TestHub::builder()
+        // A queue longer than the socket buffers hold, so the hub's writes to the
+        // stalled client block before its queue overflows.
+        .config(|c| c.limits.queue_size = 1024)
+        .start()
+        .await;
+    let token = hub.token(Some("ana"), &["feed"], &[]);
+    let mut stalled = open_raw(&hub, &format!("channel=feed&token={token}")).await;
+    let Some(Ok(Message::Text(first))) = stalled.next().await else {
+        panic!("a connected frame");
+    };
+    let connected: Value = serde_json::from_str(&first).unwrap();
+    let stalled_id = connected["connection_id"].as_str().unwrap().to_owned();
+    let left = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = left.clone();
+    hub.hub
+        .on_leave(move |a| log.lock().push(a.connection_id.clone()));
+    // The reader forwards the ids of its events as it reads them.
+    let reader = Ws::open(&hub, "channel=feed", Some(&token)).await;
+    let (tx, mut ids) = tokio::sync::mpsc::unbounded_channel::<Value>();
+    let reading = tokio::spawn(async move {
+        let mut reader = reader;
+        loop {
+            let frame = reader.expect("event").await;
+            if tx.send(frame["id"].clone()).is_err() {
+                return;
+            }
+        }
+    });
+
+    // Publish 32 KiB events in steps the reader keeps up with, until the stalled
+    // client's socket buffers and queue are full (bounded: at most 4000 events).
+    let channel = herald::ChannelName::new("feed").unwrap();
+    let payload = "x".repeat(32 * 1024);
+    let mut published = Vec::new();
+    while hub.hub.stats().slow_consumer_disconnects == 0 {
+        assert!(
+            published.len() < 4000,
+            "the stalled client never overflowed"
+        );
+        for _ in 0..8 {
+            let event = herald::NewEvent::text(channel.clone(), payload.clone());
+            published.push(hub.hub.publish(event).await.unwrap().id);
+        }
+        for id in &published[published.len() - 8..] {
+            let got = tokio::time::timeout(PATIENCE, ids.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(got, json!(id));
+        }
+    }
+    // The reader got every event, in order, once; and it keeps getting them.
+    let after = hub
+        .hub
+        .publish(herald::NewEvent::text(channel.clone(), "after"))
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, ids.recv()).await.unwrap(),
+        Some(json!(after))
+    );
+    reading.abort();
+
+    // The hub let go of the stalled connection without waiting for it to read.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !left.lock().contains(&stalled_id) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled connection was not let go"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The stalled client, reading again, finds what was buffered and then the close
+    // code that tells it to reconnect and resume.
+    let mut seen = 0;
+    let code = loop {
+        match tokio::time::timeout(PATIENCE, stalled.next())
+            .await
+            .expect("the hub closes the stalled client")
+        {
+            Some(Ok(Message::Text(_))) => seen += 1,
+            Some(Ok(Message::Close(frame))) => break frame.map(|f| f.code),
+            Some(Ok(_)) => {}
+            other => panic!("expected a close frame after {seen} events, got {other:?}"),
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Library(4000)));
+    assert!(seen < published.len(), "it fell behind: {seen} events");
+}
+
+#[tokio::test]
+async fn every_bad_frame_gets_its_error_and_limits_hold() {
+    let hub = TestHub::builder()
+        .config(|c| {
+            c.limits.max_channels_per_connection = 2;
+            c.limits.max_connections = 3;
+            namespace(c, "chat", |ns| ns.client_publish = Some(true));
+        })
+        .start()
+        .await;
+    let token = hub.token(Some("ana"), &["*"], &["chat:*"]);
+    let mut ws = Ws::open(&hub, "", Some(&token)).await;
+    let answer = ws.request(json!({"op": "ping", "colour": "blue"})).await;
+    assert_eq!(answer["code"], "invalid_frame", "unknown fields: {answer}");
+    let answer = ws.request(json!({"op": 7})).await;
+    assert_eq!(answer["code"], "invalid_frame", "{answer}");
+    let answer = ws
+        .request(json!({"op": "publish", "channel": "chat:1", "channels": ["chat:2"], "data": 1}))
+        .await;
+    assert_eq!(answer["code"], "invalid_target");
+    let answer = ws
+        .request(json!({"op": "publish", "channel": "chat:1", "type": "connected", "data": 1}))
+        .await;
+    assert_eq!(
+        answer["code"], "invalid_event",
+        "a hub event name: {answer}"
+    );
+    let answer = ws
+        .request(json!({"op": "presence", "channel": "chat:1"}))
+        .await;
+    assert_eq!(answer["code"], "presence_disabled");
+    let answer = ws.request(json!({"op": "presence"})).await;
+    assert_eq!(answer["code"], "missing_channel");
+    for name in ["a", "b"] {
+        let ack = ws
+            .request(json!({"op": "subscribe", "channel": name}))
+            .await;
+        assert_eq!(ack["type"], "ack", "{ack}");
+    }
+    let answer = ws.request(json!({"op": "subscribe", "channel": "c"})).await;
+    assert_eq!(answer["code"], "too_many_channels");
+    let answer = ws
+        .request(json!({"op": "subscribe", "channel": "$broadcast"}))
+        .await;
+    assert_eq!(answer["code"], "invalid_channel", "{answer}");
+    // Still open after all of it.
+    assert_eq!(ws.request(json!({"op": "ping"})).await["type"], "pong");
+
+    // Connection limits count WebSockets like SSE streams: past them, 503.
+    let _two = Ws::open(&hub, "", Some(&token)).await;
+    let _three = Ws::open(&hub, "", Some(&token)).await;
+    match tokio_tungstenite::connect_async(format!("ws://{}/ws?token={token}", hub.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "too_many_connections");
+        }
+        other => panic!("expected a 503, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn webhooks_retry_time_out_and_stay_quiet_on_shutdown() {
+    let attempts = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let log = attempts.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let log = log.clone();
+            async move {
+                let value: Value = serde_json::from_str(&body).unwrap();
+                let tries = {
+                    let mut log = log.lock();
+                    log.push(value.clone());
+                    log.iter()
+                        .filter(|v| v["event"]["data"] == value["event"]["data"])
+                        .count()
+                };
+                match value["event"]["data"].as_str() {
+                    // Fails once, then lets the event through.
+                    Some("flaky") if tries == 1 => {
+                        (axum::http::StatusCode::SERVICE_UNAVAILABLE, "{}".to_owned())
+                    }
+                    // Never answers in time.
+                    Some("slow") => {
+                        tokio::time::sleep(Duration::from_secs(3)).await;
+                        (axum::http::StatusCode::OK, "{}".to_owned())
+                    }
+                    _ => (axum::http::StatusCode::OK, "{}".to_owned()),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(axum::serve(listener, app).into_future());
+    let hub = TestHub::builder()
+        .config(|c| {
+            namespace(c, "chat", |ns| ns.client_publish = Some(true));
+            c.webhooks.url = Some(url);
+            c.webhooks.secret = Some("webhook-secret-0123456789".into());
+            c.webhooks.timeout = Duration::from_millis(200);
+            c.webhooks.retries = 1;
+            c.webhooks.batch_window = Duration::from_millis(20);
+        })
+        .start()
+        .await;
+    let ana = hub.token(Some("ana"), &["chat:*"], &["chat:*"]);
+    let mut ws = Ws::open(&hub, "channel=chat:1", Some(&ana)).await;
+    let answer = ws
+        .request(json!({"op": "publish", "channel": "chat:1", "data": "flaky"}))
+        .await;
+    assert_eq!(answer["type"], "ack", "retried after a 503: {answer}");
+    let answer = ws
+        .request(json!({"op": "publish", "channel": "chat:1", "data": "slow"}))
+        .await;
+    assert_eq!(answer["code"], "refused", "timed out twice: {answer}");
+    let count = |data: &str| {
+        attempts
+            .lock()
+            .iter()
+            .filter(|v| v["event"]["data"] == data)
+            .count()
+    };
+    assert_eq!((count("flaky"), count("slow")), (2, 2));
+
+    // Wait for the join to be reported, then stop the hub: one node_stopping, and
+    // none of the leaves of the connections it closes.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !attempts.lock().iter().any(|v| v["type"] == "activity") {
+        assert!(tokio::time::Instant::now() < deadline, "no join reported");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    hub.hub.shutdown();
+    assert_eq!(ws.close_code().await, Some(CloseCode::Restart));
+    hub.stop().await.unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !attempts.lock().iter().any(|v| v["type"] == "node_stopping") {
+        assert!(tokio::time::Instant::now() < deadline, "no node_stopping");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let leaves = attempts
+        .lock()
+        .iter()
+        .filter(|v| v["type"] == "activity")
+        .flat_map(|v| v["events"].as_array().unwrap().clone())
+        .filter(|e| e["type"] == "leave")
+        .count();
+    assert_eq!(leaves, 0, "{:?}", attempts.lock());
 }
