@@ -67,16 +67,24 @@ struct Answer {
     reset: Option<serde_json::Value>,
     last_event_id: String,
     retry_ms: u64,
+    user: Option<String>,
+    channels: Vec<crate::core::ChannelName>,
 }
 
 impl Answer {
-    fn new(last_event_id: String) -> Self {
+    fn new(
+        last_event_id: String,
+        user: Option<String>,
+        channels: Vec<crate::core::ChannelName>,
+    ) -> Self {
         Self {
             events: Vec::new(),
             bytes: 0,
             reset: None,
             last_event_id,
             retry_ms: 0,
+            user,
+            channels,
         }
     }
 
@@ -138,6 +146,10 @@ impl Answer {
         body.push_str(&serde_json::Value::from(self.last_event_id).to_string());
         body.push_str(",\"retry_ms\":");
         body.push_str(&self.retry_ms.to_string());
+        body.push_str(",\"user\":");
+        body.push_str(&serde_json::Value::from(self.user).to_string());
+        body.push_str(",\"channels\":");
+        body.push_str(&serde_json::to_string(&self.channels).unwrap_or_default());
         body.push('}');
         let mut response = (StatusCode::OK, body).into_response();
         let h = response.headers_mut();
@@ -168,13 +180,14 @@ pub(super) async fn poll(
     } = open(&hub, &headers, request.uri(), info.as_ref(), true)?;
     let Some(from) = resume else {
         let head = hub.position().await.map_err(unavailable)?;
-        return Ok(Answer::new(head).into_response());
+        return Ok(Answer::new(head, identity.user, channels).into_response());
     };
     let (mut subscription, start) = hub
         .subscribe_from(&admission, channels, Some(from))
         .await
         .map_err(unavailable)?;
-    let mut answer = Answer::new(start);
+    let user = identity.user.clone();
+    let mut answer = Answer::new(start, user, subscription.channels().to_vec());
     answer.drain(&mut subscription);
     if !answer.is_empty() || timeout.is_zero() {
         return Ok(answer.into_response());

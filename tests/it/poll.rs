@@ -238,7 +238,10 @@ async fn credentials_and_grants_are_checked_as_for_streams() {
 async fn a_user_gets_their_own_channel_and_nobody_elses() {
     let hub = TestHub::start().await;
     let ana = hub.token(Some("ana"), &[], &[]);
-    let position = last(&ok(&hub, "", &ana).await);
+    let first = ok(&hub, "", &ana).await;
+    assert_eq!(first["user"], "ana");
+    assert_eq!(first["channels"], json!(["user:ana", "$broadcast"]));
+    let position = last(&first);
     hub.publish(json!({"channel": "user:bob", "data": "for bob"}))
         .await;
     let mine = hub
