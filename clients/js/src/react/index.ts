@@ -1,3 +1,4 @@
 export { HeraldProvider, useHeraldClient } from './context.js';
 export type { HeraldProviderProps } from './context.js';
-export { useChannel, useConnectionState } from './hooks.js';
+export { applyPresence, useChannel, useConnectionState, usePresence } from './hooks.js';
+export type { PresenceState } from './hooks.js';

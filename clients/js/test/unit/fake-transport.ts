@@ -10,7 +10,7 @@ import type { ConnectedInfo } from '../../src/types.js';
 
 /** A transport whose connections the test drives by hand. */
 export class FakeTransport implements Transport {
-  readonly name = 'fake';
+  readonly name: string = 'fake';
   readonly connections: FakeConnection[] = [];
 
   open(request: TransportRequest, sink: TransportSink): TransportConnection {
@@ -52,7 +52,7 @@ export class FakeConnection implements TransportConnection {
   connected(info: Partial<ConnectedInfo> = {}): this {
     return this.send({
       kind: 'connected',
-      info: { connectionId: '1', user: 'u', channels: [...this.request.channels], heartbeatMs: 30_000, ...info },
+      info: { connectionId: '1', user: 'u', channels: [...this.request.channels], heartbeatMs: 30_000, lastEventId: null, transport: 'fake', ...info },
     });
   }
 
