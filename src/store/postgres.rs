@@ -180,7 +180,7 @@ impl PgStore {
         &self,
         new: &NewNotification,
     ) -> Result<Notification, StoreError> {
-        let made = stamp("", new, true);
+        let made = stamp("*", new, true);
         let client = self.client().await?;
         client
             .execute(

@@ -222,7 +222,7 @@ impl SqliteStore {
         &self,
         new: &NewNotification,
     ) -> Result<Notification, StoreError> {
-        let made = stamp("", new, true);
+        let made = stamp("*", new, true);
         self.write(move |tx| {
             tx.execute(
                 "INSERT INTO broadcasts (id, title, message, kind, link, data, created_at)
