@@ -5,8 +5,97 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::fixture::process::herald_command as herald;
+use crate::fixture::process::{HubProcess, herald_command as herald};
 use crate::fixture::{SECRET, TestHub};
+
+#[tokio::test]
+async fn a_killed_hub_loses_no_accepted_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inbox.db");
+    let db = db.to_str().unwrap();
+    let auth = herald::auth::Authenticator::from_config(&herald::config::AuthConfig {
+        jwt_secret: Some(SECRET.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let mint = |sub: &str, publish: &str| {
+        let mut claims = herald::auth::Claims::new(Some(sub.into()), Duration::from_secs(600));
+        if !publish.is_empty() {
+            claims.herald.publish = vec![herald::core::ChannelPattern::parse(publish).unwrap()];
+        }
+        auth.mint(&claims).unwrap()
+    };
+    let (publisher, alice) = (mint("svc", "*"), mint("alice", ""));
+    let http = reqwest::Client::new();
+
+    let mut hub = HubProcess::builder()
+        .env("HERALD_STORE__PATH", db)
+        .start()
+        .await;
+    let url = hub.url.clone();
+    let mut accepted = Vec::new();
+    for i in 0..20 {
+        let response = http
+            .post(format!("{url}/api/notifications"))
+            .bearer_auth(&publisher)
+            .json(&serde_json::json!({"user": "alice", "title": format!("n{i}"), "type": "info"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.unwrap();
+        accepted.push(body["notifications"][0]["id"].as_str().unwrap().to_owned());
+    }
+    // No graceful shutdown: the process is killed outright.
+    hub.kill().await;
+
+    let mut hub = HubProcess::builder()
+        .env("HERALD_STORE__PATH", db)
+        .start()
+        .await;
+    let url = hub.url.clone();
+    let page: serde_json::Value = http
+        .get(format!("{url}/api/notifications?limit=100"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut listed: Vec<String> = page["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect();
+    listed.reverse();
+    assert_eq!(listed, accepted);
+    assert_eq!(page["unread_count"], 20);
+    hub.kill().await;
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_opened_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing-dir").join("herald.db");
+    let out = herald()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HERALD_STORE__PATH", path.to_str().unwrap())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store.path"));
+    let out = herald()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HERALD_STORE__KIND", "postgres")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store.url"));
+}
 
 #[tokio::test]
 async fn a_bad_config_exits_64_naming_the_key() {

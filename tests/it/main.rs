@@ -8,6 +8,7 @@ mod brokers;
 mod cli;
 mod delivery;
 mod fixture;
+mod inbox;
 mod limits;
 #[cfg(all(feature = "redis", feature = "nats"))]
 mod nodes;
@@ -17,4 +18,5 @@ mod postgres;
 mod publish;
 mod resume;
 mod shutdown;
+mod tasks;
 mod websocket;
