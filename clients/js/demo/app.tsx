@@ -214,6 +214,7 @@ function Bell({ user }: { user: string }) {
         type="button"
         className="bell"
         data-testid="bell"
+        data-fetches={inbox.fetches}
         aria-expanded={open}
         aria-label={`Notifications, ${inbox.unreadCount} unread`}
         onClick={() => setOpen((v) => !v)}
@@ -226,7 +227,7 @@ function Bell({ user }: { user: string }) {
         </span>
       </button>
       {open && (
-        <div className="dropdown" data-testid="notifications" data-fetches={inbox.fetches} role="dialog" aria-label="Notifications">
+        <div className="dropdown" data-testid="notifications" role="dialog" aria-label="Notifications">
           <div className="dropdown-head">
             <strong>Notifications</strong>
             <span className="actions">
@@ -294,7 +295,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function Jobs({ user }: { user: string }) {
   const client = useDemoClient();
-  const { tasks, loading, error } = useTasks({ user, limit: 10 });
+  const { tasks, loading, error, fetches } = useTasks({ user, limit: 10 });
   const [failure, setFailure] = useState<string | null>(null);
 
   // The page plays the part of a backend worker: it reports progress with
@@ -323,7 +324,7 @@ function Jobs({ user }: { user: string }) {
   };
 
   return (
-    <section className="panel" data-testid="jobs" aria-labelledby="jobs-title">
+    <section className="panel" data-testid="jobs" data-fetches={fetches} aria-labelledby="jobs-title">
       <div className="panel-head">
         <h2 id="jobs-title">Jobs</h2>
         <button type="button" data-testid="start-job" onClick={() => void start()}>

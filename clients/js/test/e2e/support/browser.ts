@@ -100,8 +100,13 @@ export interface TestPage {
   readonly streams: string[];
 }
 
-export async function openPage(browser: Browser, url: string, setup?: (page: Page) => Promise<void>): Promise<TestPage> {
-  const context = await browser.newContext();
+export async function openPage(
+  browser: Browser,
+  url: string,
+  setup?: (page: Page) => Promise<void>,
+  context?: BrowserContext,
+): Promise<TestPage> {
+  context ??= await browser.newContext({ viewport: { width: 1280, height: 860 } });
   context.setDefaultTimeout(10_000);
   const page = await context.newPage();
   const logs: string[] = [];
@@ -129,6 +134,19 @@ function slug(text: string): string {
   return text.replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '').slice(0, 80) || 'test';
 }
 
+/** Screenshots each page into `test-results/` and prints its console. */
+async function capture(name: string, pages: readonly TestPage[]): Promise<void> {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  for (const [i, testPage] of pages.entries()) {
+    const file = path.join(ARTIFACTS, `${slug(name)}${pages.length > 1 ? `-${i + 1}` : ''}.png`);
+    await testPage.page.screenshot({ path: file, fullPage: true, timeout: 5000 }).then(
+      () => console.error(`screenshot: ${file}`),
+      (shotError: Error) => console.error(`screenshot failed: ${shotError.message}`),
+    );
+    if (testPage.logs.length > 0) console.error(`page ${i + 1} console:\n  ${testPage.logs.join('\n  ')}`);
+  }
+}
+
 /**
  * Runs a test body on a fresh page. On failure the page is screenshotted into
  * `test-results/` and its console printed; the page is closed in any case.
@@ -144,15 +162,35 @@ export async function withPage(
   try {
     await body(testPage);
   } catch (error) {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    const file = path.join(ARTIFACTS, `${slug(name)}.png`);
-    await testPage.page.screenshot({ path: file, fullPage: true, timeout: 5000 }).then(
-      () => console.error(`screenshot: ${file}`),
-      (shotError: Error) => console.error(`screenshot failed: ${shotError.message}`),
-    );
-    if (testPage.logs.length > 0) console.error(`page console:\n  ${testPage.logs.join('\n  ')}`);
+    await capture(name, [testPage]);
     throw error;
   } finally {
     await testPage.context.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Runs a test body that opens pages of its own with `open` (each in a new browser
+ * context unless one is given: a second tab of the same user shares a context).
+ * On failure every page is screenshotted; all are closed in any case.
+ */
+export async function withPages(
+  name: string,
+  browser: Browser,
+  body: (open: (url: string, context?: BrowserContext) => Promise<TestPage>) => Promise<void>,
+): Promise<void> {
+  const opened: TestPage[] = [];
+  const open = async (url: string, context?: BrowserContext): Promise<TestPage> => {
+    const testPage = await openPage(browser, url, undefined, context);
+    opened.push(testPage);
+    return testPage;
+  };
+  try {
+    await body(open);
+  } catch (error) {
+    await capture(name, opened);
+    throw error;
+  } finally {
+    for (const context of new Set(opened.map((p) => p.context))) await context.close().catch(() => undefined);
   }
 }
