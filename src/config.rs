@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::core::{ChannelPattern, HistoryPolicy, NamespacePolicy, Policies, SubscribeRule};
 
 mod brokers;
+mod store;
 pub use brokers::{
     BrokerKind, NatsConfig, NatsStorage, RedisConfig, RedisMessageFormat, RedisRoute,
     RedisSourceConfig,
 };
+pub use store::StoreConfig;
 
 /// A configuration problem, naming the key it is about.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +83,8 @@ pub struct Config {
     /// The PostgreSQL event source; off unless the section is present.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub postgres: Option<crate::source::postgres::PostgresConfig>,
+    /// Where notifications and tasks are stored (SQLite unless set otherwise).
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -102,6 +106,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             demo: DemoConfig::default(),
             postgres: None,
+            store: StoreConfig::default(),
         }
     }
 }
@@ -411,6 +416,9 @@ const STRING_KEYS: &[&str] = &[
     "postgres.mode",
     "postgres.outbox.table",
     "postgres.outbox.notify",
+    "store.kind",
+    "store.path",
+    "store.url",
 ];
 
 const SECTIONS: &[&str] = &[
@@ -430,6 +438,7 @@ const SECTIONS: &[&str] = &[
     "shutdown",
     "demo",
     "postgres",
+    "store",
 ];
 
 impl Config {
@@ -615,6 +624,7 @@ impl Config {
         if let Some(postgres) = &self.postgres {
             postgres.validate()?;
         }
+        self.store.validate()?;
         Ok(())
     }
 
@@ -790,6 +800,14 @@ mod tests {
         );
         let e = load("broker = 'kafka'\n", &[]).unwrap_err();
         assert_eq!(e.key, "broker");
+        let e = load("[store]\nkind = 'mysql'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "store.kind");
+        let e = load("[store]\nkind = 'postgres'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "store.url");
+        let e = load("", &[("HERALD_STORE__CLEANUP_INTERVAL", "0s")]).unwrap_err();
+        assert_eq!(e.key, "store.cleanup_interval");
+        let c = load("", &[("HERALD_STORE__PATH", "1234")]).unwrap();
+        assert_eq!(c.store.path, std::path::PathBuf::from("1234"));
         let e = load("[limits]\nqueue_size = 0\n", &[]).unwrap_err();
         assert_eq!(e.key, "limits.queue_size");
         let e = load("[[auth.api_keys]]\nname = 'x'\npublish = ['a*b']\n", &[]).unwrap_err();

@@ -83,6 +83,7 @@ pub(crate) struct Inner {
     hooks: parking_lot::RwLock<Hooks>,
     activity: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ChannelActivity>>,
     webhooks: Option<Arc<Webhooks>>,
+    store: crate::store::Store,
 }
 
 impl std::fmt::Debug for dyn Broker {
@@ -105,6 +106,7 @@ impl Hub {
         let shutdown = CancellationToken::new();
         let node = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         let webhooks = Webhooks::start(&config.webhooks, &node, shutdown.clone(), stats.clone());
+        let store = crate::store::Store::open(&config.store.backend()?)?;
         let hub = Self {
             inner: Arc::new(Inner {
                 config,
@@ -122,9 +124,11 @@ impl Hub {
                 hooks: parking_lot::RwLock::new(Hooks::default()),
                 activity: std::sync::OnceLock::new(),
                 webhooks,
+                store,
             }),
         };
         hub.spawn_maintenance();
+        crate::inbox::spawn_upkeep(&hub);
         let _ = hub
             .inner
             .activity
@@ -167,6 +171,12 @@ impl Hub {
     /// The credential checker.
     pub fn authenticator(&self) -> &Authenticator {
         &self.inner.auth
+    }
+
+    /// Where notifications and tasks are stored. Changes made directly on it are
+    /// not pushed to users; the methods of [`crate::inbox`] are.
+    pub fn store(&self) -> &crate::store::Store {
+        &self.inner.store
     }
 
     /// The channel policies.
@@ -473,6 +483,11 @@ impl Hub {
     /// Whether a shutdown has started.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutdown.is_cancelled()
+    }
+
+    /// A token cancelled when a shutdown starts, for background tasks.
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
     }
 
     /// Completes when a shutdown starts.

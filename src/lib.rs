@@ -43,9 +43,11 @@ pub mod core;
 pub mod hooks;
 pub mod http;
 pub mod hub;
+pub mod inbox;
 pub mod server;
 pub mod source;
 pub mod stats;
+pub mod store;
 pub mod webhooks;
 
 pub use crate::config::{Config, ConfigError};

@@ -7,9 +7,11 @@
 
 mod channels;
 mod demo;
+mod notifications;
 mod ops;
 mod publish;
 pub mod sse;
+mod tasks;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -48,6 +50,9 @@ impl Hub {
             .route("/readyz", get(ops::readyz))
             .route("/stats", get(ops::stats))
             .route("/metrics", get(ops::metrics));
+        for (path, _) in API_ROUTES {
+            router = router.route(path, api_route(path));
+        }
         if self.config().demo.enabled {
             router = router
                 .route("/", get(demo::index))
@@ -74,7 +79,13 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
         return None;
     }
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
@@ -93,6 +104,40 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             .allow_origin(AllowOrigin::list(list))
             .allow_credentials(true),
     )
+}
+
+/// The OpenAPI document of the `/api` routes.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// Every route served under `/api`, with its methods: the OpenAPI document must
+/// describe each (a test checks it).
+pub const API_ROUTES: &[(&str, &[&str])] = &[
+    ("/api/notifications", &["get", "post", "patch", "delete"]),
+    ("/api/notifications/unread_count", &["get"]),
+    ("/api/notifications/broadcast", &["post"]),
+    ("/api/tasks", &["get"]),
+    ("/api/tasks/{id}", &["get", "put"]),
+    ("/api/openapi.json", &["get"]),
+];
+
+/// The handlers of an [`API_ROUTES`] path: the router is built from that list, so
+/// nothing is served under `/api` that the list (and so the document) leaves out.
+fn api_route(path: &str) -> axum::routing::MethodRouter<Hub> {
+    match path {
+        "/api/notifications" => get(notifications::list)
+            .post(notifications::create)
+            .patch(notifications::mark_read)
+            .delete(notifications::delete),
+        "/api/notifications/unread_count" => get(notifications::unread_count),
+        "/api/notifications/broadcast" => post(notifications::broadcast),
+        "/api/tasks" => get(tasks::list),
+        "/api/tasks/{id}" => get(tasks::get).put(tasks::put),
+        _ => get(openapi),
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
 async fn not_found() -> ApiError {
@@ -250,6 +295,40 @@ mod tests {
         assert_eq!(credential(&h, Some("q"), "c").unwrap(), Some("hdr"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic x"));
         assert!(credential(&h, None, "c").is_err());
+    }
+
+    #[test]
+    fn the_openapi_document_describes_every_api_route() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, methods) in API_ROUTES {
+            let item = paths
+                .get(*path)
+                .unwrap_or_else(|| panic!("{path} is not documented"));
+            for method in *methods {
+                assert!(
+                    item.get(*method).is_some(),
+                    "{method} {path} is not documented"
+                );
+            }
+        }
+        for (path, item) in paths {
+            let served = API_ROUTES
+                .iter()
+                .find(|(p, _)| p == path)
+                .unwrap_or_else(|| panic!("{path} is documented but not served"));
+            for method in item
+                .as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "parameters")
+            {
+                assert!(
+                    served.1.contains(&method.as_str()),
+                    "{method} {path} is not served"
+                );
+            }
+        }
     }
 
     #[test]

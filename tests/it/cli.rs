@@ -13,8 +13,117 @@ fn herald() -> Command {
     c.env_remove("HERALD_JWT_SECRET")
         .env_remove("HERALD_LISTEN")
         .env_remove("HERALD_TOKEN")
+        .env("HERALD_STORE__PATH", ":memory:")
         .kill_on_drop(true);
     c
+}
+
+/// Starts `herald serve` on a free port with `env`; returns the process and its URL.
+async fn serve(env: &[(&str, &str)]) -> (tokio::process::Child, String) {
+    let mut command = herald();
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+    {
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            // Keep reading, so the hub never writes into a closed pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            return (child, rest.trim().to_owned());
+        }
+    }
+    panic!("the hub did not print its address");
+}
+
+#[tokio::test]
+async fn a_killed_hub_loses_no_accepted_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("inbox.db");
+    let db = db.to_str().unwrap();
+    let env = [("HERALD_JWT_SECRET", SECRET), ("HERALD_STORE__PATH", db)];
+    let auth = herald::auth::Authenticator::from_config(&herald::config::AuthConfig {
+        jwt_secret: Some(SECRET.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let mint = |sub: &str, publish: &str| {
+        let mut claims = herald::auth::Claims::new(Some(sub.into()), Duration::from_secs(600));
+        if !publish.is_empty() {
+            claims.herald.publish = vec![herald::core::ChannelPattern::parse(publish).unwrap()];
+        }
+        auth.mint(&claims).unwrap()
+    };
+    let (publisher, alice) = (mint("svc", "*"), mint("alice", ""));
+    let http = reqwest::Client::new();
+
+    let (mut child, url) = serve(&env).await;
+    let mut accepted = Vec::new();
+    for i in 0..20 {
+        let response = http
+            .post(format!("{url}/api/notifications"))
+            .bearer_auth(&publisher)
+            .json(&serde_json::json!({"user": "alice", "title": format!("n{i}"), "type": "info"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.unwrap();
+        accepted.push(body["notifications"][0]["id"].as_str().unwrap().to_owned());
+    }
+    // No graceful shutdown: the process is killed outright.
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let (mut child, url) = serve(&env).await;
+    let page: serde_json::Value = http
+        .get(format!("{url}/api/notifications?limit=100"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut listed: Vec<String> = page["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect();
+    listed.reverse();
+    assert_eq!(listed, accepted);
+    assert_eq!(page["unread_count"], 20);
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_opened_exits_64_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing-dir").join("herald.db");
+    let out = herald()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HERALD_STORE__PATH", path.to_str().unwrap())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store.path"));
+    let out = herald()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("HERALD_STORE__KIND", "postgres")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("store.url"));
 }
 
 #[tokio::test]

@@ -30,6 +30,23 @@ impl Builder {
         self
     }
 
+    /// Keeps notifications and tasks in `backend` (the default is a private
+    /// in-memory SQLite database).
+    pub(crate) fn store(mut self, backend: &herald::store::Backend) -> Self {
+        match backend {
+            herald::store::Backend::Sqlite(path) => {
+                self.config.store.kind = "sqlite".into();
+                self.config.store.path = path.clone();
+            }
+            herald::store::Backend::Postgres { url, pool_size } => {
+                self.config.store.kind = "postgres".into();
+                self.config.store.url = Some(url.clone());
+                self.config.store.pool_size = *pool_size;
+            }
+        }
+        self
+    }
+
     /// Starts the hub.
     pub(crate) async fn start(self) -> TestHub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -70,6 +87,7 @@ impl TestHub {
             ..Config::default()
         };
         config.auth.jwt_secret = Some(SECRET.into());
+        config.store.path = ":memory:".into();
         Builder { config }
     }
 

@@ -8,6 +8,7 @@ mod brokers;
 mod cli;
 mod delivery;
 mod fixture;
+mod inbox;
 mod limits;
 #[cfg(all(feature = "redis", feature = "nats"))]
 mod nodes;
@@ -16,4 +17,5 @@ mod postgres;
 mod publish;
 mod resume;
 mod shutdown;
+mod tasks;
 mod websocket;

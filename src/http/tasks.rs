@@ -1,0 +1,114 @@
+//! Background tasks over HTTP, under `/api/tasks`: a publisher creates and updates
+//! a user's task with `PUT /api/tasks/{id}`; the user lists theirs and reads one.
+//! Task ids are the publisher's own, unique per user: another user's task with the
+//! same id is a different task, and never visible (404).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiError;
+use super::notifications::{json_body, may_publish, parse_limit, publisher, user};
+use crate::core::ChannelName;
+use crate::hub::Hub;
+use crate::store::{Invalid, NewNotification, TaskUpdate};
+
+/// `GET /api/tasks`: the user's tasks, most recently updated first.
+pub(super) async fn list(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let user = user(&hub, &headers, &uri)?;
+    let limit = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .find(|(k, _)| k == "limit")
+        .map(|(_, v)| v.into_owned());
+    let limit = parse_limit(limit.as_deref())?;
+    let tasks = hub.store().tasks(&user, limit).await?;
+    Ok(axum::Json(json!({ "tasks": tasks })).into_response())
+}
+
+/// `GET /api/tasks/{id}`: one of the user's tasks.
+pub(super) async fn get(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let user = user(&hub, &headers, &uri)?;
+    let task = hub.store().task(&user, &id).await?;
+    Ok(axum::Json(task).into_response())
+}
+
+/// The notification a finishing task raises.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotifyBody {
+    title: Option<String>,
+    message: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    link: Option<String>,
+    data: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskBody {
+    user: Option<String>,
+    title: Option<String>,
+    status: Option<String>,
+    progress: Option<serde_json::Value>,
+    message: Option<String>,
+    notify: Option<NotifyBody>,
+}
+
+/// `PUT /api/tasks/{id}`: creates (201) or updates (200) a task.
+pub(super) async fn put(
+    State(hub): State<Hub>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let identity = publisher(&hub, &headers)?;
+    let body: TaskBody = json_body(&hub, body).await?;
+    let notify = match body.notify {
+        None => None,
+        Some(n) => Some(
+            NewNotification::new(n.title, n.message, n.kind, n.link, n.data).map_err(|e| {
+                Invalid::new(
+                    match e.field {
+                        "title" => "notify.title",
+                        "message" => "notify.message",
+                        "type" => "notify.type",
+                        "link" => "notify.link",
+                        _ => "notify.data",
+                    },
+                    e.message,
+                )
+            })?,
+        ),
+    };
+    let update = TaskUpdate::new(
+        &id,
+        body.user,
+        body.title,
+        body.status,
+        body.progress,
+        body.message,
+        notify,
+    )?;
+    let channel =
+        ChannelName::user(&update.user).map_err(|e| Invalid::new("user", e.to_string()))?;
+    may_publish(&identity, &channel)?;
+    let change = hub.put_task(&update).await?;
+    let status = if change.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(change.task)).into_response())
+}
