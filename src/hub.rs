@@ -399,6 +399,59 @@ impl Hub {
         Ok(subscription)
     }
 
+    /// Subscribes like [`Hub::subscribe`], except that a connection without a last
+    /// event id starts at the hub's current position instead of at whatever arrives
+    /// first: every event after that position reaches it, and the position is
+    /// returned so that a client that has seen no event yet can still resume
+    /// without a gap. With a last event id, that id is returned.
+    pub async fn subscribe_from(
+        &self,
+        admission: &Admission,
+        channels: Vec<ChannelName>,
+        resume: Option<ResumeFrom>,
+    ) -> Result<(Subscription, String), BrokerError> {
+        if let Some(from) = resume {
+            let start = match &from {
+                ResumeFrom::Earliest => "earliest".to_owned(),
+                ResumeFrom::After(id) => id.clone(),
+            };
+            return Ok((self.subscribe(admission, channels, Some(from)).await?, start));
+        }
+        // The position is read before the connection is registered, and what was
+        // published in between is replayed: reading it afterwards would leave the
+        // live events queued before it unresumable if the client left at once.
+        let head = self.position().await?;
+        let inner = &self.inner;
+        let mut subscription =
+            inner
+                .fanout
+                .register(admission.id, channels, inner.config.limits.queue_size);
+        let replay = inner
+            .broker
+            .replay(subscription.channels(), ResumeFrom::After(head.clone()))
+            .await?;
+        subscription.prepend(replay.events, replay.reset);
+        subscription.skip_through(replay.after_seq);
+        Ok((subscription, head))
+    }
+
+    /// The id of the hub's newest position: resuming after it yields every event
+    /// published from now on.
+    pub async fn position(&self) -> Result<String, BrokerError> {
+        // Every broker answers an id it does not know with a reset naming its newest
+        // position, and no event id may hold a control character, so this one is
+        // never known.
+        let replay = self
+            .inner
+            .broker
+            .replay(&[], ResumeFrom::After("\u{1}".to_owned()))
+            .await?;
+        replay
+            .reset
+            .map(|reset| reset.id)
+            .ok_or_else(|| BrokerError::Unavailable("the broker did not report its position".into()))
+    }
+
     /// The events on `channels` after `from`, with a reset for channels whose history
     /// cannot cover the gap (used when a channel is added to a running connection).
     pub async fn replay(

@@ -1,14 +1,16 @@
-//! The HTTP face of the hub: the SSE stream, the publish API, channel history, the
-//! operational endpoints and the demo page, as one axum [`Router`].
+//! The HTTP face of the hub: the SSE stream, the WebSocket, long-polling, the
+//! publish API, channel history, the operational endpoints and the demo page, as one
+//! axum [`Router`].
 //!
 //! Every error is a 4xx or 5xx with a JSON body `{"error":{"code","message"}}`
-//! ([`ApiError`]). Credentials come from the `Authorization: Bearer` header, the
+//! ([`ApiError`]), with `channel` when it concerns one channel. Credentials come from the `Authorization: Bearer` header, the
 //! auth cookie, or a `token` query parameter (which the hub never logs).
 
 mod channels;
 mod demo;
 mod notifications;
 mod ops;
+mod poll;
 mod publish;
 pub mod sse;
 mod tasks;
@@ -43,6 +45,7 @@ impl Hub {
         let mut router = Router::new()
             .route("/events", get(sse::events))
             .route("/ws", get(ws::ws))
+            .route("/poll", get(poll::poll))
             .route("/channels/{name}/presence", get(channels::presence))
             .route("/publish", post(publish::publish))
             .route("/channels/{name}/history", get(channels::history))
@@ -91,6 +94,8 @@ fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
             header::CONTENT_TYPE,
             header::HeaderName::from_static("last-event-id"),
         ])
+        // A cross-origin page must read `Retry-After` to honour the hub's delay.
+        .expose_headers([header::RETRY_AFTER])
         .max_age(std::time::Duration::from_secs(600));
     if origins.iter().any(|o| o == "*") {
         return Some(layer.allow_origin(AllowOrigin::any()));
@@ -151,6 +156,7 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u64>,
+    channel: Option<String>,
 }
 
 impl ApiError {
@@ -161,6 +167,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            channel: None,
         }
     }
 
@@ -175,6 +182,13 @@ impl ApiError {
         self
     }
 
+    /// Names the channel the error is about (`error.channel` in the body), so that
+    /// a client subscribing to several can tell which one was refused.
+    pub fn for_channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = Some(channel.into());
+        self
+    }
+
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -183,7 +197,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
+        if let Some(channel) = self.channel {
+            body["error"]["channel"] = channel.into();
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response

@@ -93,8 +93,9 @@ pub(super) fn open(
 
     let mut channels = Vec::with_capacity(query.channels.len() + 2);
     for name in &query.channels {
-        let channel = ChannelName::new(name)
-            .map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
+        let channel = ChannelName::new(name).map_err(|e| {
+            ApiError::bad_request("invalid_channel", e.to_string()).for_channel(name.as_str())
+        })?;
         if !channels.contains(&channel) {
             channels.push(channel);
         }
@@ -172,12 +173,27 @@ pub(super) fn open(
 
 /// The HTTP error for a refused subscription.
 pub(super) fn denied(denied: Denied) -> ApiError {
+    let (Denied::NeedsCredential(channel)
+    | Denied::NotGranted(channel)
+    | Denied::OtherUser(channel)) = &denied;
+    let channel = channel.clone();
     match denied {
         Denied::NeedsCredential(_) => {
             ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", denied.to_string())
         }
         _ => ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string()),
     }
+    .for_channel(channel)
+}
+
+/// The HTTP error for a broker that cannot serve a subscription now.
+pub(super) fn unavailable(e: crate::broker::BrokerError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        e.to_string(),
+    )
+    .retry_after(1)
 }
 
 /// `GET /events`: subscribe to channels over SSE.
@@ -194,17 +210,10 @@ pub(super) async fn events(
         admission,
         envelope,
     } = open(&hub, &headers, request.uri(), info.as_ref(), true)?;
-    let subscription = hub
-        .subscribe(&admission, channels, resume)
+    let (subscription, start) = hub
+        .subscribe_from(&admission, channels, resume)
         .await
-        .map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                e.to_string(),
-            )
-            .retry_after(1)
-        })?;
+        .map_err(unavailable)?;
     tracing::debug!(
         connection = admission.connection_id(),
         uri = %redact_token(request.uri()),
@@ -227,6 +236,7 @@ pub(super) async fn events(
         "user": identity.user,
         "channels": subscription.channels(),
         "heartbeat_ms": config.sse.heartbeat.as_millis() as u64,
+        "last_event_id": start,
     });
     let first = encode_control(
         "connected",
@@ -413,6 +423,11 @@ impl SseStream {
                     0
                 } else {
                     let mine = self.subscription.channels();
+                    let matching = matching_channels(event, mine);
+                    if matching.len() > 1 {
+                        // Not cached: the list depends on this connection's channels.
+                        return encode_envelope_to(event, &matching);
+                    }
                     event.channel_index(|c| mine.contains(c))
                 };
                 event.frame(self.format, index, |e| encode_event(e, self.format, index))
@@ -478,22 +493,64 @@ pub fn encode_event(event: &Event, format: FrameFormat, channel_index: usize) ->
 
 /// The JSON envelope of an event: channel, type, data, time and id.
 pub fn envelope_json(event: &Event, channel: Option<&ChannelName>) -> String {
-    event_json(event, channel, "{", "type")
+    event_json(event, channel, "{", "type", &[])
+}
+
+/// The channels of an event that a connection subscribes to, in the event's order.
+/// A connection gets an event once however many of its channels it was published
+/// to; its envelope names them all so that a client can hand it to each.
+pub(super) fn matching_channels<'a>(
+    event: &'a Event,
+    mine: &[ChannelName],
+) -> Vec<&'a ChannelName> {
+    event
+        .channels
+        .iter()
+        .filter(|c| mine.contains(c))
+        .collect()
+}
+
+/// The SSE envelope frame of an event that reached a connection on several of its
+/// channels: `channel` is the first, `channels` lists them all.
+fn encode_envelope_to(event: &Event, matching: &[&ChannelName]) -> Bytes {
+    let mut out = BytesMut::with_capacity(event.data.len() + event.id.len() + 160);
+    out.put_slice(b"id: ");
+    out.put_slice(event.id.as_bytes());
+    out.put_u8(b'\n');
+    if event.kind != crate::core::event::DEFAULT_TYPE {
+        out.put_slice(b"event: ");
+        out.put_slice(event.kind.as_bytes());
+        out.put_u8(b'\n');
+    }
+    if let Some(retry) = event.retry {
+        out.put_slice(format!("retry: {retry}\n").as_bytes());
+    }
+    let envelope = event_json(event, matching.first().copied(), "{", "type", matching);
+    put_data(&mut out, &envelope);
+    out.put_u8(b'\n');
+    out.freeze()
 }
 
 /// An event as a JSON object starting with `open` (which ends in `{` or a `,`),
-/// with its type under `type_key`.
+/// with its type under `type_key`, and a `channels` list when `all` names more than
+/// one channel.
 pub(super) fn event_json(
     event: &Event,
     channel: Option<&ChannelName>,
     open: &str,
     type_key: &str,
+    all: &[&ChannelName],
 ) -> String {
     let time = humantime::format_rfc3339_millis(event.time).to_string();
     let mut s = String::with_capacity(event.data.len() + 112);
     s.push_str(open);
     s.push_str("\"channel\":");
     s.push_str(&serde_json::to_string(&channel.map(ChannelName::as_str)).unwrap_or_default());
+    if all.len() > 1 {
+        s.push_str(",\"channels\":");
+        let names: Vec<&str> = all.iter().map(|c| c.as_str()).collect();
+        s.push_str(&serde_json::to_string(&names).unwrap_or_default());
+    }
     s.push_str(",\"");
     s.push_str(type_key);
     s.push_str("\":");

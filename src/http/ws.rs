@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::sse::{Opening, event_json, open};
+use super::sse::{Opening, event_json, matching_channels, open, unavailable};
 use super::{ApiError, ConnectionInfo};
 use crate::auth::Identity;
 use crate::broker::ResumeFrom;
@@ -58,14 +58,23 @@ pub(super) async fn ws(
         )
     })?;
     let info = info.map(|axum::Extension(i)| i);
-    let opening = open(&hub, &headers, &uri, info.as_ref(), false)?;
+    let mut opening = open(&hub, &headers, &uri, info.as_ref(), false)?;
+    // Subscribed (and replayed) before the upgrade, as SSE does, so a broker that
+    // cannot serve it is an HTTP error rather than a socket that closes at once.
+    let channels = std::mem::take(&mut opening.channels);
+    let started = hub
+        .subscribe_from(&opening.admission, channels, opening.resume.take())
+        .await
+        .map_err(unavailable)?;
     let max = hub.config().ws.max_frame_bytes;
     Ok(upgrade
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             let close = info.map(|i| i.close);
-            Connection::start(hub, opening, socket).run(close).await;
+            Connection::start(hub, opening, started, socket)
+                .run(close)
+                .await;
         })
         .into_response())
 }
@@ -136,17 +145,21 @@ struct Connection {
     subscription: Subscription,
     membership: Membership,
     admission: Admission,
-    resume: Option<ResumeFrom>,
+    /// The position the connection started after (see [`Hub::subscribe_from`]).
+    start: String,
     limit: RateLimit,
     last_heard: Instant,
 }
 
 impl Connection {
-    fn start(hub: Hub, opening: Opening, socket: WebSocket) -> Self {
+    fn start(
+        hub: Hub,
+        opening: Opening,
+        (subscription, start): (Subscription, String),
+        socket: WebSocket,
+    ) -> Self {
         let Opening {
             identity,
-            channels,
-            resume,
             admission,
             ..
         } = opening;
@@ -158,7 +171,6 @@ impl Connection {
         );
         let ws = &hub.config().ws;
         let limit = RateLimit::new(ws.client_publish_rate, ws.client_publish_burst);
-        let subscription = hub.register(&admission, channels);
         Self {
             hub,
             socket,
@@ -166,7 +178,7 @@ impl Connection {
             subscription,
             membership,
             admission,
-            resume,
+            start,
             limit,
             last_heard: Instant::now(),
         }
@@ -192,23 +204,6 @@ impl Connection {
 
     async fn serve(&mut self) -> End {
         let hub = self.hub.clone();
-        // Replay for the channels named in the query, as SSE does.
-        if let Some(from) = self.resume.take() {
-            let channels = self.subscription.channels().to_vec();
-            match hub.replay(&channels, from).await {
-                Ok(replay) => {
-                    let sub = &mut self.subscription;
-                    sub.prepend(replay.events, replay.reset);
-                    sub.skip_through(replay.after_seq);
-                }
-                Err(e) => {
-                    let _ = self
-                        .send_json(&json!({"type": "error", "code": "unavailable", "message": e.to_string()}))
-                        .await;
-                    return End::Close(CLOSE_RESTART, "broker unavailable");
-                }
-            }
-        }
         let channels = self.subscription.channels().to_vec();
         for channel in &channels {
             self.membership.join(channel);
@@ -218,6 +213,7 @@ impl Connection {
             "connection_id": self.admission.connection_id(),
             "user": self.identity.user,
             "channels": channels,
+            "last_event_id": self.start,
         });
         if !self.send_json(&connected).await {
             return End::Gone;
@@ -343,6 +339,13 @@ impl Connection {
                     0
                 } else {
                     let mine = self.subscription.channels();
+                    let matching = matching_channels(event, mine);
+                    if matching.len() > 1 {
+                        // Not cached: the list depends on this connection's channels.
+                        let channel = matching.first().copied();
+                        let open = "{\"type\":\"event\",";
+                        return Bytes::from(event_json(event, channel, open, "event", &matching));
+                    }
                     event.channel_index(|c| mine.contains(c))
                 };
                 event.frame(FrameFormat::Json, index, |e| encode_event(e, index))
@@ -562,5 +565,11 @@ fn error(id: Option<Value>, code: &str, message: &str) -> Value {
 /// `{"type":"event","channel","event","data","time","id"}`.
 pub fn encode_event(event: &Event, channel_index: usize) -> Bytes {
     let channel = event.channels.get(channel_index).or(event.channels.first());
-    Bytes::from(event_json(event, channel, "{\"type\":\"event\",", "event"))
+    Bytes::from(event_json(
+        event,
+        channel,
+        "{\"type\":\"event\",",
+        "event",
+        &[],
+    ))
 }

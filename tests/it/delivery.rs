@@ -321,3 +321,58 @@ async fn configured_origins_may_use_the_hub_from_the_browser() {
         .unwrap();
     assert!(!other.headers().contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn an_event_on_several_of_a_connections_channels_names_them_all() {
+    let hub = TestHub::start().await;
+    let token = hub.token(None, &["a", "b", "c"], &[]);
+    let mut sse = hub
+        .subscribe("channel=a&channel=b&envelope=1", Some(&token))
+        .await;
+    let id = hub
+        .publish(json!({"channels": ["c", "b", "a"], "data": 1}))
+        .await;
+    let envelope = json(&sse.expect().await);
+    assert_eq!(envelope["id"], id.as_str());
+    assert_eq!(envelope["channel"], "b");
+    // Only the connection's own channels: never another channel's name.
+    assert_eq!(envelope["channels"], json!(["b", "a"]));
+    // Once on one channel: no list.
+    hub.publish(json!({"channels": ["c", "a"], "data": 2}))
+        .await;
+    let envelope = json(&sse.expect().await);
+    assert_eq!(envelope["channel"], "a");
+    assert!(envelope.get("channels").is_none(), "{envelope}");
+}
+
+#[tokio::test]
+async fn a_refusal_names_the_channel_and_retry_after_is_readable_cross_origin() {
+    let hub = TestHub::builder()
+        .config(|c| {
+            c.http.cors_origins = vec!["https://app.example.com".into()];
+            c.limits.max_connections = 1;
+        })
+        .start()
+        .await;
+    let only_a = hub.token(None, &["a"], &[]);
+    let response = hub.open("channel=a&channel=b", Some(&only_a), None).await;
+    assert_eq!(response.status(), 403);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["channel"], "b");
+
+    let _only_one = hub.subscribe("channel=a", Some(&only_a)).await;
+    let full = hub
+        .http
+        .get(format!("{}/events?channel=a&token={only_a}", hub.url))
+        .header("Origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(full.status(), 503);
+    assert!(full.headers().contains_key("retry-after"));
+    let exposed = full.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(exposed.contains("retry-after"), "{exposed}");
+}

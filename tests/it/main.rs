@@ -13,6 +13,7 @@ mod limits;
 #[cfg(all(feature = "redis", feature = "nats"))]
 mod nodes;
 mod ops;
+mod poll;
 mod postgres;
 mod publish;
 mod resume;

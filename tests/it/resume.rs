@@ -244,3 +244,31 @@ async fn channel_history_is_readable_over_http() {
         .unwrap();
     assert_eq!(response.status(), 400);
 }
+
+#[tokio::test]
+async fn connected_names_the_position_a_fresh_stream_can_resume_from() {
+    let hub = TestHub::start().await;
+    let token = hub.token(None, &["a"], &[]);
+    let before = hub.publish(json!({"channel": "a", "data": 0})).await;
+    let sse = hub.subscribe("channel=a", Some(&token)).await;
+    let position = sse.connected["last_event_id"].as_str().unwrap().to_owned();
+    assert_eq!(position, before, "the newest event when it opened");
+    drop(sse);
+
+    // Gone before anything arrived, it resumes from the position and misses nothing.
+    let missed = hub.publish(json!({"channel": "a", "data": 1})).await;
+    let mut sse = hub
+        .subscribe_from("channel=a", Some(&token), Some(&position))
+        .await;
+    assert_eq!(sse.connected["last_event_id"], position.as_str());
+    assert_eq!(sse.expect().await.id, missed);
+
+    // The same over WebSocket.
+    let url = format!("ws://{}/ws?channel=a&token={token}", hub.addr);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    use futures_util::StreamExt;
+    let first = ws.next().await.unwrap().unwrap();
+    let connected: serde_json::Value = serde_json::from_str(first.to_text().unwrap()).unwrap();
+    assert_eq!(connected["type"], "connected");
+    assert_eq!(connected["last_event_id"], missed.as_str());
+}

@@ -4,9 +4,11 @@ import { HeraldError } from './errors.js';
 import { hubRequest } from './http.js';
 import { NotificationsApi, TasksApi } from './inbox.js';
 import { callSafely, isHidden, watchOnline, watchVisibility } from './lifecycle.js';
+import { autoTransport, pollTransport } from './poll/transport.js';
 import { sseTransport } from './sse/transport.js';
 import { Subscriptions, type SubscribeOptions } from './subscriptions.js';
 import { TokenSource } from './token.js';
+import { presenceMembers, wsTransport } from './ws/transport.js';
 import type { HubMessage, Transport, TransportClose, TransportConnection } from './transport.js';
 import type {
   ConnectedInfo,
@@ -15,10 +17,24 @@ import type {
   EventOf,
   EventType,
   HeraldEvent,
+  PresenceChange,
+  PresenceMember,
   ResetNotice,
   TokenProvider,
   Unsubscribe,
 } from './types.js';
+
+/**
+ * How the client reaches the hub:
+ * - `sse` (the default): Server-Sent Events, `GET /events`.
+ * - `ws`: a WebSocket, `GET /ws`; needed to publish client events over the
+ *   connection, and it changes channels without reconnecting.
+ * - `poll`: long-polling, `GET /poll`, for networks that block streaming.
+ * - `auto`: SSE, switching to long-polling when streaming turns out to be blocked
+ *   (see {@link autoTransport}).
+ * - or a {@link Transport} of your own (or one of those, made with options).
+ */
+export type TransportChoice = 'sse' | 'ws' | 'poll' | 'auto' | Transport;
 
 export interface ClientOptions {
   /** The hub's base URL (`https://hub.example.com`, or a path such as `/realtime` on the page's origin). */
@@ -31,8 +47,8 @@ export interface ClientOptions {
   token?: string | TokenProvider;
   /** `include` to send cookies to a hub on another origin (cookie authentication). Default `same-origin`. */
   credentials?: RequestCredentials;
-  /** How to reach the hub. Default: {@link sseTransport}. */
-  transport?: Transport;
+  /** How to reach the hub. Default `'sse'`. */
+  transport?: TransportChoice;
   /** Reconnection delays. */
   reconnect?: Partial<BackoffOptions>;
   /**
@@ -59,8 +75,8 @@ export interface PublishResult {
 /** One connection to the hub, from opening to its end. */
 interface Link {
   readonly serial: number;
-  readonly channels: readonly string[];
-  readonly key: string;
+  channels: readonly string[];
+  key: string;
   readonly token: string | null;
   /** Opened with a last event id: the hub replays from there. */
   readonly resumed: boolean;
@@ -129,7 +145,7 @@ export class HeraldClient<M extends EventMap = EventMap> {
   constructor(options: ClientOptions) {
     if (typeof options.url !== 'string' || options.url === '') throw new TypeError('HeraldClient: `url` is required');
     this.url = options.url.replace(/\/+$/, '');
-    this.#transport = options.transport ?? sseTransport();
+    this.#transport = resolveTransport(options.transport);
     this.#credentials = options.credentials ?? 'same-origin';
     this.#backoff = { ...DEFAULT_BACKOFF, ...options.reconnect };
     const pause = options.pauseWhenHidden ?? false;
@@ -246,13 +262,29 @@ export class HeraldClient<M extends EventMap = EventMap> {
     this.#resetListeners.clear();
   }
 
-  /** Publishes an event (`POST /publish`); the token needs a publish grant for the channel. */
+  /**
+   * Publishes an event. Over a WebSocket it is a client event sent on the
+   * connection (the namespace must allow client publishing and the token grant the
+   * channel; the hub's hooks may refuse it), answered once the hub accepted it; it
+   * rejects with `not_connected` while the socket is not open. Otherwise, and with
+   * an `id` of your own, it is `POST /publish`, which needs a publish grant for the
+   * channel. Rejects with a {@link HeraldError}.
+   */
   async publish<K extends EventType<M>>(
     channel: string,
     type: K,
     data: M[K],
     options: { id?: string } = {},
   ): Promise<PublishResult> {
+    if (options.id === undefined) {
+      const link = this.#primary;
+      const connection = link?.live ? link.transport : null;
+      if (connection?.publish) {
+        const { id } = await connection.publish(channel, type, data);
+        return { id, duplicate: false };
+      }
+      if (this.#transport.name === 'ws') throw new HeraldError('not_connected', 'the WebSocket is not connected; publish once it is open');
+    }
     const body = JSON.stringify({ channel, type, data, ...(options.id === undefined ? {} : { id: options.id }) });
     const answer = await this.#request('/publish', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body });
     const id = field(answer, 'id');
@@ -267,6 +299,37 @@ export class HeraldClient<M extends EventMap = EventMap> {
     const events = field(answer, 'events');
     if (!Array.isArray(events)) throw new HeraldError('bad_response', 'the hub answered the history without events');
     return events as EventOf<M>[];
+  }
+
+  /**
+   * Who is present on `channel` now (namespaces with presence): asked on the
+   * WebSocket when there is one, else `GET /channels/{name}/presence`.
+   */
+  async presence(channel: string): Promise<PresenceMember[]> {
+    const link = this.#primary;
+    const connection = link?.live ? link.transport : null;
+    if (connection?.presence) return connection.presence(channel);
+    const answer = await this.#request(`/channels/${encodeURIComponent(channel)}/presence`, { method: 'GET' });
+    return presenceMembers(field(answer, 'users'));
+  }
+
+  /**
+   * Calls `listener` when a user joins `channel` (their first connection) or leaves
+   * it (their last), from the hub's `presence.join` and `presence.leave` events, on
+   * every transport. Subscribes to the channel meanwhile. These events are live
+   * only: after a reconnection, fetch the members again ({@link presence}).
+   */
+  onPresence(channel: string, listener: (change: PresenceChange) => void): Unsubscribe {
+    const handler = (event: HeraldEvent): void => {
+      if (event.type !== 'presence.join' && event.type !== 'presence.leave') return;
+      const data = event.data;
+      const user = typeof data === 'object' && data !== null ? (data as Record<string, unknown>).user : undefined;
+      if (typeof user !== 'string') return;
+      const info = (data as Record<string, unknown>).info;
+      const kind = event.type === 'presence.join' ? 'join' : 'leave';
+      listener(info === undefined || info === null ? { kind, user } : { kind, user, info });
+    };
+    return this.subscribe(channel, handler as (event: EventOf<M>) => void);
   }
 
   #request(path: string, init: RequestInit): Promise<unknown> {
@@ -312,6 +375,14 @@ export class HeraldClient<M extends EventMap = EventMap> {
     }
     const primary = this.#primary;
     if (primary && primary.key === key && primary.token === token) return;
+    if (primary?.live && primary.token === token && primary.transport?.setChannels?.(channels, this.#lastEventId)) {
+      // Changed in place (WebSocket): no new connection, added channels resume.
+      const implicit = this.#info?.channels.filter((c) => !primary.channels.includes(c)) ?? [];
+      if (this.#info) this.#info = { ...this.#info, channels: [...channels, ...implicit.filter((c) => !channels.includes(c))] };
+      primary.channels = channels;
+      primary.key = key;
+      return;
+    }
     this.#open(channels, key, token);
   }
 
@@ -360,6 +431,10 @@ export class HeraldClient<M extends EventMap = EventMap> {
         if (link.token === this.#tokens.current) this.#tokens.invalidate('expired');
         this.#lose(link, 0);
         return;
+      case 'refused':
+        this.#refuse([message.channel], message.error);
+        this.#queueSync();
+        return;
     }
   }
 
@@ -380,6 +455,8 @@ export class HeraldClient<M extends EventMap = EventMap> {
       else this.#retire(previous);
     }
     this.#info = info;
+    // A client that has seen no event yet resumes from where this connection started.
+    if (this.#lastEventId === null && info.lastEventId !== null) this.#lastEventId = info.lastEventId;
     this.#setState('open');
     this.#sync();
   }
@@ -403,7 +480,14 @@ export class HeraldClient<M extends EventMap = EventMap> {
     }
     this.#recent.add(event.id, link.serial);
     this.#lastEventId = event.id;
-    this.#subs.dispatch(event);
+    const channels = event.channels;
+    if (channels && channels.length > 1) {
+      // Published to several of the connection's channels: it arrived once, and
+      // goes to the subscribers of each.
+      for (const channel of channels) this.#subs.dispatch(channel === event.channel ? event : { ...event, channel });
+    } else {
+      this.#subs.dispatch(event);
+    }
   }
 
   #onReset(notice: ResetNotice): void {
@@ -611,6 +695,23 @@ export class HeraldClient<M extends EventMap = EventMap> {
 
   #emitError(error: HeraldError): void {
     for (const listener of [...this.#errorListeners]) callSafely(listener, error);
+  }
+}
+
+function resolveTransport(choice: TransportChoice | undefined): Transport {
+  switch (choice) {
+    case undefined:
+    case 'sse':
+      return sseTransport();
+    case 'ws':
+      return wsTransport();
+    case 'poll':
+      return pollTransport();
+    case 'auto':
+      return autoTransport();
+    default:
+      if (typeof choice === 'object' && choice !== null && typeof choice.open === 'function') return choice;
+      throw new TypeError(`HeraldClient: unknown transport ${JSON.stringify(choice)}`);
   }
 }
 

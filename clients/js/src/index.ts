@@ -1,11 +1,15 @@
 export { HeraldClient } from './client.js';
-export type { ClientOptions, PublishResult } from './client.js';
+export type { ClientOptions, PublishResult, TransportChoice } from './client.js';
 export type { SubscribeOptions } from './subscriptions.js';
 export { HeraldError } from './errors.js';
 export { DEFAULT_BACKOFF, backoffDelay } from './backoff.js';
 export type { BackoffOptions } from './backoff.js';
 export { sseTransport } from './sse/transport.js';
 export type { SseTransportOptions } from './sse/transport.js';
+export { wsTransport } from './ws/transport.js';
+export type { WebSocketLike, WsTransportOptions } from './ws/transport.js';
+export { autoTransport, pollTransport } from './poll/transport.js';
+export type { AutoTransport, AutoTransportOptions, PollTransportOptions } from './poll/transport.js';
 export type {
   HubMessage,
   Transport,
@@ -21,6 +25,8 @@ export type {
   EventOf,
   EventType,
   HeraldEvent,
+  PresenceChange,
+  PresenceMember,
   ResetNotice,
   TokenProvider,
   TokenRequestReason,

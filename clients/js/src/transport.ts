@@ -4,12 +4,16 @@
  * (subscriptions, resume, de-duplication, backoff, token refresh, state) lives in
  * the client and is shared by every transport.
  *
- * The client opens a new connection for each change of channel set or token and
- * after each loss, so a transport never reconnects on its own. The SSE transport
- * ({@link sseTransport}) is the one the hub offers today; a WebSocket transport
- * and a long-poll fallback implement this same interface.
+ * The client opens a new connection for each change of token and after each loss,
+ * so a transport never reconnects on its own. A change of channel set also opens a
+ * new connection, unless the connection can change its channels in place
+ * ({@link TransportConnection.setChannels}, as the WebSocket does). The transports:
+ * SSE ({@link sseTransport}, the default), WebSocket ({@link wsTransport}, which can
+ * also publish client events), long-polling ({@link pollTransport}) and SSE falling
+ * back to long-polling ({@link autoTransport}).
  */
-import type { ConnectedInfo, HeraldEvent, ResetNotice } from './types.js';
+import type { HeraldError } from './errors.js';
+import type { ConnectedInfo, HeraldEvent, PresenceMember, ResetNotice } from './types.js';
 
 /** What a connection is opened with. */
 export interface TransportRequest {
@@ -34,7 +38,9 @@ export type HubMessage =
   /** The hub is going away; reconnect after `retryMs` (elsewhere if possible). */
   | { readonly kind: 'shutdown'; readonly retryMs: number | null }
   /** The token expired; the hub ends the connection. */
-  | { readonly kind: 'token_expired' };
+  | { readonly kind: 'token_expired' }
+  /** The hub refused a channel added with `setChannels`; the connection carries on without it. */
+  | { readonly kind: 'refused'; readonly channel: string; readonly error: HeraldError };
 
 /** Why a connection ended (other than by {@link TransportConnection.close}). */
 export type TransportClose =
@@ -63,10 +69,20 @@ export interface TransportSink {
 export interface TransportConnection {
   /** Ends the connection; no callback follows. */
   close(): void;
+  /**
+   * Changes the channels of a live connection without reconnecting; channels added
+   * resume after `lastEventId`. Returns false when it cannot (then the client opens
+   * a new connection). A refused channel is reported as a `refused` message.
+   */
+  setChannels?(channels: readonly string[], lastEventId: string | null): boolean;
+  /** Publishes a client event on the connection (WebSocket); rejects with a `HeraldError`. */
+  publish?(channel: string, type: string, data: unknown): Promise<{ id: string }>;
+  /** Who is present on `channel`, asked on the connection. */
+  presence?(channel: string): Promise<PresenceMember[]>;
 }
 
 export interface Transport {
-  /** A short name for diagnostics (`sse`). */
+  /** A short name for diagnostics (`sse`, `ws`, `poll`, `auto`). */
   readonly name: string;
   open(request: TransportRequest, sink: TransportSink): TransportConnection;
 }

@@ -23,6 +23,11 @@ export interface HeraldEvent<Type extends string = string, Data = unknown> {
   readonly time: string;
   /** Its id: an opaque string that is also the position to resume from. */
   readonly id: string;
+  /**
+   * Every channel of this connection the event was published to, when it was more
+   * than one (the event arrives once, and is handed to the subscribers of each).
+   */
+  readonly channels?: readonly string[];
 }
 
 /** An event of one of the types `K` of `M`, discriminated by `type`. */
@@ -47,8 +52,33 @@ export interface ConnectedInfo {
   readonly user: string | null;
   /** Every channel the stream carries, with the implicit `user:<sub>` and `$broadcast`. */
   readonly channels: readonly string[];
-  /** How often the hub sends a heartbeat on an idle stream. */
+  /** How often the hub sends a heartbeat on an idle stream (0: none, as for long-polling). */
   readonly heartbeatMs: number;
+  /**
+   * The position the connection started after: a client that has seen no event yet
+   * resumes from it, so nothing published after the connection opened is missed.
+   * `null` from a hub that does not report it.
+   */
+  readonly lastEventId: string | null;
+  /** The transport carrying it: `sse`, `ws` or `poll`. */
+  readonly transport: string;
+}
+
+/** Someone present on a channel (namespaces with presence). */
+export interface PresenceMember {
+  /** The token's subject. */
+  readonly user: string;
+  /** What the token says about the user (`herald.info`), if anything. */
+  readonly info?: unknown;
+  /** How many connections of that user are on the channel. */
+  readonly connections: number;
+}
+
+/** A user joined a channel (their first connection) or left it (their last one). */
+export interface PresenceChange {
+  readonly kind: 'join' | 'leave';
+  readonly user: string;
+  readonly info?: unknown;
 }
 
 /**

@@ -13,7 +13,7 @@ export function frameToMessage(frame: SseFrame): HubMessage | null {
   const json = parseJson(frame.data);
   switch (frame.event) {
     case 'connected':
-      return isRecord(json) ? { kind: 'connected', info: connectedInfo(json) } : null;
+      return isRecord(json) ? { kind: 'connected', info: connectedInfo(json, 'sse') } : null;
     case 'reset': {
       if (!isRecord(json) || frame.id === null) return null;
       const notice: ResetNotice = {
@@ -39,33 +39,48 @@ export function frameToMessage(frame: SseFrame): HubMessage | null {
 }
 
 function envelope(json: unknown, frame: SseFrame): HeraldEvent | null {
+  return eventFromJson(json, 'type', frame.id, frame.event);
+}
+
+/**
+ * An event from its JSON form (`channel`, type under `typeKey`, `data`, `time`,
+ * `id`, and `channels` when it came on several), as the SSE envelope, the long-poll
+ * answer and the WebSocket frame all carry it.
+ */
+export function eventFromJson(json: unknown, typeKey: string, fallbackId: string | null, fallbackType: string): HeraldEvent | null {
   if (!isRecord(json) || typeof json.channel !== 'string') return null;
-  const id = typeof json.id === 'string' ? json.id : frame.id;
+  const id = typeof json.id === 'string' ? json.id : fallbackId;
   if (id === null) return null;
-  return {
+  const type = json[typeKey];
+  const event = {
     channel: json.channel,
-    type: typeof json.type === 'string' ? json.type : frame.event,
+    type: typeof type === 'string' ? type : fallbackType,
     data: json.data,
     time: typeof json.time === 'string' ? json.time : '',
     id,
   };
+  const channels = stringArray(json.channels);
+  return channels.length > 1 ? { ...event, channels } : event;
 }
 
-function connectedInfo(json: Record<string, unknown>): ConnectedInfo {
+/** The `connected` information, as the SSE event and the WebSocket frame carry it. */
+export function connectedInfo(json: Record<string, unknown>, transport: string): ConnectedInfo {
   const id = json.connection_id;
   return {
     connectionId: typeof id === 'string' || typeof id === 'number' ? String(id) : '',
     user: typeof json.user === 'string' ? json.user : null,
     channels: stringArray(json.channels),
-    heartbeatMs: typeof json.heartbeat_ms === 'number' ? json.heartbeat_ms : 30_000,
+    heartbeatMs: typeof json.heartbeat_ms === 'number' ? json.heartbeat_ms : transport === 'sse' ? 30_000 : 0,
+    lastEventId: typeof json.last_event_id === 'string' ? json.last_event_id : null,
+    transport,
   };
 }
 
-function stringArray(value: unknown): string[] {
+export function stringArray(value: unknown): string[] {
   return Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
 }
 
-function parseJson(text: string): unknown {
+export function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {

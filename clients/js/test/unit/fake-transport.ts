@@ -52,7 +52,7 @@ export class FakeConnection implements TransportConnection {
   connected(info: Partial<ConnectedInfo> = {}): this {
     return this.send({
       kind: 'connected',
-      info: { connectionId: '1', user: 'u', channels: [...this.request.channels], heartbeatMs: 30_000, ...info },
+      info: { connectionId: '1', user: 'u', channels: [...this.request.channels], heartbeatMs: 30_000, lastEventId: null, transport: 'fake', ...info },
     });
   }
 

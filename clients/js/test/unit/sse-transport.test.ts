@@ -51,11 +51,18 @@ describe('frameToMessage', () => {
       frameToMessage({
         ...base,
         event: 'connected',
-        data: '{"connection_id":7,"user":"ann","channels":["a","user:ann","$broadcast"],"heartbeat_ms":1000}',
+        data: '{"connection_id":7,"user":"ann","channels":["a","user:ann","$broadcast"],"heartbeat_ms":1000,"last_event_id":"5f-3"}',
       }),
       {
         kind: 'connected',
-        info: { connectionId: '7', user: 'ann', channels: ['a', 'user:ann', '$broadcast'], heartbeatMs: 1000 },
+        info: {
+          connectionId: '7',
+          user: 'ann',
+          channels: ['a', 'user:ann', '$broadcast'],
+          heartbeatMs: 1000,
+          lastEventId: '5f-3',
+          transport: 'sse',
+        },
       },
     );
     assert.deepEqual(frameToMessage({ ...base, id: '5f-3', event: 'reset', data: '{"reason":"expired","channels":["a"]}' }), {

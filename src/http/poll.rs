@@ -1,0 +1,237 @@
+//! Long-polling: `GET /poll`, for clients whose network will not carry a stream
+//! (a proxy that buffers responses, a firewall that cuts long-lived ones).
+//!
+//! The same credentials, channels, limits, history and resets as `GET /events`
+//! (the request goes through the same checks, [`super::sse::open`]), answered as one
+//! JSON document: what the client missed since `last_event_id` at once, or else the
+//! first live events within `timeout`, and the id to send on the next request.
+//! Each request registers its subscription before reading the history after the
+//! client's id, as a resuming stream does, so nothing published between two
+//! requests is lost, except live-only events (typing indicators, presence changes),
+//! which are never kept. A request without `last_event_id` is answered at once with
+//! the hub's current position, from which the next one continues.
+//!
+//! A waiting request holds a connection slot; it does not count as presence on its
+//! channels (requests come and go, and would make the user join and leave).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tokio::time::Instant;
+
+use super::sse::{Opening, envelope_json, matching_channels, open, unavailable};
+use super::{ApiError, ConnectionInfo};
+use crate::core::{Item, Subscription};
+use crate::hub::Hub;
+
+/// How long a request waits for an event when it names no `timeout`.
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// The longest a request may wait: below the idle timeouts of common proxies and
+/// load balancers (often 60 s), which would otherwise cut it.
+pub(super) const MAX_TIMEOUT: Duration = Duration::from_secs(55);
+
+/// At most this many events go in one answer; the next request continues after
+/// the last one.
+const MAX_EVENTS: usize = 1000;
+
+/// At most about this many bytes of events go in one answer.
+const MAX_BYTES: usize = 1024 * 1024;
+
+/// The `timeout` query parameter: seconds, fractions allowed, capped at
+/// [`MAX_TIMEOUT`].
+fn timeout_of(query: Option<&str>) -> Result<Duration, ApiError> {
+    let Some(value) = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .find(|(key, _)| key == "timeout")
+        .map(|(_, value)| value)
+    else {
+        return Ok(DEFAULT_TIMEOUT);
+    };
+    match value.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
+            Ok(Duration::from_secs_f64(seconds.min(MAX_TIMEOUT.as_secs_f64())))
+        }
+        _ => Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("timeout must be a number of seconds from 0, not {value:?}"),
+        )),
+    }
+}
+
+/// One answer being filled.
+struct Answer {
+    events: Vec<String>,
+    bytes: usize,
+    reset: Option<serde_json::Value>,
+    last_event_id: String,
+    retry_ms: u64,
+    user: Option<String>,
+    channels: Vec<crate::core::ChannelName>,
+}
+
+impl Answer {
+    fn new(
+        last_event_id: String,
+        user: Option<String>,
+        channels: Vec<crate::core::ChannelName>,
+    ) -> Self {
+        Self {
+            events: Vec::new(),
+            bytes: 0,
+            reset: None,
+            last_event_id,
+            retry_ms: 0,
+            user,
+            channels,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.reset.is_none()
+    }
+
+    fn is_full(&self) -> bool {
+        self.events.len() >= MAX_EVENTS || self.bytes >= MAX_BYTES
+    }
+
+    fn push(&mut self, item: Item, subscription: &Subscription) {
+        match item {
+            Item::Event(event) => {
+                let matching = matching_channels(&event, subscription.channels());
+                let channel = matching.first().copied().or(event.channels.first());
+                let json = if matching.len() > 1 {
+                    super::sse::event_json(&event, channel, "{", "type", &matching)
+                } else {
+                    envelope_json(&event, channel)
+                };
+                self.bytes += json.len();
+                self.events.push(json);
+                self.last_event_id.clone_from(&event.id);
+            }
+            Item::Reset(reset) => {
+                self.reset = Some(serde_json::json!({
+                    "reason": reset.reason.as_str(),
+                    "channels": reset.channels,
+                    "id": reset.id,
+                }));
+                self.last_event_id = reset.id;
+            }
+        }
+    }
+
+    /// Takes whatever the subscription has ready now. An overflowed queue ends the
+    /// answer early: the next request reads the rest from history.
+    fn drain(&mut self, subscription: &mut Subscription) {
+        while !self.is_full() {
+            match subscription.try_next() {
+                Ok(Some(item)) => self.push(item, subscription),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let mut body = String::with_capacity(self.bytes + 128);
+        body.push_str("{\"events\":[");
+        body.push_str(&self.events.join(","));
+        body.push_str("],\"reset\":");
+        body.push_str(
+            &self
+                .reset
+                .map_or_else(|| "null".to_owned(), |r| r.to_string()),
+        );
+        body.push_str(",\"last_event_id\":");
+        body.push_str(&serde_json::Value::from(self.last_event_id).to_string());
+        body.push_str(",\"retry_ms\":");
+        body.push_str(&self.retry_ms.to_string());
+        body.push_str(",\"user\":");
+        body.push_str(&serde_json::Value::from(self.user).to_string());
+        body.push_str(",\"channels\":");
+        body.push_str(&serde_json::to_string(&self.channels).unwrap_or_default());
+        body.push('}');
+        let mut response = (StatusCode::OK, body).into_response();
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
+/// `GET /poll?channel=..&last_event_id=..&timeout=..`: the events after
+/// `last_event_id`, waiting up to `timeout` seconds for one when there are none yet.
+pub(super) async fn poll(
+    State(hub): State<Hub>,
+    headers: HeaderMap,
+    request: axum::extract::Request,
+) -> Result<Response, ApiError> {
+    let info = request.extensions().get::<ConnectionInfo>().cloned();
+    let timeout = timeout_of(request.uri().query())?;
+    let Opening {
+        identity,
+        channels,
+        resume,
+        admission,
+        ..
+    } = open(&hub, &headers, request.uri(), info.as_ref(), true)?;
+    let Some(from) = resume else {
+        let head = hub.position().await.map_err(unavailable)?;
+        return Ok(Answer::new(head, identity.user, channels).into_response());
+    };
+    let (mut subscription, start) = hub
+        .subscribe_from(&admission, channels, Some(from))
+        .await
+        .map_err(unavailable)?;
+    let user = identity.user.clone();
+    let mut answer = Answer::new(start, user, subscription.channels().to_vec());
+    answer.drain(&mut subscription);
+    if !answer.is_empty() || timeout.is_zero() {
+        return Ok(answer.into_response());
+    }
+
+    // A request must not outlive its token: it ends when the token expires, and
+    // the next one is refused, which tells the client to renew it.
+    let config = hub.config();
+    let wait = identity
+        .expires_in()
+        .map_or(timeout, |left| timeout.min(left + config.auth.leeway));
+    tokio::select! {
+        biased;
+        _ = hub.shutting_down() => {
+            let within = config.shutdown.reconnect_within.as_millis().max(2) as u64;
+            answer.retry_ms = rand::random_range(within / 10..within);
+        }
+        item = subscription.next() => {
+            if let Ok(Some(item)) = item {
+                answer.push(item, &subscription);
+                answer.drain(&mut subscription);
+            }
+        }
+        _ = tokio::time::sleep_until(Instant::now() + wait) => {}
+    }
+    Ok(answer.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_defaults_caps_and_refuses_nonsense() {
+        assert_eq!(timeout_of(None).unwrap(), DEFAULT_TIMEOUT);
+        assert_eq!(timeout_of(Some("channel=a")).unwrap(), DEFAULT_TIMEOUT);
+        assert_eq!(
+            timeout_of(Some("timeout=1.5")).unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(timeout_of(Some("timeout=0")).unwrap(), Duration::ZERO);
+        assert_eq!(timeout_of(Some("timeout=3600")).unwrap(), MAX_TIMEOUT);
+        for bad in ["timeout=-1", "timeout=soon", "timeout=NaN", "timeout="] {
+            assert!(timeout_of(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}
