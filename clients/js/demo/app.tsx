@@ -118,11 +118,13 @@ function Board({ user }: { user: string }) {
     const text = title.trim();
     if (!text) return;
     setTitle('');
-    void client.publish(BOARD, 'card.created', { id: randomId('card'), title: text, column: 'todo', by: user });
+    // With an id of its own the event goes through `POST /publish` and is kept in the
+    // channel's history (the board is rebuilt from it); a retry would not repeat it.
+    void client.publish(BOARD, 'card.created', { id: randomId('card'), title: text, column: 'todo', by: user }, { id: randomId('ev') });
   };
   const move = (card: Card, step: number) => {
     const column = COLUMNS[COLUMNS.indexOf(card.column) + step];
-    if (column) void client.publish(BOARD, 'card.moved', { id: card.id, column, by: user });
+    if (column) void client.publish(BOARD, 'card.moved', { id: card.id, column, by: user }, { id: randomId('ev') });
   };
 
   return (
@@ -393,7 +395,7 @@ function Chat({ session }: { session: Session }) {
   });
   useChannel<DemoEvents, 'typing'>(CHAT, 'typing', (event) => {
     const { user } = event.data;
-    if (user === me || Date.now() - Date.parse(event.time) > TYPING_SHOWN_MS) return;
+    if (user === me) return;
     setTyping((all) => ({ ...all, [user]: Date.now() + TYPING_SHOWN_MS }));
   });
 
@@ -427,7 +429,8 @@ function Chat({ session }: { session: Session }) {
     if (!body) return;
     setText('');
     lastTyping.current = 0;
-    void client.publish(CHAT, 'chat.message', { user: me, text: body });
+    // Over the WebSocket: a client event, live only (the demo namespace keeps none).
+    void client.publish(CHAT, 'chat.message', { user: me, text: body }).catch(() => setText(body));
   };
 
   const typers = Object.keys(typing).filter((u) => u !== me);

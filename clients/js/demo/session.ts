@@ -98,6 +98,8 @@ function createClient(token: string | TokenProvider): HeraldClient<DemoEvents> {
   return new HeraldClient<DemoEvents>({
     url: location.origin,
     token,
+    // A WebSocket, for the chat's live-only client events (typing, messages).
+    transport: 'ws',
     // Reconnect quickly: the demo is often used to watch a hub restart.
     reconnect: { initialDelayMs: 300, maxDelayMs: 3000 },
   });
