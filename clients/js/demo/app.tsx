@@ -200,18 +200,35 @@ function Bell({ user }: { user: string }) {
   const inbox = useNotifications({ user, limit: 20 });
   const [open, setOpen] = useState(false);
   const [failure, setFailure] = useState<string | null>(null);
+  const wrap = useRef<HTMLDivElement>(null);
+  // A click elsewhere or Escape closes the dropdown.
+  useEffect(() => {
+    if (!open) return undefined;
+    const onPointer = (event: MouseEvent) => {
+      if (!wrap.current?.contains(event.target as Node)) setOpen(false);
+    };
+    const onKey = (event: KeyboardEvent) => {
+      if (event.key === 'Escape') setOpen(false);
+    };
+    document.addEventListener('mousedown', onPointer);
+    document.addEventListener('keydown', onKey);
+    return () => {
+      document.removeEventListener('mousedown', onPointer);
+      document.removeEventListener('keydown', onKey);
+    };
+  }, [open]);
   const report = (promise: Promise<unknown>) => promise.then(() => setFailure(null), (e: Error) => setFailure(e.message));
 
   const sendOne = () =>
     report(
       client.notifications.create(
         { user },
-        { title: 'Hello from the demo', message: `Sent at ${new Date().toLocaleTimeString()}`, type: 'info' },
+        { title: 'Hello from the demo', message: 'Sent to yourself through the inbox API', type: 'info' },
       ),
     );
 
   return (
-    <div className="bell-wrap">
+    <div className="bell-wrap" ref={wrap}>
       <button
         type="button"
         className="bell"
