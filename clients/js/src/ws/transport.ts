@@ -92,7 +92,8 @@ export function wsUrl(request: Pick<TransportRequest, 'url' | 'channels' | 'last
   if (request.lastEventId !== null) query.set('last_event_id', request.lastEventId);
   if (request.token !== null) query.set('token', request.token);
   const origin = base ?? (typeof location === 'undefined' ? 'http://localhost' : location.href);
-  const url = new URL(`${request.url}/ws?${query.toString()}`, origin);
+  const search = query.toString();
+  const url = new URL(`${request.url}/ws${search ? `?${search}` : ''}`, origin);
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   return url.toString();
 }
