@@ -7,11 +7,11 @@ import {
   useConnectionState,
   useHeraldClient,
   useNotifications,
+  usePresence,
   useTasks,
 } from '@herald/client/react';
 import { useEffect, useRef, useState, type FormEvent } from 'react';
 import { applyBoardEvent, boardFromHistory, emptyBoard } from './board.js';
-import { useMembers } from './presence.js';
 import { BOARD, CHAT, COLUMNS, type Card, type Column, type DemoEvents, type Session } from './session.js';
 
 const COLUMN_TITLES: Record<Column, string> = { todo: 'To do', doing: 'In progress', done: 'Done' };
@@ -46,7 +46,7 @@ export function App({ session, onSignOut }: { session: Session; onSignOut: () =>
           <Board user={session.user} />
           <div className="side">
             <Jobs user={session.user} />
-            <Chat session={session} />
+            <Chat user={session.user} />
           </div>
         </main>
       </div>
@@ -395,10 +395,9 @@ interface ChatLine {
   time: string;
 }
 
-function Chat({ session }: { session: Session }) {
+function Chat({ user: me }: { user: string }) {
   const client = useDemoClient();
-  const me = session.user;
-  const members = useMembers(session, CHAT);
+  const { members } = usePresence(CHAT);
   const [lines, setLines] = useState<ChatLine[]>([]);
   const [typing, setTyping] = useState<Record<string, number>>({});
   const [text, setText] = useState('');

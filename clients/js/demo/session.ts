@@ -6,8 +6,6 @@ import { HeraldClient, HeraldError, type TokenProvider } from '@herald/client';
 export interface Session {
   readonly user: string;
   readonly client: HeraldClient<DemoEvents>;
-  /** `GET` of a hub endpoint with the session's current token. */
-  fetchJson(path: string): Promise<unknown>;
 }
 
 /** A card of the task board. */
@@ -68,30 +66,22 @@ export async function signIn(user: string): Promise<Session | null> {
   const first = await demoToken(user);
   if (first === null) return null;
   let pending: string | null = first;
-  let current = first;
   // The first token is already here; later ones (renewal, rejection) are asked for again.
   const token: TokenProvider = async () => {
     const ready = pending;
     pending = null;
     const next = ready ?? (await demoToken(user));
     if (next === null) throw new Error('the hub stopped minting demo tokens');
-    current = next;
     return next;
   };
-  return { user, client: createClient(token), fetchJson: (path) => getJson(path, current) };
-}
-
-async function getJson(path: string, token: string): Promise<unknown> {
-  const response = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
-  if (!response.ok) throw new HeraldError(`http_${response.status}`, `GET ${path}: ${response.status}`, { status: response.status });
-  return response.json();
+  return { user, client: createClient(token) };
 }
 
 /** A session for a token pasted by hand. */
 export function withToken(token: string): Session {
   const user = tokenSubject(token);
   if (user === null) throw new Error('this is not a token with a subject (sub)');
-  return { user, client: createClient(token), fetchJson: (path) => getJson(path, token) };
+  return { user, client: createClient(token) };
 }
 
 function createClient(token: string | TokenProvider): HeraldClient<DemoEvents> {
