@@ -232,6 +232,7 @@ abstract class Feed<S, C> {
   /** Changes received while a first fetch is on its way, or `null` when none is. */
   #pending: C[] | null = null;
   #fetchSerial = 0;
+  #refetchQueued = false;
   #started = false;
   #stopped = false;
 
@@ -313,8 +314,18 @@ abstract class Feed<S, C> {
       this.client.subscribe(channel, (event) => {
         const change = this.read(event);
         if (change !== null) this.change(change);
-      }, { onReset: () => this.refetch() }),
+      }, { onReset: () => this.#queueRefetch() }),
     );
+  }
+
+  /** One refetch for a reset that names both the user's channel and `$broadcast`. */
+  #queueRefetch(): void {
+    if (this.#refetchQueued) return;
+    this.#refetchQueued = true;
+    queueMicrotask(() => {
+      this.#refetchQueued = false;
+      this.refetch();
+    });
   }
 
   #onState(): void {

@@ -208,9 +208,9 @@ describe('NotificationsFeed', () => {
     live.event('$broadcast', 'e2', { notification: wire(note('b1', 4, { broadcast: true })) }, 'notification.created');
     assert.equal(feed.state.unreadCount, 4);
 
-    live.reset(['user:ann'], 'e3');
+    live.reset(['user:ann', '$broadcast'], 'e3');
     await settle();
-    assert.equal(requests.length, 2);
+    assert.equal(requests.length, 2, 'one refetch for a reset of both channels');
     assert.equal(feed.state.loading, true);
     requests[1]?.resolve({ notifications: [wire(note('n2', 2))], unread_count: 1, has_more: false, next_cursor: null });
     await settle();
