@@ -174,6 +174,10 @@ const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 pub fn spawn_upkeep(hub: &Hub) {
     let readiness = hub.readiness("store");
     let store = hub.store().clone();
+    if let crate::store::Store::Sqlite(_) = store {
+        // Opened and migrated already, in `Hub::new`.
+        readiness.ready();
+    }
     let config = hub.config().store.clone();
     let stop = hub.shutdown_token();
     tokio::spawn(async move {

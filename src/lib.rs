@@ -29,7 +29,13 @@
 //! - [`hub`]: the [`Hub`] handle tying them together, with limits and shutdown.
 //! - [`hooks`]: channel joins and leaves, presence, the application's hooks (and,
 //!   in `webhooks`, the same as signed HTTP callbacks).
-//! - [`http`]: the HTTP routes (SSE, publish, history, ops, demo page).
+//! - [`store`]: the notification inbox and tasks as stored, in SQLite
+//!   ([`store::sqlite`], the default) or PostgreSQL ([`store::postgres`]). Knows
+//!   nothing of HTTP or channels.
+//! - [`inbox`]: inbox and task changes stored, then pushed on the user's channel
+//!   (`Hub::notify`, `Hub::put_task`, ...), and the retention cleanup.
+//! - [`http`]: the HTTP routes (SSE, publish, history, ops, demo page, and the
+//!   `/api` inbox and tasks described by `docs/openapi.json`).
 //! - [`server`]: the accept loop with per-connection control and graceful shutdown.
 //! - [`source`]: event sources the hub reads itself; [`source::postgres`] turns table
 //!   changes (LISTEN/NOTIFY or an outbox table) into events.

@@ -18,6 +18,9 @@ use super::{
 };
 use crate::config::ConfigError;
 
+/// How long a request waits for a pooled connection, or for a new one.
+const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A lock id of Herald's own, held while migrating.
 const MIGRATION_LOCK: i64 = 0x6865_7261_6c64_0001;
 
@@ -125,7 +128,14 @@ impl PgStore {
             .map_err(|e| ConfigError::new("store.url", format!("not a PostgreSQL URL: {e}")))?;
         let mut config = deadpool_postgres::Config::new();
         config.url = Some(url.to_owned());
-        config.pool = Some(deadpool_postgres::PoolConfig::new(pool_size));
+        let mut pool = deadpool_postgres::PoolConfig::new(pool_size);
+        // A database that does not answer fails requests (503) instead of holding them.
+        pool.timeouts = deadpool_postgres::Timeouts {
+            wait: Some(POOL_TIMEOUT),
+            create: Some(POOL_TIMEOUT),
+            recycle: Some(POOL_TIMEOUT),
+        };
+        config.pool = Some(pool);
         let pool = config
             .create_pool(Some(Runtime::Tokio1), NoTls)
             .map_err(|e| ConfigError::new("store.url", e.to_string()))?;
@@ -137,8 +147,9 @@ impl PgStore {
 
     /// A pooled connection to a migrated database.
     async fn client(&self) -> Result<Object, StoreError> {
-        let client = self.pool.get().await.map_err(unavailable)?;
         if !self.migrated.initialized() {
+            // Migrate on a connection that goes back to the pool before the caller's
+            // is taken, so even a pool of one cannot wait on itself.
             self.migrated
                 .get_or_try_init(|| async {
                     let mut migrating = self.pool.get().await.map_err(unavailable)?;
@@ -146,7 +157,7 @@ impl PgStore {
                 })
                 .await?;
         }
-        Ok(client)
+        self.pool.get().await.map_err(unavailable)
     }
 
     pub(super) async fn check(&self) -> Result<(), StoreError> {

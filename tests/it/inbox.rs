@@ -644,3 +644,30 @@ async fn cors_allows_the_inbox_methods() {
         assert!(allowed.contains(method), "{method} not in {allowed:?}");
     }
 }
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_503_and_not_ready() {
+    let hub = TestHub::builder()
+        .store(&Backend::Postgres {
+            url: "postgres://postgres@127.0.0.1:1/test".into(),
+            pool_size: 2,
+        })
+        .start()
+        .await;
+    let (status, body) = call(
+        &hub,
+        Method::POST,
+        "/api/notifications",
+        Some(&hub.publisher()),
+        Some(json!({"user": "alice", "title": "x", "type": "info"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"]["code"], "unavailable");
+    let alice = user_token(&hub, "alice");
+    let (status, _) = call(&hub, Method::GET, "/api/notifications", Some(&alice), None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let ready = hub.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ready.text().await.unwrap().contains("store"));
+}
