@@ -41,11 +41,16 @@ export interface HubOptions {
   port?: number;
   /** Origins allowed by CORS (the test pages' server). */
   corsOrigins?: string[];
+  /** More configuration, as `HERALD_*` variables (`HERALD_BROKER`, `HERALD_NAMESPACES__CHAT__PRESENCE`, ...). */
+  env?: Record<string, string>;
 }
 
 export async function startHub(options: HubOptions = {}): Promise<Hub> {
   const cwd = mkdtempSync(path.join(tmpdir(), 'herald-client-e2e-'));
-  const env = hubEnv(options.corsOrigins ? { HERALD_HTTP__CORS_ORIGINS: JSON.stringify(options.corsOrigins) } : {});
+  const env = hubEnv({
+    ...(options.corsOrigins ? { HERALD_HTTP__CORS_ORIGINS: JSON.stringify(options.corsOrigins) } : {}),
+    ...options.env,
+  });
   const proc = spawn(HERALD_BIN, ['serve', '--listen', `127.0.0.1:${options.port ?? 0}`], {
     cwd,
     env,
