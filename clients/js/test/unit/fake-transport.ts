@@ -10,7 +10,7 @@ import type { ConnectedInfo } from '../../src/types.js';
 
 /** A transport whose connections the test drives by hand. */
 export class FakeTransport implements Transport {
-  readonly name = 'fake';
+  readonly name: string = 'fake';
   readonly connections: FakeConnection[] = [];
 
   open(request: TransportRequest, sink: TransportSink): TransportConnection {

@@ -98,6 +98,10 @@ export interface TestPage {
   readonly logs: string[];
   /** Every `/events` request the page made (URL). */
   readonly streams: string[];
+  /** Every `/poll` request the page made (URL). */
+  readonly polls: string[];
+  /** Every WebSocket the page opened (URL). */
+  readonly sockets: string[];
 }
 
 export async function openPage(
@@ -111,14 +115,19 @@ export async function openPage(
   const page = await context.newPage();
   const logs: string[] = [];
   const streams: string[] = [];
+  const polls: string[] = [];
+  const sockets: string[] = [];
+  page.on('websocket', (socket) => sockets.push(socket.url()));
   page.on('console', (msg) => logs.push(`[console.${msg.type()}] ${msg.text()}`));
   page.on('pageerror', (error) => logs.push(`[pageerror] ${error.message}`));
   page.on('request', (request) => {
-    if (request.method() === 'GET' && new URL(request.url()).pathname === '/events') streams.push(request.url());
+    const pathname = new URL(request.url()).pathname;
+    if (request.method() === 'GET' && pathname === '/events') streams.push(request.url());
+    if (request.method() === 'GET' && pathname === '/poll') polls.push(request.url());
   });
   if (setup) await setup(page);
   await page.goto(url);
-  return { page, context, logs, streams };
+  return { page, context, logs, streams, polls, sockets };
 }
 
 /** Polls `condition` until it holds, or fails after `timeoutMs`. */

@@ -45,7 +45,7 @@ export interface HubOptions {
   corsOrigins?: string[];
   /** Let `POST /demo/token` mint tokens (the demo app signs in with it). */
   demoTokens?: boolean;
-  /** More `HERALD_*` settings, e.g. `{ HERALD_BROKER: 'redis://127.0.0.1:6379' }`. */
+  /** More configuration, as `HERALD_*` variables (`HERALD_BROKER`, `HERALD_NAMESPACES__CHAT__PRESENCE`, ...). */
   env?: Record<string, string>;
   /** Run in this directory (kept on stop), e.g. the `dir` of the hub this one replaces. */
   dir?: string;
