@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Headless-browser tests for the demo page, run against a real hub.
+# Headless-browser tests of the demo app the hub serves at `/`, against a real hub.
+# First checks that the committed bundle (assets/demo) is what clients/js/demo
+# builds, so the page the binary embeds never goes stale.
 #
 #   scripts/browser-tests.sh
 #
 # Environment:
 #   HERALD_BIN               use this hub binary instead of building target/debug/herald
-#   HERALD_REQUIRE_SERVICES  when 1, a missing Chromium is an error instead of a skip
+#   CARGO_TARGET_DIR         where cargo builds (default: target)
+#   HERALD_REQUIRE_SERVICES  when 1, a missing Node.js/npm, Chromium or Redis is an error instead of a skip
 set -euo pipefail
 
 # A relative HERALD_BIN is relative to the caller's directory.
@@ -16,14 +19,19 @@ fi
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 CHROMIUM=/usr/bin/chromium
+PKG=clients/js
 
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+skip_or_fail() {
   if [[ "${HERALD_REQUIRE_SERVICES:-}" == "1" ]]; then
-    echo "FAIL browser tests: Node.js and npm are needed (https://nodejs.org)" >&2
+    echo "FAIL browser tests: $1" >&2
     exit 1
   fi
-  echo "SKIP browser tests: Node.js and npm not installed (https://nodejs.org)"
+  echo "SKIP browser tests: $1"
   exit 0
+}
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  skip_or_fail "Node.js and npm not installed (https://nodejs.org)"
 fi
 
 if [[ ! -x "$CHROMIUM" ]]; then
@@ -31,19 +39,29 @@ if [[ ! -x "$CHROMIUM" ]]; then
     echo "==> installing chromium"
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
-  elif [[ "${HERALD_REQUIRE_SERVICES:-}" == "1" ]]; then
-    echo "FAIL browser tests: chromium not installed (apt-get install chromium)" >&2
-    exit 1
   else
-    echo "SKIP browser tests: chromium not installed (apt-get install chromium)"
-    exit 0
+    skip_or_fail "chromium not installed at $CHROMIUM (apt-get install chromium)"
   fi
 fi
 
+# Playwright drives the system Chromium; it must never download a browser.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
-echo "==> npm ci (tests/browser)"
-npm ci --prefix tests/browser --no-audit --no-fund
+echo "==> npm ci ($PKG)"
+npm ci --prefix "$PKG" --no-audit --no-fund
+
+echo "==> demo bundle ($PKG/demo -> assets/demo)"
+npm run --prefix "$PKG" build:demo
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  untracked="$(git ls-files --others --exclude-standard -- assets/demo)"
+  if ! git diff --exit-code --stat -- assets/demo || [[ -n "$untracked" ]]; then
+    echo "FAIL: assets/demo differs from what $PKG/demo builds${untracked:+ (untracked: $untracked)}." >&2
+    echo "      Run \`npm run build:demo\` in $PKG and commit assets/demo with the demo's source." >&2
+    exit 1
+  fi
+else
+  echo "SKIP bundle check: not a git checkout"
+fi
 
 if [[ -z "${HERALD_BIN:-}" ]]; then
   echo "==> cargo build -p herald --bin herald"
@@ -54,15 +72,5 @@ if [[ -z "${HERALD_BIN:-}" ]]; then
 fi
 export HERALD_BIN
 
-echo "==> browser tests (hub: $HERALD_BIN)"
-# Node 20 walks a directory argument for *.test.js files; Node 21+ takes glob
-# patterns instead and would try to load the directory as a module.
-node_major="$(node -p 'process.versions.node.split(".")[0]')"
-if (( node_major >= 21 )); then
-  test_args=(tests/browser/*.test.js)
-else
-  test_args=(tests/browser/)
-fi
-status=0
-node --test --test-reporter=spec "${test_args[@]}" || status=$?
-exit "$status"
+echo "==> demo app tests ($PKG/test/e2e/demo.e2e.test.ts, hub: $HERALD_BIN)"
+npm run --prefix "$PKG" test:demo

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tests of the browser client package (clients/js): typecheck, build, unit tests,
-# then end-to-end tests in headless Chromium against a real hub.
+# then end-to-end tests in headless Chromium against a real hub (the demo app's
+# tests, in the same folder, are run by scripts/browser-tests.sh).
 #
 #   scripts/client-tests.sh
 #

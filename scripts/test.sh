@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of the project: Rust unit and integration tests, then the
-# browser tests in headless Chromium. Installs what the browser tests need.
+# demo app's browser tests and the TypeScript client's tests in headless
+# Chromium. Installs what the browser tests need.
 #
 # Tests that need a service or a tool that is missing are skipped with a
 # visible reason; with HERALD_REQUIRE_SERVICES=1 they fail instead.
@@ -15,7 +16,7 @@ fi
 echo "== Rust tests"
 cargo test --workspace --all-targets
 
-echo "== Browser tests"
+echo "== Demo app browser tests"
 bash scripts/browser-tests.sh
 
 echo "== TypeScript client tests"

@@ -394,11 +394,16 @@ impl Default for ShutdownConfig {
     }
 }
 
+/// The namespace of the demo page's channels (`demo:board`, `demo:chat`). With
+/// `demo.enabled` it defaults to presence on and live-only client events.
+pub const DEMO_NAMESPACE: &str = "demo";
+
 /// The demo page.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoConfig {
-    /// Serve the demo page at `/`.
+    /// Serve the demo app at `/`, and give the `demo` namespace presence and
+    /// live-only client events unless `[namespaces.demo]` says otherwise.
     pub enabled: bool,
     /// Let the demo page mint itself tokens (`POST /demo/token`). Never on a hub
     /// reachable by untrusted users: anyone could publish to `demo:*` and user
@@ -703,8 +708,16 @@ impl Config {
             client_publish: self.channels.client_publish,
             client_history: self.channels.client_history,
         };
-        let namespaces = self
-            .namespaces
+        let mut configured = self.namespaces.clone();
+        if self.demo.enabled {
+            // The demo page's presence list and typing indicator need these; what the
+            // operator wrote for `[namespaces.demo]` still wins, key by key.
+            let demo = configured.entry(DEMO_NAMESPACE.to_owned()).or_default();
+            demo.presence.get_or_insert(true);
+            demo.client_publish.get_or_insert(true);
+            demo.client_history.get_or_insert(false);
+        }
+        let namespaces = configured
             .iter()
             .map(|(name, ns)| {
                 let policy = NamespacePolicy {
@@ -787,6 +800,27 @@ mod tests {
         assert_eq!(p.of(&chat).history.size, 7);
         assert_eq!(p.of(&chat).subscribe, SubscribeRule::Anyone);
         assert_eq!(p.of(&chat).history.ttl, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_demo_namespace_has_presence_and_live_only_client_events() {
+        let demo = crate::core::ChannelName::new("demo:chat").unwrap();
+        let p = load("", &[]).unwrap().policies();
+        assert!(p.of(&demo).presence);
+        assert!(p.of(&demo).client_publish);
+        assert!(!p.of(&demo).client_history);
+        let p = load(
+            "[namespaces.demo]\npresence = false\nhistory_size = 3\n",
+            &[],
+        )
+        .unwrap()
+        .policies();
+        assert!(!p.of(&demo).presence);
+        assert!(p.of(&demo).client_publish);
+        assert_eq!(p.of(&demo).history.size, 3);
+        let p = load("[demo]\nenabled = false\n", &[]).unwrap().policies();
+        assert!(!p.of(&demo).presence);
+        assert!(!p.of(&demo).client_publish);
     }
 
     #[test]

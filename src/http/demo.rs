@@ -49,9 +49,10 @@ struct TokenRequest {
     user: String,
 }
 
-/// `POST /demo/token` with `{"user": "alice"}`: a token for the demo page, granting
-/// `demo:*` and publishing to user channels and the broadcast. Only mounted when
-/// `demo.tokens` is on.
+/// `POST /demo/token` with `{"user": "alice"}`: a token for the demo app. It may
+/// subscribe to and publish on `demo:*` (the task board, the chat with presence and
+/// typing) and publish to its own user channel, which lets the page raise its own
+/// notifications and drive its own tasks. Only mounted when `demo.tokens` is on.
 pub(super) async fn token(
     State(hub): State<Hub>,
     body: axum::body::Body,
@@ -80,11 +81,7 @@ pub(super) async fn token(
         ChannelPattern::parse(p).map_err(|e| ApiError::bad_request("invalid_user", e.to_string()))
     };
     claims.herald.subscribe = vec![pattern("demo:*")?];
-    claims.herald.publish = vec![
-        pattern("demo:*")?,
-        pattern("user:*")?,
-        pattern("$broadcast")?,
-    ];
+    claims.herald.publish = vec![pattern("demo:*")?, pattern(&format!("user:{user}"))?];
     let token = hub.authenticator().mint(&claims).map_err(|e| {
         ApiError::new(
             StatusCode::NOT_FOUND,

@@ -107,6 +107,23 @@ async fn demo_tokens_when_enabled() {
     let token = body["token"].as_str().unwrap();
     let sse = hub.subscribe("channel=demo:lobby", Some(token)).await;
     assert_eq!(sse.connected["user"], "guest-1");
+    // The page publishes on the demo's channels and to its own user, nobody else's.
+    for (channel, allowed) in [
+        ("demo:board", true),
+        ("user:guest-1", true),
+        ("user:guest-2", false),
+        ("orders", false),
+    ] {
+        let (status, answer) = hub
+            .publish_with(Some(token), &json!({"channel": channel, "data": 1}))
+            .await;
+        let expected = if allowed { 200 } else { 403 };
+        assert_eq!(status.as_u16(), expected, "{channel}: {answer}");
+    }
+    let (status, _) = hub
+        .publish_with(Some(token), &json!({"broadcast": true, "data": 1}))
+        .await;
+    assert_eq!(status.as_u16(), 403);
     let response = hub
         .http
         .post(format!("{}/demo/token", hub.url))

@@ -2,6 +2,7 @@ import { DEFAULT_BACKOFF, backoffDelay, retryAfterDelay, type BackoffOptions } f
 import { RecentIds } from './dedupe.js';
 import { HeraldError } from './errors.js';
 import { hubRequest } from './http.js';
+import { NotificationsApi, TasksApi } from './inbox.js';
 import { callSafely, isHidden, watchOnline, watchVisibility } from './lifecycle.js';
 import { autoTransport, pollTransport } from './poll/transport.js';
 import { sseTransport } from './sse/transport.js';
@@ -61,7 +62,7 @@ export interface ClientOptions {
   dedupeWindow?: number;
   /** Start from this event id, e.g. one saved before the page was reloaded. */
   lastEventId?: string;
-  /** The `fetch` used by {@link HeraldClient.publish} and {@link HeraldClient.history}. */
+  /** The `fetch` used for HTTP requests: {@link HeraldClient.publish}, {@link HeraldClient.history}, the inbox and tasks. */
   fetch?: typeof fetch;
 }
 
@@ -103,6 +104,10 @@ const DEFAULT_PAUSE_AFTER_MS = 30_000;
  */
 export class HeraldClient<M extends EventMap = EventMap> {
   readonly url: string;
+  /** The signed-in user's notification inbox (`/api/notifications`). */
+  readonly notifications: NotificationsApi;
+  /** The signed-in user's tasks (`/api/tasks`). */
+  readonly tasks: TasksApi;
   readonly #transport: Transport;
   readonly #credentials: RequestCredentials;
   readonly #backoff: BackoffOptions;
@@ -152,6 +157,9 @@ export class HeraldClient<M extends EventMap = EventMap> {
     });
     this.#recent = new RecentIds(options.dedupeWindow ?? 2048);
     this.#lastEventId = options.lastEventId ?? null;
+    const request = (path: string, init: RequestInit): Promise<unknown> => this.#request(path, init);
+    this.notifications = new NotificationsApi(request);
+    this.tasks = new TasksApi(request);
   }
 
   /** The connection's state. */

@@ -32,3 +32,30 @@ export type {
   TokenRequestReason,
   Unsubscribe,
 } from './types.js';
+export { NotificationsApi, TasksApi, parseNotification, parseTask } from './inbox.js';
+export type {
+  HubFetch,
+  InboxChange,
+  ListNotificationsOptions,
+  NewNotification,
+  Notification,
+  NotificationPage,
+  NotificationType,
+  Task,
+  TaskStatus,
+  TaskUpdate,
+} from './inbox.js';
+export {
+  NotificationsFeed,
+  TasksFeed,
+  applyFirstPage,
+  applyNextPage,
+  applyNotificationChange,
+  applyTask,
+  applyTaskList,
+  initialNotificationsState,
+  initialTasksState,
+  notificationChange,
+  taskChange,
+} from './inbox-state.js';
+export type { FeedOptions, NotificationChange, NotificationsState, TasksState } from './inbox-state.js';

@@ -1,5 +1,5 @@
 // What the vanilla test page exposes to the tests, on `window.harness`.
-import type { BackoffOptions, ConnectionState } from '@herald/client';
+import type { BackoffOptions, ConnectionState, PresenceChange, PresenceMember } from '@herald/client';
 
 export interface HarnessStart {
   url: string;
@@ -9,6 +9,10 @@ export interface HarnessStart {
   channels: string[];
   reconnect?: Partial<BackoffOptions>;
   pauseAfterMs?: number;
+  /** Default `sse`. */
+  transport?: 'sse' | 'ws' | 'poll' | 'auto';
+  /** For `auto`: how long the stream may take to open before the client switches to long-polling. */
+  fallbackAfterMs?: number;
 }
 
 export interface Received {
@@ -32,6 +36,15 @@ export interface Harness {
   state(): ConnectionState;
   lastEventId(): string | null;
   connectedChannels(): readonly string[];
+  /** The transport of the current connection (`sse`, `ws`, `poll`), or null. */
+  transportInUse(): string | null;
+  /** `client.publish`; resolves with the id, or `error:<code>`. */
+  publish(channel: string, type: string, data: unknown): Promise<string>;
+  /** `client.presence`; the users, or `error:<code>`. */
+  presence(channel: string): Promise<PresenceMember[] | string>;
+  /** Records the presence changes of `channel` in `presenceChanges`. */
+  watchPresence(channel: string): void;
+  presenceChanges: PresenceChange[];
   received: Received[];
   states: ConnectionState[];
   resets: Array<{ channel: string; reason: string; id: string; refetched: number }>;

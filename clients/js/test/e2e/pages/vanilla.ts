@@ -1,14 +1,24 @@
 // The page of the vanilla-client tests: a HeraldClient driven by the test through
 // `window.harness`, recording everything it sees.
-import { HeraldClient, sseTransport, type Transport, type TransportConnection, type TransportSink } from '@herald/client';
+import {
+  HeraldClient,
+  HeraldError,
+  autoTransport,
+  pollTransport,
+  sseTransport,
+  wsTransport,
+  type Transport,
+  type TransportConnection,
+  type TransportSink,
+} from '@herald/client';
 import type { Harness, HarnessStart } from './harness-types.js';
 
-/** The SSE transport, plus a way to drop its connections as a network failure would. */
+/** A transport, plus a way to drop its connections as a network failure would. */
 function droppable(inner: Transport): { transport: Transport; dropAll(): void } {
   const live = new Map<TransportConnection, TransportSink>();
   return {
     transport: {
-      name: 'droppable-sse',
+      name: inner.name,
       open(request, sink) {
         const connection: TransportConnection = inner.open(request, {
           message: (message) => sink.message(message),
@@ -18,12 +28,17 @@ function droppable(inner: Transport): { transport: Transport; dropAll(): void } 
           },
         });
         live.set(connection, sink);
-        return {
+        const wrapped: TransportConnection = {
           close: () => {
             live.delete(connection);
             connection.close();
           },
         };
+        // What only some transports can do goes straight through.
+        if (connection.setChannels) wrapped.setChannels = connection.setChannels.bind(connection);
+        if (connection.publish) wrapped.publish = connection.publish.bind(connection);
+        if (connection.presence) wrapped.presence = connection.presence.bind(connection);
+        return wrapped;
       },
     },
     dropAll() {
@@ -57,9 +72,18 @@ const harness: Harness = {
   resets: [],
   errors: [],
   tokenReasons: [],
+  presenceChanges: [],
 
   start(options: HarnessStart) {
-    const wrapped = droppable(sseTransport());
+    const inner =
+      options.transport === 'ws'
+        ? wsTransport()
+        : options.transport === 'poll'
+          ? pollTransport()
+          : options.transport === 'auto'
+            ? autoTransport(options.fallbackAfterMs === undefined ? {} : { fallbackAfterMs: options.fallbackAfterMs })
+            : sseTransport();
+    const wrapped = droppable(inner);
     dropAll = wrapped.dropAll;
     const token = options.tokenFromTest
       ? ({ reason }: { reason: string }) => {
@@ -118,6 +142,21 @@ const harness: Harness = {
   state: () => need().state,
   lastEventId: () => need().lastEventId,
   connectedChannels: () => need().connection?.channels ?? [],
+  transportInUse: () => need().connection?.transport ?? null,
+  publish: (channel, type, data) =>
+    need()
+      .publish(channel, type, data)
+      .then(
+        (result) => result.id,
+        (error: unknown) => `error:${error instanceof HeraldError ? error.code : String(error)}`,
+      ),
+  presence: (channel) =>
+    need()
+      .presence(channel)
+      .catch((error: unknown) => `error:${error instanceof HeraldError ? error.code : String(error)}`),
+  watchPresence(channel) {
+    track(channel, need().onPresence(channel, (change) => harness.presenceChanges.push(change)));
+  },
 };
 
 window.harness = harness;

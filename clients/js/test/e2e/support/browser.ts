@@ -98,22 +98,36 @@ export interface TestPage {
   readonly logs: string[];
   /** Every `/events` request the page made (URL). */
   readonly streams: string[];
+  /** Every `/poll` request the page made (URL). */
+  readonly polls: string[];
+  /** Every WebSocket the page opened (URL). */
+  readonly sockets: string[];
 }
 
-export async function openPage(browser: Browser, url: string, setup?: (page: Page) => Promise<void>): Promise<TestPage> {
-  const context = await browser.newContext();
+export async function openPage(
+  browser: Browser,
+  url: string,
+  setup?: (page: Page) => Promise<void>,
+  context?: BrowserContext,
+): Promise<TestPage> {
+  context ??= await browser.newContext({ viewport: { width: 1280, height: 860 } });
   context.setDefaultTimeout(10_000);
   const page = await context.newPage();
   const logs: string[] = [];
   const streams: string[] = [];
+  const polls: string[] = [];
+  const sockets: string[] = [];
+  page.on('websocket', (socket) => sockets.push(socket.url()));
   page.on('console', (msg) => logs.push(`[console.${msg.type()}] ${msg.text()}`));
   page.on('pageerror', (error) => logs.push(`[pageerror] ${error.message}`));
   page.on('request', (request) => {
-    if (request.method() === 'GET' && new URL(request.url()).pathname === '/events') streams.push(request.url());
+    const pathname = new URL(request.url()).pathname;
+    if (request.method() === 'GET' && pathname === '/events') streams.push(request.url());
+    if (request.method() === 'GET' && pathname === '/poll') polls.push(request.url());
   });
   if (setup) await setup(page);
   await page.goto(url);
-  return { page, context, logs, streams };
+  return { page, context, logs, streams, polls, sockets };
 }
 
 /** Polls `condition` until it holds, or fails after `timeoutMs`. */
@@ -127,6 +141,19 @@ export async function waitUntil(condition: () => boolean, timeoutMs: number): Pr
 
 function slug(text: string): string {
   return text.replace(/[^a-z0-9]+/gi, '-').replace(/^-|-$/g, '').slice(0, 80) || 'test';
+}
+
+/** Screenshots each page into `test-results/` and prints its console. */
+async function capture(name: string, pages: readonly TestPage[]): Promise<void> {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  for (const [i, testPage] of pages.entries()) {
+    const file = path.join(ARTIFACTS, `${slug(name)}${pages.length > 1 ? `-${i + 1}` : ''}.png`);
+    await testPage.page.screenshot({ path: file, fullPage: true, timeout: 5000 }).then(
+      () => console.error(`screenshot: ${file}`),
+      (shotError: Error) => console.error(`screenshot failed: ${shotError.message}`),
+    );
+    if (testPage.logs.length > 0) console.error(`page ${i + 1} console:\n  ${testPage.logs.join('\n  ')}`);
+  }
 }
 
 /**
@@ -144,15 +171,35 @@ export async function withPage(
   try {
     await body(testPage);
   } catch (error) {
-    mkdirSync(ARTIFACTS, { recursive: true });
-    const file = path.join(ARTIFACTS, `${slug(name)}.png`);
-    await testPage.page.screenshot({ path: file, fullPage: true, timeout: 5000 }).then(
-      () => console.error(`screenshot: ${file}`),
-      (shotError: Error) => console.error(`screenshot failed: ${shotError.message}`),
-    );
-    if (testPage.logs.length > 0) console.error(`page console:\n  ${testPage.logs.join('\n  ')}`);
+    await capture(name, [testPage]);
     throw error;
   } finally {
     await testPage.context.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Runs a test body that opens pages of its own with `open` (each in a new browser
+ * context unless one is given: a second tab of the same user shares a context).
+ * On failure every page is screenshotted; all are closed in any case.
+ */
+export async function withPages(
+  name: string,
+  browser: Browser,
+  body: (open: (url: string, context?: BrowserContext) => Promise<TestPage>) => Promise<void>,
+): Promise<void> {
+  const opened: TestPage[] = [];
+  const open = async (url: string, context?: BrowserContext): Promise<TestPage> => {
+    const testPage = await openPage(browser, url, undefined, context);
+    opened.push(testPage);
+    return testPage;
+  };
+  try {
+    await body(open);
+  } catch (error) {
+    await capture(name, opened);
+    throw error;
+  } finally {
+    for (const context of new Set(opened.map((p) => p.context))) await context.close().catch(() => undefined);
   }
 }

@@ -30,6 +30,8 @@ function hubEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
 export interface Hub {
   readonly url: string;
   readonly port: number;
+  /** The hub's working directory (where its SQLite store lives); pass it to a restart. */
+  readonly dir: string;
   output(): string;
   /** SIGKILL: no `shutdown` event, connections just drop. */
   kill(): Promise<void>;
@@ -41,11 +43,22 @@ export interface HubOptions {
   port?: number;
   /** Origins allowed by CORS (the test pages' server). */
   corsOrigins?: string[];
+  /** Let `POST /demo/token` mint tokens (the demo app signs in with it). */
+  demoTokens?: boolean;
+  /** More configuration, as `HERALD_*` variables (`HERALD_BROKER`, `HERALD_NAMESPACES__CHAT__PRESENCE`, ...). */
+  env?: Record<string, string>;
+  /** Run in this directory (kept on stop), e.g. the `dir` of the hub this one replaces. */
+  dir?: string;
 }
 
 export async function startHub(options: HubOptions = {}): Promise<Hub> {
-  const cwd = mkdtempSync(path.join(tmpdir(), 'herald-client-e2e-'));
-  const env = hubEnv(options.corsOrigins ? { HERALD_HTTP__CORS_ORIGINS: JSON.stringify(options.corsOrigins) } : {});
+  const ownDir = options.dir === undefined;
+  const cwd = options.dir ?? mkdtempSync(path.join(tmpdir(), 'herald-client-e2e-'));
+  const env = hubEnv({
+    ...(options.corsOrigins ? { HERALD_HTTP__CORS_ORIGINS: JSON.stringify(options.corsOrigins) } : {}),
+    ...(options.demoTokens ? { HERALD_DEMO__TOKENS: 'true' } : {}),
+    ...options.env,
+  });
   const proc = spawn(HERALD_BIN, ['serve', '--listen', `127.0.0.1:${options.port ?? 0}`], {
     cwd,
     env,
@@ -79,7 +92,7 @@ export async function startHub(options: HubOptions = {}): Promise<Hub> {
   };
   const stop = async (): Promise<void> => {
     await end('SIGTERM');
-    rmSync(cwd, { recursive: true, force: true });
+    if (ownDir) rmSync(cwd, { recursive: true, force: true });
   };
 
   try {
@@ -102,7 +115,7 @@ export async function startHub(options: HubOptions = {}): Promise<Hub> {
         reject(new Error(`herald exited early\n${captured}`));
       });
     });
-    return { url, port: Number(new URL(url).port), output: () => captured, kill: () => end('SIGKILL'), stop };
+    return { url, port: Number(new URL(url).port), dir: cwd, output: () => captured, kill: () => end('SIGKILL'), stop };
   } catch (error) {
     await stop();
     throw error;
@@ -134,10 +147,23 @@ export function mintToken({ sub, subscribe = [], publish = [], ttl }: Claims): P
   });
 }
 
+/** A JSON request to the hub with a bearer token; rejects on anything but 2xx. */
+export async function hubJson(hubUrl: string, token: string, method: string, pathname: string, body?: unknown): Promise<unknown> {
+  const response = await fetch(`${hubUrl}${pathname}`, {
+    method,
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    signal: AbortSignal.timeout(10_000),
+  });
+  const text = await response.text();
+  if (!response.ok) throw new Error(`${method} ${pathname} -> ${response.status}: ${text}`);
+  return text ? (JSON.parse(text) as unknown) : null;
+}
+
 export async function publish(
   hubUrl: string,
   token: string,
-  event: { channel: string; type?: string; data: unknown },
+  event: { channel: string; type?: string; data: unknown; id?: string },
 ): Promise<string> {
   const response = await fetch(`${hubUrl}/publish`, {
     method: 'POST',
