@@ -405,7 +405,10 @@ impl Hub {
                 ResumeFrom::Earliest => "earliest".to_owned(),
                 ResumeFrom::After(id) => id.clone(),
             };
-            return Ok((self.subscribe(admission, channels, Some(from)).await?, start));
+            return Ok((
+                self.subscribe(admission, channels, Some(from)).await?,
+                start,
+            ));
         }
         // The position is read before the connection is registered, and what was
         // published in between is replayed: reading it afterwards would leave the
@@ -436,10 +439,9 @@ impl Hub {
             .broker
             .replay(&[], ResumeFrom::After("\u{1}".to_owned()))
             .await?;
-        replay
-            .reset
-            .map(|reset| reset.id)
-            .ok_or_else(|| BrokerError::Unavailable("the broker did not report its position".into()))
+        replay.reset.map(|reset| reset.id).ok_or_else(|| {
+            BrokerError::Unavailable("the broker did not report its position".into())
+        })
     }
 
     /// The events on `channels` after `from`, with a reset for channels whose history

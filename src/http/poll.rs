@@ -50,9 +50,9 @@ fn timeout_of(query: Option<&str>) -> Result<Duration, ApiError> {
         return Ok(DEFAULT_TIMEOUT);
     };
     match value.parse::<f64>() {
-        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => {
-            Ok(Duration::from_secs_f64(seconds.min(MAX_TIMEOUT.as_secs_f64())))
-        }
+        Ok(seconds) if seconds.is_finite() && seconds >= 0.0 => Ok(Duration::from_secs_f64(
+            seconds.min(MAX_TIMEOUT.as_secs_f64()),
+        )),
         _ => Err(ApiError::bad_request(
             "invalid_parameter",
             format!("timeout must be a number of seconds from 0, not {value:?}"),

@@ -503,11 +503,7 @@ pub(super) fn matching_channels<'a>(
     event: &'a Event,
     mine: &[ChannelName],
 ) -> Vec<&'a ChannelName> {
-    event
-        .channels
-        .iter()
-        .filter(|c| mine.contains(c))
-        .collect()
+    event.channels.iter().filter(|c| mine.contains(c)).collect()
 }
 
 /// The SSE envelope frame of an event that reached a connection on several of its
