@@ -268,10 +268,6 @@ impl Hub {
         Arc::downgrade(&self.inner)
     }
 
-    pub(crate) fn shutdown_token(&self) -> CancellationToken {
-        self.inner.shutdown.clone()
-    }
-
     /// A subscription of the hub's own (not a client connection) on `channels`.
     pub(crate) fn register_internal(
         &self,

@@ -34,7 +34,7 @@ impl TestStore {
 
     /// A fresh schema, or `None` (the test is skipped) without PostgreSQL.
     pub(crate) async fn postgres() -> Option<Self> {
-        if !crate::fixture::service_available("PostgreSQL", "127.0.0.1:5432").await {
+        if !crate::fixture::services::postgres_available().await {
             return None;
         }
         let schema = format!("herald_inbox_{:08x}", rand::random::<u32>());
