@@ -452,14 +452,21 @@ impl Broker for RedisBroker {
         if let Some(why) = self.shared.not_following() {
             return Err(BrokerError::Unavailable(format!("redis: {why}")));
         }
+        let _: Value = self.shared.link.cmd(&redis::cmd("PING")).await?;
         if let Some(shards) = &self.shared.shards {
-            for k in 1..shards.list.len() {
+            for (k, shard) in shards.list.iter().enumerate().skip(1) {
                 if let Some(why) = shards.down(k) {
                     return Err(BrokerError::Unavailable(why));
                 }
+                let pong: Result<Value, _> = shard.link.cmd(&redis::cmd("PING")).await;
+                if let Err(BrokerError::Unavailable(why)) = pong {
+                    return Err(BrokerError::Unavailable(format!(
+                        "redis shard {}: {why}",
+                        shard.url
+                    )));
+                }
             }
         }
-        let _: Value = self.shared.link.cmd(&redis::cmd("PING")).await?;
         Ok(())
     }
 
