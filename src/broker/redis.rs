@@ -342,17 +342,18 @@ impl Broker for RedisBroker {
             ResumeFrom::Earliest => "",
             ResumeFrom::After(id) => id.as_str(),
         };
-        // Without shards, every channel is on the one server; with shards, the
-        // sequencer resolves the id and each shard reads the channels it holds.
+        // Without shards, one script reads every channel on the one server, atomically.
+        // With shards, the sequencer resolves the id and tells the head, every shard
+        // involved is brought up to that head, and each reads the channels it holds;
+        // events past the head are left to live delivery.
         let by_shard = match &sh.shards {
-            Some(shards) => {
-                let by_shard = shards.split(channels);
-                shards.catch_up(sh, by_shard.keys().copied()).await?;
-                by_shard
-            }
+            Some(shards) => shards.split(channels),
             None => BTreeMap::from([(0, channels.iter().collect())]),
         };
-        let on_first = by_shard.get(&0).map_or(&[][..], Vec::as_slice);
+        let on_first: &[&ChannelName] = match &sh.shards {
+            Some(_) => &[],
+            None => by_shard.get(&0).map_or(&[][..], Vec::as_slice),
+        };
         let mut reply: Vec<Value> = self
             .replay_on(&sh.link, &Shared::candidate_epoch(), id, on_first)
             .await?;
@@ -388,7 +389,8 @@ impl Broker for RedisBroker {
         let after = u64::try_from(after).ok();
         if let Some(shards) = &sh.shards {
             let resolved = after.map(|a| a.to_string()).unwrap_or_default();
-            for (&k, on_shard) in by_shard.iter().filter(|(k, _)| **k != 0) {
+            for (&k, on_shard) in &by_shard {
+                shards.apply(sh, k, &epoch, head).await?;
                 let part = self
                     .replay_on(&shards.list[k].link, "", &resolved, on_shard)
                     .await
@@ -424,6 +426,7 @@ impl Broker for RedisBroker {
         }
         let events: Vec<Arc<Event>> = found
             .into_iter()
+            .filter(|(seq, _)| *seq <= head)
             .filter_map(|(seq, (time, blob))| {
                 wire::decode(&blob).map(|d| d.accept(&epoch, seq, time_of(time)))
             })
@@ -452,14 +455,21 @@ impl Broker for RedisBroker {
         if let Some(why) = self.shared.not_following() {
             return Err(BrokerError::Unavailable(format!("redis: {why}")));
         }
+        let _: Value = self.shared.link.cmd(&redis::cmd("PING")).await?;
         if let Some(shards) = &self.shared.shards {
-            for k in 1..shards.list.len() {
+            for (k, shard) in shards.list.iter().enumerate().skip(1) {
                 if let Some(why) = shards.down(k) {
                     return Err(BrokerError::Unavailable(why));
                 }
+                let pong: Result<Value, _> = shard.link.cmd(&redis::cmd("PING")).await;
+                if let Err(BrokerError::Unavailable(why)) = pong {
+                    return Err(BrokerError::Unavailable(format!(
+                        "redis shard {}: {why}",
+                        shard.url
+                    )));
+                }
             }
         }
-        let _: Value = self.shared.link.cmd(&redis::cmd("PING")).await?;
         Ok(())
     }
 

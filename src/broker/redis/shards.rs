@@ -11,9 +11,10 @@
 //! that does not start there changes nothing, so any node can finish what another
 //! node left half done (a crash between the two steps) and writes never land out of
 //! order. The publish is answered 2xx only once every history it touches is
-//! written. A replay first brings the shards of its channels up to the newest
-//! position, so every event a client could have missed live is in history when it
-//! resumes. If the log no longer holds events a shard never got (the shard was down
+//! written. A replay asks the sequencer for the newest position, brings the shards
+//! of its channels up to it and reads them, keeping nothing past it: every event a
+//! client could have missed live is in what it reads, and events past that position
+//! (perhaps on one shard and not yet on another) come live, in order. If the log no longer holds events a shard never got (the shard was down
 //! for longer than the log is long), the shard records that stretch as `lost` and a
 //! client resuming from before it gets a `reset`.
 
