@@ -13,6 +13,8 @@ mod limits;
 mod nodes;
 mod ops;
 mod postgres;
+#[cfg(all(feature = "redis", feature = "nats"))]
+mod presence;
 mod publish;
 mod resume;
 mod shutdown;
