@@ -141,10 +141,7 @@ impl Hub {
             .set(crate::hooks::spawn_activity_task(Arc::downgrade(
                 &hub.inner,
             )));
-        let _ = hub
-            .inner
-            .presence_sync
-            .set(crate::presence::spawn(&hub));
+        let _ = hub.inner.presence_sync.set(crate::presence::spawn(&hub));
         if let Some(postgres) = &hub.inner.config.postgres {
             crate::source::postgres::spawn(&hub, postgres.clone());
         }

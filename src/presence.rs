@@ -388,7 +388,9 @@ impl Sync {
 
 /// The (channel, user) keys of entries this node wrote (their names are valid).
 fn keys_of(entries: &[Entry]) -> impl Iterator<Item = Key> + '_ {
-    entries.iter().filter_map(|e| Some((ChannelName::new(&e.channel).ok()?, e.user.clone())))
+    entries
+        .iter()
+        .filter_map(|e| Some((ChannelName::new(&e.channel).ok()?, e.user.clone())))
 }
 
 /// Writes one message to the presence log.
@@ -445,7 +447,11 @@ mod tests {
         assert!(text.starts_with(r#"{"op":"set","node":"a1","entries":[{"channel":"doc:1""#));
         assert_eq!(serde_json::from_str::<Message>(&text).unwrap(), set);
         let gone: Message = serde_json::from_str(r#"{"op":"gone","node":"b2","by":"a1"}"#).unwrap();
-        assert_eq!(gone.node(), "a1", "a gone message comes from the node that wrote it");
+        assert_eq!(
+            gone.node(),
+            "a1",
+            "a gone message comes from the node that wrote it"
+        );
         assert!(serde_json::from_str::<Message>(r#"{"op":"dance","node":"x"}"#).is_err());
     }
 }

@@ -261,8 +261,12 @@ mod tests {
             Some(Transition::Join { .. })
         ));
         assert_eq!(v.set("a", &c, "ana", info.clone(), 2), None, "a second tab");
-        assert_eq!(v.set("b", &c, "ana", info.clone(), 1), None, "a tab on node b");
-        assert_eq!(v.set("b", &c, "bob", None, 1).is_some(), true);
+        assert_eq!(
+            v.set("b", &c, "ana", info.clone(), 1),
+            None,
+            "a tab on node b"
+        );
+        assert!(v.set("b", &c, "bob", None, 1).is_some());
         let members = v.members_except(&c, "none");
         assert_eq!(
             members

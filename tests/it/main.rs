@@ -15,6 +15,8 @@ mod nodes;
 mod ops;
 mod poll;
 mod postgres;
+#[cfg(all(feature = "redis", feature = "nats"))]
+mod presence;
 mod publish;
 mod resume;
 mod shutdown;

@@ -16,9 +16,9 @@ type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A WebSocket client speaking the hub's JSON protocol.
-struct Ws {
+pub(crate) struct Ws {
     socket: Socket,
-    connected: Value,
+    pub(crate) connected: Value,
     next_id: u64,
     /// Frames read while waiting for something else.
     pending: Vec<Value>,
@@ -26,7 +26,12 @@ struct Ws {
 
 impl Ws {
     async fn open(hub: &TestHub, query: &str, token: Option<&str>) -> Ws {
-        let mut url = format!("ws://{}/ws?{query}", hub.addr);
+        Self::open_at(&hub.addr.to_string(), query, token).await
+    }
+
+    /// Opens `/ws?{query}` on the hub at `addr` (`127.0.0.1:PORT`).
+    pub(crate) async fn open_at(addr: &str, query: &str, token: Option<&str>) -> Ws {
+        let mut url = format!("ws://{addr}/ws?{query}");
         if let Some(token) = token {
             url.push_str(&format!("&token={token}"));
         }
@@ -67,7 +72,7 @@ impl Ws {
     }
 
     /// The next frame of type `kind`, keeping the others for later.
-    async fn expect(&mut self, kind: &str) -> Value {
+    pub(crate) async fn expect(&mut self, kind: &str) -> Value {
         if let Some(i) = self.pending.iter().position(|f| f["type"] == kind) {
             return self.pending.remove(i);
         }
@@ -88,7 +93,7 @@ impl Ws {
     }
 
     /// The next event frame with event type `event`.
-    async fn event_of(&mut self, event: &str) -> Value {
+    pub(crate) async fn event_of(&mut self, event: &str) -> Value {
         loop {
             let frame = self.expect("event").await;
             if frame["event"] == event {
@@ -109,7 +114,7 @@ impl Ws {
     }
 
     /// Sends a request and returns its answer (ack, error or reply).
-    async fn request(&mut self, frame: Value) -> Value {
+    pub(crate) async fn request(&mut self, frame: Value) -> Value {
         let id = self.send(frame).await;
         loop {
             if let Some(i) = self.pending.iter().position(|f| f["id"] == id) {
@@ -123,7 +128,7 @@ impl Ws {
         }
     }
 
-    async fn close_code(&mut self) -> Option<CloseCode> {
+    pub(crate) async fn close_code(&mut self) -> Option<CloseCode> {
         loop {
             match tokio::time::timeout(PATIENCE, self.socket.next())
                 .await
