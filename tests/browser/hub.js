@@ -51,6 +51,9 @@ export function hubEnv(extra = {}) {
     if (!k.startsWith('HERALD_')) env[k] = v;
   }
   env.HERALD_JWT_SECRET = TEST_SECRET;
+  // Notifications in memory: test hubs leave no database file behind (pass
+  // HERALD_STORE__PATH in `extra` to test persistence).
+  env.HERALD_STORE__PATH = ':memory:';
   if (!env.RUST_LOG) env.RUST_LOG = 'info';
   env.NO_COLOR = '1'; // readable captured logs
   return { ...env, ...extra };
