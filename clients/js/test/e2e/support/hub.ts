@@ -24,7 +24,9 @@ process.once('exit', () => {
 function hubEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('HERALD_')) env[key] = value;
-  return { ...env, HERALD_JWT_SECRET: SECRET, NO_COLOR: '1', ...extra };
+  // Notifications in memory, so test hubs leave no database file behind; a test of
+  // persistence passes its own HERALD_STORE__PATH.
+  return { ...env, HERALD_JWT_SECRET: SECRET, HERALD_STORE__PATH: ':memory:', NO_COLOR: '1', ...extra };
 }
 
 export interface Hub {
