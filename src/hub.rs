@@ -403,39 +403,47 @@ impl Hub {
     /// event id starts at the hub's current position instead of at whatever arrives
     /// first: every event after that position reaches it, and the position is
     /// returned so that a client that has seen no event yet can still resume
-    /// without a gap. With a last event id, that id is returned.
+    /// without a gap. With a last event id, that id is returned. When the broker
+    /// cannot tell its position (it is unreachable), a connection without a last
+    /// event id is still served, with live events only, and no position.
     pub async fn subscribe_from(
         &self,
         admission: &Admission,
         channels: Vec<ChannelName>,
         resume: Option<ResumeFrom>,
-    ) -> Result<(Subscription, String), BrokerError> {
+    ) -> Result<(Subscription, Option<String>), BrokerError> {
         if let Some(from) = resume {
             let start = match &from {
                 ResumeFrom::Earliest => "earliest".to_owned(),
                 ResumeFrom::After(id) => id.clone(),
             };
-            return Ok((
-                self.subscribe(admission, channels, Some(from)).await?,
-                start,
-            ));
+            let subscription = self.subscribe(admission, channels, Some(from)).await?;
+            return Ok((subscription, Some(start)));
         }
         // The position is read before the connection is registered, and what was
         // published in between is replayed: reading it afterwards would leave the
         // live events queued before it unresumable if the client left at once.
-        let head = self.position().await?;
+        let head = self.position().await;
         let inner = &self.inner;
         let mut subscription =
             inner
                 .fanout
                 .register(admission.id, channels, inner.config.limits.queue_size);
-        let replay = inner
+        let Ok(head) = head else {
+            return Ok((subscription, None));
+        };
+        match inner
             .broker
             .replay(subscription.channels(), ResumeFrom::After(head.clone()))
-            .await?;
-        subscription.prepend(replay.events, replay.reset);
-        subscription.skip_through(replay.after_seq);
-        Ok((subscription, head))
+            .await
+        {
+            Ok(replay) => {
+                subscription.prepend(replay.events, replay.reset);
+                subscription.skip_through(replay.after_seq);
+                Ok((subscription, Some(head)))
+            }
+            Err(_) => Ok((subscription, None)),
+        }
     }
 
     /// The id of the hub's newest position: resuming after it yields every event

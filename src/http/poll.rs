@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::sse::{Opening, envelope_json, matching_channels, open, unavailable};
 use super::{ApiError, ConnectionInfo};
+use crate::broker::ResumeFrom;
 use crate::core::{Item, Subscription};
 use crate::hub::Hub;
 
@@ -182,8 +183,12 @@ pub(super) async fn poll(
         let head = hub.position().await.map_err(unavailable)?;
         return Ok(Answer::new(head, identity.user, channels).into_response());
     };
-    let (mut subscription, start) = hub
-        .subscribe_from(&admission, channels, Some(from))
+    let start = match &from {
+        ResumeFrom::Earliest => "earliest".to_owned(),
+        ResumeFrom::After(id) => id.clone(),
+    };
+    let mut subscription = hub
+        .subscribe(&admission, channels, Some(from))
         .await
         .map_err(unavailable)?;
     let user = identity.user.clone();

@@ -146,7 +146,7 @@ struct Connection {
     membership: Membership,
     admission: Admission,
     /// The position the connection started after (see [`Hub::subscribe_from`]).
-    start: String,
+    start: Option<String>,
     limit: RateLimit,
     last_heard: Instant,
 }
@@ -155,7 +155,7 @@ impl Connection {
     fn start(
         hub: Hub,
         opening: Opening,
-        (subscription, start): (Subscription, String),
+        (subscription, start): (Subscription, Option<String>),
         socket: WebSocket,
     ) -> Self {
         let Opening {

@@ -516,10 +516,12 @@ export class HeraldClient<M extends EventMap = EventMap> {
       return;
     }
     if (status === 400 || status === 403) {
-      // The hub names no channel in its answer: blame the channels this set
-      // added to those already accepted, or all of them if none was new.
+      // The hub names the refused channel; a hub that does not gets the channels
+      // this set added to those already accepted blamed, or all of them if none
+      // was new.
+      const named = reason.channel !== undefined && link.channels.includes(reason.channel) ? [reason.channel] : null;
       const added = link.channels.filter((c) => !this.#confirmed.has(c));
-      const refused = added.length > 0 ? added : link.channels;
+      const refused = named ?? (added.length > 0 ? added : link.channels);
       if (refused.length === 0) {
         this.#fail(error);
         return;

@@ -28,6 +28,8 @@ export class HeraldError extends Error {
 export interface HubErrorBody {
   code: string;
   message: string;
+  /** The channel the error is about, when the hub names one. */
+  channel?: string;
 }
 
 /** Reads an error response's body; tolerates bodies that are not the hub's JSON. */
@@ -42,9 +44,10 @@ export async function readErrorBody(response: Response): Promise<HubErrorBody> {
   try {
     const parsed: unknown = JSON.parse(text);
     if (isRecord(parsed) && isRecord(parsed.error)) {
-      const { code, message } = parsed.error;
+      const { code, message, channel } = parsed.error;
       if (typeof code === 'string') {
-        return { code, message: typeof message === 'string' ? message : code };
+        const body = { code, message: typeof message === 'string' ? message : code };
+        return typeof channel === 'string' ? { ...body, channel } : body;
       }
     }
   } catch {

@@ -56,6 +56,8 @@ export type TransportClose =
       readonly message: string;
       /** `Retry-After`, when the hub sent one (and CORS lets the page read it). */
       readonly retryAfterMs: number | null;
+      /** The refused channel, when the hub named it. */
+      readonly channel?: string;
     };
 
 /** Where a connection reports to. */

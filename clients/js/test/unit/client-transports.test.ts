@@ -133,6 +133,18 @@ describe('client on any transport', () => {
     assert.equal(transport.last.request.lastEventId, '5f-7');
   });
 
+  it('refuses only the channel the hub names in its answer', async () => {
+    const transport = new FakeTransport();
+    const { client, errors } = make(transport);
+    client.subscribe('a', () => {});
+    client.subscribe('b', () => {});
+    await settle();
+    transport.last.fail({ kind: 'rejected', status: 403, code: 'forbidden', message: 'no b', channel: 'b', retryAfterMs: null });
+    await settle();
+    assert.deepEqual(errors.map((e) => e.channels), [['b']]);
+    assert.deepEqual(transport.last.request.channels, ['a']);
+  });
+
   it('hands an event published to several of its channels to the subscribers of each, once', async () => {
     const transport = new FakeTransport();
     const { client } = make(transport);

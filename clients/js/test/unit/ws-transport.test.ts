@@ -230,7 +230,7 @@ describe('wsTransport', () => {
     refused.socket.hubCloses(1006);
     await tick();
     assert.deepEqual(asked, ['https://hub.test/poll?channel=a&channel=team%3A1&timeout=0 Bearer tok']);
-    assert.deepEqual(refused.closes, [{ kind: 'rejected', status: 403, code: 'forbidden', message: 'not granted', retryAfterMs: null }]);
+    assert.deepEqual(refused.closes, [{ kind: 'rejected', status: 403, code: 'forbidden', message: 'not granted', channel: 'team:1', retryAfterMs: null }]);
 
     const down = open({ fetch: () => Promise.reject(new TypeError('Failed to fetch')) });
     down.socket.hubCloses(1006);
