@@ -236,6 +236,7 @@ async fn the_library_face_publishes_from_rust() {
 async fn the_router_mounts_into_an_application() {
     let mut config = herald::Config::default();
     config.auth.jwt_secret = Some(crate::fixture::SECRET.into());
+    config.store.path = ":memory:".into();
     let hub = herald::Hub::new(config).unwrap();
     let app = axum::Router::new()
         .route("/hello", axum::routing::get(|| async { "app" }))
