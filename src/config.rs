@@ -80,7 +80,7 @@ pub struct Config {
     pub namespaces: HashMap<String, NamespaceConfig>,
     /// Graceful shutdown.
     pub shutdown: ShutdownConfig,
-    /// The demo page.
+    /// The demo app.
     pub demo: DemoConfig,
     /// The PostgreSQL event source; off unless the section is present.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -394,18 +394,18 @@ impl Default for ShutdownConfig {
     }
 }
 
-/// The namespace of the demo page's channels (`demo:board`, `demo:chat`). With
+/// The namespace of the demo app's channels (`demo:board`, `demo:chat`). With
 /// `demo.enabled` it defaults to presence on and live-only client events.
 pub const DEMO_NAMESPACE: &str = "demo";
 
-/// The demo page.
+/// The demo app.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DemoConfig {
     /// Serve the demo app at `/`, and give the `demo` namespace presence and
     /// live-only client events unless `[namespaces.demo]` says otherwise.
     pub enabled: bool,
-    /// Let the demo page mint itself tokens (`POST /demo/token`). Never on a hub
+    /// Let the demo app mint itself tokens (`POST /demo/token`). Never on a hub
     /// reachable by untrusted users: anyone could publish to `demo:*` and user
     /// channels. On by itself only with a generated development secret.
     pub tokens: Option<bool>,
@@ -710,7 +710,7 @@ impl Config {
         };
         let mut configured = self.namespaces.clone();
         if self.demo.enabled {
-            // The demo page's presence list and typing indicator need these; what the
+            // The demo app's presence list and typing indicator need these; what the
             // operator wrote for `[namespaces.demo]` still wins, key by key.
             let demo = configured.entry(DEMO_NAMESPACE.to_owned()).or_default();
             demo.presence.get_or_insert(true);

@@ -35,7 +35,7 @@
 //!   nothing of HTTP or channels.
 //! - [`inbox`]: inbox and task changes stored, then pushed on the user's channel
 //!   (`Hub::notify`, `Hub::put_task`, ...), and the retention cleanup.
-//! - [`http`]: the HTTP routes (SSE, publish, history, ops, demo page, and the
+//! - [`http`]: the HTTP routes (SSE, publish, history, ops, demo app, and the
 //!   `/api` inbox and tasks described by `docs/openapi.json`).
 //! - [`server`]: the accept loop with per-connection control and graceful shutdown.
 //! - [`source`]: event sources the hub reads itself; [`source::postgres`] turns table

@@ -231,7 +231,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(out, "herald {} listening on http://{local}", env!("CARGO_PKG_VERSION"))?;
         if hub.config().demo.enabled {
-            writeln!(out, "demo page: http://{local}/")?;
+            writeln!(out, "demo app: http://{local}/")?;
         }
         if let Some(secret) = dev_secret {
             writeln!(

@@ -1,4 +1,8 @@
-//! The demo page served at `/`, and the development-only token endpoint it uses.
+//! The demo app served at `/`, and the development-only token endpoint it uses.
+//!
+//! The app is built from `clients/js/demo` with the browser client (`npm run
+//! build:demo` there) into `assets/demo/`, whose files are embedded here, so the
+//! binary serves it with no build step or file on disk.
 
 use std::time::Duration;
 

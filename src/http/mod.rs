@@ -1,5 +1,5 @@
 //! The HTTP face of the hub: the SSE stream, the WebSocket, long-polling, the
-//! publish API, channel history, the operational endpoints and the demo page, as one
+//! publish API, channel history, the operational endpoints and the demo app, as one
 //! axum [`Router`].
 //!
 //! Every error is a 4xx or 5xx with a JSON body `{"error":{"code","message"}}`

@@ -12,9 +12,9 @@ import {
 } from '@herald/client/react';
 import { useEffect, useRef, useState, type FormEvent } from 'react';
 import { applyBoardEvent, boardFromHistory, emptyBoard } from './board.js';
-import { BOARD, CHAT, COLUMNS, type Card, type Column, type DemoEvents, type Session } from './session.js';
+import { BOARD, CHAT, COLUMNS, type Card, type Column, type DemoEvents, type Account } from './account.js';
 
-const COLUMN_TITLES: Record<Column, string> = { todo: 'To do', doing: 'In progress', done: 'Done' };
+const COLUMN_TITLES: Record<Column, string> = { next: 'To do', doing: 'In progress', done: 'Done' };
 const TYPING_SHOWN_MS = 3000;
 const TYPING_EVERY_MS = 1500;
 
@@ -24,29 +24,29 @@ function useDemoClient() {
   return useHeraldClient<DemoEvents>();
 }
 
-export function App({ session, onSignOut }: { session: Session; onSignOut: () => void }) {
+export function App({ account, onSignOut }: { account: Account; onSignOut: () => void }) {
   return (
-    <HeraldProvider client={session.client}>
+    <HeraldProvider client={account.client}>
       <div className="app">
         <header className="topbar">
           <div className="brand">
             <span className="logo" aria-hidden="true">◆</span> Herald <span className="muted">demo</span>
           </div>
           <ConnectionIndicator />
-          <Bell user={session.user} />
+          <Bell user={account.user} />
           <div className="me" data-testid="me">
-            <span className="avatar" aria-hidden="true">{session.user.slice(0, 1).toUpperCase()}</span>
-            <span data-testid="me-name">{session.user}</span>
+            <span className="avatar" aria-hidden="true">{account.user.slice(0, 1).toUpperCase()}</span>
+            <span data-testid="me-name">{account.user}</span>
             <button type="button" className="link" onClick={onSignOut}>
               Sign out
             </button>
           </div>
         </header>
         <main className="layout">
-          <Board user={session.user} />
+          <Board user={account.user} />
           <div className="side">
-            <Jobs user={session.user} />
-            <Chat user={session.user} />
+            <Jobs user={account.user} />
+            <Chat user={account.user} />
           </div>
         </main>
       </div>
@@ -120,7 +120,7 @@ function Board({ user }: { user: string }) {
     setTitle('');
     // With an id of its own the event goes through `POST /publish` and is kept in the
     // channel's history (the board is rebuilt from it); a retry would not repeat it.
-    void client.publish(BOARD, 'card.created', { id: randomId('card'), title: text, column: 'todo', by: user }, { id: randomId('ev') });
+    void client.publish(BOARD, 'card.created', { id: randomId('card'), title: text, column: 'next', by: user }, { id: randomId('ev') });
   };
   const move = (card: Card, step: number) => {
     const column = COLUMNS[COLUMNS.indexOf(card.column) + step];
@@ -165,7 +165,7 @@ function Board({ user }: { user: string }) {
                     <span className="card-foot">
                       <span className="muted small">{card.by}</span>
                       <span className="moves">
-                        {column !== 'todo' && (
+                        {column !== 'next' && (
                           <button type="button" className="icon" data-testid="card-back" aria-label="Move back" onClick={() => move(card, -1)}>
                             ←
                           </button>

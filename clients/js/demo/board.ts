@@ -1,7 +1,7 @@
 // The task board's state: the `card.*` events of the board channel, applied in
 // order, each once (an event seen both in the history and live counts once).
 import type { HeraldEvent } from '@herald/client';
-import { COLUMNS, type Card, type Column } from './session.js';
+import { COLUMNS, type Card, type Column } from './account.js';
 
 export interface BoardState {
   readonly cards: readonly Card[];
@@ -23,7 +23,7 @@ export function applyBoardEvent(state: BoardState, event: HeraldEvent): BoardSta
     const card: Card = {
       id: data.id,
       title: data.title,
-      column: isColumn(data.column) ? data.column : 'todo',
+      column: isColumn(data.column) ? data.column : 'next',
       by: typeof data.by === 'string' ? data.by : '',
     };
     return { cards: [...state.cards, card], seen };

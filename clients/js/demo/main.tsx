@@ -3,9 +3,9 @@
 import { StrictMode, useEffect, useRef, useState, type FormEvent } from 'react';
 import { createRoot } from 'react-dom/client';
 import { App } from './app.js';
-import { signIn, withToken, type Session } from './session.js';
+import { signIn, withToken, type Account } from './account.js';
 
-function SignIn({ onSession }: { onSession: (session: Session) => void }) {
+function SignIn({ onAccount }: { onAccount: (account: Account) => void }) {
   const initial = new URLSearchParams(location.search).get('user') ?? '';
   const [name, setName] = useState(initial);
   const [needToken, setNeedToken] = useState(false);
@@ -17,8 +17,8 @@ function SignIn({ onSession }: { onSession: (session: Session) => void }) {
     setBusy(true);
     setError(null);
     try {
-      const session = await signIn(user);
-      if (session) onSession(session);
+      const account = await signIn(user);
+      if (account) onAccount(account);
       else setNeedToken(true);
     } catch (e) {
       setError((e as Error).message);
@@ -39,7 +39,7 @@ function SignIn({ onSession }: { onSession: (session: Session) => void }) {
     event.preventDefault();
     if (needToken) {
       try {
-        onSession(withToken(token.trim()));
+        onAccount(withToken(token.trim()));
       } catch (e) {
         setError((e as Error).message);
       }
@@ -93,21 +93,21 @@ function SignIn({ onSession }: { onSession: (session: Session) => void }) {
 }
 
 function Root() {
-  const [session, setSession] = useState<Session | null>(null);
-  const enter = (next: Session) => {
+  const [account, setAccount] = useState<Account | null>(null);
+  const enter = (next: Account) => {
     const url = new URL(location.href);
     url.searchParams.set('user', next.user);
     history.replaceState(null, '', url);
-    setSession(next);
+    setAccount(next);
   };
   const leave = () => {
-    session?.client.close();
+    account?.client.close();
     const url = new URL(location.href);
     url.searchParams.delete('user');
     history.replaceState(null, '', url);
-    setSession(null);
+    setAccount(null);
   };
-  return session ? <App key={session.user} session={session} onSignOut={leave} /> : <SignIn onSession={enter} />;
+  return account ? <App key={account.user} account={account} onSignOut={leave} /> : <SignIn onAccount={enter} />;
 }
 
 const root = document.getElementById('root');

@@ -38,7 +38,7 @@ async function openDemo(open: Open, on: Hub, user: string, context?: BrowserCont
 }
 
 const connection = (page: Page) => page.getByTestId('connection');
-const cardTitles = (page: Page, column = 'todo') =>
+const cardTitles = (page: Page, column = 'next') =>
   page.getByTestId(`column-${column}`).getByTestId('card-title').allTextContents();
 const unread = (page: Page) => page.getByTestId('unread-count');
 const presence = (page: Page) =>
@@ -89,7 +89,7 @@ describe('demo app', () => {
       const title = fresh('card');
       await ann.getByTestId('new-card').fill(title);
       await ann.getByTestId('add-card').click();
-      await bob.getByTestId('column-todo').getByTestId('card-title').filter({ hasText: title }).waitFor();
+      await bob.getByTestId('column-next').getByTestId('card-title').filter({ hasText: title }).waitFor();
       await bob.getByTestId('card').filter({ hasText: title }).getByTestId('card-forward').click();
       await ann.getByTestId('column-doing').getByTestId('card-title').filter({ hasText: title }).waitFor();
     });

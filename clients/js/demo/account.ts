@@ -3,7 +3,7 @@
 // client that uses it.
 import { HeraldClient, HeraldError, type TokenProvider } from '@herald/client';
 
-export interface Session {
+export interface Account {
   readonly user: string;
   readonly client: HeraldClient<DemoEvents>;
 }
@@ -16,8 +16,8 @@ export interface Card {
   by: string;
 }
 
-export type Column = 'todo' | 'doing' | 'done';
-export const COLUMNS: readonly Column[] = ['todo', 'doing', 'done'];
+export type Column = 'next' | 'doing' | 'done';
+export const COLUMNS: readonly Column[] = ['next', 'doing', 'done'];
 
 /** The events of the demo's channels. */
 export type DemoEvents = {
@@ -62,7 +62,7 @@ export function tokenSubject(token: string): string | null {
  * Signs `user` in. Resolves `null` when the hub mints no demo tokens (the page then
  * asks for a token instead).
  */
-export async function signIn(user: string): Promise<Session | null> {
+export async function signIn(user: string): Promise<Account | null> {
   const first = await demoToken(user);
   if (first === null) return null;
   let pending: string | null = first;
@@ -77,8 +77,8 @@ export async function signIn(user: string): Promise<Session | null> {
   return { user, client: createClient(token) };
 }
 
-/** A session for a token pasted by hand. */
-export function withToken(token: string): Session {
+/** A account for a token pasted by hand. */
+export function withToken(token: string): Account {
   const user = tokenSubject(token);
   if (user === null) throw new Error('this is not a token with a subject (sub)');
   return { user, client: createClient(token) };
