@@ -9,7 +9,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-1}
-port=18091
 export HERALD_JWT_SECRET=bench-secret-0123456789abcdef
 
 cargo build --release -q -p herald -p herald-loadgen
@@ -17,11 +16,21 @@ hub=./target/release/herald
 load=./target/release/herald-loadgen
 
 hub_pid=
+# A free port for each hub, and a check that the hub answering is ours: the machine
+# may run other hubs.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 start_hub() {
+  port=$(free_port)
   HERALD_LIMITS__MAX_CONNECTIONS=19000 HERALD_LOG=warn taskset -c 0 "$hub" serve --listen 127.0.0.1:$port >/dev/null &
   hub_pid=$!
-  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && return; sleep 0.1; done
-  echo "the hub did not start" >&2; exit 1
+  for _ in $(seq 1 100); do
+    if curl -sf "http://127.0.0.1:$port/healthz" >/dev/null; then
+      kill -0 "$hub_pid" 2>/dev/null && return
+      break
+    fi
+    sleep 0.1
+  done
+  echo "the hub did not start on port $port" >&2; exit 1
 }
 stop_hub() {
   [ -n "$hub_pid" ] || return 0

@@ -587,8 +587,11 @@ impl Hub {
     }
 
     fn gauges(&self) -> Gauges {
+        let fanout = &self.inner.fanout;
+        // The presence log is the hub's own channel, not one clients listen to.
+        let internal = usize::from(fanout.subscriber_count(&ChannelName::presence_log()) > 0);
         Gauges {
-            channels: self.inner.fanout.channel_count(),
+            channels: fanout.channel_count().saturating_sub(internal),
             history_channels: self.inner.broker.history_channels(),
             broker: self.inner.broker.kind(),
         }

@@ -41,6 +41,12 @@ pub const CLOSE_RESTART: u16 = 1012;
 /// Close code: a frame was larger than allowed.
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
+/// Bytes reserved for each read from a client. Client frames are small (a
+/// subscribe, a typing event), and the default of the WebSocket library (128 KiB,
+/// held by every connection) made an idle WebSocket cost ten times an SSE stream;
+/// a larger frame still arrives, over several reads.
+const READ_BUFFER: usize = 4 * 1024;
+
 /// How long a closing connection waits for its close frame to be written. A reader
 /// that stopped reading gets this long to take what is queued in the socket and
 /// then the close code; after it the connection is dropped.
@@ -73,6 +79,7 @@ pub(super) async fn ws(
         .map_err(unavailable)?;
     let max = hub.config().ws.max_frame_bytes;
     Ok(upgrade
+        .read_buffer_size(READ_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {

@@ -837,6 +837,16 @@ async fn every_bad_frame_gets_its_error_and_limits_hold() {
     assert_eq!(answer["code"], "invalid_channel", "{answer}");
     // Still open after all of it.
     assert_eq!(ws.request(json!({"op": "ping"})).await["type"], "pong");
+    // A frame larger than one read (4 KiB) but within ws.max_frame_bytes is fine.
+    let long_id = "x".repeat(20_000);
+    ws.socket
+        .send(Message::text(
+            json!({"op": "ping", "id": long_id}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let pong = ws.expect("pong").await;
+    assert_eq!(pong["id"], json!(long_id));
 
     // Connection limits count WebSockets like SSE streams: past them, 503.
     let _two = Ws::open(&hub, "", Some(&token)).await;
