@@ -20,9 +20,12 @@ export HERALD_JWT_SECRET=bench-secret-0123456789abcdef
 cargo build --release -q -p herald -p herald-loadgen
 hub=./target/release/herald
 load=./target/release/herald-loadgen
-ports=(18091 18092 18093)
-redis_ports=(16391 16392)
-nats_port=14291
+# Ports of their own, away from those of the other bench scripts; each is checked
+# to be free before use, and each hub to be alive once ready, so a run never talks
+# to a process it did not start.
+ports=(28191 28192 28193)
+redis_ports=(26391 26392)
+nats_port=24291
 data=$(mktemp -d)
 
 pids=()
@@ -41,6 +44,12 @@ stop_all() {
 }
 trap stop_all EXIT
 
+port_free() {
+  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+    echo "port $1 is taken by another process" >&2; exit 1
+  fi
+}
+
 wait_port() {
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
@@ -49,6 +58,7 @@ wait_port() {
   echo "nothing listens on port $1" >&2; exit 1
 }
 
+for port in "${ports[@]}" "${redis_ports[@]}" "$nats_port"; do port_free "$port"; done
 for port in "${redis_ports[@]}"; do
   mkdir -p "$data/redis-$port"
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
@@ -74,6 +84,7 @@ broker_env() {
 start_hubs() {
   local broker=$1 nodes=$2 run=$3
   for port in "${ports[@]:0:$nodes}"; do
+    port_free "$port"
     env $(broker_env "$broker" "$run") HERALD_LIMITS__MAX_CONNECTIONS=19000 HERALD_LOG=error \
       "$hub" serve --listen "127.0.0.1:$port" >/dev/null &
     pids+=($!)
@@ -84,6 +95,9 @@ start_hubs() {
       sleep 0.1
     done
     echo "the hub on $port did not become ready" >&2; exit 1
+  done
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || { echo "a hub exited (its port was taken?)" >&2; exit 1; }
   done
 }
 
