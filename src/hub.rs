@@ -84,6 +84,7 @@ pub(crate) struct Inner {
     activity: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ChannelActivity>>,
     webhooks: Option<Arc<Webhooks>>,
     store: crate::store::Store,
+    user_locks: crate::inbox::UserLocks,
 }
 
 impl std::fmt::Debug for dyn Broker {
@@ -125,6 +126,7 @@ impl Hub {
                 activity: std::sync::OnceLock::new(),
                 webhooks,
                 store,
+                user_locks: crate::inbox::UserLocks::default(),
             }),
         };
         hub.spawn_maintenance();
@@ -177,6 +179,11 @@ impl Hub {
     /// not pushed to users; the methods of [`crate::inbox`] are.
     pub fn store(&self) -> &crate::store::Store {
         &self.inner.store
+    }
+
+    /// The locks that order each user's inbox changes.
+    pub(crate) fn user_locks(&self) -> &crate::inbox::UserLocks {
+        &self.inner.user_locks
     }
 
     /// The channel policies.

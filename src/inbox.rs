@@ -14,6 +14,10 @@
 //! published (the broker is down) is not undone: it is logged, and clients see it
 //! on their next fetch.
 //!
+//! Within a hub, a user's changes are committed and pushed one at a time
+//! ([`UserLocks`]), so the events of a user's channel carry unread counts in the
+//! order of the changes: the last event's count is the stored count.
+//!
 //! [`spawn_upkeep`] runs the retention cleanup of the `[store]` section.
 
 use serde_json::json;
@@ -39,6 +43,33 @@ pub mod events {
     pub const TASK_UPDATED: &str = "task.updated";
 }
 
+/// Locks that order the changes of one user: a change holds its user's lock from
+/// before its commit until its event is published. Users are spread over a fixed
+/// number of locks, so memory does not grow with users.
+#[derive(Debug)]
+pub struct UserLocks {
+    shards: Box<[tokio::sync::Mutex<()>]>,
+}
+
+impl Default for UserLocks {
+    fn default() -> Self {
+        Self {
+            shards: (0..256).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+}
+
+impl UserLocks {
+    /// Waits for `user`'s turn.
+    pub async fn lock(&self, user: &str) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        user.hash(&mut hasher);
+        let shard = (hasher.finish() % self.shards.len() as u64) as usize;
+        self.shards[shard].lock().await
+    }
+}
+
 impl Hub {
     /// Stores one notification for each of `users` (all or none) and pushes each
     /// to its user with their new unread count.
@@ -47,8 +78,19 @@ impl Hub {
         users: &[String],
         new: &NewNotification,
     ) -> Result<Vec<Notification>, StoreError> {
+        if let [user] = users {
+            let _turn = self.user_locks().lock(user).await;
+            let made = self.store().create(users, new).await?;
+            for n in &made {
+                self.push_created(n).await;
+            }
+            return Ok(made);
+        }
+        // Several users: one transaction, then each user's count and event in their
+        // turn (counted after the commit, so still the latest when published).
         let made = self.store().create(users, new).await?;
         for n in &made {
+            let _turn = self.user_locks().lock(&n.user).await;
             self.push_created(n).await;
         }
         Ok(made)
@@ -79,6 +121,7 @@ impl Hub {
 
     /// Marks one or all of `user`'s notifications read and tells their tabs.
     pub async fn mark_read(&self, user: &str, target: &Target) -> Result<Change, StoreError> {
+        let _turn = self.user_locks().lock(user).await;
         let change = self.store().mark_read(user, target).await?;
         if change.count > 0 {
             self.push_change(user, events::READ, target, &change).await;
@@ -92,6 +135,7 @@ impl Hub {
         user: &str,
         target: &Target,
     ) -> Result<Change, StoreError> {
+        let _turn = self.user_locks().lock(user).await;
         let change = self.store().delete(user, target).await?;
         if change.count > 0 {
             self.push_change(user, events::DELETED, target, &change)
@@ -103,6 +147,7 @@ impl Hub {
     /// Creates or updates a task and pushes it to its user, with the notification
     /// it raises when it finishes.
     pub async fn put_task(&self, update: &TaskUpdate) -> Result<TaskChange, StoreError> {
+        let _turn = self.user_locks().lock(&update.user).await;
         let change = self.store().put_task(update).await?;
         let kind = if change.created {
             events::TASK_CREATED

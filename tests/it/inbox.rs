@@ -62,7 +62,32 @@ impl TestStore {
     }
 }
 
+/// Drops a test schema, waiting at most a few seconds for locks (a hub of the test
+/// may still be finishing a transaction on it).
+async fn drop_schema(schema: &str) {
+    if let Ok((admin, connection)) = tokio_postgres::connect(ADMIN_URL, tokio_postgres::NoTls).await
+    {
+        tokio::spawn(connection);
+        let _ = admin
+            .batch_execute(&format!(
+                "SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {schema} CASCADE"
+            ))
+            .await;
+    }
+}
+
+impl TestStore {
+    /// Drops the schema while the test's runtime still drives the hub's connections,
+    /// so a transaction they have open can finish first.
+    pub(crate) async fn finish(mut self) {
+        if let Some(schema) = self.schema.take() {
+            drop_schema(&schema).await;
+        }
+    }
+}
+
 impl Drop for TestStore {
+    /// After a failed test: the schema is dropped from a thread of its own.
     fn drop(&mut self) {
         let Some(schema) = self.schema.take() else {
             return;
@@ -73,16 +98,7 @@ impl Drop for TestStore {
                 .enable_all()
                 .build()
                 .unwrap();
-            runtime.block_on(async move {
-                if let Ok((admin, connection)) =
-                    tokio_postgres::connect(ADMIN_URL, tokio_postgres::NoTls).await
-                {
-                    tokio::spawn(connection);
-                    let _ = admin
-                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
-                        .await;
-                }
-            });
+            runtime.block_on(drop_schema(&schema));
         });
         let _ = cleanup.join();
     }
@@ -107,6 +123,7 @@ macro_rules! on_both_stores {
             async fn postgres() {
                 if let Some(store) = TestStore::postgres().await {
                     run(&store).await;
+                    store.finish().await;
                 }
             }
         }
@@ -519,6 +536,49 @@ on_both_stores! {
         }
         let (_, count) = call(&hub, Method::GET, "/api/notifications/unread_count", Some(&alice), None).await;
         assert_eq!(count["unread_count"], 0);
+    }
+
+    async fn the_last_event_carries_the_stored_count_under_concurrent_changes(store: &TestStore) {
+        let hub = store.hub().await;
+        let alice = user_token(&hub, "alice");
+        let mut tab = hub.subscribe("", Some(&alice)).await;
+        let mut requests = Vec::new();
+        for i in 0..30 {
+            let (url, http) = (hub.url.clone(), hub.http.clone());
+            let (publisher, alice) = (hub.publisher(), alice.clone());
+            requests.push(tokio::spawn(async move {
+                let request = if i % 5 == 4 {
+                    http.patch(format!("{url}/api/notifications"))
+                        .bearer_auth(alice)
+                        .json(&json!({"all": true}))
+                } else {
+                    http.post(format!("{url}/api/notifications"))
+                        .bearer_auth(publisher)
+                        .json(&json!({"user": "alice", "title": format!("n{i}"), "type": "info"}))
+                };
+                assert!(request.send().await.unwrap().status().is_success());
+            }));
+        }
+        for r in requests {
+            r.await.unwrap();
+        }
+        // Every inbox event was published before its request was answered; this one
+        // comes after all of them.
+        hub.publish(json!({"channel": "user:alice", "type": "marker", "data": null})).await;
+        let mut last = None;
+        let mut created = 0;
+        loop {
+            let event = tab.expect().await;
+            match event.event.as_str() {
+                "marker" => break,
+                "notification.created" => created += 1,
+                _ => {}
+            }
+            last = Some(data(&event)["unread_count"].clone());
+        }
+        assert_eq!(created, 24);
+        let (_, count) = call(&hub, Method::GET, "/api/notifications/unread_count", Some(&alice), None).await;
+        assert_eq!(last, Some(count["unread_count"].clone()));
     }
 
     async fn accepted_notifications_survive_a_restart(store: &TestStore) {

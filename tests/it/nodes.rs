@@ -240,6 +240,7 @@ impl Node {
             .env_remove("HERALD_LISTEN")
             .env_remove("HERALD_BROKER")
             .env("HERALD_JWT_SECRET", SECRET)
+            .env("HERALD_STORE__PATH", ":memory:")
             .env(
                 "HERALD_LOG",
                 std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "herald=error".into()),

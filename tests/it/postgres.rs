@@ -219,7 +219,9 @@ async fn next(sse: &mut Sse) -> (String, Value) {
 
 fn herald() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_herald"));
-    c.env_remove("HERALD_POSTGRES__URL").kill_on_drop(true);
+    c.env_remove("HERALD_POSTGRES__URL")
+        .env("HERALD_STORE__PATH", ":memory:")
+        .kill_on_drop(true);
     c
 }
 
