@@ -203,7 +203,8 @@ describe('demo app', () => {
 describe('demo app and a hub that dies', () => {
   /** Starts a hub for one test; `restart` replaces it with one on the same port and directory. */
   async function ownHub(options: HubOptions) {
-    let current = await startHub({ demoTokens: true, ...options });
+    const first = await startHub({ demoTokens: true, ...options });
+    let current = first;
     return {
       get url() {
         return current.url;
@@ -214,6 +215,11 @@ describe('demo app and a hub that dies', () => {
       async restart(): Promise<void> {
         await current.kill();
         current = await startHub({ demoTokens: true, ...options, port: current.port, dir: current.dir });
+      },
+      /** Stops the running hub, then removes the directory (and store) they shared. */
+      async stop(): Promise<void> {
+        await current.stop();
+        await first.stop();
       },
     };
   }
@@ -269,7 +275,7 @@ describe('demo app and a hub that dies', () => {
         assert.deepEqual(shown, Array.from({ length: total }, (_, i) => `${run} #${i + 1}`));
       });
     } finally {
-      await own.hub.stop();
+      await own.stop();
     }
   });
 
@@ -303,7 +309,7 @@ describe('demo app and a hub that dies', () => {
         assert.equal(await connection(page).getAttribute('data-state'), 'open');
       });
     } finally {
-      await own.hub.stop();
+      await own.stop();
     }
   });
 });
