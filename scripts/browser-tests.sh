@@ -50,6 +50,10 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 echo "==> npm ci ($PKG)"
 npm ci --prefix "$PKG" --no-audit --no-fund
 
+echo "==> build ($PKG)"
+# The test pages import the package by its name, which resolves to its build.
+npm run --prefix "$PKG" build
+
 echo "==> demo bundle ($PKG/demo -> assets/demo)"
 npm run --prefix "$PKG" build:demo
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then

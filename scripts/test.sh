@@ -16,6 +16,14 @@ fi
 echo "== Rust tests"
 cargo test --workspace --all-targets
 
+# The integration tests built the hub binary; the browser tests use that one
+# rather than building it again with other features.
+if [[ -z "${HERALD_BIN:-}" ]]; then
+  target_dir="${CARGO_TARGET_DIR:-target}"
+  [[ "$target_dir" == /* ]] || target_dir="$PWD/$target_dir"
+  export HERALD_BIN="$target_dir/debug/herald"
+fi
+
 echo "== Demo app browser tests"
 bash scripts/browser-tests.sh
 
