@@ -9,10 +9,20 @@
 //!
 //! The registry lock is a std-style (`parking_lot`) lock held only for map lookups
 //! and non-blocking sends, never across an `.await`.
+//!
+//! Publishers are not allowed to run ahead of the fan-out without bound, though:
+//! the registry keeps a backlog gauge, the number of events queued and not yet taken
+//! by their connections, counting at most [`COUNTED_PER_QUEUE`] per connection, and
+//! [`Fanout::wait_for_room`] holds a new event back (for at most a given time) while
+//! the gauge is above one per connection. Under saturation this keeps every queue
+//! one or two events deep, so latency stays at about one round of writes instead of
+//! growing to a full queue; a stalled connection adds at most two to the gauge, so
+//! it cannot hold publishers back on its own.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use indexmap::IndexMap;
 use parking_lot::RwLock;
@@ -30,7 +40,19 @@ struct Subscriber {
     last_queued: AtomicU64,
     overflowed: AtomicBool,
     overflow: Notify,
+    /// Events in the queue (a few may be counted that a failed send never added).
+    queued: AtomicU32,
+    /// What this connection adds to [`Fanout::backlog`], taken back when it goes.
+    counted: AtomicI64,
 }
+
+/// Events of one connection's queue counted in the backlog gauge: enough to see
+/// that a fan-out is not finished, few enough that stalled readers do not stop
+/// publishers.
+pub const COUNTED_PER_QUEUE: u32 = 2;
+
+/// The backlog a node with few connections may always have.
+const MIN_BACKLOG: i64 = 1024;
 
 /// What one call to [`Fanout::deliver`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +67,14 @@ pub struct Delivered {
 #[derive(Debug, Default)]
 pub struct Fanout {
     channels: RwLock<HashMap<ChannelName, IndexMap<u64, Arc<Subscriber>>>>,
+    /// Queued events not yet taken, at most [`COUNTED_PER_QUEUE`] per connection
+    /// (briefly negative when a take is counted before its delivery).
+    backlog: AtomicI64,
+    /// Registered connections.
+    subscribers: AtomicUsize,
+    /// Publishers waiting in [`Fanout::wait_for_room`].
+    waiters: AtomicUsize,
+    drained: Notify,
 }
 
 impl Fanout {
@@ -68,7 +98,10 @@ impl Fanout {
             last_queued: AtomicU64::new(0),
             overflowed: AtomicBool::new(false),
             overflow: Notify::new(),
+            queued: AtomicU32::new(0),
+            counted: AtomicI64::new(0),
         });
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
         {
             let mut map = self.channels.write();
             for channel in &channels {
@@ -108,6 +141,7 @@ impl Fanout {
     pub fn deliver(&self, event: &Arc<Event>) -> Delivered {
         let map = self.channels.read();
         let mut done = Delivered::default();
+        let mut counted = 0;
         for channel in &event.channels {
             let Some(subs) = map.get(channel) else {
                 continue;
@@ -121,8 +155,16 @@ impl Fanout {
                 if sub.overflowed.load(Ordering::Relaxed) {
                     continue;
                 }
+                // Counted before the send, so that a take never precedes its count.
+                let before = sub.queued.fetch_add(1, Ordering::Relaxed);
                 match sub.tx.try_send(event.clone()) {
-                    Ok(()) => done.queued += 1,
+                    Ok(()) => {
+                        done.queued += 1;
+                        if before < COUNTED_PER_QUEUE {
+                            sub.counted.fetch_add(1, Ordering::Relaxed);
+                            counted += 1;
+                        }
+                    }
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         sub.overflowed.store(true, Ordering::Relaxed);
                         sub.overflow.notify_one();
@@ -132,7 +174,58 @@ impl Fanout {
                 }
             }
         }
+        if counted > 0 {
+            self.backlog.fetch_add(counted, Ordering::AcqRel);
+        }
         done
+    }
+
+    /// The backlog gauge: queued events not yet taken by their connections, at
+    /// most [`COUNTED_PER_QUEUE`] per connection.
+    pub fn backlog(&self) -> i64 {
+        self.backlog.load(Ordering::Acquire)
+    }
+
+    /// The backlog above which new events wait: one per connection.
+    fn backlog_limit(&self) -> i64 {
+        (self.subscribers.load(Ordering::Relaxed) as i64).max(MIN_BACKLOG)
+    }
+
+    /// Waits, for at most `max_wait`, until the fan-out has room for another event
+    /// (the backlog gauge is at most one per connection). Returns false when it gave
+    /// up waiting. Publishers call it before an event is accepted, so they cannot
+    /// outrun the fan-out; the event is still answered as soon as it is accepted.
+    pub async fn wait_for_room(&self, max_wait: Duration) -> bool {
+        if self.backlog() <= self.backlog_limit() {
+            return true;
+        }
+        let deadline = tokio::time::Instant::now() + max_wait;
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let room = loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.backlog() <= self.backlog_limit() {
+                break true;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                break false;
+            }
+        };
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
+        room
+    }
+
+    /// A connection took an event from its queue.
+    fn took(&self, sub: &Subscriber) {
+        if sub.queued.fetch_sub(1, Ordering::Relaxed) > COUNTED_PER_QUEUE {
+            return;
+        }
+        sub.counted.fetch_sub(1, Ordering::Relaxed);
+        let before = self.backlog.fetch_sub(1, Ordering::AcqRel);
+        if self.waiters.load(Ordering::Acquire) > 0 && before - 1 <= self.backlog_limit() {
+            self.drained.notify_waiters();
+        }
     }
 
     /// How many channels have at least one subscriber on this node.
@@ -342,11 +435,32 @@ impl Subscription {
                 _ = self.subscriber.overflow.notified() => return Err(Overflow),
                 event = self.rx.recv() => event,
             };
-            match event {
-                None => return Ok(None),
-                Some(event) if self.wanted(&event) => return Ok(Some(Item::Event(event))),
-                Some(_) => continue,
+            let Some(event) = event else {
+                return Ok(None);
+            };
+            self.fanout.took(&self.subscriber);
+            if self.wanted(&event) {
+                return Ok(Some(Item::Event(event)));
             }
+        }
+    }
+
+    /// Completes when this connection's queue has overflowed (it must close),
+    /// without taking anything from it; [`Subscription::next`] then reports
+    /// [`Overflow`]. A transport waits on it while a write to a stalled reader is
+    /// blocked.
+    pub async fn overflowed(&self) {
+        loop {
+            if self.subscriber.overflowed.load(Ordering::Relaxed) {
+                return;
+            }
+            let notified = self.subscriber.overflow.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.subscriber.overflowed.load(Ordering::Relaxed) {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -359,6 +473,7 @@ impl Subscription {
             return Err(Overflow);
         }
         while let Ok(event) = self.rx.try_recv() {
+            self.fanout.took(&self.subscriber);
             if self.wanted(&event) {
                 return Ok(Some(Item::Event(event)));
             }
@@ -370,6 +485,16 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.fanout.unregister(self.id, &self.channels);
+        self.fanout.subscribers.fetch_sub(1, Ordering::Relaxed);
+        // No delivery reaches this connection any more: take back what it added
+        // to the backlog gauge, and wake publishers that wait on it.
+        let counted = self.subscriber.counted.swap(0, Ordering::Relaxed);
+        if counted != 0 {
+            self.fanout.backlog.fetch_sub(counted, Ordering::AcqRel);
+            if self.fanout.waiters.load(Ordering::Acquire) > 0 {
+                self.fanout.drained.notify_waiters();
+            }
+        }
     }
 }
 
@@ -472,5 +597,71 @@ mod tests {
         drop(sub);
         assert_eq!(fanout.channel_count(), 0);
         assert_eq!(fanout.deliver(&event(1, &["a"])).queued, 0);
+    }
+
+    #[tokio::test]
+    async fn the_backlog_counts_at_most_two_per_queue_and_empties_as_events_are_taken() {
+        let fanout = Fanout::new();
+        let mut a = fanout.register(1, vec![ch("a")], 16);
+        let b = fanout.register(2, vec![ch("a")], 16);
+        for seq in 1..=5 {
+            fanout.deliver(&event(seq, &["a"]));
+        }
+        assert_eq!(fanout.backlog(), 4, "two per connection");
+        for seq in 1..=4 {
+            assert_eq!(next_seq(&mut a).await, seq);
+        }
+        assert_eq!(fanout.backlog(), 3, "a has one left, b still two");
+        drop(b);
+        assert_eq!(
+            fanout.backlog(),
+            1,
+            "a closed connection gives its share back"
+        );
+        assert_eq!(next_seq(&mut a).await, 5);
+        assert_eq!(fanout.backlog(), 0);
+    }
+
+    #[tokio::test]
+    async fn publishers_wait_for_room_until_the_connections_catch_up() {
+        let fanout = Fanout::new();
+        let n = MIN_BACKLOG as u64 + 8;
+        let mut subs: Vec<_> = (0..n)
+            .map(|id| fanout.register(id, vec![ch("a")], 8))
+            .collect();
+        fanout.deliver(&event(1, &["a"]));
+        assert!(
+            fanout.wait_for_room(Duration::from_secs(60)).await,
+            "one event per connection leaves room"
+        );
+        fanout.deliver(&event(2, &["a"]));
+        let waiting = {
+            let fanout = fanout.clone();
+            tokio::spawn(async move { fanout.wait_for_room(Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "two events per connection is a full fan-out"
+        );
+        for sub in &mut subs {
+            assert_eq!(next_seq(sub).await, 1);
+        }
+        assert!(
+            waiting.await.unwrap(),
+            "woken when the connections took an event"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_publisher_gives_up_waiting_when_readers_have_stopped() {
+        let fanout = Fanout::new();
+        let n = MIN_BACKLOG as u64 + 8;
+        let _stalled: Vec<_> = (0..n)
+            .map(|id| fanout.register(id, vec![ch("a")], 8))
+            .collect();
+        fanout.deliver(&event(1, &["a"]));
+        fanout.deliver(&event(2, &["a"]));
+        assert!(!fanout.wait_for_room(Duration::from_millis(20)).await);
     }
 }
