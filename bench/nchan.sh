@@ -92,6 +92,8 @@ error_log $tmp/nginx/error.log warn;
 events { worker_connections 19900; multi_accept on; }
 http {
   access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 600s;
   client_body_temp_path $tmp/nginx/body;
   proxy_temp_path $tmp/nginx/proxy;
   fastcgi_temp_path $tmp/nginx/fastcgi;
@@ -126,7 +128,13 @@ start_nchan() { # port
   pids+=("$master")
   wait_http "http://127.0.0.1:$1/pub?id=probe"
   # The worker is the process that holds the connections and the RSS.
-  server_pid=$(pgrep -P "$master" | head -n1)
+  server_pid=
+  for _ in $(seq 1 100); do
+    server_pid=$(pgrep -P "$master" | head -n1 || true)
+    [ -n "$server_pid" ] && return 0
+    sleep 0.1
+  done
+  say "nginx started no worker"; return 1
 }
 
 stop_servers() { cleanup; server_pid=; }

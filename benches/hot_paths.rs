@@ -5,6 +5,9 @@
 //! Run with `cargo bench --bench hot_paths`; `cargo bench --bench hot_paths -- fanout`
 //! runs one group.
 
+// `criterion_group!` defines an undocumented public function.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -1,7 +1,9 @@
 //! Local fan-out: which connections of this node listen to which channels, and
 //! handing each accepted event to their queues.
 //!
-//! Every connection owns a bounded queue. Delivery never waits: it tries to put the
+//! Every connection owns a bounded queue: a `VecDeque` behind an uncontended lock, which
+//! allocates nothing until the first event and grows only as far as the connection
+//! falls behind, so an idle connection's queue costs a few dozen bytes. Delivery never waits: it tries to put the
 //! event in each queue, and a connection whose queue is full is marked overflowed
 //! and told to close (its client resumes from history when it reconnects). So a
 //! publisher is never slowed by a slow subscriber, and one stalled reader does not
@@ -21,12 +23,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use indexmap::IndexMap;
-use parking_lot::RwLock;
-use tokio::sync::{Notify, mpsc};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
 
 use super::channel::ChannelName;
 use super::event::Event;
@@ -34,22 +37,31 @@ use super::event::Event;
 /// A connection's handle as the fan-out sees it.
 #[derive(Debug)]
 struct Subscriber {
-    tx: mpsc::Sender<Arc<Event>>,
+    queue: Mutex<Queue>,
+    capacity: usize,
     /// The newest position put in the queue, so an event published to several of
     /// this connection's channels is queued once.
     last_queued: AtomicU64,
     overflowed: AtomicBool,
+    /// Wakes a transport waiting in [`Subscription::overflowed`].
     overflow: Notify,
-    /// Events in the queue (a few may be counted that a failed send never added).
-    queued: AtomicU32,
-    /// What this connection adds to [`Fanout::backlog`], taken back when it goes.
-    counted: AtomicI64,
 }
+
+/// A connection's queued events and the task waiting for them.
+#[derive(Debug, Default)]
+struct Queue {
+    events: VecDeque<Arc<Event>>,
+    waker: Option<Waker>,
+}
+
+/// A queue that grew past this while a connection fell behind is given back once
+/// it has been emptied.
+const SHRINK_QUEUE_ABOVE: usize = 64;
 
 /// Events of one connection's queue counted in the backlog gauge: enough to see
 /// that a fan-out is not finished, few enough that stalled readers do not stop
 /// publishers.
-pub const COUNTED_PER_QUEUE: u32 = 2;
+pub const COUNTED_PER_QUEUE: usize = 2;
 
 /// The backlog a node with few connections may always have.
 const MIN_BACKLOG: i64 = 1024;
@@ -92,14 +104,12 @@ impl Fanout {
         channels: Vec<ChannelName>,
         capacity: usize,
     ) -> Subscription {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
         let subscriber = Arc::new(Subscriber {
-            tx,
+            queue: Mutex::new(Queue::default()),
+            capacity: capacity.max(1),
             last_queued: AtomicU64::new(0),
             overflowed: AtomicBool::new(false),
             overflow: Notify::new(),
-            queued: AtomicU32::new(0),
-            counted: AtomicI64::new(0),
         });
         self.subscribers.fetch_add(1, Ordering::Relaxed);
         {
@@ -114,7 +124,6 @@ impl Fanout {
             id,
             channels,
             backlog: VecDeque::new(),
-            rx,
             subscriber,
             fanout: self.clone(),
             floors: HashMap::new(),
@@ -155,22 +164,25 @@ impl Fanout {
                 if sub.overflowed.load(Ordering::Relaxed) {
                     continue;
                 }
-                // Counted before the send, so that a take never precedes its count.
-                let before = sub.queued.fetch_add(1, Ordering::Relaxed);
-                match sub.tx.try_send(event.clone()) {
-                    Ok(()) => {
-                        done.queued += 1;
-                        if before < COUNTED_PER_QUEUE {
-                            sub.counted.fetch_add(1, Ordering::Relaxed);
-                            counted += 1;
-                        }
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        sub.overflowed.store(true, Ordering::Relaxed);
-                        sub.overflow.notify_one();
-                        done.overflowed += 1;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                let mut queue = sub.queue.lock();
+                let before = queue.events.len();
+                if before >= sub.capacity {
+                    drop(queue);
+                    sub.overflowed.store(true, Ordering::Relaxed);
+                    sub.overflow.notify_one();
+                    sub.wake();
+                    done.overflowed += 1;
+                    continue;
+                }
+                queue.events.push_back(event.clone());
+                let waker = queue.waker.take();
+                drop(queue);
+                done.queued += 1;
+                if before < COUNTED_PER_QUEUE {
+                    counted += 1;
+                }
+                if let Some(waker) = waker {
+                    waker.wake();
                 }
             }
         }
@@ -216,14 +228,13 @@ impl Fanout {
         room
     }
 
-    /// A connection took an event from its queue.
-    fn took(&self, sub: &Subscriber) {
-        if sub.queued.fetch_sub(1, Ordering::Relaxed) > COUNTED_PER_QUEUE {
+    /// A connection took an event from its queue, which held `before` events.
+    fn took(&self, before: usize) {
+        if before > COUNTED_PER_QUEUE {
             return;
         }
-        sub.counted.fetch_sub(1, Ordering::Relaxed);
-        let before = self.backlog.fetch_sub(1, Ordering::AcqRel);
-        if self.waiters.load(Ordering::Acquire) > 0 && before - 1 <= self.backlog_limit() {
+        let was = self.backlog.fetch_sub(1, Ordering::AcqRel);
+        if self.waiters.load(Ordering::Acquire) > 0 && was - 1 <= self.backlog_limit() {
             self.drained.notify_waiters();
         }
     }
@@ -247,10 +258,32 @@ impl Fanout {
         for sub in map.values().flat_map(IndexMap::values) {
             if !sub.overflowed.swap(true, Ordering::Relaxed) {
                 sub.overflow.notify_one();
+                sub.wake();
                 closed += 1;
             }
         }
         closed
+    }
+}
+
+impl Subscriber {
+    /// Wakes the task waiting for this queue (to see that it overflowed).
+    fn wake(&self) {
+        let waker = self.queue.lock().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Takes the oldest queued event; also returns how many were queued before.
+    fn pop(&self) -> Option<(Arc<Event>, usize)> {
+        let mut queue = self.queue.lock();
+        let before = queue.events.len();
+        let event = queue.events.pop_front()?;
+        if queue.events.is_empty() && queue.events.capacity() > SHRINK_QUEUE_ABOVE {
+            queue.events = VecDeque::new();
+        }
+        Some((event, before))
     }
 }
 
@@ -304,7 +337,6 @@ pub struct Subscription {
     id: u64,
     channels: Vec<ChannelName>,
     backlog: VecDeque<Item>,
-    rx: mpsc::Receiver<Arc<Event>>,
     subscriber: Arc<Subscriber>,
     fanout: Arc<Fanout>,
     /// Per channel, the position up to which the client already has every event:
@@ -421,26 +453,38 @@ impl Subscription {
         None
     }
 
-    /// The next item, waiting for one. `None` when the hub dropped the subscription.
+    /// The next item, waiting for one. `None` when the hub dropped the subscription
+    /// (never, today: the subscription keeps its queue alive).
     pub async fn next(&mut self) -> Result<Option<Item>, Overflow> {
         if let Some(item) = self.next_backlog() {
             return Ok(Some(item));
         }
         loop {
-            if self.subscriber.overflowed.load(Ordering::Relaxed) {
-                return Err(Overflow);
-            }
-            let event = tokio::select! {
-                biased;
-                _ = self.subscriber.overflow.notified() => return Err(Overflow),
-                event = self.rx.recv() => event,
-            };
-            let Some(event) = event else {
-                return Ok(None);
-            };
-            self.fanout.took(&self.subscriber);
-            if self.wanted(&event) {
-                return Ok(Some(Item::Event(event)));
+            let event = std::future::poll_fn(|cx| {
+                if self.subscriber.overflowed.load(Ordering::Relaxed) {
+                    return Poll::Ready(Err(Overflow));
+                }
+                let mut queue = self.subscriber.queue.lock();
+                if queue.events.is_empty() {
+                    if !queue
+                        .waker
+                        .as_ref()
+                        .is_some_and(|w| w.will_wake(cx.waker()))
+                    {
+                        queue.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+                drop(queue);
+                Poll::Ready(Ok(()))
+            })
+            .await;
+            event?;
+            if let Some((event, before)) = self.subscriber.pop() {
+                self.fanout.took(before);
+                if self.wanted(&event) {
+                    return Ok(Some(Item::Event(event)));
+                }
             }
         }
     }
@@ -472,8 +516,8 @@ impl Subscription {
         if self.subscriber.overflowed.load(Ordering::Relaxed) {
             return Err(Overflow);
         }
-        while let Ok(event) = self.rx.try_recv() {
-            self.fanout.took(&self.subscriber);
+        while let Some((event, before)) = self.subscriber.pop() {
+            self.fanout.took(before);
             if self.wanted(&event) {
                 return Ok(Some(Item::Event(event)));
             }
@@ -486,9 +530,10 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         self.fanout.unregister(self.id, &self.channels);
         self.fanout.subscribers.fetch_sub(1, Ordering::Relaxed);
-        // No delivery reaches this connection any more: take back what it added
-        // to the backlog gauge, and wake publishers that wait on it.
-        let counted = self.subscriber.counted.swap(0, Ordering::Relaxed);
+        // No delivery reaches this connection any more: take back what its queue
+        // adds to the backlog gauge, and wake publishers that wait on it.
+        let left = std::mem::take(&mut self.subscriber.queue.lock().events).len();
+        let counted = left.min(COUNTED_PER_QUEUE) as i64;
         if counted != 0 {
             self.fanout.backlog.fetch_sub(counted, Ordering::AcqRel);
             if self.fanout.waiters.load(Ordering::Acquire) > 0 {

@@ -238,8 +238,7 @@ pub(crate) async fn serve_direct(
             return;
         }
     };
-    let mut out = BytesMut::new();
-    out.extend_from_slice(DIRECT_HEAD);
+    let mut head: &[u8] = DIRECT_HEAD;
     let mut probe = [0u8; 64];
     loop {
         let chunk = tokio::select! {
@@ -261,18 +260,22 @@ pub(crate) async fn serve_direct(
             }
             chunk = stream.next_chunk() => chunk,
         };
-        let last = match chunk {
-            Some(Ok(chunk)) => {
-                put_chunk(&mut out, &chunk);
-                false
-            }
+        let (chunk, last) = match chunk {
+            Some(Ok(chunk)) => (chunk, false),
             // A slow consumer: close at once.
             Some(Err(SlowConsumer)) => return,
-            None => {
-                out.extend_from_slice(b"0\r\n\r\n");
-                true
-            }
+            None => (Bytes::new(), true),
         };
+        // The chunk is the shared frame itself: it is written with its chunked
+        // framing around it, not copied.
+        let mut size = [0u8; 20];
+        let size = chunk_size_line(&mut size, chunk.len());
+        let mut parts = [
+            std::io::IoSlice::new(head),
+            std::io::IoSlice::new(if last { b"" } else { size }),
+            std::io::IoSlice::new(&chunk),
+            std::io::IoSlice::new(if last { b"0\r\n\r\n" } else { b"\r\n" }),
+        ];
         let written = tokio::select! {
             biased;
             _ = close.cancelled() => return,
@@ -280,21 +283,39 @@ pub(crate) async fn serve_direct(
                 stream.slow_consumer();
                 return;
             }
-            written = socket.write_all(&out) => written,
+            written = write_all_vectored(socket, &mut parts) => written,
         };
         if written.is_err() || last {
             return;
         }
-        out.clear();
-        if out.capacity() > KEEP_OUT_BYTES {
-            out = BytesMut::new();
-        }
+        head = b"";
     }
 }
 
-/// A write buffer larger than this is freed after use, so an idle connection
-/// keeps no large buffer.
-const KEEP_OUT_BYTES: usize = 512;
+/// The size line of a chunk of `len` bytes (`1a2\r\n`), written into `buf`.
+fn chunk_size_line(buf: &mut [u8; 20], len: usize) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{len:x}\r\n");
+    let end = cursor.position() as usize;
+    &buf[..end]
+}
+
+/// Writes every byte of `parts` with vectored writes.
+async fn write_all_vectored(
+    socket: &mut tokio::net::TcpStream,
+    mut parts: &mut [std::io::IoSlice<'_>],
+) -> std::io::Result<()> {
+    std::io::IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        let n = socket.write_vectored(parts).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut parts, n);
+    }
+    Ok(())
+}
 
 /// Writes an error response (status, headers and JSON body, as the router sends
 /// it) and asks the client to close the connection.
@@ -328,25 +349,17 @@ async fn write_error(socket: &mut tokio::net::TcpStream, error: ApiError) -> std
     socket.shutdown().await
 }
 
-/// Appends `chunk` in HTTP/1.1 chunked framing.
-fn put_chunk(out: &mut BytesMut, chunk: &[u8]) {
-    use std::fmt::Write;
-    let _ = write!(out, "{:x}\r\n", chunk.len());
-    out.extend_from_slice(chunk);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// One connection's stream state.
 struct SseStream {
     first: Option<Bytes>,
     format: FrameFormat,
-    /// Fires `heartbeat_every` after the last write that was seen by a heartbeat
-    /// check; pushed back only when it fires, not on every write.
-    heartbeat: Pin<Box<Sleep>>,
+    /// One timer for the heartbeat and the token's expiry: it fires at the earlier
+    /// of the two, and is pushed back only when it fires, not on every write.
+    timer: Pin<Box<Sleep>>,
     heartbeat_every: Duration,
     /// When the stream last sent something.
     last_write: Instant,
-    expires: Option<Pin<Box<Sleep>>>,
+    expires: Option<Instant>,
     reconnect_within: Duration,
     close: Option<tokio_util::sync::CancellationToken>,
     hub: Hub,
@@ -436,10 +449,14 @@ impl SseStream {
             } else {
                 FrameFormat::SseRaw
             },
-            heartbeat: Box::pin(tokio::time::sleep_until(now + config.sse.heartbeat)),
+            timer: Box::pin(tokio::time::sleep_until(
+                expires.map_or(now + config.sse.heartbeat, |at| {
+                    at.min(now + config.sse.heartbeat)
+                }),
+            )),
             heartbeat_every: config.sse.heartbeat,
             last_write: now,
-            expires: expires.map(|at| Box::pin(tokio::time::sleep_until(at))),
+            expires,
             reconnect_within: config.shutdown.reconnect_within,
             close: info.map(|i| i.close),
             hub: hub.clone(),
@@ -465,28 +482,25 @@ impl SseStream {
         let wake = loop {
             let wake = {
                 let hub = &self.hub;
-                let expires = &mut self.expires;
                 let subscription = &mut self.subscription;
-                let heartbeat = &mut self.heartbeat;
+                let timer = &mut self.timer;
                 tokio::select! {
                     biased;
                     _ = hub.shutting_down() => Wake::Shutdown,
-                    _ = async {
-                        match expires {
-                            Some(at) => at.as_mut().await,
-                            None => std::future::pending().await,
-                        }
-                    } => Wake::Expired,
+                    _ = timer.as_mut() => Wake::Heartbeat,
                     item = subscription.next() => Wake::Item(item),
-                    _ = heartbeat.as_mut() => Wake::Heartbeat,
                 }
             };
             if let Wake::Heartbeat = wake {
+                let now = Instant::now();
+                if self.expires.is_some_and(|at| at <= now) {
+                    break Wake::Expired;
+                }
                 let due = self.last_write + self.heartbeat_every;
-                if due > Instant::now() {
+                if due > now {
                     // Something was sent since the timer was set: no comment is
                     // due until a full period after that.
-                    self.heartbeat.as_mut().reset(due);
+                    self.set_timer(due);
                     continue;
                 }
             }
@@ -556,8 +570,13 @@ impl SseStream {
     }
 
     fn reset_heartbeat(&mut self) {
-        let next = Instant::now() + self.heartbeat_every;
-        self.heartbeat.as_mut().reset(next);
+        self.set_timer(Instant::now() + self.heartbeat_every);
+    }
+
+    /// Sets the timer to the next heartbeat at `at`, or the expiry if earlier.
+    fn set_timer(&mut self, at: Instant) {
+        let at = self.expires.map_or(at, |expires| expires.min(at));
+        self.timer.as_mut().reset(at);
     }
 
     fn shutdown_frame(&self) -> Bytes {
