@@ -16,10 +16,11 @@
 //! the registry keeps a backlog gauge, the number of events queued and not yet taken
 //! by their connections, counting at most [`COUNTED_PER_QUEUE`] per connection, and
 //! [`Fanout::wait_for_room`] holds a new event back (for at most a given time) while
-//! the gauge is above one per connection. Under saturation this keeps every queue
-//! one or two events deep, so latency stays at about one round of writes instead of
-//! growing to a full queue; a stalled connection adds at most two to the gauge, so
-//! it cannot hold publishers back on its own.
+//! the gauge is above [`ROOM_PER_QUEUE`] per connection. Under saturation this keeps
+//! queues two or three events deep (enough for each write to carry a few events),
+//! so latency stays at a round or two of writes instead of growing to a full queue;
+//! a stalled connection adds at most four to the gauge, so stalled readers hold
+//! publishers back only when they are more than half of the node's connections.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -61,7 +62,10 @@ const SHRINK_QUEUE_ABOVE: usize = 64;
 /// Events of one connection's queue counted in the backlog gauge: enough to see
 /// that a fan-out is not finished, few enough that stalled readers do not stop
 /// publishers.
-pub const COUNTED_PER_QUEUE: usize = 2;
+pub const COUNTED_PER_QUEUE: usize = 4;
+
+/// The backlog per connection above which new events wait.
+pub const ROOM_PER_QUEUE: i64 = 2;
 
 /// The backlog a node with few connections may always have.
 const MIN_BACKLOG: i64 = 1024;
@@ -198,13 +202,13 @@ impl Fanout {
         self.backlog.load(Ordering::Acquire)
     }
 
-    /// The backlog above which new events wait: one per connection.
+    /// The backlog above which new events wait.
     fn backlog_limit(&self) -> i64 {
-        (self.subscribers.load(Ordering::Relaxed) as i64).max(MIN_BACKLOG)
+        (ROOM_PER_QUEUE * self.subscribers.load(Ordering::Relaxed) as i64).max(MIN_BACKLOG)
     }
 
     /// Waits, for at most `max_wait`, until the fan-out has room for another event
-    /// (the backlog gauge is at most one per connection). Returns false when it gave
+    /// (the backlog gauge is at most [`ROOM_PER_QUEUE`] per connection). Returns false when it gave
     /// up waiting. Publishers call it before an event is accepted, so they cannot
     /// outrun the fan-out; the event is still answered as soon as it is accepted.
     pub async fn wait_for_room(&self, max_wait: Duration) -> bool {
@@ -645,25 +649,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_backlog_counts_at_most_two_per_queue_and_empties_as_events_are_taken() {
+    async fn the_backlog_counts_at_most_four_per_queue_and_empties_as_events_are_taken() {
         let fanout = Fanout::new();
         let mut a = fanout.register(1, vec![ch("a")], 16);
         let b = fanout.register(2, vec![ch("a")], 16);
-        for seq in 1..=5 {
+        for seq in 1..=9 {
             fanout.deliver(&event(seq, &["a"]));
         }
-        assert_eq!(fanout.backlog(), 4, "two per connection");
-        for seq in 1..=4 {
+        assert_eq!(fanout.backlog(), 8, "four per connection");
+        for seq in 1..=8 {
             assert_eq!(next_seq(&mut a).await, seq);
         }
-        assert_eq!(fanout.backlog(), 3, "a has one left, b still two");
+        assert_eq!(fanout.backlog(), 5, "a has one left, b still four");
         drop(b);
         assert_eq!(
             fanout.backlog(),
             1,
             "a closed connection gives its share back"
         );
-        assert_eq!(next_seq(&mut a).await, 5);
+        assert_eq!(next_seq(&mut a).await, 9);
         assert_eq!(fanout.backlog(), 0);
     }
 
@@ -675,11 +679,12 @@ mod tests {
             .map(|id| fanout.register(id, vec![ch("a")], 8))
             .collect();
         fanout.deliver(&event(1, &["a"]));
+        fanout.deliver(&event(2, &["a"]));
         assert!(
             fanout.wait_for_room(Duration::from_secs(60)).await,
-            "one event per connection leaves room"
+            "two events per connection leave room"
         );
-        fanout.deliver(&event(2, &["a"]));
+        fanout.deliver(&event(3, &["a"]));
         let waiting = {
             let fanout = fanout.clone();
             tokio::spawn(async move { fanout.wait_for_room(Duration::from_secs(60)).await })
@@ -687,7 +692,7 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(
             !waiting.is_finished(),
-            "two events per connection is a full fan-out"
+            "three events per connection is a full fan-out"
         );
         for sub in &mut subs {
             assert_eq!(next_seq(sub).await, 1);
@@ -705,8 +710,9 @@ mod tests {
         let _stalled: Vec<_> = (0..n)
             .map(|id| fanout.register(id, vec![ch("a")], 8))
             .collect();
-        fanout.deliver(&event(1, &["a"]));
-        fanout.deliver(&event(2, &["a"]));
+        for seq in 1..=3 {
+            fanout.deliver(&event(seq, &["a"]));
+        }
         assert!(!fanout.wait_for_room(Duration::from_millis(20)).await);
     }
 }
