@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
 workloads=${WORKLOADS:-a b c d scale1 scale3}
-events_b=${EVENTS_B:-300}
+events_b=${EVENTS_B:-200}
 events_d=${EVENTS_D:-500}
 day=$(date -u +%Y%m%d)
 raw=bench/results-$day-nchan.jsonl
