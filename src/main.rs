@@ -227,8 +227,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let capped = raise_file_limit(&mut config);
     let addr = config.listen_addr()?;
     runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = listen(addr)
             .with_context(|| format!("cannot listen on {addr} (configuration key `listen`)"))?;
         let local = listener.local_addr()?;
         let hub = Hub::new(config)?;
@@ -262,6 +261,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Connections the kernel may hold for the hub to accept (capped by
+/// `net.core.somaxconn`). A burst of clients connecting or reconnecting at once must
+/// not find the queue full: a dropped handshake is retried only after a second.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with a backlog of [`LISTEN_BACKLOG`].
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn wait_for_signal() {
