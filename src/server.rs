@@ -138,6 +138,9 @@ where
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Pipelined requests (a publisher with several in flight) get their answers
+        // in one write.
+        .pipeline_flush(true)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
