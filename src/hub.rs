@@ -28,6 +28,10 @@ use crate::webhooks::Webhooks;
 /// How often history is expired and idle channels forgotten.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 
+/// The longest a publish waits for this node's fan-out to catch up before its
+/// events are accepted anyway (when most connections have stopped reading).
+const MAX_PUBLISH_WAIT: Duration = Duration::from_millis(250);
+
 /// A publication was refused.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PublishError {
@@ -372,6 +376,9 @@ impl Hub {
                 .map_err(|error| PublishError::Invalid { index, error })?;
         }
         let n = events.len() as u64;
+        // Hold the events back while this node's fan-out is behind, so that a
+        // publisher cannot run ahead of the subscribers' writes without bound.
+        self.inner.fanout.wait_for_room(MAX_PUBLISH_WAIT).await;
         let accepted = self.inner.broker.publish(events).await?;
         self.inner.stats.published(n);
         Ok(accepted)

@@ -15,6 +15,10 @@ use herald::{Config, ConfigError, Hub};
 /// Exit status for a configuration error (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
+/// Open files kept back from `limits.max_connections` for the listener, logs, and
+/// the hub's own connections to brokers, databases and webhooks.
+const FILES_RESERVED: u64 = 64;
+
 #[derive(Parser)]
 #[command(
     name = "herald",
@@ -220,16 +224,19 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.demo.tokens.get_or_insert(true);
         dev_secret = Some(secret);
     }
-    raise_file_limit(&mut config);
+    let capped = raise_file_limit(&mut config);
     let addr = config.listen_addr()?;
     runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = listen(addr)
             .with_context(|| format!("cannot listen on {addr} (configuration key `listen`)"))?;
         let local = listener.local_addr()?;
         let hub = Hub::new(config)?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "herald {} listening on http://{local}", env!("CARGO_PKG_VERSION"))?;
+        if let Some(notice) = &capped {
+            writeln!(out, "warning: {notice}")?;
+            tracing::warn!("{notice}");
+        }
         if hub.config().demo.enabled {
             writeln!(out, "demo app: http://{local}/")?;
         }
@@ -256,6 +263,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     })
 }
 
+/// Connections the kernel may hold for the hub to accept (capped by
+/// `net.core.somaxconn`). A burst of clients connecting or reconnecting at once must
+/// not find the queue full: a dropped handshake is retried only after a second.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with a backlog of [`LISTEN_BACKLOG`].
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {
@@ -278,26 +302,28 @@ async fn wait_for_signal() {
     }
 }
 
-/// Raises the open-file limit as far as allowed and says so when it still caps
-/// `limits.max_connections` (each connection is a file descriptor).
-fn raise_file_limit(config: &mut Config) {
-    let Ok((soft, hard)) = rlimit::Resource::NOFILE.get() else {
-        return;
-    };
+/// Raises the open-file limit as far as allowed. When the limit still caps
+/// `limits.max_connections` (each connection is a file descriptor), lowers it and
+/// returns the notice to print at start.
+fn raise_file_limit(config: &mut Config) -> Option<String> {
+    let (soft, hard) = rlimit::Resource::NOFILE.get().ok()?;
     let limit = if soft < hard && rlimit::Resource::NOFILE.set(hard, hard).is_ok() {
         hard
     } else {
         soft
     };
-    // Leave room for the listener, logs, and files the hub itself opens.
-    let usable = limit.saturating_sub(64) as usize;
-    if config.limits.max_connections > usable {
-        tracing::warn!(
-            "the open-file limit is {limit}: limits.max_connections lowered from {} to {usable} (raise it with `ulimit -n`)",
-            config.limits.max_connections
-        );
-        config.limits.max_connections = usable.max(1);
+    // Leave room for the listener, logs, broker and database connections.
+    let usable = (limit.saturating_sub(FILES_RESERVED) as usize).max(1);
+    let wanted = config.limits.max_connections;
+    if wanted <= usable {
+        return None;
     }
+    config.limits.max_connections = usable;
+    Some(format!(
+        "limits.max_connections lowered from {wanted} to {usable}: the open-file limit of this \
+         process is {limit} (hard limit {hard}) and every connection needs one; raise the hard \
+         limit (ulimit -Hn, LimitNOFILE= in a systemd unit) to serve more"
+    ))
 }
 
 fn patterns(raw: &[String]) -> anyhow::Result<Vec<ChannelPattern>> {

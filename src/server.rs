@@ -5,14 +5,26 @@
 //! close a connection whose reader has stalled (a write that never completes would
 //! otherwise keep it open). On shutdown it stops accepting, lets streams end with
 //! their reconnect hint, and waits at most `shutdown.grace` for connections to close.
+//!
+//! A connection's request head is read first, into a small buffer. A plain
+//! `GET /events` is served directly on the socket ([`crate::http::sse::serve_direct`]):
+//! a streaming connection lives for hours, and this way it holds no HTTP framework
+//! buffers (two of 8 KiB each) or task state of its own, which more than halves the
+//! memory an idle connection costs. Every other request, and a stream the hub
+//! refuses, goes to the router over HTTP/1.1 with the bytes already read put back.
 
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use bytes::{Buf, Bytes};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
@@ -23,10 +35,22 @@ use crate::hub::Hub;
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The first read of a request head; a longer head grows the buffer.
+const HEAD_READ_BYTES: usize = 1024;
+
+/// Beyond this a head is left to the HTTP server to refuse.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Most headers a directly served stream request may have.
+const MAX_HEADERS: usize = 64;
+
 /// Serves `hub` on `listener` until [`Hub::shutdown`] is called, then drains open
 /// connections for at most the configured grace period.
 pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
     let router = hub.router();
+    // What the CORS policy adds to every response, also sent by directly served
+    // streams.
+    let cors_headers = std::sync::Arc::new(hub.cors_headers_without_origin());
     let connections = TaskTracker::new();
     let close_all = CancellationToken::new();
     loop {
@@ -56,22 +80,44 @@ pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
             async move { router.call(request.map(axum::body::Body::new)).await }
         });
         let hub = hub.clone();
+        let cors = !hub.config().http.cors_origins.is_empty();
+        let cors_headers = cors_headers.clone();
         connections.spawn(async move {
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => return,
+            let mut stream = stream;
+            let head = tokio::select! {
+                head = tokio::time::timeout(HEADER_READ_TIMEOUT, read_head(&mut stream)) => head,
                 _ = close.cancelled() => return,
-                _ = hub.shutting_down() => connection.as_mut().graceful_shutdown(),
+                _ = hub.shutting_down() => return,
+            };
+            let Ok(Ok(Some(head))) = head else {
+                return;
+            };
+            if let Some((uri, headers)) = direct_stream(&head, cors) {
+                // Only the stream's own state stays for the connection's life.
+                drop(head);
+                drop(service);
+                let info = ConnectionInfo {
+                    peer,
+                    close: close.clone(),
+                };
+                crate::http::sse::serve_direct(
+                    &hub,
+                    headers,
+                    uri,
+                    info,
+                    &cors_headers,
+                    &mut stream,
+                )
+                .await;
+                return;
             }
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = close.cancelled() => {}
-            }
+            let io = Prefixed {
+                prefix: Bytes::from(head),
+                inner: stream,
+            };
+            // Boxed, so that a directly served stream's task does not carry the
+            // space of an HTTP connection's state.
+            Box::pin(serve_http(io, service, hub, close)).await;
         });
     }
     drop(listener);
@@ -88,4 +134,170 @@ pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
         close_all.cancel();
     }
     Ok(())
+}
+
+/// Serves HTTP/1.1 on a connection until it closes, `close` is cancelled, or the
+/// hub shuts down (then open requests may finish).
+async fn serve_http<S>(io: Prefixed, service: S, hub: Hub, close: CancellationToken)
+where
+    S: hyper::service::HttpService<Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as hyper::body::Body>::Data: Send,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Pipelined requests (a publisher with several in flight) get their answers
+        // in one write.
+        .pipeline_flush(true)
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = close.cancelled() => return,
+        _ = hub.shutting_down() => connection.as_mut().graceful_shutdown(),
+    }
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        _ = close.cancelled() => {}
+    }
+}
+
+/// Reads until the end of a request head (or `MAX_HEAD_BYTES`, or the end of the
+/// stream). `None` when the client closed before sending anything.
+async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = Vec::with_capacity(HEAD_READ_BYTES);
+    loop {
+        if buf.capacity() == buf.len() {
+            buf.reserve(buf.len());
+        }
+        let from = buf.len().saturating_sub(3);
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Ok((!buf.is_empty()).then_some(buf));
+        }
+        if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") || buf.len() >= MAX_HEAD_BYTES {
+            return Ok(Some(buf));
+        }
+    }
+}
+
+/// The target and headers of a request head that is a plain `GET /events` to be
+/// served directly: HTTP/1.1, complete, with no body, upgrade or expectation and
+/// nothing after it, and no CORS to apply (none configured, or no `Origin`).
+fn direct_stream(head: &[u8], cors: bool) -> Option<(Uri, HeaderMap)> {
+    let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut parsed);
+    let httparse::Status::Complete(len) = request.parse(head).ok()? else {
+        return None;
+    };
+    let path = request.path?;
+    if len != head.len()
+        || request.method? != "GET"
+        || request.version? != 1
+        || path.split('?').next()? != "/events"
+    {
+        return None;
+    }
+    let mut headers = HeaderMap::with_capacity(request.headers.len());
+    for h in request.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let refused = matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "upgrade" | "expect"
+        ) && !(name == "content-length" && h.value == b"0");
+        if refused || (cors && name == "origin") {
+            return None;
+        }
+        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    Some((path.parse().ok()?, headers))
+}
+
+/// A TCP stream with bytes already read from it put back in front.
+struct Prefixed {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.has_remaining() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_stream_requests_are_served_directly() {
+        let plain =
+            b"GET /events?channel=a&token=t HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 7\r\n\r\n";
+        let (uri, headers) = direct_stream(plain, false).expect("served directly");
+        assert_eq!(uri.query(), Some("channel=a&token=t"));
+        assert_eq!(headers["last-event-id"], "7");
+        let with_origin = b"GET /events?channel=a HTTP/1.1\r\nOrigin: https://app\r\n\r\n";
+        assert!(direct_stream(with_origin, false).is_some());
+        assert!(direct_stream(with_origin, true).is_none(), "CORS applies");
+        for other in [
+            &b"GET /events?channel=a HTTP/1.1\r\nHost: x\r\n"[..],
+            b"GET /events HTTP/1.0\r\n\r\n",
+            b"POST /events HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+            b"GET /eventsx HTTP/1.1\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /events HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /events HTTP/1.1\r\n\r\nGET /stats HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                direct_stream(other, false).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
 }

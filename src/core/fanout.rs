@@ -1,22 +1,36 @@
 //! Local fan-out: which connections of this node listen to which channels, and
 //! handing each accepted event to their queues.
 //!
-//! Every connection owns a bounded queue. Delivery never waits: it tries to put the
-//! event in each queue, and a connection whose queue is full is marked overflowed
-//! and told to close (its client resumes from history when it reconnects). So a
-//! publisher is never slowed by a slow subscriber, and one stalled reader does not
-//! hold up a channel.
+//! Every connection owns a bounded queue: a `VecDeque` behind an uncontended lock,
+//! which allocates nothing until the first event and grows only as far as the
+//! connection falls behind, so an idle connection's queue costs a few dozen bytes.
+//! Delivery never waits: it tries to put the event in each queue, and a connection
+//! whose queue is full is marked overflowed and told to close (its client resumes
+//! from history when it reconnects). So a publisher is never slowed by a slow
+//! subscriber, and one stalled reader does not hold up a channel.
 //!
 //! The registry lock is a std-style (`parking_lot`) lock held only for map lookups
 //! and non-blocking sends, never across an `.await`.
+//!
+//! Publishers are not allowed to run ahead of the fan-out without bound, though:
+//! the registry keeps a backlog gauge, the number of events queued and not yet taken
+//! by their connections, counting at most [`COUNTED_PER_QUEUE`] per connection, and
+//! [`Fanout::wait_for_room`] holds a new event back (for at most a given time) while
+//! the gauge is above [`ROOM_PER_QUEUE`] per connection. Under saturation this keeps
+//! queues two or three events deep (enough for each write to carry a few events),
+//! so latency stays at a round or two of writes instead of growing to a full queue;
+//! a stalled connection adds at most four to the gauge, so stalled readers hold
+//! publishers back only when they are more than half of the node's connections.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Poll, Waker};
+use std::time::Duration;
 
 use indexmap::IndexMap;
-use parking_lot::RwLock;
-use tokio::sync::{Notify, mpsc};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
 
 use super::channel::ChannelName;
 use super::event::Event;
@@ -24,13 +38,37 @@ use super::event::Event;
 /// A connection's handle as the fan-out sees it.
 #[derive(Debug)]
 struct Subscriber {
-    tx: mpsc::Sender<Arc<Event>>,
+    queue: Mutex<Queue>,
+    capacity: usize,
     /// The newest position put in the queue, so an event published to several of
     /// this connection's channels is queued once.
     last_queued: AtomicU64,
     overflowed: AtomicBool,
+    /// Wakes a transport waiting in [`Subscription::overflowed`].
     overflow: Notify,
 }
+
+/// A connection's queued events and the task waiting for them.
+#[derive(Debug, Default)]
+struct Queue {
+    events: VecDeque<Arc<Event>>,
+    waker: Option<Waker>,
+}
+
+/// A queue that grew past this while a connection fell behind is given back once
+/// it has been emptied.
+const SHRINK_QUEUE_ABOVE: usize = 64;
+
+/// Events of one connection's queue counted in the backlog gauge: enough to see
+/// that a fan-out is not finished, few enough that stalled readers do not stop
+/// publishers.
+pub const COUNTED_PER_QUEUE: usize = 4;
+
+/// The backlog per connection above which new events wait.
+pub const ROOM_PER_QUEUE: i64 = 2;
+
+/// The backlog a node with few connections may always have.
+const MIN_BACKLOG: i64 = 1024;
 
 /// What one call to [`Fanout::deliver`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +83,14 @@ pub struct Delivered {
 #[derive(Debug, Default)]
 pub struct Fanout {
     channels: RwLock<HashMap<ChannelName, IndexMap<u64, Arc<Subscriber>>>>,
+    /// Queued events not yet taken, at most [`COUNTED_PER_QUEUE`] per connection
+    /// (briefly negative when a take is counted before its delivery).
+    backlog: AtomicI64,
+    /// Registered connections.
+    subscribers: AtomicUsize,
+    /// Publishers waiting in [`Fanout::wait_for_room`].
+    waiters: AtomicUsize,
+    drained: Notify,
 }
 
 impl Fanout {
@@ -62,13 +108,14 @@ impl Fanout {
         channels: Vec<ChannelName>,
         capacity: usize,
     ) -> Subscription {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
         let subscriber = Arc::new(Subscriber {
-            tx,
+            queue: Mutex::new(Queue::default()),
+            capacity: capacity.max(1),
             last_queued: AtomicU64::new(0),
             overflowed: AtomicBool::new(false),
             overflow: Notify::new(),
         });
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
         {
             let mut map = self.channels.write();
             for channel in &channels {
@@ -81,7 +128,6 @@ impl Fanout {
             id,
             channels,
             backlog: VecDeque::new(),
-            rx,
             subscriber,
             fanout: self.clone(),
             floors: HashMap::new(),
@@ -108,6 +154,7 @@ impl Fanout {
     pub fn deliver(&self, event: &Arc<Event>) -> Delivered {
         let map = self.channels.read();
         let mut done = Delivered::default();
+        let mut counted = 0;
         for channel in &event.channels {
             let Some(subs) = map.get(channel) else {
                 continue;
@@ -121,18 +168,79 @@ impl Fanout {
                 if sub.overflowed.load(Ordering::Relaxed) {
                     continue;
                 }
-                match sub.tx.try_send(event.clone()) {
-                    Ok(()) => done.queued += 1,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        sub.overflowed.store(true, Ordering::Relaxed);
-                        sub.overflow.notify_one();
-                        done.overflowed += 1;
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
+                let mut queue = sub.queue.lock();
+                let before = queue.events.len();
+                if before >= sub.capacity {
+                    drop(queue);
+                    sub.overflowed.store(true, Ordering::Relaxed);
+                    sub.overflow.notify_one();
+                    sub.wake();
+                    done.overflowed += 1;
+                    continue;
+                }
+                queue.events.push_back(event.clone());
+                let waker = queue.waker.take();
+                drop(queue);
+                done.queued += 1;
+                if before < COUNTED_PER_QUEUE {
+                    counted += 1;
+                }
+                if let Some(waker) = waker {
+                    waker.wake();
                 }
             }
         }
+        if counted > 0 {
+            self.backlog.fetch_add(counted, Ordering::AcqRel);
+        }
         done
+    }
+
+    /// The backlog gauge: queued events not yet taken by their connections, at
+    /// most [`COUNTED_PER_QUEUE`] per connection.
+    pub fn backlog(&self) -> i64 {
+        self.backlog.load(Ordering::Acquire)
+    }
+
+    /// The backlog above which new events wait.
+    fn backlog_limit(&self) -> i64 {
+        (ROOM_PER_QUEUE * self.subscribers.load(Ordering::Relaxed) as i64).max(MIN_BACKLOG)
+    }
+
+    /// Waits, for at most `max_wait`, until the fan-out has room for another event
+    /// (the backlog gauge is at most [`ROOM_PER_QUEUE`] per connection). Returns false when it gave
+    /// up waiting. Publishers call it before an event is accepted, so they cannot
+    /// outrun the fan-out; the event is still answered as soon as it is accepted.
+    pub async fn wait_for_room(&self, max_wait: Duration) -> bool {
+        if self.backlog() <= self.backlog_limit() {
+            return true;
+        }
+        let deadline = tokio::time::Instant::now() + max_wait;
+        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let room = loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.backlog() <= self.backlog_limit() {
+                break true;
+            }
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                break false;
+            }
+        };
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
+        room
+    }
+
+    /// A connection took an event from its queue, which held `before` events.
+    fn took(&self, before: usize) {
+        if before > COUNTED_PER_QUEUE {
+            return;
+        }
+        let was = self.backlog.fetch_sub(1, Ordering::AcqRel);
+        if self.waiters.load(Ordering::Acquire) > 0 && was - 1 <= self.backlog_limit() {
+            self.drained.notify_waiters();
+        }
     }
 
     /// How many channels have at least one subscriber on this node.
@@ -154,10 +262,32 @@ impl Fanout {
         for sub in map.values().flat_map(IndexMap::values) {
             if !sub.overflowed.swap(true, Ordering::Relaxed) {
                 sub.overflow.notify_one();
+                sub.wake();
                 closed += 1;
             }
         }
         closed
+    }
+}
+
+impl Subscriber {
+    /// Wakes the task waiting for this queue (to see that it overflowed).
+    fn wake(&self) {
+        let waker = self.queue.lock().waker.take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Takes the oldest queued event; also returns how many were queued before.
+    fn pop(&self) -> Option<(Arc<Event>, usize)> {
+        let mut queue = self.queue.lock();
+        let before = queue.events.len();
+        let event = queue.events.pop_front()?;
+        if queue.events.is_empty() && queue.events.capacity() > SHRINK_QUEUE_ABOVE {
+            queue.events = VecDeque::new();
+        }
+        Some((event, before))
     }
 }
 
@@ -211,7 +341,6 @@ pub struct Subscription {
     id: u64,
     channels: Vec<ChannelName>,
     backlog: VecDeque<Item>,
-    rx: mpsc::Receiver<Arc<Event>>,
     subscriber: Arc<Subscriber>,
     fanout: Arc<Fanout>,
     /// Per channel, the position up to which the client already has every event:
@@ -336,34 +465,59 @@ impl Subscription {
         None
     }
 
-    /// The next item, waiting for one. `None` when the hub dropped the subscription.
+    /// The next item, waiting for one. `None` when the hub dropped the subscription
+    /// (never, today: the subscription keeps its queue alive).
     pub async fn next(&mut self) -> Result<Option<Item>, Overflow> {
         if let Some(item) = self.next_backlog() {
             return Ok(Some(item));
         }
         loop {
-            if self.subscriber.overflowed.load(Ordering::Relaxed) {
-                return Err(Overflow);
-            }
-            let event = tokio::select! {
-                biased;
-                _ = self.subscriber.overflow.notified() => return Err(Overflow),
-                event = self.rx.recv() => event,
-            };
-            match event {
-                None => return Ok(None),
-                Some(event) if self.wanted(&event) => return Ok(Some(Item::Event(event))),
-                Some(_) => continue,
+            let event = std::future::poll_fn(|cx| {
+                if self.subscriber.overflowed.load(Ordering::Relaxed) {
+                    return Poll::Ready(Err(Overflow));
+                }
+                let mut queue = self.subscriber.queue.lock();
+                if queue.events.is_empty() {
+                    if !queue
+                        .waker
+                        .as_ref()
+                        .is_some_and(|w| w.will_wake(cx.waker()))
+                    {
+                        queue.waker = Some(cx.waker().clone());
+                    }
+                    return Poll::Pending;
+                }
+                drop(queue);
+                Poll::Ready(Ok(()))
+            })
+            .await;
+            event?;
+            if let Some((event, before)) = self.subscriber.pop() {
+                self.fanout.took(before);
+                if self.wanted(&event) {
+                    return Ok(Some(Item::Event(event)));
+                }
             }
         }
     }
 
-    /// Completes once the queue has overflowed and the connection must close. A
-    /// transport blocked writing to a reader that stopped reading waits on this
-    /// beside the write, so the overflow is noticed while the write is stuck.
+    /// Completes when this connection's queue has overflowed (it must close),
+    /// without taking anything from it; [`Subscription::next`] then reports
+    /// [`Overflow`]. A transport blocked writing to a reader that stopped reading
+    /// waits on it beside the write, so the overflow is noticed while the write is
+    /// stuck.
     pub async fn overflowed(&self) {
-        while !self.subscriber.overflowed.load(Ordering::Relaxed) {
-            self.subscriber.overflow.notified().await;
+        loop {
+            if self.subscriber.overflowed.load(Ordering::Relaxed) {
+                return;
+            }
+            let notified = self.subscriber.overflow.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.subscriber.overflowed.load(Ordering::Relaxed) {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -375,7 +529,8 @@ impl Subscription {
         if self.subscriber.overflowed.load(Ordering::Relaxed) {
             return Err(Overflow);
         }
-        while let Ok(event) = self.rx.try_recv() {
+        while let Some((event, before)) = self.subscriber.pop() {
+            self.fanout.took(before);
             if self.wanted(&event) {
                 return Ok(Some(Item::Event(event)));
             }
@@ -387,6 +542,17 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.fanout.unregister(self.id, &self.channels);
+        self.fanout.subscribers.fetch_sub(1, Ordering::Relaxed);
+        // No delivery reaches this connection any more: take back what its queue
+        // adds to the backlog gauge, and wake publishers that wait on it.
+        let left = std::mem::take(&mut self.subscriber.queue.lock().events).len();
+        let counted = left.min(COUNTED_PER_QUEUE) as i64;
+        if counted != 0 {
+            self.fanout.backlog.fetch_sub(counted, Ordering::AcqRel);
+            if self.fanout.waiters.load(Ordering::Acquire) > 0 {
+                self.fanout.drained.notify_waiters();
+            }
+        }
     }
 }
 
@@ -489,5 +655,73 @@ mod tests {
         drop(sub);
         assert_eq!(fanout.channel_count(), 0);
         assert_eq!(fanout.deliver(&event(1, &["a"])).queued, 0);
+    }
+
+    #[tokio::test]
+    async fn the_backlog_counts_at_most_four_per_queue_and_empties_as_events_are_taken() {
+        let fanout = Fanout::new();
+        let mut a = fanout.register(1, vec![ch("a")], 16);
+        let b = fanout.register(2, vec![ch("a")], 16);
+        for seq in 1..=9 {
+            fanout.deliver(&event(seq, &["a"]));
+        }
+        assert_eq!(fanout.backlog(), 8, "four per connection");
+        for seq in 1..=8 {
+            assert_eq!(next_seq(&mut a).await, seq);
+        }
+        assert_eq!(fanout.backlog(), 5, "a has one left, b still four");
+        drop(b);
+        assert_eq!(
+            fanout.backlog(),
+            1,
+            "a closed connection gives its share back"
+        );
+        assert_eq!(next_seq(&mut a).await, 9);
+        assert_eq!(fanout.backlog(), 0);
+    }
+
+    #[tokio::test]
+    async fn publishers_wait_for_room_until_the_connections_catch_up() {
+        let fanout = Fanout::new();
+        let n = MIN_BACKLOG as u64 + 8;
+        let mut subs: Vec<_> = (0..n)
+            .map(|id| fanout.register(id, vec![ch("a")], 8))
+            .collect();
+        fanout.deliver(&event(1, &["a"]));
+        fanout.deliver(&event(2, &["a"]));
+        assert!(
+            fanout.wait_for_room(Duration::from_secs(60)).await,
+            "two events per connection leave room"
+        );
+        fanout.deliver(&event(3, &["a"]));
+        let waiting = {
+            let fanout = fanout.clone();
+            tokio::spawn(async move { fanout.wait_for_room(Duration::from_secs(60)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !waiting.is_finished(),
+            "three events per connection is a full fan-out"
+        );
+        for sub in &mut subs {
+            assert_eq!(next_seq(sub).await, 1);
+        }
+        assert!(
+            waiting.await.unwrap(),
+            "woken when the connections took an event"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_publisher_gives_up_waiting_when_readers_have_stopped() {
+        let fanout = Fanout::new();
+        let n = MIN_BACKLOG as u64 + 8;
+        let _stalled: Vec<_> = (0..n)
+            .map(|id| fanout.register(id, vec![ch("a")], 8))
+            .collect();
+        for seq in 1..=3 {
+            fanout.deliver(&event(seq, &["a"]));
+        }
+        assert!(!fanout.wait_for_room(Duration::from_millis(20)).await);
     }
 }

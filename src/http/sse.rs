@@ -16,6 +16,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep};
 
 use super::{ApiError, ConnectionInfo, identify, redact_token};
@@ -203,68 +204,7 @@ pub(super) async fn events(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let info = request.extensions().get::<ConnectionInfo>().cloned();
-    let Opening {
-        identity,
-        channels,
-        resume,
-        admission,
-        envelope,
-    } = open(&hub, &headers, request.uri(), info.as_ref(), true)?;
-    let (subscription, start) = hub
-        .subscribe_from(&admission, channels, resume)
-        .await
-        .map_err(unavailable)?;
-    tracing::debug!(
-        connection = admission.connection_id(),
-        uri = %redact_token(request.uri()),
-        user = identity.user.as_deref().unwrap_or("-"),
-        "stream opened"
-    );
-    let mut membership = Membership::new(
-        &hub,
-        admission.connection_id(),
-        identity.user.clone(),
-        identity.info.clone(),
-    );
-    for channel in subscription.channels() {
-        membership.join(channel);
-    }
-
-    let config = hub.config();
-    let connected = serde_json::json!({
-        "connection_id": admission.connection_id(),
-        "user": identity.user,
-        "channels": subscription.channels(),
-        "heartbeat_ms": config.sse.heartbeat.as_millis() as u64,
-        "last_event_id": start,
-    });
-    let first = encode_control(
-        "connected",
-        None,
-        Some(config.sse.retry),
-        &connected.to_string(),
-    );
-    let expires = identity
-        .expires_in()
-        .map(|left| Instant::now() + left + config.auth.leeway);
-    let stream = SseStream {
-        first: Some(first),
-        format: if envelope {
-            FrameFormat::SseEnvelope
-        } else {
-            FrameFormat::SseRaw
-        },
-        heartbeat: Box::pin(tokio::time::sleep(config.sse.heartbeat)),
-        heartbeat_every: config.sse.heartbeat,
-        expires: expires.map(|at| Box::pin(tokio::time::sleep_until(at))),
-        reconnect_within: config.shutdown.reconnect_within,
-        close: info.map(|i| i.close),
-        hub: hub.clone(),
-        subscription,
-        _membership: membership,
-        _admission: admission,
-        done: false,
-    };
+    let stream = SseStream::open(&hub, &headers, request.uri(), info).await?;
     let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
         let chunk = s.next_chunk().await?;
         Some((chunk, s))
@@ -283,13 +223,184 @@ pub(super) async fn events(
     Ok(response)
 }
 
+/// The response head of an SSE stream served without the router (see
+/// [`serve_direct`]): the same headers as [`events`] sends, chunked.
+const DIRECT_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+cache-control: no-cache, no-transform\r\nx-accel-buffering: no\r\n\
+transfer-encoding: chunked\r\n\r\n";
+
+/// Serves `GET /events` straight on the TCP connection, without the HTTP
+/// framework's per-connection buffers and task state: a streaming connection then
+/// costs its subscription, its stream state and a few hundred bytes. `head` is the
+/// parsed request. A refusal gets the usual error response, and the connection is
+/// closed after it.
+///
+/// While a write is blocked the stream still watches for the connection's queue
+/// overflowing and for `info.close`, so a reader that stopped is closed.
+pub(crate) async fn serve_direct(
+    hub: &Hub,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    info: ConnectionInfo,
+    cors_headers: &HeaderMap,
+    socket: &mut tokio::net::TcpStream,
+) {
+    let close = info.close.clone();
+    let opened = SseStream::open(hub, &headers, &uri, Some(info)).await;
+    drop((headers, uri));
+    let mut stream = match opened {
+        Ok(stream) => stream,
+        Err(error) => {
+            let _ = write_error(socket, error, cors_headers).await;
+            return;
+        }
+    };
+    let mut head = direct_head(cors_headers);
+    let mut probe = [0u8; 64];
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = close.cancelled() => return,
+            readable = socket.readable() => {
+                // The client sends nothing after its request: data or EOF here is
+                // the peer going away (or misbehaving).
+                if readable.is_err() {
+                    return;
+                }
+                match socket.try_read(&mut probe) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+                continue;
+            }
+            chunk = stream.next_chunk() => chunk,
+        };
+        let (chunk, last) = match chunk {
+            Some(Ok(chunk)) => (chunk, false),
+            // A slow consumer: close at once.
+            Some(Err(SlowConsumer)) => return,
+            None => (Bytes::new(), true),
+        };
+        // The chunk is the shared frame itself: it is written with its chunked
+        // framing around it, not copied.
+        let mut size = [0u8; 20];
+        let size = chunk_size_line(&mut size, chunk.len());
+        let mut parts = [
+            std::io::IoSlice::new(&head),
+            std::io::IoSlice::new(if last { b"" } else { size }),
+            std::io::IoSlice::new(&chunk),
+            std::io::IoSlice::new(if last { b"0\r\n\r\n" } else { b"\r\n" }),
+        ];
+        let written = tokio::select! {
+            biased;
+            _ = close.cancelled() => return,
+            _ = stream.subscription.overflowed() => {
+                stream.slow_consumer();
+                return;
+            }
+            written = write_all_vectored(socket, &mut parts) => written,
+        };
+        if written.is_err() || last {
+            return;
+        }
+        head = Bytes::new();
+    }
+}
+
+/// The response head of a directly served stream: [`DIRECT_HEAD`] with the CORS
+/// policy's `headers` (see [`Hub::cors_headers_without_origin`]).
+fn direct_head(headers: &HeaderMap) -> Bytes {
+    if headers.is_empty() {
+        return Bytes::from_static(DIRECT_HEAD);
+    }
+    let mut out = BytesMut::with_capacity(DIRECT_HEAD.len() + 128);
+    out.extend_from_slice(&DIRECT_HEAD[..DIRECT_HEAD.len() - 2]);
+    put_headers(&mut out, headers);
+    out.extend_from_slice(b"\r\n");
+    out.freeze()
+}
+
+/// Writes `headers` as HTTP/1.1 header lines.
+fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The size line of a chunk of `len` bytes (`1a2\r\n`), written into `buf`.
+fn chunk_size_line(buf: &mut [u8; 20], len: usize) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{len:x}\r\n");
+    let end = cursor.position() as usize;
+    &buf[..end]
+}
+
+/// Writes every byte of `parts` with vectored writes.
+async fn write_all_vectored(
+    socket: &mut tokio::net::TcpStream,
+    mut parts: &mut [std::io::IoSlice<'_>],
+) -> std::io::Result<()> {
+    std::io::IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        let n = socket.write_vectored(parts).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut parts, n);
+    }
+    Ok(())
+}
+
+/// Writes an error response (status, headers and JSON body, as the router sends
+/// it, with the CORS policy's `cors_headers`) and asks the client to close the
+/// connection.
+async fn write_error(
+    socket: &mut tokio::net::TcpStream,
+    error: ApiError,
+    cors_headers: &HeaderMap,
+) -> std::io::Result<()> {
+    use axum::response::IntoResponse;
+    use std::fmt::Write;
+    let (parts, body) = error.into_response().into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let mut out = BytesMut::with_capacity(256 + body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or("")
+    );
+    put_headers(&mut out, &parts.headers);
+    put_headers(&mut out, cors_headers);
+    let _ = write!(
+        out,
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    out.extend_from_slice(&body);
+    socket.write_all(&out).await?;
+    socket.shutdown().await
+}
+
 /// One connection's stream state.
 struct SseStream {
     first: Option<Bytes>,
     format: FrameFormat,
-    heartbeat: Pin<Box<Sleep>>,
+    /// One timer for the heartbeat and the token's expiry: it fires at the earlier
+    /// of the two, and is pushed back only when it fires, not on every write.
+    timer: Pin<Box<Sleep>>,
     heartbeat_every: Duration,
-    expires: Option<Pin<Box<Sleep>>>,
+    /// When the stream last sent something.
+    last_write: Instant,
+    expires: Option<Instant>,
     reconnect_within: Duration,
     close: Option<tokio_util::sync::CancellationToken>,
     hub: Hub,
@@ -313,6 +424,89 @@ enum Wake {
 struct SlowConsumer;
 
 impl SseStream {
+    /// Checks a streaming request and subscribes it: the stream starts with its
+    /// `connected` event.
+    async fn open(
+        hub: &Hub,
+        headers: &HeaderMap,
+        uri: &axum::http::Uri,
+        info: Option<ConnectionInfo>,
+    ) -> Result<Self, ApiError> {
+        let Opening {
+            identity,
+            channels,
+            resume,
+            admission,
+            envelope,
+        } = open(hub, headers, uri, info.as_ref(), true)?;
+        let (subscription, start) = hub
+            .subscribe_from(&admission, channels, resume)
+            .await
+            .map_err(unavailable)?;
+        tracing::debug!(
+            connection = admission.connection_id(),
+            uri = %redact_token(uri),
+            user = identity.user.as_deref().unwrap_or("-"),
+            "stream opened"
+        );
+        let mut membership = Membership::new(
+            hub,
+            admission.connection_id(),
+            identity.user.clone(),
+            identity.info.clone(),
+        );
+        for channel in subscription.channels() {
+            membership.join(channel);
+        }
+
+        let config = hub.config();
+        let connected = serde_json::json!({
+            "connection_id": admission.connection_id(),
+            "user": identity.user,
+            "channels": subscription.channels(),
+            "heartbeat_ms": config.sse.heartbeat.as_millis() as u64,
+            "last_event_id": start,
+        });
+        let first = encode_control(
+            "connected",
+            None,
+            Some(config.sse.retry),
+            &connected.to_string(),
+        );
+        let expires = identity
+            .expires_in()
+            .map(|left| Instant::now() + left + config.auth.leeway);
+        let now = Instant::now();
+        Ok(SseStream {
+            first: Some(first),
+            format: if envelope {
+                FrameFormat::SseEnvelope
+            } else {
+                FrameFormat::SseRaw
+            },
+            timer: Box::pin(tokio::time::sleep_until(
+                expires.map_or(now + config.sse.heartbeat, |at| {
+                    at.min(now + config.sse.heartbeat)
+                }),
+            )),
+            heartbeat_every: config.sse.heartbeat,
+            last_write: now,
+            expires,
+            reconnect_within: config.shutdown.reconnect_within,
+            close: info.map(|i| i.close),
+            hub: hub.clone(),
+            subscription,
+            _membership: membership,
+            _admission: admission,
+            done: false,
+        })
+    }
+
+    /// Notes that a chunk went out (for the heartbeat).
+    fn wrote(&mut self) {
+        self.last_write = Instant::now();
+    }
+
     async fn next_chunk(&mut self) -> Option<Result<Bytes, SlowConsumer>> {
         if let Some(first) = self.first.take() {
             return Some(Ok(first));
@@ -320,23 +514,32 @@ impl SseStream {
         if self.done {
             return None;
         }
-        let wake = {
-            let hub = &self.hub;
-            let expires = &mut self.expires;
-            let subscription = &mut self.subscription;
-            let heartbeat = &mut self.heartbeat;
-            tokio::select! {
-                biased;
-                _ = hub.shutting_down() => Wake::Shutdown,
-                _ = async {
-                    match expires {
-                        Some(at) => at.as_mut().await,
-                        None => std::future::pending().await,
-                    }
-                } => Wake::Expired,
-                item = subscription.next() => Wake::Item(item),
-                _ = heartbeat.as_mut() => Wake::Heartbeat,
+        let wake = loop {
+            let wake = {
+                let hub = &self.hub;
+                let subscription = &mut self.subscription;
+                let timer = &mut self.timer;
+                tokio::select! {
+                    biased;
+                    _ = hub.shutting_down() => Wake::Shutdown,
+                    _ = timer.as_mut() => Wake::Heartbeat,
+                    item = subscription.next() => Wake::Item(item),
+                }
+            };
+            if let Wake::Heartbeat = wake {
+                let now = Instant::now();
+                if self.expires.is_some_and(|at| at <= now) {
+                    break Wake::Expired;
+                }
+                let due = self.last_write + self.heartbeat_every;
+                if due > now {
+                    // Something was sent since the timer was set: no comment is
+                    // due until a full period after that.
+                    self.set_timer(due);
+                    continue;
+                }
             }
+            break wake;
         };
         let item = match wake {
             Wake::Shutdown => {
@@ -353,6 +556,7 @@ impl SseStream {
                 )));
             }
             Wake::Heartbeat => {
+                self.wrote();
                 self.reset_heartbeat();
                 return Some(Ok(Bytes::from_static(b":\n\n")));
             }
@@ -363,7 +567,6 @@ impl SseStream {
             Ok(None) => return None,
             Err(_) => return self.slow_consumer(),
         };
-        self.reset_heartbeat();
         let mut batch: Option<BytesMut> = None;
         loop {
             let len = batch.as_ref().map_or(first.len(), BytesMut::len);
@@ -385,6 +588,7 @@ impl SseStream {
                 Err(_) => return self.slow_consumer(),
             }
         }
+        self.wrote();
         Some(Ok(batch.map_or(first, BytesMut::freeze)))
     }
 
@@ -401,8 +605,13 @@ impl SseStream {
     }
 
     fn reset_heartbeat(&mut self) {
-        let next = Instant::now() + self.heartbeat_every;
-        self.heartbeat.as_mut().reset(next);
+        self.set_timer(Instant::now() + self.heartbeat_every);
+    }
+
+    /// Sets the timer to the next heartbeat at `at`, or the expiry if earlier.
+    fn set_timer(&mut self, at: Instant) {
+        let at = self.expires.map_or(at, |expires| expires.min(at));
+        self.timer.as_mut().reset(at);
     }
 
     fn shutdown_frame(&self) -> Bytes {

@@ -273,3 +273,51 @@ async fn serve_prints_its_address_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn serve_says_when_the_open_file_limit_caps_max_connections() {
+    // A shell lowers the open-file limit (soft and hard) to 256 before starting the
+    // hub, whose default `limits.max_connections` is 10,000. The shell gets the
+    // environment every test hub process has.
+    let base = herald();
+    let mut shell = tokio::process::Command::new("sh");
+    for (key, value) in base.as_std().get_envs() {
+        match value {
+            Some(value) => shell.env(key, value),
+            None => shell.env_remove(key),
+        };
+    }
+    let mut child = shell
+        .args([
+            "-c",
+            "ulimit -n 256 && exec \"$0\" serve --listen 127.0.0.1:0",
+        ])
+        .arg(env!("CARGO_BIN_EXE_herald"))
+        .env_remove("HERALD_LIMITS__MAX_CONNECTIONS")
+        .env("HERALD_JWT_SECRET", SECRET)
+        .env("HERALD_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut notice = None;
+    while let Ok(Ok(Some(line))) =
+        tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await
+    {
+        if line.contains("limits.max_connections") {
+            notice = Some(line);
+            break;
+        }
+    }
+    let _ = child.kill().await;
+    let notice = notice.expect("the hub says that the open-file limit caps max_connections");
+    assert!(notice.starts_with("warning: "), "{notice}");
+    assert!(
+        notice.contains("lowered from 10000 to 192"),
+        "names both figures: {notice}"
+    );
+    assert!(notice.contains("open-file limit"), "{notice}");
+    assert!(notice.contains("256"), "names the limit: {notice}");
+}

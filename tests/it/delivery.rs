@@ -377,3 +377,38 @@ async fn a_refusal_names_the_channel_and_retry_after_is_readable_cross_origin() 
         .to_ascii_lowercase();
     assert!(exposed.contains("retry-after"), "{exposed}");
 }
+
+#[tokio::test]
+async fn a_stream_without_origin_answers_with_the_same_cors_headers_as_any_route() {
+    let hub = TestHub::builder()
+        .config(|c| c.http.cors_origins = vec!["https://app.example.com".into()])
+        .start()
+        .await;
+    let routed = hub
+        .http
+        .get(format!("{}/healthz", hub.url))
+        .send()
+        .await
+        .unwrap();
+    let vary = |r: &reqwest::Response| -> Vec<String> {
+        r.headers()
+            .get_all("vary")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_ascii_lowercase())
+            .collect()
+    };
+    let expected = vary(&routed);
+    assert!(
+        expected.iter().any(|v| v.contains("origin")),
+        "{expected:?}"
+    );
+    let token = hub.token(None, &["a"], &[]);
+    let stream = hub.open("channel=a", Some(&token), None).await;
+    assert_eq!(stream.status(), 200);
+    assert_eq!(vary(&stream), expected, "an open stream");
+    let refused = hub.open("channel=b", Some(&token), None).await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(vary(&refused), expected, "a refusal");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["channel"], "b");
+}
