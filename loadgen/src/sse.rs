@@ -244,18 +244,23 @@ impl SubConn {
     pub(crate) fn is_connected(&self) -> bool {
         self.connected
     }
+}
+
+impl Feed for SubConn {
+    /// True when the body ended.
+    type Step = bool;
 
     /// Handles bytes read from the socket: de-chunks, parses, classifies
     /// each message, records latencies into `hist` (`recv_unix_us` is the
     /// receive time) and counts into `tally`. Returns true when the body
     /// ended (terminating chunk).
-    pub(crate) fn on_bytes(
+    fn feed(
         &mut self,
         raw: &[u8],
         recv_unix_us: u64,
         tally: &mut Tally,
         record: &mut impl FnMut(u64),
-    ) -> Result<bool> {
+    ) -> Result<Self::Step> {
         let Self {
             framing,
             parser,
@@ -303,21 +308,6 @@ impl SubConn {
 pub(crate) struct SseSubscriber {
     stream: TcpStream,
     conn: SubConn,
-}
-
-impl Feed for SubConn {
-    /// True when the body ended.
-    type Step = bool;
-
-    fn feed(
-        &mut self,
-        raw: &[u8],
-        recv_unix_us: u64,
-        tally: &mut Tally,
-        record: &mut impl FnMut(u64),
-    ) -> Result<bool> {
-        self.on_bytes(raw, recv_unix_us, tally, record)
-    }
 }
 
 /// Waits for the socket and handles one read. Returns false at end of stream.
@@ -373,7 +363,7 @@ impl Subscription for SseSubscriber {
             let mut tally = Tally::default();
             let recv = cfg.shared.clock.unix_us();
             let mut record = |lat: u64| cfg.shared.histogram(idx).saturating_record(lat);
-            open = !conn.on_bytes(leftover, recv, &mut tally, &mut record)?;
+            open = !conn.feed(leftover, recv, &mut tally, &mut record)?;
             cfg.shared.apply(&tally, cfg.shared.clock.now_us());
         }
         drop(head_buf);
@@ -527,7 +517,7 @@ event: something\ndata: x\n\n";
         let mut ended = false;
         let mut prev = 0;
         for &cut in cuts.iter().chain(std::iter::once(&wire.len())) {
-            ended = conn.on_bytes(&wire[prev..cut], recv, &mut tally, &mut |l| lats.push(l))?;
+            ended = conn.feed(&wire[prev..cut], recv, &mut tally, &mut |l| lats.push(l))?;
             prev = cut;
         }
         Ok((tally, lats, ended, conn.is_connected()))
@@ -586,7 +576,7 @@ event: something\ndata: x\n\n";
     fn identity_framing() -> Result<()> {
         let mut conn = SubConn::new(false);
         let mut tally = Tally::default();
-        let ended = conn.on_bytes(
+        let ended = conn.feed(
             b"data: {\"t\":1,\"s\":0}\n\n0\r\n\r\n",
             3,
             &mut tally,

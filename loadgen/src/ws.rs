@@ -233,18 +233,23 @@ impl WsConn {
     fn take_pongs(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.pongs)
     }
+}
+
+impl Feed for WsConn {
+    /// A close frame's code, when one arrived.
+    type Step = Option<Option<u16>>;
 
     /// Handles bytes read from the socket: parses frames, classifies Herald's
     /// JSON frames, records latencies (`recv_unix_us` is the receive time) and
     /// counts into `tally`. Returns the close code when the server closed
     /// (`Some(None)` for a close frame without one).
-    pub(crate) fn on_bytes(
+    fn feed(
         &mut self,
         raw: &[u8],
         recv_unix_us: u64,
         tally: &mut Tally,
         record: &mut impl FnMut(u64),
-    ) -> Result<Option<Option<u16>>> {
+    ) -> Result<Self::Step> {
         let Self {
             parser,
             window,
@@ -281,21 +286,6 @@ impl WsConn {
             WsItem::Close(code) => closed = Some(code),
         })?;
         Ok(closed)
-    }
-}
-
-impl Feed for WsConn {
-    /// A close frame's code, when one arrived.
-    type Step = Option<Option<u16>>;
-
-    fn feed(
-        &mut self,
-        raw: &[u8],
-        recv_unix_us: u64,
-        tally: &mut Tally,
-        record: &mut impl FnMut(u64),
-    ) -> Result<Self::Step> {
-        self.on_bytes(raw, recv_unix_us, tally, record)
     }
 }
 
@@ -365,7 +355,7 @@ impl Subscription for WsSubscriber {
             let mut tally = Tally::default();
             let recv = cfg.shared.clock.unix_us();
             let mut record = |lat: u64| cfg.shared.histogram(idx).saturating_record(lat);
-            if let Some(code) = conn.on_bytes(leftover, recv, &mut tally, &mut record)? {
+            if let Some(code) = conn.feed(leftover, recv, &mut tally, &mut record)? {
                 bail!("closed during the handshake (code {code:?})");
             }
             cfg.shared.apply(&tally, cfg.shared.clock.now_us());
@@ -478,7 +468,7 @@ mod tests {
         let mut prev = 0;
         for &cut in cuts.iter().chain(std::iter::once(&wire.len())) {
             if let Some(code) =
-                conn.on_bytes(&wire[prev..cut], recv, &mut tally, &mut |l| lats.push(l))?
+                conn.feed(&wire[prev..cut], recv, &mut tally, &mut |l| lats.push(l))?
             {
                 closed = Some(code);
             }
