@@ -14,6 +14,7 @@ mod report;
 mod run;
 mod sse;
 mod stats;
+mod subscriber;
 mod target;
 mod ws;
 
@@ -25,7 +26,7 @@ use clap::Parser;
 
 use crate::publish::PublishFormat;
 use crate::run::RunConfig;
-use crate::sse::ReadyOn;
+use crate::subscriber::ReadyOn;
 use crate::target::{Channel, PathTemplate, Target, local_port_range, parse_source_ips};
 use crate::ws::Transport;
 

@@ -14,8 +14,9 @@ use tokio::task::JoinSet;
 use crate::http;
 use crate::publish::{self, PubConfig, PublishFormat};
 use crate::report::{ErrorSample, Latency, OtherEventCounts, Report, per_sec};
-use crate::sse::{self, Outcome, ReadyOn, SubConfig};
+use crate::sse;
 use crate::stats::Shared;
+use crate::subscriber::{Outcome, ReadyOn, SubConfig};
 use crate::target::{Channel, PathTemplate, Target};
 use crate::ws::{self, Transport};
 

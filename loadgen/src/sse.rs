@@ -6,26 +6,18 @@
 //! only carries an incomplete line over to the next read, so an idle
 //! connection costs its socket, its task and a few dozen bytes.
 
-use std::cell::RefCell;
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use anyhow::{Result, bail};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
-use crate::http::{self, ChunkDecoder, parse_head};
-use crate::stats::{Seen, SeqWindow, Shared, Tally};
-use crate::target::{Channel, PathTemplate, Target};
+use crate::http::{self, ChunkDecoder};
+use crate::stats::{SeqWindow, Shared, Tally};
+use crate::subscriber::{self, Feed, Outcome, ReadyOn, SubConfig, Subscription};
 
 /// Longest SSE line accepted (a line must fit in memory before it is parsed).
 const MAX_LINE: usize = 1 << 20;
-
-/// Size of the per-thread read buffer.
-const SCRATCH: usize = 64 * 1024;
 
 /// The type of an SSE event, from its `event:` field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -252,18 +244,23 @@ impl SubConn {
     pub(crate) fn is_connected(&self) -> bool {
         self.connected
     }
+}
+
+impl Feed for SubConn {
+    /// True when the body ended.
+    type Step = bool;
 
     /// Handles bytes read from the socket: de-chunks, parses, classifies
     /// each message, records latencies into `hist` (`recv_unix_us` is the
     /// receive time) and counts into `tally`. Returns true when the body
     /// ended (terminating chunk).
-    pub(crate) fn on_bytes(
+    fn feed(
         &mut self,
         raw: &[u8],
         recv_unix_us: u64,
         tally: &mut Tally,
         record: &mut impl FnMut(u64),
-    ) -> Result<bool> {
+    ) -> Result<Self::Step> {
         let Self {
             framing,
             parser,
@@ -274,17 +271,7 @@ impl SubConn {
             SseItem::Message {
                 t: Some(t),
                 s: Some(s),
-            } => match window.observe(s) {
-                seen @ (Seen::New | Seen::Reordered) => {
-                    tally.delivered += 1;
-                    if seen == Seen::Reordered {
-                        tally.reordered += 1;
-                    }
-                    record(recv_unix_us.saturating_sub(t));
-                }
-                Seen::Duplicate => tally.duplicates += 1,
-                Seen::OutOfWindow => tally.out_of_window += 1,
-            },
+            } => subscriber::count_event(window, t, s, recv_unix_us, tally, record),
             SseItem::Message { .. } => tally.unparsed += 1,
             SseItem::Comment => tally.comments += 1,
             SseItem::Event(EventKind::Connected) => {
@@ -317,50 +304,10 @@ impl SubConn {
     }
 }
 
-/// When a subscriber counts as ready.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum ReadyOn {
-    /// On the hub's `connected` event (Herald).
-    Connected,
-    /// As soon as a 200 response head arrived (servers without such an
-    /// event, e.g. Nchan).
-    Headers,
-}
-
-/// Settings shared by all subscriber tasks.
-#[derive(Debug)]
-pub(crate) struct SubConfig {
-    /// Measurement state.
-    pub(crate) shared: Arc<Shared>,
-    /// Hub nodes, used round-robin.
-    pub(crate) targets: Arc<[Target]>,
-    /// Local addresses to bind to, round-robin (empty: let the kernel pick).
-    pub(crate) source_ips: Arc<[IpAddr]>,
-    /// All channels.
-    pub(crate) channels: Arc<[Channel]>,
-    /// Subscribe path template.
-    pub(crate) path: PathTemplate,
-    /// Token for `?token=`.
-    pub(crate) token: Option<String>,
-    /// Limit on connections being opened at once.
-    pub(crate) connect_sem: Arc<Semaphore>,
-    /// Time allowed from connect to ready.
-    pub(crate) connect_timeout: Duration,
-    /// What counts as ready.
-    pub(crate) ready_on: ReadyOn,
-}
-
-/// Sent once per subscriber when it is ready (with its channel) or failed.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// Ready, subscribed to this channel index.
-    Ready(usize),
-    /// Failed.
-    Failed,
-}
-
-thread_local! {
-    static SCRATCH_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH]);
+/// A running SSE subscription.
+pub(crate) struct SseSubscriber {
+    stream: TcpStream,
+    conn: SubConn,
 }
 
 /// Waits for the socket and handles one read. Returns false at end of stream.
@@ -370,164 +317,81 @@ async fn read_once(
     shared: &Shared,
     idx: usize,
 ) -> Result<bool> {
-    loop {
-        stream.readable().await?;
-        let step = SCRATCH_BUF.with(|cell| -> Result<Option<bool>> {
-            let mut buf = cell.borrow_mut();
-            let n = match stream.try_read(&mut buf[..]) {
-                Ok(0) => return Ok(Some(false)),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            let now_us = shared.clock.now_us();
-            let recv_unix_us = shared.clock.unix_us();
-            let mut tally = Tally::default();
-            let mut hist = None;
-            let mut record = |lat: u64| {
-                hist.get_or_insert_with(|| shared.histogram(idx))
-                    .saturating_record(lat);
-            };
-            let ended = conn.on_bytes(&buf[..n], recv_unix_us, &mut tally, &mut record);
-            drop(hist);
-            shared.apply(&tally, now_us);
-            Ok(Some(!ended?))
-        })?;
-        if let Some(open) = step {
-            return Ok(open);
-        }
-    }
+    Ok(matches!(
+        subscriber::read_into(stream, conn, shared, idx).await?,
+        Some(false)
+    ))
 }
 
-/// Connects, sends the subscribe request and waits until ready.
-async fn open(cfg: &SubConfig, idx: usize, channel: usize) -> Result<(TcpStream, SubConn)> {
-    let target = &cfg.targets[idx % cfg.targets.len()];
-    let source = (!cfg.source_ips.is_empty()).then(|| cfg.source_ips[idx % cfg.source_ips.len()]);
-    let mut stream = http::connect(target.addr, source)
-        .await
-        .with_context(|| format!("connect to {}", target.addr))?;
-    let path = cfg.path.render_with_token(
-        &target.base_path,
-        &cfg.channels[channel].url,
-        cfg.token.as_deref(),
-    );
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: herald-loadgen\r\n\r\n",
-        target.host
-    );
-    stream.write_all(req.as_bytes()).await?;
+impl Subscription for SseSubscriber {
+    const FAILED: &'static str = "subscriber stream";
 
-    let mut head_buf = Vec::with_capacity(1024);
-    let (head, head_len) = loop {
-        if let Some(found) = parse_head(&head_buf)? {
-            break found;
+    /// Connects, sends the subscribe request and waits until ready.
+    async fn open(cfg: &SubConfig, idx: usize, channel: usize) -> Result<Self> {
+        let (stream, head, head_buf, head_len) = subscriber::request(
+            cfg,
+            idx,
+            channel,
+            "Accept: text/event-stream\r\nCache-Control: no-cache\r\n",
+        )
+        .await?;
+        if head.status != 200 {
+            // The error body is small and usually arrived with the head; what
+            // has not is left out rather than waited for.
+            let mut body = Vec::new();
+            let raw = &head_buf[head_len..];
+            if head.chunked {
+                let _ = ChunkDecoder::default().feed(raw, &mut |d| body.extend_from_slice(d));
+            } else {
+                body.extend_from_slice(raw);
+            }
+            bail!(
+                "subscribe answered {}: {}",
+                head.status,
+                http::error_message(&body)
+            );
         }
-        let mut tmp = [0u8; 1024];
-        let n = stream.read(&mut tmp).await?;
-        if n == 0 {
-            bail!("connection closed before the response head");
+        if let Some(ct) = &head.content_type
+            && !ct.to_ascii_lowercase().starts_with("text/event-stream")
+        {
+            bail!("subscribe answered Content-Type {ct:?}, expected text/event-stream");
         }
-        head_buf.extend_from_slice(&tmp[..n]);
-    };
-    if head.status != 200 {
-        // The error body is small and usually arrived with the head; what
-        // has not is left out rather than waited for.
-        let mut body = Vec::new();
-        let raw = &head_buf[head_len..];
-        if head.chunked {
-            let _ = ChunkDecoder::default().feed(raw, &mut |d| body.extend_from_slice(d));
-        } else {
-            body.extend_from_slice(raw);
+        let mut conn = SubConn::new(head.chunked);
+        let leftover = &head_buf[head_len..];
+        let mut open = true;
+        if !leftover.is_empty() {
+            let mut tally = Tally::default();
+            let recv = cfg.shared.clock.unix_us();
+            let mut record = |lat: u64| cfg.shared.histogram(idx).saturating_record(lat);
+            open = !conn.feed(leftover, recv, &mut tally, &mut record)?;
+            cfg.shared.apply(&tally, cfg.shared.clock.now_us());
         }
-        bail!(
-            "subscribe answered {}: {}",
-            head.status,
-            http::error_message(&body)
-        );
-    }
-    if let Some(ct) = &head.content_type
-        && !ct.to_ascii_lowercase().starts_with("text/event-stream")
-    {
-        bail!("subscribe answered Content-Type {ct:?}, expected text/event-stream");
-    }
-    let mut conn = SubConn::new(head.chunked);
-    let leftover = &head_buf[head_len..];
-    let mut open = true;
-    if !leftover.is_empty() {
-        let mut tally = Tally::default();
-        let recv = cfg.shared.clock.unix_us();
-        let mut record = |lat: u64| cfg.shared.histogram(idx).saturating_record(lat);
-        open = !conn.on_bytes(leftover, recv, &mut tally, &mut record)?;
-        cfg.shared.apply(&tally, cfg.shared.clock.now_us());
-    }
-    drop(head_buf);
-    if cfg.ready_on == ReadyOn::Connected {
-        while !conn.is_connected() {
-            if !open || !read_once(&stream, &mut conn, &cfg.shared, idx).await? {
-                bail!("stream ended before the connected event");
+        drop(head_buf);
+        if cfg.ready_on == ReadyOn::Connected {
+            while !conn.is_connected() {
+                if !open || !read_once(&stream, &mut conn, &cfg.shared, idx).await? {
+                    bail!("stream ended before the connected event");
+                }
             }
         }
+        Ok(Self { stream, conn })
     }
-    Ok((stream, conn))
+
+    async fn read_once(&mut self, shared: &Shared, idx: usize) -> Result<Option<String>> {
+        Ok(
+            (!read_once(&self.stream, &mut self.conn, shared, idx).await?)
+                .then(|| "subscriber stream ended by the hub".to_owned()),
+        )
+    }
 }
 
-/// Runs subscriber `idx` (channel `idx % channels`): opens it under the
-/// connect semaphore, reports the outcome on `tx`, then reads until the
-/// stream ends or the task is aborted.
+/// Runs SSE subscriber `idx` (see [`subscriber::run`]).
 pub(crate) async fn run_subscriber(
     cfg: Arc<SubConfig>,
     idx: usize,
     tx: mpsc::UnboundedSender<Outcome>,
 ) {
-    let channel = idx % cfg.channels.len();
-    // `open` is boxed so its buffers, needed only while connecting, do not
-    // stay part of this long-lived task's state.
-    let Ok(permit) = cfg.connect_sem.acquire().await else {
-        return;
-    };
-    let result =
-        tokio::time::timeout(cfg.connect_timeout, Box::pin(open(&cfg, idx, channel))).await;
-    drop(permit);
-    let shared = &cfg.shared;
-    let (stream, mut conn) = match result {
-        Ok(Ok(ok)) => ok,
-        Ok(Err(e)) => {
-            shared.connect_errors.fetch_add(1, Relaxed);
-            shared.record_error(format!("subscribe: {e:#}"));
-            let _ = tx.send(Outcome::Failed);
-            return;
-        }
-        Err(_) => {
-            shared.connect_errors.fetch_add(1, Relaxed);
-            shared.record_error(format!(
-                "subscribe: not ready within the connect timeout ({:?})",
-                cfg.connect_timeout
-            ));
-            let _ = tx.send(Outcome::Failed);
-            return;
-        }
-    };
-    shared.connected.fetch_add(1, Relaxed);
-    shared
-        .last_connected_us
-        .fetch_max(shared.clock.now_us(), Relaxed);
-    let _ = tx.send(Outcome::Ready(channel));
-    drop(tx);
-    loop {
-        match read_once(&stream, &mut conn, shared, idx).await {
-            Ok(true) => {}
-            Ok(false) => {
-                shared.disconnects.fetch_add(1, Relaxed);
-                shared.record_error("subscriber stream ended by the hub");
-                return;
-            }
-            Err(e) => {
-                shared.disconnects.fetch_add(1, Relaxed);
-                shared.record_error(format!("subscriber stream failed: {e:#}"));
-                return;
-            }
-        }
-    }
+    subscriber::run::<SseSubscriber>(cfg, idx, tx).await;
 }
 
 #[cfg(test)]
@@ -653,7 +517,7 @@ event: something\ndata: x\n\n";
         let mut ended = false;
         let mut prev = 0;
         for &cut in cuts.iter().chain(std::iter::once(&wire.len())) {
-            ended = conn.on_bytes(&wire[prev..cut], recv, &mut tally, &mut |l| lats.push(l))?;
+            ended = conn.feed(&wire[prev..cut], recv, &mut tally, &mut |l| lats.push(l))?;
             prev = cut;
         }
         Ok((tally, lats, ended, conn.is_connected()))
@@ -712,7 +576,7 @@ event: something\ndata: x\n\n";
     fn identity_framing() -> Result<()> {
         let mut conn = SubConn::new(false);
         let mut tally = Tally::default();
-        let ended = conn.on_bytes(
+        let ended = conn.feed(
             b"data: {\"t\":1,\"s\":0}\n\n0\r\n\r\n",
             3,
             &mut tally,

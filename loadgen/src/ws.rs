@@ -10,18 +10,17 @@
 //! same kind of per-thread scratch buffer as SSE, so an idle connection
 //! costs its socket, its task and a few dozen bytes.
 
-use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 
-use anyhow::{Context, Result, bail};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use anyhow::{Result, bail};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::http::{self, parse_head};
-use crate::sse::{Outcome, ReadyOn, SubConfig, extract_ts};
-use crate::stats::{Seen, SeqWindow, Shared, Tally};
+use crate::http;
+use crate::sse::extract_ts;
+use crate::stats::{SeqWindow, Shared, Tally};
+use crate::subscriber::{self, Feed, Outcome, ReadyOn, SubConfig, Subscription};
 
 /// How subscribers connect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,9 +51,6 @@ impl Transport {
 
 /// Largest frame or message accepted from the hub.
 const MAX_MESSAGE: usize = 16 << 20;
-
-/// Size of the per-thread read buffer.
-const SCRATCH: usize = 64 * 1024;
 
 /// A complete message or control frame from the server.
 #[derive(Debug, PartialEq, Eq)]
@@ -237,18 +233,23 @@ impl WsConn {
     fn take_pongs(&mut self) -> Vec<Vec<u8>> {
         std::mem::take(&mut self.pongs)
     }
+}
+
+impl Feed for WsConn {
+    /// A close frame's code, when one arrived.
+    type Step = Option<Option<u16>>;
 
     /// Handles bytes read from the socket: parses frames, classifies Herald's
     /// JSON frames, records latencies (`recv_unix_us` is the receive time) and
     /// counts into `tally`. Returns the close code when the server closed
     /// (`Some(None)` for a close frame without one).
-    pub(crate) fn on_bytes(
+    fn feed(
         &mut self,
         raw: &[u8],
         recv_unix_us: u64,
         tally: &mut Tally,
         record: &mut impl FnMut(u64),
-    ) -> Result<Option<Option<u16>>> {
+    ) -> Result<Self::Step> {
         let Self {
             parser,
             window,
@@ -262,17 +263,9 @@ impl WsConn {
                     let data = memchr::memmem::find(text, b"\"data\":")
                         .map_or(&b""[..], |i| &text[i + 7..]);
                     match extract_ts(data) {
-                        (Some(t), Some(s)) => match window.observe(s) {
-                            seen @ (Seen::New | Seen::Reordered) => {
-                                tally.delivered += 1;
-                                if seen == Seen::Reordered {
-                                    tally.reordered += 1;
-                                }
-                                record(recv_unix_us.saturating_sub(t));
-                            }
-                            Seen::Duplicate => tally.duplicates += 1,
-                            Seen::OutOfWindow => tally.out_of_window += 1,
-                        },
+                        (Some(t), Some(s)) => {
+                            subscriber::count_event(window, t, s, recv_unix_us, tally, record)
+                        }
                         _ => tally.unparsed += 1,
                     }
                 }
@@ -296,10 +289,6 @@ impl WsConn {
     }
 }
 
-thread_local! {
-    static SCRATCH_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH]);
-}
-
 /// How one read ended.
 enum Read {
     Open,
@@ -315,41 +304,17 @@ async fn read_once(
     shared: &Shared,
     idx: usize,
 ) -> Result<Read> {
-    loop {
-        stream.readable().await?;
-        let step = SCRATCH_BUF.with(|cell| -> Result<Option<Read>> {
-            let mut buf = cell.borrow_mut();
-            let n = match stream.try_read(&mut buf[..]) {
-                Ok(0) => return Ok(Some(Read::Closed(None))),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            let now_us = shared.clock.now_us();
-            let recv_unix_us = shared.clock.unix_us();
-            let mut tally = Tally::default();
-            let mut hist = None;
-            let mut record = |lat: u64| {
-                hist.get_or_insert_with(|| shared.histogram(idx))
-                    .saturating_record(lat);
-            };
-            let closed = conn.on_bytes(&buf[..n], recv_unix_us, &mut tally, &mut record);
-            drop(hist);
-            shared.apply(&tally, now_us);
-            Ok(Some(match closed? {
-                Some(code) => Read::Closed(code),
-                None => Read::Open,
-            }))
-        })?;
-        for payload in conn.take_pongs() {
-            stream
-                .write_all(&client_frame(0xa, &payload, mask(idx)))
-                .await?;
-        }
-        if let Some(read) = step {
-            return Ok(read);
-        }
+    let read = match subscriber::read_into(stream, conn, shared, idx).await? {
+        None => Read::Closed(None),
+        Some(Some(code)) => Read::Closed(code),
+        Some(None) => Read::Open,
+    };
+    for payload in conn.take_pongs() {
+        stream
+            .write_all(&client_frame(0xa, &payload, mask(idx)))
+            .await?;
     }
+    Ok(read)
 }
 
 /// A masking key for connection `idx` (any value is valid; it need not be
@@ -358,121 +323,73 @@ fn mask(idx: usize) -> [u8; 4] {
     ((idx as u32).wrapping_mul(0x9e37_79b9) | 1).to_be_bytes()
 }
 
-/// Connects, upgrades and waits until ready.
-async fn open(cfg: &SubConfig, idx: usize, channel: usize) -> Result<(TcpStream, WsConn)> {
-    let target = &cfg.targets[idx % cfg.targets.len()];
-    let source = (!cfg.source_ips.is_empty()).then(|| cfg.source_ips[idx % cfg.source_ips.len()]);
-    let mut stream = http::connect(target.addr, source)
-        .await
-        .with_context(|| format!("connect to {}", target.addr))?;
-    let path = cfg.path.render_with_token(
-        &target.base_path,
-        &cfg.channels[channel].url,
-        cfg.token.as_deref(),
-    );
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         User-Agent: herald-loadgen\r\n\r\n",
-        target.host
-    );
-    stream.write_all(req.as_bytes()).await?;
-
-    let mut head_buf = Vec::with_capacity(1024);
-    let (head, head_len) = loop {
-        if let Some(found) = parse_head(&head_buf)? {
-            break found;
-        }
-        let mut tmp = [0u8; 1024];
-        let n = stream.read(&mut tmp).await?;
-        if n == 0 {
-            bail!("connection closed before the response head");
-        }
-        head_buf.extend_from_slice(&tmp[..n]);
-    };
-    if head.status != 101 {
-        bail!(
-            "upgrade answered {}: {}",
-            head.status,
-            http::error_message(&head_buf[head_len..])
-        );
-    }
-    let mut conn = WsConn::default();
-    let leftover = &head_buf[head_len..];
-    if !leftover.is_empty() {
-        let mut tally = Tally::default();
-        let recv = cfg.shared.clock.unix_us();
-        let mut record = |lat: u64| cfg.shared.histogram(idx).saturating_record(lat);
-        if let Some(code) = conn.on_bytes(leftover, recv, &mut tally, &mut record)? {
-            bail!("closed during the handshake (code {code:?})");
-        }
-        cfg.shared.apply(&tally, cfg.shared.clock.now_us());
-    }
-    drop(head_buf);
-    if cfg.ready_on == ReadyOn::Connected {
-        while !conn.is_connected() {
-            if let Read::Closed(code) = read_once(&mut stream, &mut conn, &cfg.shared, idx).await? {
-                bail!("closed before the connected frame (code {code:?})");
-            }
-        }
-    }
-    Ok((stream, conn))
+/// A running WebSocket subscription.
+pub(crate) struct WsSubscriber {
+    stream: TcpStream,
+    conn: WsConn,
 }
 
-/// Runs WebSocket subscriber `idx` (channel `idx % channels`), as
-/// [`crate::sse::run_subscriber`] does for SSE.
+impl Subscription for WsSubscriber {
+    const FAILED: &'static str = "WebSocket";
+
+    /// Connects, upgrades and waits until ready.
+    async fn open(cfg: &SubConfig, idx: usize, channel: usize) -> Result<Self> {
+        let (mut stream, head, head_buf, head_len) = subscriber::request(
+            cfg,
+            idx,
+            channel,
+            "Upgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        )
+        .await?;
+        if head.status != 101 {
+            bail!(
+                "upgrade answered {}: {}",
+                head.status,
+                http::error_message(&head_buf[head_len..])
+            );
+        }
+        let mut conn = WsConn::default();
+        let leftover = &head_buf[head_len..];
+        if !leftover.is_empty() {
+            let mut tally = Tally::default();
+            let recv = cfg.shared.clock.unix_us();
+            let mut record = |lat: u64| cfg.shared.histogram(idx).saturating_record(lat);
+            if let Some(code) = conn.feed(leftover, recv, &mut tally, &mut record)? {
+                bail!("closed during the handshake (code {code:?})");
+            }
+            cfg.shared.apply(&tally, cfg.shared.clock.now_us());
+        }
+        drop(head_buf);
+        if cfg.ready_on == ReadyOn::Connected {
+            while !conn.is_connected() {
+                if let Read::Closed(code) =
+                    read_once(&mut stream, &mut conn, &cfg.shared, idx).await?
+                {
+                    bail!("closed before the connected frame (code {code:?})");
+                }
+            }
+        }
+        Ok(Self { stream, conn })
+    }
+
+    async fn read_once(&mut self, shared: &Shared, idx: usize) -> Result<Option<String>> {
+        Ok(
+            match read_once(&mut self.stream, &mut self.conn, shared, idx).await? {
+                Read::Open => None,
+                Read::Closed(code) => Some(format!("WebSocket closed by the hub (code {code:?})")),
+            },
+        )
+    }
+}
+
+/// Runs WebSocket subscriber `idx` (see [`subscriber::run`]).
 pub(crate) async fn run_subscriber(
     cfg: Arc<SubConfig>,
     idx: usize,
     tx: mpsc::UnboundedSender<Outcome>,
 ) {
-    let channel = idx % cfg.channels.len();
-    let Ok(permit) = cfg.connect_sem.acquire().await else {
-        return;
-    };
-    let result =
-        tokio::time::timeout(cfg.connect_timeout, Box::pin(open(&cfg, idx, channel))).await;
-    drop(permit);
-    let shared = &cfg.shared;
-    let (mut stream, mut conn) = match result {
-        Ok(Ok(ok)) => ok,
-        Ok(Err(e)) => {
-            shared.connect_errors.fetch_add(1, Relaxed);
-            shared.record_error(format!("subscribe: {e:#}"));
-            let _ = tx.send(Outcome::Failed);
-            return;
-        }
-        Err(_) => {
-            shared.connect_errors.fetch_add(1, Relaxed);
-            shared.record_error(format!(
-                "subscribe: not ready within the connect timeout ({:?})",
-                cfg.connect_timeout
-            ));
-            let _ = tx.send(Outcome::Failed);
-            return;
-        }
-    };
-    shared.connected.fetch_add(1, Relaxed);
-    shared
-        .last_connected_us
-        .fetch_max(shared.clock.now_us(), Relaxed);
-    let _ = tx.send(Outcome::Ready(channel));
-    drop(tx);
-    loop {
-        match read_once(&mut stream, &mut conn, shared, idx).await {
-            Ok(Read::Open) => {}
-            Ok(Read::Closed(code)) => {
-                shared.disconnects.fetch_add(1, Relaxed);
-                shared.record_error(format!("WebSocket closed by the hub (code {code:?})"));
-                return;
-            }
-            Err(e) => {
-                shared.disconnects.fetch_add(1, Relaxed);
-                shared.record_error(format!("WebSocket failed: {e:#}"));
-                return;
-            }
-        }
-    }
+    subscriber::run::<WsSubscriber>(cfg, idx, tx).await;
 }
 
 #[cfg(test)]
@@ -551,7 +468,7 @@ mod tests {
         let mut prev = 0;
         for &cut in cuts.iter().chain(std::iter::once(&wire.len())) {
             if let Some(code) =
-                conn.on_bytes(&wire[prev..cut], recv, &mut tally, &mut |l| lats.push(l))?
+                conn.feed(&wire[prev..cut], recv, &mut tally, &mut |l| lats.push(l))?
             {
                 closed = Some(code);
             }

@@ -19,8 +19,8 @@ use crate::auth::Identity;
 use crate::core::ChannelName;
 use crate::hub::Hub;
 use crate::store::{
-    Invalid, ListQuery, MAX_LIMIT, NewNotification, Position, StoreError, Target, check_cursor,
-    check_user,
+    Change, Invalid, ListQuery, MAX_LIMIT, NewNotification, Position, StoreError, Target,
+    check_cursor, check_user,
 };
 
 /// The default number of items in a list.
@@ -65,7 +65,19 @@ pub(super) fn may_publish(identity: &Identity, channel: &ChannelName) -> Result<
     }
 }
 
-fn query_param(uri: &Uri, name: &str) -> Option<String> {
+/// 403 unless `identity` may publish to user `user`'s channel; a user id that
+/// names no channel is a 400 about `field`.
+pub(super) fn may_publish_to_user(
+    identity: &Identity,
+    field: &'static str,
+    user: &str,
+) -> Result<(), ApiError> {
+    let channel = ChannelName::user(user).map_err(|e| Invalid::new(field, e.to_string()))?;
+    may_publish(identity, &channel)
+}
+
+/// The value of query parameter `name`, if given.
+pub(super) fn query_param(uri: &Uri, name: &str) -> Option<String> {
     form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
@@ -230,6 +242,24 @@ impl Selection {
     }
 }
 
+/// The user a mark-read or delete is from and the notifications it selects.
+async fn selection(
+    hub: &Hub,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: Body,
+) -> Result<(String, Target), ApiError> {
+    let user = user(hub, headers, uri)?;
+    let target = json_body::<Selection>(hub, body).await?.target()?;
+    Ok((user, target))
+}
+
+/// The answer to a mark-read or delete: how many changed, under `counted`, and
+/// the unread count after.
+fn change_response(counted: &str, change: &Change) -> Response {
+    axum::Json(json!({counted: change.count, "unread_count": change.unread_count})).into_response()
+}
+
 /// `PATCH /api/notifications`: marks one or all read.
 pub(super) async fn mark_read(
     State(hub): State<Hub>,
@@ -237,13 +267,9 @@ pub(super) async fn mark_read(
     uri: Uri,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let user = user(&hub, &headers, &uri)?;
-    let target = json_body::<Selection>(&hub, body).await?.target()?;
+    let (user, target) = selection(&hub, &headers, &uri, body).await?;
     let change = hub.mark_read(&user, &target).await?;
-    Ok(
-        axum::Json(json!({"updated": change.count, "unread_count": change.unread_count}))
-            .into_response(),
-    )
+    Ok(change_response("updated", &change))
 }
 
 /// `DELETE /api/notifications`: deletes one or all.
@@ -253,13 +279,9 @@ pub(super) async fn delete(
     uri: Uri,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let user = user(&hub, &headers, &uri)?;
-    let target = json_body::<Selection>(&hub, body).await?.target()?;
+    let (user, target) = selection(&hub, &headers, &uri, body).await?;
     let change = hub.delete_notifications(&user, &target).await?;
-    Ok(
-        axum::Json(json!({"deleted": change.count, "unread_count": change.unread_count}))
-            .into_response(),
-    )
+    Ok(change_response("deleted", &change))
 }
 
 /// The fields of a notification as a publisher sends them; loosely typed so that
@@ -320,8 +342,7 @@ pub(super) async fn create(
     for u in &users {
         let field = if body.user.is_some() { "user" } else { "users" };
         check_user(field, u)?;
-        let channel = ChannelName::user(u).map_err(|e| Invalid::new(field, e.to_string()))?;
-        may_publish(&identity, &channel)?;
+        may_publish_to_user(&identity, field, u)?;
     }
     let made = hub.notify(&users, &new).await?;
     Ok((

@@ -11,8 +11,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::ApiError;
-use super::notifications::{json_body, may_publish, parse_limit, publisher, user};
-use crate::core::ChannelName;
+use super::notifications::{
+    json_body, may_publish_to_user, parse_limit, publisher, query_param, user,
+};
 use crate::hub::Hub;
 use crate::store::{Invalid, NewNotification, TaskUpdate};
 
@@ -23,10 +24,7 @@ pub(super) async fn list(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let user = user(&hub, &headers, &uri)?;
-    let limit = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == "limit")
-        .map(|(_, v)| v.into_owned());
-    let limit = parse_limit(limit.as_deref())?;
+    let limit = parse_limit(query_param(&uri, "limit").as_deref())?;
     let tasks = hub.store().tasks(&user, limit).await?;
     Ok(axum::Json(json!({ "tasks": tasks })).into_response())
 }
@@ -101,9 +99,7 @@ pub(super) async fn put(
         body.message,
         notify,
     )?;
-    let channel =
-        ChannelName::user(&update.user).map_err(|e| Invalid::new("user", e.to_string()))?;
-    may_publish(&identity, &channel)?;
+    may_publish_to_user(&identity, "user", &update.user)?;
     let change = hub.put_task(&update).await?;
     let status = if change.created {
         StatusCode::CREATED

@@ -148,23 +148,9 @@ impl NewNotification {
         link: Option<String>,
         data: Option<serde_json::Value>,
     ) -> Result<Self, Invalid> {
-        let title = title.unwrap_or_default();
-        if title.trim().is_empty() {
-            return Err(Invalid::new("title", "must not be empty"));
-        }
-        if title.chars().count() > MAX_TITLE_CHARS {
-            return Err(Invalid::new(
-                "title",
-                format!("must be at most {MAX_TITLE_CHARS} characters"),
-            ));
-        }
+        let title = check_title(title)?;
         let message = message.unwrap_or_default();
-        if message.chars().count() > MAX_MESSAGE_CHARS {
-            return Err(Invalid::new(
-                "message",
-                format!("must be at most {MAX_MESSAGE_CHARS} characters"),
-            ));
-        }
+        check_message(&message)?;
         let kind = match kind {
             None => {
                 return Err(Invalid::new(
@@ -204,6 +190,34 @@ impl NewNotification {
             data,
         })
     }
+}
+
+/// A title, which notifications and tasks both require: not blank, at most
+/// [`MAX_TITLE_CHARS`] characters.
+fn check_title(title: Option<String>) -> Result<String, Invalid> {
+    let title = title.unwrap_or_default();
+    if title.trim().is_empty() {
+        return Err(Invalid::new("title", "must not be empty"));
+    }
+    if title.chars().count() > MAX_TITLE_CHARS {
+        return Err(Invalid::new(
+            "title",
+            format!("must be at most {MAX_TITLE_CHARS} characters"),
+        ));
+    }
+    Ok(title)
+}
+
+/// A message of a notification or a task: at most [`MAX_MESSAGE_CHARS`]
+/// characters.
+fn check_message(message: &str) -> Result<(), Invalid> {
+    if message.chars().count() > MAX_MESSAGE_CHARS {
+        return Err(Invalid::new(
+            "message",
+            format!("must be at most {MAX_MESSAGE_CHARS} characters"),
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a user id: the part after `user:` of the user's channel.
@@ -398,16 +412,7 @@ impl TaskUpdate {
         }
         let user = user.ok_or_else(|| Invalid::new("user", "is required"))?;
         check_user("user", &user)?;
-        let title = title.unwrap_or_default();
-        if title.trim().is_empty() {
-            return Err(Invalid::new("title", "must not be empty"));
-        }
-        if title.chars().count() > MAX_TITLE_CHARS {
-            return Err(Invalid::new(
-                "title",
-                format!("must be at most {MAX_TITLE_CHARS} characters"),
-            ));
-        }
+        let title = check_title(title)?;
         let status = match status {
             None => {
                 return Err(Invalid::new(
@@ -434,14 +439,8 @@ impl TaskUpdate {
                 }
             },
         };
-        if message
-            .as_ref()
-            .is_some_and(|m| m.chars().count() > MAX_MESSAGE_CHARS)
-        {
-            return Err(Invalid::new(
-                "message",
-                format!("must be at most {MAX_MESSAGE_CHARS} characters"),
-            ));
+        if let Some(m) = &message {
+            check_message(m)?;
         }
         Ok(Self {
             id: id.to_owned(),

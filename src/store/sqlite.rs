@@ -295,15 +295,7 @@ impl SqliteStore {
                             params![user],
                         )
                         .map_err(unavailable)?;
-                    let shared = tx
-                        .execute(
-                            "INSERT INTO broadcast_state (user_id, broadcast_id, read, deleted)
-                             SELECT ?1, b.id, 1, 0 FROM broadcasts b
-                             WHERE NOT EXISTS (SELECT 1 FROM broadcast_state s
-                                               WHERE s.user_id = ?1 AND s.broadcast_id = b.id)",
-                            params![user],
-                        )
-                        .map_err(unavailable)?;
+                    let shared = add_broadcast_states(tx, &user, true, false)?;
                     (own + shared) as u64
                 }
                 Target::One(id) => {
@@ -363,15 +355,7 @@ impl SqliteStore {
                             params![user],
                         )
                         .map_err(unavailable)?;
-                    let fresh = tx
-                        .execute(
-                            "INSERT INTO broadcast_state (user_id, broadcast_id, read, deleted)
-                             SELECT ?1, b.id, 0, 1 FROM broadcasts b
-                             WHERE NOT EXISTS (SELECT 1 FROM broadcast_state s
-                                               WHERE s.user_id = ?1 AND s.broadcast_id = b.id)",
-                            params![user],
-                        )
-                        .map_err(unavailable)?;
+                    let fresh = add_broadcast_states(tx, &user, false, true)?;
                     (own + hidden + fresh) as u64
                 }
                 Target::One(id) => {
@@ -611,6 +595,25 @@ fn insert(tx: &Transaction<'_>, notifications: &[Notification]) -> Result<(), St
 }
 
 /// Whether broadcast `id` exists, and if so the user's (read, deleted) state.
+/// Gives `user` a state row, `read` and `deleted` as given, for every broadcast
+/// they have none for yet (marking all read or deleting all reaches broadcasts
+/// the user never touched). Returns how many rows it added.
+fn add_broadcast_states(
+    c: &Connection,
+    user: &str,
+    read: bool,
+    deleted: bool,
+) -> Result<usize, StoreError> {
+    c.execute(
+        "INSERT INTO broadcast_state (user_id, broadcast_id, read, deleted)
+         SELECT ?1, b.id, ?2, ?3 FROM broadcasts b
+         WHERE NOT EXISTS (SELECT 1 FROM broadcast_state s
+                           WHERE s.user_id = ?1 AND s.broadcast_id = b.id)",
+        params![user, read, deleted],
+    )
+    .map_err(unavailable)
+}
+
 fn broadcast_state(
     c: &Connection,
     user: &str,

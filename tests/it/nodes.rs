@@ -11,7 +11,9 @@
 use std::time::Duration;
 
 use serde_json::json;
+use tokio::task::JoinHandle;
 
+use crate::fixture::process::ProcessBuilder;
 use crate::fixture::{HubProcess, Kind, PATIENCE, Place, PrivateNats, PrivateRedis, Reader, token};
 
 /// What a reader that subscribes to `channels` expects of event `i`: events go to
@@ -67,20 +69,101 @@ async fn follow_until(
     }
 }
 
-/// Three hub processes over one broker: subscribers on each, publishes on each,
-/// then one hub is killed while events keep flowing and its subscribers resume on
-/// another hub. Everyone gets every event once, in order.
-async fn three_hubs_survive_a_killed_hub(place: Place) {
+/// Starts three hubs from `node`, one after the other, and waits until all are
+/// ready.
+async fn start_three_ready(node: ProcessBuilder) -> Vec<HubProcess> {
     let mut nodes = Vec::new();
     for _ in 0..3 {
-        let node = HubProcess::builder()
-            .on(&place)
-            .env("HERALD_CHANNELS__HISTORY_SIZE", "10000");
-        nodes.push(node.start().await);
+        nodes.push(node.clone().start().await);
     }
     for node in &nodes {
         node.wait_ready(200).await;
     }
+    nodes
+}
+
+/// One client on both channels per hub, each starting at its own hub and moving
+/// through the others in turn, following until the event whose data is `end`.
+fn follow_from_every_hub(
+    nodes: &[HubProcess],
+    reader_token: &str,
+) -> Vec<JoinHandle<(Vec<String>, usize)>> {
+    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    (0..urls.len())
+        .map(|first| {
+            let order: Vec<String> = (0..urls.len())
+                .map(|k| urls[(first + k) % urls.len()].clone())
+                .collect();
+            tokio::spawn(follow_until(
+                order,
+                "channel=a&channel=b",
+                reader_token.to_owned(),
+                "end".into(),
+            ))
+        })
+        .collect()
+}
+
+/// Publishes event `i` as `body` on `node` while its broker may be down: a 503
+/// is allowed (and logged), anything else but 200 fails. Returns whether the
+/// event was accepted.
+async fn publish_unless_down(
+    node: &HubProcess,
+    publisher: &str,
+    i: usize,
+    body: &serde_json::Value,
+) -> bool {
+    let (status, answer) = node.publish(publisher, body).await;
+    assert!(
+        status == 200 || status == 503,
+        "publish {i}: {status} {answer}"
+    );
+    if status != 200 {
+        eprintln!("publish {i}: {status} {answer}");
+    }
+    status == 200
+}
+
+/// Event `i`, to the channels [`targets`] gives it.
+fn numbered(i: usize) -> serde_json::Value {
+    let mut body = targets(i);
+    body["data"] = json!(i);
+    body
+}
+
+/// The numbers a follower received, without the final `end`.
+fn numbers(received: &[String]) -> Vec<usize> {
+    received
+        .iter()
+        .filter(|d| *d != "end")
+        .map(|d| d.parse().unwrap())
+        .collect()
+}
+
+/// Each follower got events in order, each once, and every `accepted` one.
+async fn assert_none_lost(readers: Vec<JoinHandle<(Vec<String>, usize)>>, accepted: &[usize]) {
+    for reader in readers {
+        let (received, _) = reader.await.unwrap();
+        let numbers = numbers(&received);
+        assert!(
+            numbers.windows(2).all(|w| w[0] < w[1]),
+            "in order, each once: {numbers:?}"
+        );
+        let missing: Vec<&usize> = accepted.iter().filter(|n| !numbers.contains(n)).collect();
+        assert!(missing.is_empty(), "accepted but lost: {missing:?}");
+    }
+}
+
+/// Three hub processes over one broker: subscribers on each, publishes on each,
+/// then one hub is killed while events keep flowing and its subscribers resume on
+/// another hub. Everyone gets every event once, in order.
+async fn three_hubs_survive_a_killed_hub(place: Place) {
+    let mut nodes = start_three_ready(
+        HubProcess::builder()
+            .on(&place)
+            .env("HERALD_CHANNELS__HISTORY_SIZE", "10000"),
+    )
+    .await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let reader_token = token(&["a", "b"], &[]);
     let publisher = token(&[], &["*"]);
@@ -115,9 +198,7 @@ async fn three_hubs_survive_a_killed_hub(place: Place) {
         } else {
             &nodes[i % 2]
         };
-        let mut body = targets(i);
-        body["data"] = json!(i);
-        let (status, answer) = node.publish(&publisher, &body).await;
+        let (status, answer) = node.publish(&publisher, &numbered(i)).await;
         assert_eq!(status, 200, "publish {i}: {answer}");
         if i == TOTAL / 2 {
             nodes[2].kill().await;
@@ -196,50 +277,29 @@ async fn hubs_recover_when_their_sequencing_redis_shard_is_killed_and_restarted(
     hubs_recover_when_redis_restarts(first, place).await;
 }
 
+/// A hub at `place` that retries its Redis quickly and keeps enough history for
+/// every event of a test.
+fn redis_hub(place: &Place) -> ProcessBuilder {
+    HubProcess::builder()
+        .on(place)
+        .env("HERALD_REDIS__RECONNECT_MAX", "300ms")
+        .env("HERALD_REDIS__TIMEOUT", "5s")
+        .env("HERALD_CHANNELS__HISTORY_SIZE", "10000")
+}
+
 /// Three hubs at `place`, whose Redis (or first shard) is `redis`.
 async fn hubs_recover_when_redis_restarts(mut redis: PrivateRedis, place: Place) {
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        let node = HubProcess::builder()
-            .on(&place)
-            .env("HERALD_REDIS__RECONNECT_MAX", "300ms")
-            .env("HERALD_REDIS__TIMEOUT", "5s")
-            .env("HERALD_CHANNELS__HISTORY_SIZE", "10000");
-        nodes.push(node.start().await);
-    }
-    for node in &nodes {
-        node.wait_ready(200).await;
-    }
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let nodes = start_three_ready(redis_hub(&place)).await;
     let reader_token = token(&["a", "b"], &[]);
     let publisher = token(&[], &["*"]);
-    let mut readers = Vec::new();
-    for first in 0..3 {
-        let order: Vec<String> = (0..3).map(|k| urls[(first + k) % 3].clone()).collect();
-        readers.push(tokio::spawn(follow_until(
-            order,
-            "channel=a&channel=b",
-            reader_token.clone(),
-            "end".into(),
-        )));
-    }
+    let readers = follow_from_every_hub(&nodes, &reader_token);
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut accepted = Vec::new();
     let mut refused = 0;
     let mut i = 0;
     let publish = async |i: usize, nodes: &[HubProcess]| {
-        let mut body = targets(i);
-        body["data"] = json!(i);
-        let (status, answer) = nodes[i % 3].publish(&publisher, &body).await;
-        assert!(
-            status == 200 || status == 503,
-            "publish {i}: {status} {answer}"
-        );
-        if status != 200 {
-            eprintln!("publish {i}: {status} {answer}");
-        }
-        status == 200
+        publish_unless_down(&nodes[i % 3], &publisher, i, &numbered(i)).await
     };
     // Live, then with every node's subscription dropped once.
     while i < 60 {
@@ -289,20 +349,7 @@ async fn hubs_recover_when_redis_restarts(mut redis: PrivateRedis, place: Place)
         .await;
     assert_eq!(status, 200);
 
-    for reader in readers {
-        let (received, _) = reader.await.unwrap();
-        let numbers: Vec<usize> = received
-            .iter()
-            .filter(|d| *d != "end")
-            .map(|d| d.parse().unwrap())
-            .collect();
-        assert!(
-            numbers.windows(2).all(|w| w[0] < w[1]),
-            "in order, each once: {numbers:?}"
-        );
-        let missing: Vec<&usize> = accepted.iter().filter(|n| !numbers.contains(n)).collect();
-        assert!(missing.is_empty(), "accepted but lost: {missing:?}");
-    }
+    assert_none_lost(readers, &accepted).await;
     let stats = nodes[0].stats().await;
     assert!(stats["broker_reconnects"].as_u64().unwrap() >= 2, "{stats}");
 }
@@ -366,36 +413,15 @@ async fn hubs_recover_when_their_nats_is_down_and_restarted() {
             .await;
         assert_eq!(status, 503);
     }
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
     let reader_token = token(&["a", "b"], &[]);
-    let mut readers = Vec::new();
-    for first in 0..2 {
-        let order = vec![urls[first].clone(), urls[1 - first].clone()];
-        readers.push(tokio::spawn(follow_until(
-            order,
-            "channel=a&channel=b",
-            reader_token.clone(),
-            "end".into(),
-        )));
-    }
+    let readers = follow_from_every_hub(&nodes, &reader_token);
     tokio::time::sleep(Duration::from_millis(200)).await;
     nats.start().await;
     for node in &nodes {
         node.wait_ready(200).await;
     }
-    let publish = async |i: usize| {
-        let mut body = targets(i);
-        body["data"] = json!(i);
-        let (status, answer) = nodes[i % 2].publish(&publisher, &body).await;
-        assert!(
-            status == 200 || status == 503,
-            "publish {i}: {status} {answer}"
-        );
-        if status != 200 {
-            eprintln!("publish {i}: {status} {answer}");
-        }
-        status == 200
-    };
+    let publish =
+        async |i: usize| publish_unless_down(&nodes[i % 2], &publisher, i, &numbered(i)).await;
     let mut accepted = Vec::new();
     for i in 0..40 {
         assert!(publish(i).await, "publish {i}");
@@ -426,20 +452,7 @@ async fn hubs_recover_when_their_nats_is_down_and_restarted() {
         .publish(&publisher, &json!({"channel": "b", "data": "end"}))
         .await;
     assert_eq!(status, 200);
-    for reader in readers {
-        let (received, _) = reader.await.unwrap();
-        let numbers: Vec<usize> = received
-            .iter()
-            .filter(|d| *d != "end")
-            .map(|d| d.parse().unwrap())
-            .collect();
-        assert!(
-            numbers.windows(2).all(|w| w[0] < w[1]),
-            "in order, each once: {numbers:?}"
-        );
-        let missing: Vec<&usize> = accepted.iter().filter(|n| !numbers.contains(n)).collect();
-        assert!(missing.is_empty(), "accepted but lost: {missing:?}");
-    }
+    assert_none_lost(readers, &accepted).await;
 }
 
 /// Two Redis shards, channel `a` on the first and `b` on the second, and the
@@ -455,43 +468,14 @@ async fn hubs_refuse_only_the_channels_of_a_redis_shard_that_is_down() {
         return;
     };
     let place = Place::on_redis_shards(&[&first, &second]);
-    let mut nodes = Vec::new();
-    for _ in 0..3 {
-        let node = HubProcess::builder()
-            .on(&place)
-            .env("HERALD_REDIS__RECONNECT_MAX", "300ms")
-            .env("HERALD_REDIS__TIMEOUT", "5s")
-            .env("HERALD_CHANNELS__HISTORY_SIZE", "10000");
-        nodes.push(node.start().await);
-    }
-    for node in &nodes {
-        node.wait_ready(200).await;
-    }
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
+    let nodes = start_three_ready(redis_hub(&place)).await;
     let reader_token = token(&["a", "b"], &[]);
     let publisher = token(&[], &["*"]);
-    let mut readers = Vec::new();
-    for first in 0..3 {
-        let order: Vec<String> = (0..3).map(|k| urls[(first + k) % 3].clone()).collect();
-        readers.push(tokio::spawn(follow_until(
-            order,
-            "channel=a&channel=b",
-            reader_token.clone(),
-            "end".into(),
-        )));
-    }
+    let readers = follow_from_every_hub(&nodes, &reader_token);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let publish = async |i: usize, channel: &str| {
         let body = json!({"channel": channel, "data": i});
-        let (status, answer) = nodes[i % 3].publish(&publisher, &body).await;
-        assert!(
-            status == 200 || status == 503,
-            "publish {i}: {status} {answer}"
-        );
-        if status != 200 {
-            eprintln!("publish {i}: {status} {answer}");
-        }
-        status == 200
+        publish_unless_down(&nodes[i % 3], &publisher, i, &body).await
     };
     let mut accepted = Vec::new();
     for i in 0..30 {
@@ -527,16 +511,15 @@ async fn hubs_refuse_only_the_channels_of_a_redis_shard_that_is_down() {
     assert_eq!(status, 200);
     for reader in readers {
         let (received, _) = reader.await.unwrap();
-        let numbers: Vec<usize> = received
-            .iter()
-            .filter(|d| *d != "end")
-            .map(|d| d.parse().unwrap())
-            .collect();
-        assert_eq!(numbers, accepted, "every accepted event once, in order");
+        assert_eq!(
+            numbers(&received),
+            accepted,
+            "every accepted event once, in order"
+        );
     }
     // A client that was away the whole time resumes on any hub with nothing lost.
     let mut late = Reader::open(
-        &urls[2],
+        &nodes[2].url,
         "channel=a&channel=b",
         &reader_token,
         Some("earliest"),
