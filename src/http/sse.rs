@@ -674,9 +674,8 @@ fn put_data(out: &mut BytesMut, data: &str) {
     }
 }
 
-/// The SSE frame of an event.
-pub fn encode_event(event: &Event, format: FrameFormat, channel_index: usize) -> Bytes {
-    let mut out = BytesMut::with_capacity(event.data.len() + event.id.len() + 32);
+/// The `id:`, `event:` (unless the default type) and `retry:` lines of an event.
+fn put_event_head(out: &mut BytesMut, event: &Event) {
     out.put_slice(b"id: ");
     out.put_slice(event.id.as_bytes());
     out.put_u8(b'\n');
@@ -688,6 +687,12 @@ pub fn encode_event(event: &Event, format: FrameFormat, channel_index: usize) ->
     if let Some(retry) = event.retry {
         out.put_slice(format!("retry: {retry}\n").as_bytes());
     }
+}
+
+/// The SSE frame of an event.
+pub fn encode_event(event: &Event, format: FrameFormat, channel_index: usize) -> Bytes {
+    let mut out = BytesMut::with_capacity(event.data.len() + event.id.len() + 32);
+    put_event_head(&mut out, event);
     match format {
         FrameFormat::SseEnvelope => {
             let channel = event.channels.get(channel_index).or(event.channels.first());
@@ -719,17 +724,7 @@ pub(super) fn matching_channels<'a>(
 /// channels: `channel` is the first, `channels` lists them all.
 fn encode_envelope_to(event: &Event, matching: &[&ChannelName]) -> Bytes {
     let mut out = BytesMut::with_capacity(event.data.len() + event.id.len() + 160);
-    out.put_slice(b"id: ");
-    out.put_slice(event.id.as_bytes());
-    out.put_u8(b'\n');
-    if event.kind != crate::core::event::DEFAULT_TYPE {
-        out.put_slice(b"event: ");
-        out.put_slice(event.kind.as_bytes());
-        out.put_u8(b'\n');
-    }
-    if let Some(retry) = event.retry {
-        out.put_slice(format!("retry: {retry}\n").as_bytes());
-    }
+    put_event_head(&mut out, event);
     let envelope = event_json(event, matching.first().copied(), "{", "type", matching);
     put_data(&mut out, &envelope);
     out.put_u8(b'\n');

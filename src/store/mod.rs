@@ -507,6 +507,11 @@ pub enum StoreError {
     Unavailable(String),
 }
 
+/// A database error of either store, as [`StoreError::Unavailable`].
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
 /// Which database, from the `[store]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {

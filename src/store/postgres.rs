@@ -14,7 +14,7 @@ use tokio_postgres::types::ToSql;
 
 use super::{
     Change, Cleaned, Kind, ListQuery, NewNotification, Notification, Page, Retention, Status,
-    StoreError, Target, Task, TaskChange, TaskUpdate, raised, sqlite::merge, stamp,
+    StoreError, Target, Task, TaskChange, TaskUpdate, raised, sqlite::merge, stamp, unavailable,
 };
 use crate::config::ConfigError;
 
@@ -107,10 +107,6 @@ impl std::fmt::Debug for PgStore {
             .field("pool", &self.pool.status())
             .finish()
     }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 /// The full text of a database error (its `Display` hides the server's message).

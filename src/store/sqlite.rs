@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, params};
 
 use super::{
     Change, Cleaned, Kind, ListQuery, NewNotification, Notification, Page, Retention, Status,
-    StoreError, Target, Task, TaskChange, TaskUpdate, raised, stamp,
+    StoreError, Target, Task, TaskChange, TaskUpdate, raised, stamp, unavailable,
 };
 use crate::config::ConfigError;
 
@@ -114,10 +114,6 @@ impl std::fmt::Debug for SqliteStore {
             .field("readers", &self.readers.len())
             .finish()
     }
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 impl SqliteStore {
