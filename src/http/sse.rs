@@ -675,6 +675,7 @@ fn put_data(out: &mut BytesMut, data: &str) {
 }
 
 /// The `id:`, `event:` (unless the default type) and `retry:` lines of an event.
+#[inline]
 fn put_event_head(out: &mut BytesMut, event: &Event) {
     out.put_slice(b"id: ");
     out.put_slice(event.id.as_bytes());
