@@ -381,12 +381,23 @@ fn real_main() -> Result<()> {
     raise_nofile(needed)?;
     let cfg = build_config(args, threads)?;
     let hard_cap = cfg.timeout + Duration::from_secs(30);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let result = runtime.block_on(async { tokio::time::timeout(hard_cap, run::run(cfg)).await });
+    // One thread runs everything on itself; with more, the run is a task of the
+    // workers rather than of the main thread, so that no connection's work is
+    // handed between threads.
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    }
+    .enable_all()
+    .build()
+    .context("starting the async runtime")?;
+    let result = runtime.block_on(async {
+        let run = tokio::spawn(tokio::time::timeout(hard_cap, run::run(cfg)));
+        run.await.context("the run stopped")
+    })?;
     runtime.shutdown_timeout(Duration::from_secs(2));
     let report = result
         .map_err(|_| anyhow::anyhow!("the run did not stop within --timeout plus 30 s"))??;
