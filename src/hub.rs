@@ -376,11 +376,12 @@ impl Hub {
                 .map_err(|error| PublishError::Invalid { index, error })?;
         }
         let n = events.len() as u64;
-        // Hold the events back while this node's fan-out is behind, so that a
-        // publisher cannot run ahead of the subscribers' writes without bound.
-        self.inner.fanout.wait_for_room(MAX_PUBLISH_WAIT).await;
         let accepted = self.inner.broker.publish(events).await?;
         self.inner.stats.published(n);
+        // Hold the answer (not the event) while this node's fan-out is behind, so
+        // that a publisher cannot run ahead of the subscribers' writes without bound,
+        // while an accepted event goes out at once.
+        self.inner.fanout.wait_for_room(MAX_PUBLISH_WAIT).await;
         Ok(accepted)
     }
 

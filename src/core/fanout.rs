@@ -15,8 +15,8 @@
 //! Publishers are not allowed to run ahead of the fan-out without bound, though:
 //! the registry keeps a backlog gauge, the number of events queued and not yet taken
 //! by their connections, counting at most [`COUNTED_PER_QUEUE`] per connection, and
-//! [`Fanout::wait_for_room`] holds a new event back (for at most a given time) while
-//! the gauge is above [`ROOM_PER_QUEUE`] per connection. Under saturation this keeps
+//! [`Fanout::wait_for_room`] holds the answer to a publish (for at most a given time)
+//! while the gauge is above [`ROOM_PER_QUEUE`] per connection. Under saturation this keeps
 //! queues two or three events deep (enough for each write to carry a few events),
 //! so latency stays at a round or two of writes instead of growing to a full queue;
 //! a stalled connection adds at most four to the gauge, so stalled readers hold
@@ -209,8 +209,9 @@ impl Fanout {
 
     /// Waits, for at most `max_wait`, until the fan-out has room for another event
     /// (the backlog gauge is at most [`ROOM_PER_QUEUE`] per connection). Returns false when it gave
-    /// up waiting. Publishers call it before an event is accepted, so they cannot
-    /// outrun the fan-out; the event is still answered as soon as it is accepted.
+    /// up waiting. Publishers call it after their events are accepted and before
+    /// they answer, so they cannot outrun the fan-out while accepted events go out at
+    /// once.
     pub async fn wait_for_room(&self, max_wait: Duration) -> bool {
         if self.backlog() <= self.backlog_limit() {
             return true;
