@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -159,6 +160,13 @@ struct ApiKey {
 
 /// Checks credentials against the configured secret, keys and API keys.
 pub struct Authenticator {
+    /// Credentials that passed, with what they proved: a server publishes with the
+    /// same token or key request after request, and browsers reconnect with theirs,
+    /// so each is checked (signature, claims, key hash) once rather than every time.
+    /// Keys are fixed for the process's life; what changes with time, a token's
+    /// expiry, is checked on every use. Failures are not kept.
+    verified: Mutex<HashMap<Box<str>, Identity>>,
+    verified_capacity: usize,
     secret: Option<(EncodingKey, DecodingKey)>,
     public_keys: Vec<(Option<String>, Algorithm, DecodingKey)>,
     api_keys: HashMap<[u8; 32], ApiKey>,
@@ -176,6 +184,9 @@ impl std::fmt::Debug for Authenticator {
             .finish()
     }
 }
+
+/// Most credentials kept as verified; beyond it an arbitrary one makes room.
+const VERIFIED_CAPACITY: usize = 4096;
 
 fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
@@ -231,6 +242,8 @@ impl Authenticator {
             );
         }
         Ok(Self {
+            verified: Mutex::new(HashMap::new()),
+            verified_capacity: VERIFIED_CAPACITY,
             secret,
             public_keys,
             api_keys,
@@ -247,6 +260,37 @@ impl Authenticator {
 
     /// Checks a bearer credential: an API key or a JWT.
     pub fn authenticate(&self, credential: &str) -> Result<Identity, AuthError> {
+        self.authenticate_at(credential, unix_now())
+    }
+
+    /// [`Authenticator::authenticate`] at the Unix time `now` (seconds).
+    fn authenticate_at(&self, credential: &str, now: u64) -> Result<Identity, AuthError> {
+        let mut verified = self.verified.lock();
+        if let Some(identity) = verified.get(credential) {
+            if identity
+                .expires_at
+                .is_some_and(|exp| exp + self.leeway <= now)
+            {
+                verified.remove(credential);
+                return Err(AuthError::Expired);
+            }
+            return Ok(identity.clone());
+        }
+        drop(verified);
+        let identity = self.check(credential)?;
+        let mut verified = self.verified.lock();
+        if verified.len() >= self.verified_capacity {
+            // Any entry will do: one that is needed again is checked again.
+            if let Some(old) = verified.keys().next().cloned() {
+                verified.remove(&old);
+            }
+        }
+        verified.insert(credential.into(), identity.clone());
+        Ok(identity)
+    }
+
+    /// Checks a credential: an API key, or a token's signature and claims.
+    fn check(&self, credential: &str) -> Result<Identity, AuthError> {
         if let Some(key) = self.api_keys.get(&sha256(credential)) {
             return Ok(Identity {
                 user: None,
@@ -405,6 +449,54 @@ mod tests {
             ..Default::default()
         };
         Authenticator::from_config(&config).unwrap()
+    }
+
+    #[test]
+    fn a_verified_token_is_kept_but_still_expires() {
+        let a = auth();
+        let claims = Claims::new(Some("alice".into()), Duration::from_secs(60));
+        let exp = claims.exp.unwrap();
+        let token = a.mint(&claims).unwrap();
+        assert_eq!(
+            a.authenticate(&token).unwrap().user.as_deref(),
+            Some("alice")
+        );
+        assert_eq!(a.verified.lock().len(), 1, "kept after it passed");
+        assert_eq!(
+            a.authenticate(&token).unwrap().user.as_deref(),
+            Some("alice")
+        );
+        // A use after its `exp` is refused, though it passed before.
+        let later = exp + a.leeway;
+        assert_eq!(
+            a.authenticate_at(&token, later).unwrap_err(),
+            AuthError::Expired
+        );
+        assert!(
+            a.verified.lock().is_empty(),
+            "an expired token is forgotten"
+        );
+        // A tampered token is refused and not kept.
+        let tampered = format!("{}x", &token[..token.len() - 1]);
+        assert!(a.authenticate(&tampered).is_err());
+        assert!(a.verified.lock().is_empty());
+        // API keys are kept the same way.
+        assert!(a.authenticate("k-123").unwrap().is_authenticated());
+        assert!(a.authenticate("k-124").is_err());
+        assert_eq!(a.verified.lock().len(), 1);
+    }
+
+    #[test]
+    fn the_verified_credentials_are_bounded() {
+        let mut a = auth();
+        a.verified_capacity = 3;
+        for user in ["a", "b", "c", "d", "e"] {
+            let token = a
+                .mint(&Claims::new(Some(user.into()), Duration::from_secs(60)))
+                .unwrap();
+            assert_eq!(a.authenticate(&token).unwrap().user.as_deref(), Some(user));
+            assert!(a.verified.lock().len() <= 3);
+        }
     }
 
     #[test]
