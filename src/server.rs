@@ -46,19 +46,7 @@ const MAX_HEADERS: usize = 64;
 
 /// Serves `hub` on `listener` until [`Hub::shutdown`] is called, then drains open
 /// connections for at most the configured grace period.
-///
-/// The accept loop runs as a task of the runtime, not in the caller's future: a
-/// caller in `Runtime::block_on` would otherwise accept on its own thread and hand
-/// every connection to a worker thread, a wake-up and a context switch each.
 pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
-    match tokio::spawn(accept_loop(listener, hub)).await {
-        Ok(done) => done,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(io::Error::other(e)),
-    }
-}
-
-async fn accept_loop(listener: TcpListener, hub: Hub) -> io::Result<()> {
     let router = hub.router();
     // What the CORS policy adds to every response, also sent by directly served
     // streams.
