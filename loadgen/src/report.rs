@@ -90,6 +90,13 @@ pub(crate) struct Report {
     pub(crate) connect_errors: u64,
     /// From the first connect to the last ready subscriber.
     pub(crate) connect_secs: f64,
+    /// CPU time the hub process spent while the subscribers connected, per ready
+    /// subscriber (needs `--hub-pid`): what a connection costs the server, whether
+    /// or not it was the server that set the pace.
+    pub(crate) hub_cpu_us_per_connect: Option<f64>,
+    /// CPU time this load generator spent while its subscribers connected, per
+    /// ready subscriber.
+    pub(crate) loadgen_cpu_us_per_connect: Option<f64>,
     /// `connections / connect_secs`.
     pub(crate) connects_per_sec: f64,
     /// Ready subscribers whose stream later ended or failed.
@@ -247,6 +254,14 @@ impl Report {
         if let Some(c) = self.hub_connections {
             writeln!(s, "hub reports   {c} connections")?;
         }
+        if let (Some(hub), Some(own)) =
+            (self.hub_cpu_us_per_connect, self.loadgen_cpu_us_per_connect)
+        {
+            writeln!(
+                s,
+                "connect cpu   hub {hub:.1} us, load generator {own:.1} us per connection"
+            )?;
+        }
         let o = &self.other_events;
         if o.total() > 0 {
             writeln!(
@@ -320,6 +335,8 @@ mod tests {
             "rss_per_connection_bytes",
             "other_events",
             "connect_errors",
+            "hub_cpu_us_per_connect",
+            "loadgen_cpu_us_per_connect",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }

@@ -91,6 +91,20 @@ struct HubReading {
 }
 
 /// Reads `VmRSS` of a process, in bytes.
+/// CPU time used so far by the threads of process `pid`, in nanoseconds, from
+/// `/proc/PID/task/*/schedstat` (threads that already exited are not counted).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(entry) = entry else { continue };
+        let Ok(text) = std::fs::read_to_string(entry.path().join("schedstat")) else {
+            continue;
+        };
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
+}
+
 pub(crate) fn proc_rss(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
@@ -205,6 +219,7 @@ pub(crate) async fn run(cfg: RunConfig) -> Result<Report> {
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut subscribers = JoinSet::new();
+    let cpu_at_start = (cfg.hub_pid.and_then(cpu_ns), cpu_ns(std::process::id()));
     let connect_start_us = shared.clock.now_us();
     for idx in 0..n {
         match cfg.transport {
@@ -245,7 +260,14 @@ pub(crate) async fn run(cfg: RunConfig) -> Result<Report> {
         }
     }
     drop(rx);
+    let cpu_at_connected = (cfg.hub_pid.and_then(cpu_ns), cpu_ns(std::process::id()));
     let connected = shared.connected.load(Relaxed);
+    let cpu_per_connect = |before: Option<u64>, after: Option<u64>| {
+        let spent = after?.checked_sub(before?)?;
+        (connected > 0).then(|| spent as f64 / 1e3 / connected as f64)
+    };
+    let hub_cpu_us_per_connect = cpu_per_connect(cpu_at_start.0, cpu_at_connected.0);
+    let loadgen_cpu_us_per_connect = cpu_per_connect(cpu_at_start.1, cpu_at_connected.1);
     let last_connected_us = shared.last_connected_us.load(Relaxed);
     let connect_secs = if connected > 0 {
         secs_between(connect_start_us, last_connected_us)
@@ -352,6 +374,8 @@ pub(crate) async fn run(cfg: RunConfig) -> Result<Report> {
         connect_errors: s.connect_errors.load(Relaxed),
         connect_secs,
         connects_per_sec: per_sec(connected, connect_secs),
+        hub_cpu_us_per_connect,
+        loadgen_cpu_us_per_connect,
         disconnects: s.disconnects.load(Relaxed),
         channels: m as u64,
         events_requested: if cfg.idle { 0 } else { cfg.events },
