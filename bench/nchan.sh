@@ -7,7 +7,7 @@
 # sharing Redis with several load-generator processes on 127.0.0.x source addresses.
 #
 #   bench/nchan.sh [RUNS]                  # default 3 runs per workload and server
-#   WORKLOADS="a b c d scale1 scale3" bench/nchan.sh 3
+#   WORKLOADS="floor a b c d scale1 scale3" bench/nchan.sh 3
 #
 # Output: raw reports in bench/results-YYYYMMDD-nchan.jsonl (one JSON object per run),
 # the table in bench/nchan-YYYYMMDD.md, and the same table between the
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
-workloads=${WORKLOADS:-a b c d scale1 scale3}
+workloads=${WORKLOADS:-floor a b c d scale1 scale3}
 events_b=${EVENTS_B:-200}
 events_d=${EVENTS_D:-500}
 day=$(date -u +%Y%m%d)
@@ -50,9 +50,10 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-cargo build --release -q -p herald -p herald-loadgen
+cargo build --release -q -p herald -p herald-loadgen --bins
 hub=./target/release/herald
 load=./target/release/herald-loadgen
+floor=./target/release/herald-floor
 token=$("$hub" token --sub bench --subscribe '*' --publish '*' --ttl 7200)
 
 tmp=$(mktemp -d)
@@ -177,7 +178,31 @@ args_d=(--connections 1000 --channels 10 --events "$events_d" --rate 50 --payloa
 
 : >"$raw"
 say "machine: $(nproc) cores, $(uname -sr), load $(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- the machine's floor -----------------------------------------------------------
+# With no hub at all, a plain loop writing one 150-byte frame to each of 10,000
+# loopback sockets, read on the other core: the least time a one-core server needs to
+# reach 10,000 subscribers, so the least latency it can show over them.
+floor_run() { # run
+  local port report
+  port=$(free_port)
+  taskset -c 0 "$floor" writes --listen "127.0.0.1:$port" --connections 10000 --rounds 10 \
+    >"$tmp/floor.json" 2>"$tmp/floor.err" &
+  local writer=$!
+  pids+=("$writer")
+  sleep 0.3
+  taskset -c 1 "$floor" read --connect "127.0.0.1:$port" --connections 10000 --timeout 120 \
+    2>>"$tmp/floor.err" || true
+  wait "$writer" || true
+  report=$(cat "$tmp/floor.json"); [ -n "$report" ] || report=null
+  printf '{"workload":"floor_writes","server":"floor","run":%d,"load":"%s","report":%s}\n' \
+    "$1" "$(cut -d' ' -f1-3 /proc/loadavg)" "$report" >>"$raw"
+  stop_servers
+  say "$(date -u +%H:%M:%S) floor run $1 done"
+}
+
 for i in $(seq 1 "$runs"); do
+  case " $workloads " in *" floor "*) floor_run "$i" ;; esac
   for w in a b c d; do
     case " $workloads " in *" $w "*) ;; *) continue ;; esac
     declare -n args="args_$w"

@@ -30,12 +30,12 @@ for line in lines:
 def get(report, path):
     value = report
     for key in path.split("."):
-        value = value[key]
+        value = value.get(key) if isinstance(value, dict) else None
     return value
 
 
 def stats(workload, server, path, scale):
-    values = [get(r, path) * scale for r in by[(workload, server)]]
+    values = [v * scale for v in (get(r, path) for r in by[(workload, server)]) if v is not None]
     if not values:
         return None
     return statistics.median(values), min(values), max(values)
@@ -95,6 +95,25 @@ for label, w, path, scale, unit, kind, target in figures:
     out.append(f"| {label} ({unit}) | {cell(h)} | {cell(n)} | {r} | {goal} | {mark} |")
 
 out.append("")
+floor_writes = by[("floor_writes", "floor")]
+if floor_writes:
+    rounds = [r["round_ms_median"] for r in floor_writes]
+    writes = [r["write_us_median"] for r in floor_writes]
+    out.append(f"Floor of this machine, measured with no server (`herald-floor`, same cores): "
+               f"a plain loop writing one 150-byte frame to each of 10,000 loopback sockets "
+               f"takes {cell((statistics.median(rounds), min(rounds), max(rounds)))} ms a round "
+               f"({statistics.median(writes):.1f} µs a write), the least time in which any server "
+               f"on one core reaches 10,000 subscribers, so the least p99 it can show in (b).\n")
+cpu = [(server, stats("a", server, "hub_cpu_us_per_connect", 1),
+        stats("a", server, "loadgen_cpu_us_per_connect", 1)) for server in ("herald", "nchan")]
+if all(h and g for _, h, g in cpu):
+    out.append("CPU per connection while the 10,000 connections of (a) opened (µs; the server "
+               "process, and the load generator's own):\n")
+    out.append("| server | server CPU | load generator CPU | load generator's ceiling |")
+    out.append("|---|---|---|---|")
+    for server, h, g in cpu:
+        out.append(f"| {server} | {cell(h)} | {cell(g)} | {1e6 / g[0]:,.0f}/s |")
+    out.append("")
 loss = []
 for server in ("herald", "nchan"):
     reports = [r for (w, s), rs in by.items() if s == server and w in "abcd" for r in rs]
