@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::fixture::process::{HubProcess, herald_command as herald};
-use crate::fixture::{SECRET, TestHub};
+use crate::fixture::{SECRET, TestHub, get_json};
 
 #[tokio::test]
 async fn a_killed_hub_loses_no_accepted_notification() {
@@ -54,15 +54,7 @@ async fn a_killed_hub_loses_no_accepted_notification() {
         .start()
         .await;
     let url = hub.url.clone();
-    let page: serde_json::Value = http
-        .get(format!("{url}/api/notifications?limit=100"))
-        .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(&http, &format!("{url}/api/notifications?limit=100"), &alice).await;
     let mut listed: Vec<String> = page["notifications"]
         .as_array()
         .unwrap()

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use herald::Config;
 use herald::config::NamespaceConfig;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::fixture::{HubProcess, Kind, PATIENCE, Place, TestHub};
+use crate::fixture::{HubProcess, Kind, PATIENCE, Place, TestHub, get_json};
 use crate::websocket::Ws;
 
 const HEARTBEAT: &str = "200ms";
@@ -47,15 +47,8 @@ async fn until_presence(ws: &mut Ws, log: &mut Vec<(String, String)>, kind: &str
 
 /// `GET {url}/channels/doc:1/presence`: (user, connections) in order.
 async fn listed(url: &str, token: &str) -> Vec<(String, u64)> {
-    let body: Value = reqwest::Client::new()
-        .get(format!("{url}/channels/doc:1/presence"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let url = format!("{url}/channels/doc:1/presence");
+    let body = get_json(&reqwest::Client::new(), &url, token).await;
     body["users"]
         .as_array()
         .unwrap_or_else(|| panic!("{body}"))

@@ -331,16 +331,9 @@ async fn presence_counts_users_once_and_sees_them_leave() {
         "bob"
     );
     // Presence events are live-only.
-    let history: Value = hub
-        .http
-        .get(format!("{}/channels/doc:1/history", hub.url))
-        .bearer_auth(&watcher_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = hub
+        .get_json("/channels/doc:1/history", &watcher_token)
+        .await;
     assert_eq!(history["events"], json!([]));
 }
 
@@ -377,16 +370,7 @@ async fn typing_events_are_live_only_and_rate_limited() {
         .await
         .unwrap();
     assert_eq!(history["error"]["code"], "unauthorized");
-    let history: Value = hub
-        .http
-        .get(format!("{}/channels/chat:1/history", hub.url))
-        .bearer_auth(&ana)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = hub.get_json("/channels/chat:1/history", &ana).await;
     assert_eq!(history["events"], json!([]), "typing is not kept");
 
     // Where the namespace keeps client events, they are in history.
@@ -394,16 +378,7 @@ async fn typing_events_are_live_only_and_rate_limited() {
         .request(json!({"op": "publish", "channel": "room:1", "data": "hello"}))
         .await;
     assert_eq!(ack["type"], "ack");
-    let history: Value = hub
-        .http
-        .get(format!("{}/channels/room:1/history", hub.url))
-        .bearer_auth(&ana)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history = hub.get_json("/channels/room:1/history", &ana).await;
     assert_eq!(history["events"][0]["data"], "hello");
 
     // The burst is 3 and one was left: the next ones are refused with an error frame,
