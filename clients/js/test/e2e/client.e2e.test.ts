@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import type { HarnessStart, Received } from './pages/harness-types.js';
+import type { Received } from './pages/harness-types.js';
 import { HOOK_TIMEOUT_MS, TEST_TIMEOUT_MS, launchBrowser, servePages, withPage, type PageServer, type TestPage } from './support/browser.js';
+import { received, start, waitReceived as waitForReceived } from './support/harness.js';
 import { mintToken, publish, startHub, type Hub } from './support/hub.js';
 
 const USER = 'ann';
@@ -31,18 +32,8 @@ after(async () => {
 /** A fresh channel prefix per test, so tests never see each other's events. */
 const fresh = (): string => `e2e:${randomBytes(3).toString('hex')}`;
 
-async function start(page: Page, options: HarnessStart): Promise<void> {
-  await page.waitForFunction(() => window.harness !== undefined);
-  await page.evaluate((o) => window.harness.start(o), options);
-  await page.waitForFunction(() => window.harness.state() === 'open');
-}
-
-const received = (page: Page): Promise<Received[]> => page.evaluate(() => window.harness.received);
-
-async function waitReceived(page: Page, count: number, timeout = 10_000): Promise<Received[]> {
-  await page.waitForFunction((n) => window.harness.received.length >= n, count, { timeout });
-  return received(page);
-}
+const waitReceived = (page: Page, count: number, timeout = 10_000): Promise<Received[]> =>
+  waitForReceived(page, count, timeout);
 
 const on = (events: Received[], channel: string) => events.filter((e) => e.via === channel);
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

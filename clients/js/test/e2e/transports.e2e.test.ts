@@ -5,8 +5,9 @@ import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
-import type { HarnessStart, Received } from './pages/harness-types.js';
+import type { Received } from './pages/harness-types.js';
 import { HOOK_TIMEOUT_MS, TEST_TIMEOUT_MS, launchBrowser, openPage, servePages, withPage, type PageServer, type TestPage } from './support/browser.js';
+import { received, start, waitReceived as waitForReceived } from './support/harness.js';
 import { mintToken, publish, startHub, type Hub } from './support/hub.js';
 import { startBufferingProxy } from './support/proxy.js';
 
@@ -42,18 +43,8 @@ after(async () => {
 const fresh = (prefix = 'e2e'): string => `${prefix}:${randomBytes(3).toString('hex')}`;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-async function start(page: Page, options: HarnessStart): Promise<void> {
-  await page.waitForFunction(() => window.harness !== undefined);
-  await page.evaluate((o) => window.harness.start(o), options);
-  await page.waitForFunction(() => window.harness.state() === 'open');
-}
-
-const received = (page: Page): Promise<Received[]> => page.evaluate(() => window.harness.received);
-
-async function waitReceived(page: Page, count: number, timeout = 15_000): Promise<Received[]> {
-  await page.waitForFunction((n) => window.harness.received.length >= n, count, { timeout });
-  return received(page);
-}
+const waitReceived = (page: Page, count: number, timeout = 15_000): Promise<Received[]> =>
+  waitForReceived(page, count, timeout);
 
 function run(name: string, body: (page: TestPage) => Promise<void>) {
   return withPage(name, browser, `${pages.origin}/vanilla.html`, body);
