@@ -1,8 +1,48 @@
 //! `POST /publish`: batches, ids, and every way a request can be wrong.
 
+use herald::core::Item;
+use herald::{ChannelName, NewEvent};
 use serde_json::{Value, json};
 
 use crate::fixture::TestHub;
+
+/// While the node's connections are behind, a publish's event is accepted and queued
+/// for them at once; only its answer waits until they catch up.
+#[tokio::test]
+async fn behind_the_fan_out_an_event_goes_out_before_its_answer() {
+    let hub = TestHub::start().await;
+    let a = ChannelName::new("a").unwrap();
+    // 300 connections that read nothing: four events each put the fan-out more than
+    // two events per connection (and over its floor of 1,024 events) behind.
+    let mut readers = Vec::new();
+    for _ in 0..300 {
+        let admission = hub.hub.admit(None).unwrap();
+        let subscription = hub.hub.register(&admission, vec![a.clone()]);
+        readers.push((admission, subscription));
+    }
+    for i in 0..4 {
+        let event = NewEvent::text(a.clone(), format!("{i}"));
+        hub.hub.publish(event).await.unwrap();
+    }
+    let publish = hub.hub.publish(NewEvent::text(a.clone(), "late"));
+    tokio::pin!(publish);
+    tokio::select! {
+        biased;
+        _ = &mut publish => panic!("answered while the connections are behind"),
+        _ = std::future::ready(()) => {}
+    }
+    let mut queued = 0;
+    while let Ok(Some(Item::Event(_))) = readers[0].1.try_next() {
+        queued += 1;
+    }
+    assert_eq!(queued, 5, "the unanswered event is already queued");
+    for (_, subscription) in &mut readers {
+        while let Ok(Some(_)) = subscription.try_next() {}
+    }
+    publish
+        .await
+        .expect("answered once the connections caught up");
+}
 
 #[tokio::test]
 async fn a_batch_is_published_in_order_and_answered_with_ids() {
