@@ -440,6 +440,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cpu_time_of_a_process_counts_its_work() {
+        let me = std::process::id();
+        let before = cpu_ns(me).expect("this process's CPU time");
+        // Busy until the counter shows 10 ms of work, for at most 10 s of wall time.
+        let give_up = Instant::now() + Duration::from_secs(10);
+        let mut x = 0u64;
+        let mut after = before;
+        while after < before + 10_000_000 {
+            assert!(
+                Instant::now() < give_up,
+                "{before} -> {after} ns after 10 s of work"
+            );
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+            after = cpu_ns(me).unwrap();
+        }
+        assert_eq!(cpu_ns(u32::MAX), None, "no such process");
+    }
+
+    #[test]
     fn vm_rss_parsing() {
         let status = "Name:\therald\nVmPeak:\t  200 kB\nVmRSS:\t   12345 kB\nThreads:\t4\n";
         assert_eq!(parse_vm_rss(status), Some(12345 * 1024));
