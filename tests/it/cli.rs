@@ -54,7 +54,12 @@ async fn a_killed_hub_loses_no_accepted_notification() {
         .start()
         .await;
     let url = hub.url.clone();
-    let page = get_json(&http, &format!("{url}/api/notifications?limit=100"), &alice).await;
+    let page = get_json(
+        &http,
+        &format!("{url}/api/notifications?limit=100"),
+        Some(&alice),
+    )
+    .await;
     let mut listed: Vec<String> = page["notifications"]
         .as_array()
         .unwrap()

@@ -48,7 +48,7 @@ async fn until_presence(ws: &mut Ws, log: &mut Vec<(String, String)>, kind: &str
 /// `GET {url}/channels/doc:1/presence`: (user, connections) in order.
 async fn listed(url: &str, token: &str) -> Vec<(String, u64)> {
     let url = format!("{url}/channels/doc:1/presence");
-    let body = get_json(&reqwest::Client::new(), &url, token).await;
+    let body = get_json(&reqwest::Client::new(), &url, Some(token)).await;
     body["users"]
         .as_array()
         .unwrap_or_else(|| panic!("{body}"))
