@@ -4,7 +4,6 @@
 //! [`Hub`] is cheap to clone (an `Arc`), so it can be stored in handlers and tasks.
 //! The HTTP face of it is [`Hub::router`], in [`crate::http`].
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +21,8 @@ use crate::core::{
     Subscription,
 };
 use crate::hooks::{ChannelActivity, ClientEvent, Hooks};
-use crate::stats::{Gauges, Rejection, Snapshot, Stats};
+use crate::limits::{ConnectionLimits, Rejection, Slot};
+use crate::stats::{Gauges, Snapshot, Stats};
 use crate::webhooks::Webhooks;
 
 /// How often history is expired and idle channels forgotten.
@@ -58,7 +58,7 @@ pub enum ClientPublishError {
     #[error(transparent)]
     Invalid(EventError),
     /// A hook or the webhook refused it.
-    #[error("refused: {0}")]
+    #[error("{0}")]
     Refused(String),
     /// The broker cannot accept events now.
     #[error(transparent)]
@@ -82,7 +82,7 @@ pub(crate) struct Inner {
     shutdown: CancellationToken,
     node: String,
     next_connection: AtomicU64,
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    limits: Arc<ConnectionLimits>,
     components: Mutex<Vec<Readiness>>,
     presence: Presence,
     /// Every node's presence, from the presence log (see `crate::presence`).
@@ -116,6 +116,10 @@ impl Hub {
         let node = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         let webhooks = Webhooks::start(&config.webhooks, &node, shutdown.clone(), stats.clone());
         let store = crate::store::Store::open(&config.store.backend()?)?;
+        let limits = ConnectionLimits::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        );
         let hub = Self {
             inner: Arc::new(Inner {
                 config,
@@ -127,7 +131,7 @@ impl Hub {
                 shutdown,
                 node,
                 next_connection: AtomicU64::new(1),
-                per_ip: Mutex::new(HashMap::new()),
+                limits,
                 components: Mutex::new(Vec::new()),
                 presence: Presence::default(),
                 cluster: Mutex::new(ClusterView::default()),
@@ -276,16 +280,6 @@ impl Hub {
         Arc::downgrade(&self.inner)
     }
 
-    /// A subscription of the hub's own (not a client connection) on `channels`.
-    pub(crate) fn register_internal(
-        &self,
-        channels: Vec<ChannelName>,
-        capacity: usize,
-    ) -> Subscription {
-        let id = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
-        self.inner.fanout.register(id, channels, capacity)
-    }
-
     /// Publishes an event of the hub's own (presence), not counted as published.
     pub(crate) async fn publish_internal(&self, event: NewEvent) -> Result<Accepted, BrokerError> {
         let mut accepted = self.inner.broker.publish(vec![event]).await?;
@@ -409,113 +403,104 @@ impl Hub {
     /// Lets a streaming connection in, or refuses it by the connection limits. The
     /// returned guard holds its place until dropped.
     pub fn admit(&self, ip: Option<IpAddr>) -> Result<Admission, Rejection> {
-        let inner = &self.inner;
-        let limits = &inner.config.limits;
-        if !inner.stats.try_open(limits.max_connections as u64) {
-            inner.stats.rejected(Rejection::MaxConnections);
-            return Err(Rejection::MaxConnections);
-        }
-        let max = limits.max_connections_per_ip;
-        if let Some(ip) = ip
-            && max > 0
-        {
-            let mut per_ip = inner.per_ip.lock();
-            let count = per_ip.entry(ip).or_insert(0);
-            if *count >= max {
-                drop(per_ip);
-                inner.stats.connection_closed();
-                inner.stats.rejected(Rejection::PerIp);
-                return Err(Rejection::PerIp);
-            }
-            *count += 1;
-        }
-        let n = inner.next_connection.fetch_add(1, Ordering::Relaxed);
+        let slot = self.inner.limits.admit(ip)?;
+        let n = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
         Ok(Admission {
-            hub: self.clone(),
-            ip: ip.filter(|_| limits.max_connections_per_ip > 0),
-            id: n,
-            name: format!("{}-{n}", inner.node),
+            _slot: slot,
+            name: format!("{}-{n}", self.inner.node),
         })
     }
 
-    /// Registers an admitted connection on `channels` (already authorised) with no
-    /// replay; live events are captured from the moment this returns.
-    pub fn register(&self, admission: &Admission, channels: Vec<ChannelName>) -> Subscription {
-        self.inner
-            .fanout
-            .register(admission.id, channels, self.inner.config.limits.queue_size)
-    }
-
-    /// Subscribes an admitted connection to `channels` (already authorised), replaying
-    /// what it missed since `resume`. Live events are captured from before the replay
-    /// is read, so nothing falls between the two and nothing is seen twice.
-    pub async fn subscribe(
-        &self,
-        admission: &Admission,
-        channels: Vec<ChannelName>,
-        resume: Option<ResumeFrom>,
-    ) -> Result<Subscription, BrokerError> {
+    /// Subscribes to channels (already authorised) from where `request` says.
+    /// Live events are captured from before any replay is read, so nothing falls
+    /// between the two and nothing is seen twice.
+    pub async fn subscribe(&self, request: Subscribe) -> Result<Subscribed, BrokerError> {
         let inner = &self.inner;
-        let mut subscription =
-            inner
-                .fanout
-                .register(admission.id, channels, inner.config.limits.queue_size);
-        if let Some(from) = resume {
-            let replay = inner.broker.replay(subscription.channels(), from).await?;
-            inner
-                .stats
-                .resumed(replay.events.len() as u64, replay.reset.is_some());
-            subscription.prepend(replay.events, replay.reset);
-            subscription.skip_through(replay.after_seq);
-        }
-        Ok(subscription)
-    }
-
-    /// Subscribes like [`Hub::subscribe`], except that a connection without a last
-    /// event id starts at the hub's current position instead of at whatever arrives
-    /// first: every event after that position reaches it, and the position is
-    /// returned so that a client that has seen no event yet can still resume
-    /// without a gap. With a last event id, that id is returned. When the broker
-    /// cannot tell its position (it is unreachable), a connection without a last
-    /// event id is still served, with live events only, and no position.
-    pub async fn subscribe_from(
-        &self,
-        admission: &Admission,
-        channels: Vec<ChannelName>,
-        resume: Option<ResumeFrom>,
-    ) -> Result<(Subscription, Option<String>), BrokerError> {
-        if let Some(from) = resume {
-            let start = match &from {
-                ResumeFrom::Earliest => "earliest".to_owned(),
-                ResumeFrom::After(id) => id.clone(),
-            };
-            let subscription = self.subscribe(admission, channels, Some(from)).await?;
-            return Ok((subscription, Some(start)));
-        }
-        // The position is read before the connection is registered, and what was
-        // published in between is replayed: reading it afterwards would leave the
-        // live events queued before it unresumable if the client left at once.
-        let head = self.position().await;
-        let inner = &self.inner;
-        let mut subscription =
-            inner
-                .fanout
-                .register(admission.id, channels, inner.config.limits.queue_size);
-        let Ok(head) = head else {
-            return Ok((subscription, None));
+        let queue = request.queue.unwrap_or(inner.config.limits.queue_size);
+        let id = inner.next_connection.fetch_add(1, Ordering::Relaxed);
+        let from = match request.start {
+            Start::Now => {
+                let subscription = inner.fanout.register(id, request.channels, queue);
+                return Ok(Subscribed {
+                    subscription,
+                    position: None,
+                });
+            }
+            Start::After(from) => from,
+            Start::Head => {
+                // The position is read before the connection is registered, and what
+                // was published in between is replayed: reading it afterwards would
+                // leave the live events queued before it unresumable if the client
+                // left at once. When the broker cannot tell its position (it is
+                // unreachable), the connection is still served, with live events
+                // only, and no position.
+                let head = self.position().await;
+                let mut subscription = inner.fanout.register(id, request.channels, queue);
+                let Ok(head) = head else {
+                    return Ok(Subscribed {
+                        subscription,
+                        position: None,
+                    });
+                };
+                let replay = inner
+                    .broker
+                    .replay(subscription.channels(), ResumeFrom::After(head.clone()))
+                    .await;
+                let position = replay.ok().map(|replay| {
+                    subscription.prepend(replay.events, replay.reset);
+                    subscription.skip_through(replay.after_seq);
+                    head
+                });
+                return Ok(Subscribed {
+                    subscription,
+                    position,
+                });
+            }
         };
-        match inner
+        let position = from.as_id().to_owned();
+        let mut subscription = inner.fanout.register(id, request.channels, queue);
+        let replay = inner.broker.replay(subscription.channels(), from).await?;
+        inner
+            .stats
+            .resumed(replay.events.len() as u64, replay.reset.is_some());
+        subscription.prepend(replay.events, replay.reset);
+        subscription.skip_through(replay.after_seq);
+        Ok(Subscribed {
+            subscription,
+            position: Some(position),
+        })
+    }
+
+    /// Adds a channel (already authorised) to a running subscription: its live
+    /// events are captured at once, and what it missed after `resume` (if given) is
+    /// queued before them, with a reset if history cannot cover the gap.
+    pub async fn add_channel(
+        &self,
+        subscription: &mut Subscription,
+        channel: ChannelName,
+        resume: Option<ResumeFrom>,
+    ) -> Result<(), BrokerError> {
+        subscription.add_channel(channel.clone());
+        let Some(from) = resume else {
+            return Ok(());
+        };
+        let replay = match self
+            .inner
             .broker
-            .replay(subscription.channels(), ResumeFrom::After(head.clone()))
+            .replay(std::slice::from_ref(&channel), from)
             .await
         {
-            Ok(replay) => {
-                subscription.prepend(replay.events, replay.reset);
-                subscription.skip_through(replay.after_seq);
-                Ok((subscription, Some(head)))
+            Ok(replay) => replay,
+            Err(e) => {
+                subscription.remove_channel(&channel);
+                return Err(e);
             }
-            Err(_) => Ok((subscription, None)),
-        }
+        };
+        self.inner
+            .stats
+            .resumed(replay.events.len() as u64, replay.reset.is_some());
+        subscription.prepend_channel(&channel, replay.events, replay.reset, replay.after_seq);
+        Ok(())
     }
 
     /// The id of the hub's newest position: resuming after it yields every event
@@ -532,20 +517,6 @@ impl Hub {
         replay.reset.map(|reset| reset.id).ok_or_else(|| {
             BrokerError::Unavailable("the broker did not report its position".into())
         })
-    }
-
-    /// The events on `channels` after `from`, with a reset for channels whose history
-    /// cannot cover the gap (used when a channel is added to a running connection).
-    pub async fn replay(
-        &self,
-        channels: &[ChannelName],
-        from: ResumeFrom,
-    ) -> Result<crate::broker::Replay, BrokerError> {
-        let replay = self.inner.broker.replay(channels, from).await?;
-        self.inner
-            .stats
-            .resumed(replay.events.len() as u64, replay.reset.is_some());
-        Ok(replay)
     }
 
     /// Up to `limit` of the newest events kept for `channel`, oldest first.
@@ -606,6 +577,7 @@ impl Hub {
         // The presence log is the hub's own channel, not one clients listen to.
         let internal = usize::from(fanout.subscriber_count(&ChannelName::presence_log()) > 0);
         Gauges {
+            connections: self.inner.limits.counts(),
             channels: fanout.channel_count().saturating_sub(internal),
             history_channels: self.inner.broker.history_channels(),
             broker: self.inner.broker.kind(),
@@ -654,12 +626,11 @@ impl Readiness {
     }
 }
 
-/// A streaming connection's place within the connection limits; released on drop.
+/// A streaming connection's place within the connection limits (given back when
+/// dropped), and its id.
 #[derive(Debug)]
 pub struct Admission {
-    hub: Hub,
-    ip: Option<IpAddr>,
-    id: u64,
+    _slot: Slot,
     name: String,
 }
 
@@ -670,18 +641,37 @@ impl Admission {
     }
 }
 
-impl Drop for Admission {
-    fn drop(&mut self) {
-        let inner = &self.hub.inner;
-        inner.stats.connection_closed();
-        if let Some(ip) = self.ip {
-            let mut per_ip = inner.per_ip.lock();
-            if let Some(count) = per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    per_ip.remove(&ip);
-                }
-            }
-        }
-    }
+/// Where a subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// With the next live event, at no known position (the hub's own subscriptions).
+    Now,
+    /// At the hub's current position, which is reported: every event after it
+    /// reaches the subscription, and a client that has seen none yet can resume
+    /// from it without a gap.
+    Head,
+    /// After a client's last event id: what it missed first.
+    After(ResumeFrom),
+}
+
+/// A subscription to open with [`Hub::subscribe`].
+#[derive(Debug, Clone)]
+pub struct Subscribe {
+    /// The channels (already authorised).
+    pub channels: Vec<ChannelName>,
+    /// Where it starts.
+    pub start: Start,
+    /// Events queued before the subscription counts as a slow consumer
+    /// (`limits.queue_size` when `None`).
+    pub queue: Option<usize>,
+}
+
+/// An open subscription and the position it started after.
+#[derive(Debug)]
+pub struct Subscribed {
+    /// The subscription.
+    pub subscription: Subscription,
+    /// The position it started after: the client's last event id, or the hub's
+    /// position for [`Start::Head`] (`None` when the broker could not tell it).
+    pub position: Option<String>,
 }

@@ -45,7 +45,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::core::{ChannelName, Item, NewEvent, Payload, Subscription, Transition};
-use crate::hub::{Hub, Inner};
+use crate::hub::{Hub, Inner, Start, Subscribe};
 
 /// The event type of presence log messages.
 const SYNC_TYPE: &str = "presence.sync";
@@ -116,10 +116,19 @@ pub(crate) fn spawn(hub: &Hub) -> mpsc::UnboundedSender<Key> {
         heard: HashMap::new(),
         declared: HashSet::new(),
     };
-    let subscription = hub.register_internal(vec![ChannelName::presence_log()], LOG_QUEUE);
     let stop = hub.shutdown_token();
-    tokio::spawn(sync.run(subscription, rx, stop));
+    tokio::spawn(sync.run(rx, stop));
     tx
+}
+
+/// Subscribes to the presence log from now on.
+async fn read_log(hub: &Hub) -> Option<Subscription> {
+    let request = Subscribe {
+        channels: vec![ChannelName::presence_log()],
+        start: Start::Now,
+        queue: Some(LOG_QUEUE),
+    };
+    hub.subscribe(request).await.ok().map(|s| s.subscription)
 }
 
 struct Sync {
@@ -143,10 +152,16 @@ struct Sync {
 impl Sync {
     async fn run(
         mut self,
-        mut subscription: Subscription,
         mut changes: mpsc::UnboundedReceiver<Key>,
         stop: tokio_util::sync::CancellationToken,
     ) {
+        let Some(hub) = Hub::upgrade(&self.hub) else {
+            return;
+        };
+        let Some(mut subscription) = read_log(&hub).await else {
+            return;
+        };
+        drop(hub);
         let mut tick = tokio::time::interval(self.heartbeat);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.start_over(false).await;
@@ -176,7 +191,8 @@ impl Sync {
                         // This node missed part of the log: read it afresh and
                         // rebuild the view from the others' answers.
                         let Some(hub) = Hub::upgrade(&self.hub) else { return };
-                        subscription = hub.register_internal(vec![ChannelName::presence_log()], LOG_QUEUE);
+                        let Some(again) = read_log(&hub).await else { return };
+                        subscription = again;
                         drop(hub);
                         self.start_over(true).await;
                     }

@@ -10,15 +10,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-/// Why a connection was refused before it started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rejection {
-    /// The hub was at `max_connections`.
-    MaxConnections,
-    /// The client address was at `max_connections_per_ip`.
-    PerIp,
-}
-
 /// Why an event source skipped a notification (or one route of it). The label
 /// values of `herald_source_skipped_total` are exactly these, so they stay bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,10 +60,6 @@ impl SourceSkip {
 #[derive(Debug)]
 pub struct Stats {
     started: Instant,
-    connections: AtomicU64,
-    connections_total: AtomicU64,
-    rejected_max: AtomicU64,
-    rejected_ip: AtomicU64,
     published: AtomicU64,
     deliveries: AtomicU64,
     slow_disconnects: AtomicU64,
@@ -97,10 +84,6 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             started: Instant::now(),
-            connections: AtomicU64::new(0),
-            connections_total: AtomicU64::new(0),
-            rejected_max: AtomicU64::new(0),
-            rejected_ip: AtomicU64::new(0),
             published: AtomicU64::new(0),
             deliveries: AtomicU64::new(0),
             slow_disconnects: AtomicU64::new(0),
@@ -134,38 +117,6 @@ fn get(counter: &AtomicU64) -> u64 {
 }
 
 impl Stats {
-    /// Takes a place for a streaming connection if fewer than `max` are open.
-    pub fn try_open(&self, max: u64) -> bool {
-        let taken = self
-            .connections
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
-                (c < max).then_some(c + 1)
-            })
-            .is_ok();
-        if taken {
-            add(&self.connections_total, 1);
-        }
-        taken
-    }
-
-    /// A streaming connection closed.
-    pub fn connection_closed(&self) {
-        self.connections.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// The number of open streaming connections.
-    pub fn connections(&self) -> u64 {
-        get(&self.connections)
-    }
-
-    /// A connection was refused by a limit.
-    pub fn rejected(&self, why: Rejection) {
-        match why {
-            Rejection::MaxConnections => add(&self.rejected_max, 1),
-            Rejection::PerIp => add(&self.rejected_ip, 1),
-        }
-    }
-
     /// Events accepted for publication.
     pub fn published(&self, n: u64) {
         add(&self.published, n);
@@ -255,9 +206,10 @@ impl Stats {
     pub fn snapshot(&self, gauges: Gauges) -> Snapshot {
         Snapshot {
             uptime_seconds: self.started.elapsed().as_secs(),
-            connections: get(&self.connections),
-            connections_total: get(&self.connections_total),
-            connections_rejected: get(&self.rejected_max) + get(&self.rejected_ip),
+            connections: gauges.connections.open,
+            connections_total: gauges.connections.total,
+            connections_rejected: gauges.connections.rejected_max
+                + gauges.connections.rejected_per_ip,
             events_published: get(&self.published),
             events_delivered: get(&self.deliveries),
             slow_consumer_disconnects: get(&self.slow_disconnects),
@@ -310,8 +262,11 @@ impl Stats {
             "counter",
             "Streaming connections refused by a limit.",
             &[
-                ("{reason=\"max_connections\"}", get(&self.rejected_max)),
-                ("{reason=\"per_ip\"}", get(&self.rejected_ip)),
+                (
+                    "{reason=\"max_connections\"}",
+                    gauges.connections.rejected_max,
+                ),
+                ("{reason=\"per_ip\"}", gauges.connections.rejected_per_ip),
             ],
         );
         metric(
@@ -457,6 +412,8 @@ impl Stats {
 /// Values that are read from elsewhere when a snapshot is taken.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Gauges {
+    /// The connection limits' counts.
+    pub connections: crate::limits::ConnectionCounts,
     /// Channels with a subscriber on this node.
     pub channels: usize,
     /// Channels with history.
@@ -542,11 +499,16 @@ mod tests {
     #[test]
     fn prometheus_text_has_every_counter_and_no_channel_labels() {
         let stats = Stats::default();
-        assert!(stats.try_open(1));
-        assert!(!stats.try_open(1));
         stats.published(3);
         stats.delivered(7, 1);
-        let text = stats.prometheus(Gauges::default());
+        let gauges = Gauges {
+            connections: crate::limits::ConnectionCounts {
+                open: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let text = stats.prometheus(gauges);
         assert!(text.contains("herald_connections 1\n"));
         assert!(text.contains("herald_events_published_total 3\n"));
         assert!(text.contains("herald_deliveries_total 7\n"));

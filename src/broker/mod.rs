@@ -39,6 +39,14 @@ impl ResumeFrom {
             id => Self::After(id.to_owned()),
         }
     }
+
+    /// The id as the client sent it.
+    pub fn as_id(&self) -> &str {
+        match self {
+            Self::Earliest => "earliest",
+            Self::After(id) => id,
+        }
+    }
 }
 
 /// What a resume yields.

@@ -48,6 +48,35 @@ struct Subscriber {
     overflow: Notify,
 }
 
+impl Subscriber {
+    async fn overflowed(&self) {
+        loop {
+            if self.overflowed.load(Ordering::Relaxed) {
+                return;
+            }
+            let notified = self.overflow.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.overflowed.load(Ordering::Relaxed) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Completes when a subscription's queue overflowed (see
+/// [`Subscription::overflowed`]), held apart from the subscription.
+#[derive(Debug, Clone)]
+pub struct OverflowSignal(Arc<Subscriber>);
+
+impl OverflowSignal {
+    /// Completes when the queue has overflowed.
+    pub async fn overflowed(&self) {
+        self.0.overflowed().await
+    }
+}
+
 /// A connection's queued events and the task waiting for them.
 #[derive(Debug, Default)]
 struct Queue {
@@ -508,18 +537,13 @@ impl Subscription {
     /// waits on it beside the write, so the overflow is noticed while the write is
     /// stuck.
     pub async fn overflowed(&self) {
-        loop {
-            if self.subscriber.overflowed.load(Ordering::Relaxed) {
-                return;
-            }
-            let notified = self.subscriber.overflow.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.subscriber.overflowed.load(Ordering::Relaxed) {
-                return;
-            }
-            notified.await;
-        }
+        self.subscriber.overflowed().await
+    }
+
+    /// A handle that waits for this subscription's overflow from elsewhere (a task
+    /// that closes the connection while its writer is stuck).
+    pub fn overflow_signal(&self) -> OverflowSignal {
+        OverflowSignal(self.subscriber.clone())
     }
 
     /// The next item if one is ready now.

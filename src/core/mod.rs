@@ -12,7 +12,9 @@ pub mod presence;
 
 pub use channel::{BROADCAST, ChannelError, ChannelName, ChannelPattern};
 pub use event::{Event, EventError, FrameFormat, NewEvent, Payload};
-pub use fanout::{Delivered, Fanout, Item, Overflow, Reset, ResetReason, Subscription};
+pub use fanout::{
+    Delivered, Fanout, Item, Overflow, OverflowSignal, Reset, ResetReason, Subscription,
+};
 pub use history::{ChannelLog, ChannelLogs, HistoryPolicy, Resumed};
 pub use policy::{Denied, Grants, NamespacePolicy, Policies, SubscribeRule};
 pub use presence::{ClusterView, Member, Presence, Transition};

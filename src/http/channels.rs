@@ -2,13 +2,15 @@
 //! may subscribe to it.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::Json;
 use serde::Deserialize;
 
 use super::{ApiError, identify};
-use crate::core::{ChannelName, Denied};
+use crate::core::ChannelName;
 use crate::hub::Hub;
+use crate::protocol::envelope_json;
+use crate::session::Refusal;
 
 /// The most events one history request returns.
 const MAX_LIMIT: usize = 1000;
@@ -45,24 +47,12 @@ pub(super) async fn history(
     let identity = identify(&hub, &headers, query.token.as_deref())?;
     hub.policies()
         .may_subscribe(&identity.grants(), &channel)
-        .map_err(|denied| match denied {
-            Denied::NeedsCredential(_) => {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", denied.to_string())
-            }
-            _ => ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string()),
-        })?;
-    let events = hub.history(&channel, limit).await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-        .retry_after(1)
-    })?;
+        .map_err(Refusal::Denied)?;
+    let events = hub.history(&channel, limit).await?;
     let events: Vec<serde_json::Value> = events
         .iter()
         .map(|e| {
-            let envelope = super::sse::envelope_json(e, Some(&channel));
+            let envelope = envelope_json(e, Some(&channel));
             serde_json::from_str(&envelope).unwrap_or_default()
         })
         .collect();
@@ -84,7 +74,7 @@ pub(super) async fn presence(
     let identity = identify(&hub, &headers, query.token.as_deref())?;
     hub.policies()
         .may_subscribe(&identity.grants(), &channel)
-        .map_err(super::sse::denied)?;
+        .map_err(Refusal::Denied)?;
     if !hub.policies().of(&channel).presence {
         return Err(ApiError::bad_request(
             "presence_disabled",

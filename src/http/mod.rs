@@ -13,6 +13,7 @@ mod ops;
 mod poll;
 mod publish;
 pub mod sse;
+mod stream;
 mod tasks;
 pub mod ws;
 
@@ -73,28 +74,26 @@ impl Hub {
     }
 }
 
-impl Hub {
-    /// The headers the router's CORS policy puts on a response to a request without
-    /// `Origin` (its `Vary` list; nothing when no origin is configured). Streams
-    /// served without the router ([`sse::serve_direct`], only for such requests)
-    /// send them too, so that both paths answer alike.
-    pub(crate) fn cors_headers_without_origin(&self) -> HeaderMap {
-        use futures_util::FutureExt;
-        use tower::{Layer, Service};
-        let Some(layer) = cors(&self.config().http.cors_origins) else {
-            return HeaderMap::new();
-        };
-        let mut service = layer.layer(tower::service_fn(|_: axum::http::Request<()>| {
-            std::future::ready(Ok::<_, std::convert::Infallible>(Response::new(())))
-        }));
-        let request = axum::http::Request::get("/events")
-            .body(())
-            .unwrap_or_default();
-        // The inner service answers at once, and so does the layer around it.
-        match service.call(request).now_or_never() {
-            Some(Ok(response)) => response.headers().clone(),
-            _ => HeaderMap::new(),
-        }
+/// The headers the router's CORS policy for `origins` puts on a response to a
+/// request without `Origin` (its `Vary` list; nothing when no origin is
+/// configured). Streams served without the router (only for such requests) send
+/// them too, so that both paths answer alike.
+pub(crate) fn cors_headers_without_origin(origins: &[String]) -> HeaderMap {
+    use futures_util::FutureExt;
+    use tower::{Layer, Service};
+    let Some(layer) = cors(origins) else {
+        return HeaderMap::new();
+    };
+    let mut service = layer.layer(tower::service_fn(|_: axum::http::Request<()>| {
+        std::future::ready(Ok::<_, std::convert::Infallible>(Response::new(())))
+    }));
+    let request = axum::http::Request::get("/events")
+        .body(())
+        .unwrap_or_default();
+    // The inner service answers at once, and so does the layer around it.
+    match service.call(request).now_or_never() {
+        Some(Ok(response)) => response.headers().clone(),
+        _ => HeaderMap::new(),
     }
 }
 

@@ -2,7 +2,7 @@
 //! (a proxy that buffers responses, a firewall that cuts long-lived ones).
 //!
 //! The same credentials, channels, limits, history and resets as `GET /events`
-//! (the request goes through the same checks, [`super::sse::open`]), answered as one
+//! (the request opens a [`Session`] like any stream), answered as one
 //! JSON document: what the client missed since `last_event_id` at once, or else the
 //! first live events within `timeout`, and the id to send on the next request.
 //! Each request registers its subscription before reading the history after the
@@ -21,11 +21,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
-use super::sse::{Opening, envelope_json, matching_channels, open, unavailable};
-use super::{ApiError, ConnectionInfo};
-use crate::broker::ResumeFrom;
-use crate::core::{Item, Subscription};
+use super::{ApiError, ConnectionInfo, stream};
+use crate::core::{ChannelName, Item};
 use crate::hub::Hub;
+use crate::protocol::{End, ResetNotice, envelope_json, event_json, matching_channels};
+use crate::session::{Heartbeat, Session, SessionOptions, Sessions, Step};
 
 /// How long a request waits for an event when it names no `timeout`.
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
@@ -65,19 +65,15 @@ fn timeout_of(query: Option<&str>) -> Result<Duration, ApiError> {
 struct Answer {
     events: Vec<String>,
     bytes: usize,
-    reset: Option<serde_json::Value>,
+    reset: Option<ResetNotice>,
     last_event_id: String,
     retry_ms: u64,
     user: Option<String>,
-    channels: Vec<crate::core::ChannelName>,
+    channels: Vec<ChannelName>,
 }
 
 impl Answer {
-    fn new(
-        last_event_id: String,
-        user: Option<String>,
-        channels: Vec<crate::core::ChannelName>,
-    ) -> Self {
+    fn new(last_event_id: String, user: Option<String>, channels: Vec<ChannelName>) -> Self {
         Self {
             events: Vec::new(),
             bytes: 0,
@@ -97,13 +93,13 @@ impl Answer {
         self.events.len() >= MAX_EVENTS || self.bytes >= MAX_BYTES
     }
 
-    fn push(&mut self, item: Item, subscription: &Subscription) {
+    fn push(&mut self, item: Item, session: &Session) {
         match item {
             Item::Event(event) => {
-                let matching = matching_channels(&event, subscription.channels());
+                let matching = matching_channels(&event, session.channels());
                 let channel = matching.first().copied().or(event.channels.first());
                 let json = if matching.len() > 1 {
-                    super::sse::event_json(&event, channel, "{", "type", &matching)
+                    event_json(&event, channel, "{", "type", &matching)
                 } else {
                     envelope_json(&event, channel)
                 };
@@ -112,11 +108,7 @@ impl Answer {
                 self.last_event_id.clone_from(&event.id);
             }
             Item::Reset(reset) => {
-                self.reset = Some(serde_json::json!({
-                    "reason": reset.reason.as_str(),
-                    "channels": reset.channels,
-                    "id": reset.id,
-                }));
+                self.reset = Some(ResetNotice::of(&reset));
                 self.last_event_id = reset.id;
             }
         }
@@ -124,10 +116,10 @@ impl Answer {
 
     /// Takes whatever the subscription has ready now. An overflowed queue ends the
     /// answer early: the next request reads the rest from history.
-    fn drain(&mut self, subscription: &mut Subscription) {
+    fn drain(&mut self, session: &mut Session) {
         while !self.is_full() {
-            match subscription.try_next() {
-                Ok(Some(item)) => self.push(item, subscription),
+            match session.try_next() {
+                Ok(Some(item)) => self.push(item, session),
                 Ok(None) | Err(_) => break,
             }
         }
@@ -138,11 +130,10 @@ impl Answer {
         body.push_str("{\"events\":[");
         body.push_str(&self.events.join(","));
         body.push_str("],\"reset\":");
-        body.push_str(
-            &self
-                .reset
-                .map_or_else(|| "null".to_owned(), |r| r.to_string()),
-        );
+        body.push_str(&self.reset.map_or_else(
+            || "null".to_owned(),
+            |r| serde_json::to_string(&r).unwrap_or_default(),
+        ));
         body.push_str(",\"last_event_id\":");
         body.push_str(&serde_json::Value::from(self.last_event_id).to_string());
         body.push_str(",\"retry_ms\":");
@@ -172,51 +163,37 @@ pub(super) async fn poll(
 ) -> Result<Response, ApiError> {
     let info = request.extensions().get::<ConnectionInfo>().cloned();
     let timeout = timeout_of(request.uri().query())?;
-    let Opening {
-        identity,
-        channels,
-        resume,
-        admission,
-        ..
-    } = open(&hub, &headers, request.uri(), info.as_ref(), true)?;
-    let Some(from) = resume else {
-        let head = hub.position().await.map_err(unavailable)?;
-        return Ok(Answer::new(head, identity.user, channels).into_response());
+    let cookie = hub.config().auth.cookie.clone();
+    let (open, _) = stream::read(request.uri(), &headers, &cookie, info.as_ref(), true)?;
+    let admitted = Sessions::new(hub).admit(open)?;
+    let user = admitted.identity().user.clone();
+    let Some(start) = admitted.resume().map(|from| from.as_id().to_owned()) else {
+        let head = admitted.position().await?;
+        let channels = admitted.channels().to_vec();
+        return Ok(Answer::new(head, user, channels).into_response());
     };
-    let start = match &from {
-        ResumeFrom::Earliest => "earliest".to_owned(),
-        ResumeFrom::After(id) => id.clone(),
+    // A request must not outlive its token: the session ends when the token
+    // expires, and the next request is refused, which tells the client to renew it.
+    let options = SessionOptions {
+        heartbeat: Heartbeat::Off,
+        presence: false,
     };
-    let mut subscription = hub
-        .subscribe(&admission, channels, Some(from))
-        .await
-        .map_err(unavailable)?;
-    let user = identity.user.clone();
-    let mut answer = Answer::new(start, user, subscription.channels().to_vec());
-    answer.drain(&mut subscription);
+    let mut session = admitted.start(options).await?;
+    let mut answer = Answer::new(start, user, session.channels().to_vec());
+    answer.drain(&mut session);
     if !answer.is_empty() || timeout.is_zero() {
         return Ok(answer.into_response());
     }
-
-    // A request must not outlive its token: it ends when the token expires, and
-    // the next one is refused, which tells the client to renew it.
-    let config = hub.config();
-    let wait = identity
-        .expires_in()
-        .map_or(timeout, |left| timeout.min(left + config.auth.leeway));
     tokio::select! {
-        biased;
-        _ = hub.shutting_down() => {
-            let within = config.shutdown.reconnect_within.as_millis().max(2) as u64;
-            answer.retry_ms = rand::random_range(within / 10..within);
-        }
-        item = subscription.next() => {
-            if let Ok(Some(item)) = item {
-                answer.push(item, &subscription);
-                answer.drain(&mut subscription);
+        step = session.next() => match step {
+            Step::Item(item) => {
+                answer.push(item, &session);
+                answer.drain(&mut session);
             }
-        }
-        _ = tokio::time::sleep_until(Instant::now() + wait) => {}
+            Step::End(End::Shutdown { retry }) => answer.retry_ms = retry.as_millis() as u64,
+            Step::End(_) | Step::Heartbeat => {}
+        },
+        _ = tokio::time::sleep_until(Instant::now() + timeout) => {}
     }
     Ok(answer.into_response())
 }

@@ -122,12 +122,7 @@ pub(super) async fn publish(
     }
     let accepted = hub.publish_batch(events).await.map_err(|e| match e {
         PublishError::Invalid { index, error } => at(event_error(error), index, batch),
-        PublishError::Unavailable(e) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
-        .retry_after(1),
+        PublishError::Unavailable(e) => e.into(),
     })?;
     let body = if batch {
         serde_json::json!({"ids": accepted.iter().map(|a| &a.id).collect::<Vec<_>>()})

@@ -1,4 +1,5 @@
-//! The Server-Sent Events transport: `GET /events`.
+//! The Server-Sent Events transport: `GET /events`, an encoder over the
+//! [`Session`].
 //!
 //! A stream starts with a `connected` event once the subscription is live, replays
 //! what a resuming client missed, then carries live events. Each event's frame is
@@ -6,566 +7,160 @@
 //! are ready together go out in one write. Idle streams get a comment line every
 //! `sse.heartbeat`, and a stream ends with a `token_expired` event when its token
 //! expires and with a `shutdown` event (and a `retry:` hint) when the hub stops.
+//!
+//! A stream is served two ways: straight on the socket by [`crate::server`] (a
+//! plain request, the lean path), or as a response body through the router (a
+//! request the CORS policy applies to, or a router embedded in an application).
+//! Both send [`RESPONSE_HEADERS`], and both close a reader that stopped reading
+//! while a write to it is blocked ([`close_when_stalled`]).
 
-use std::net::IpAddr;
-use std::pin::Pin;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::io::AsyncWriteExt;
-use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{ApiError, ConnectionInfo, identify, redact_token};
-use crate::broker::ResumeFrom;
-use crate::core::{ChannelName, Denied, Event, FrameFormat, Item, Subscription};
-use crate::hooks::Membership;
-use crate::hub::{Admission, Hub};
-use crate::stats::Rejection;
+use super::{ApiError, ConnectionInfo, redact_token, stream};
+use crate::core::{ChannelName, Event, FrameFormat, Item, OverflowSignal};
+use crate::hub::Hub;
+use crate::protocol::{End, HubMessage, ResetNotice, envelope_json, event_json, matching_channels};
+use crate::session::{Heartbeat, Session, SessionOptions, Sessions, Step};
 
 /// Frames ready at once are joined into writes of up to this many bytes.
 const COALESCE_BYTES: usize = 64 * 1024;
 
-/// What `GET /events` accepts in its query string.
-#[derive(Debug, Default)]
-struct EventsQuery {
-    channels: Vec<String>,
-    last_event_id: Option<String>,
-    token: Option<String>,
-    envelope: bool,
-}
+/// The headers of every SSE response, on both paths.
+pub(crate) const RESPONSE_HEADERS: [(&str, &str); 3] = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache, no-transform"),
+    ("x-accel-buffering", "no"),
+];
 
-fn parse_query(query: Option<&str>) -> Result<EventsQuery, ApiError> {
-    let mut q = EventsQuery::default();
-    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-        match &*key {
-            "channel" => q.channels.push(value.into_owned()),
-            "channels" => q.channels.extend(
-                value
-                    .split(',')
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_owned),
-            ),
-            "last_event_id" | "lastEventId" => q.last_event_id = Some(value.into_owned()),
-            "token" => q.token = Some(value.into_owned()),
-            "envelope" => {
-                q.envelope = match &*value {
-                    "" | "1" | "true" => true,
-                    "0" | "false" => false,
-                    other => {
-                        return Err(ApiError::bad_request(
-                            "invalid_parameter",
-                            format!("envelope must be true or false, not {other:?}"),
-                        ));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(q)
-}
-
-/// A streaming connection that passed every check: who it is, its channels (its
-/// user channel and the broadcast included), where it resumes, and its place within
-/// the connection limits. Shared by the SSE and WebSocket transports.
-pub(super) struct Opening {
-    pub(super) identity: crate::auth::Identity,
-    pub(super) channels: Vec<ChannelName>,
-    pub(super) resume: Option<ResumeFrom>,
-    pub(super) admission: Admission,
-    pub(super) envelope: bool,
-}
-
-/// Checks a streaming request: credential, channel names and grants, limits.
-pub(super) fn open(
-    hub: &Hub,
-    headers: &HeaderMap,
-    uri: &axum::http::Uri,
-    info: Option<&ConnectionInfo>,
-    require_channel: bool,
-) -> Result<Opening, ApiError> {
-    let query = parse_query(uri.query())?;
-    let identity = identify(hub, headers, query.token.as_deref())?;
-    let limits = &hub.config().limits;
-
-    let mut channels = Vec::with_capacity(query.channels.len() + 2);
-    for name in &query.channels {
-        let channel = ChannelName::new(name).map_err(|e| {
-            ApiError::bad_request("invalid_channel", e.to_string()).for_channel(name.as_str())
-        })?;
-        if !channels.contains(&channel) {
-            channels.push(channel);
-        }
-    }
-    if channels.len() > limits.max_channels_per_connection {
-        return Err(ApiError::bad_request(
-            "too_many_channels",
-            format!(
-                "{} channels requested; at most {} per connection",
-                channels.len(),
-                limits.max_channels_per_connection
-            ),
-        ));
-    }
-    if require_channel && channels.is_empty() && !identity.is_authenticated() {
-        return Err(ApiError::bad_request(
-            "no_channel",
-            "name at least one channel: /events?channel=NAME",
-        ));
-    }
-    let grants = identity.grants();
-    for channel in &channels {
-        hub.policies()
-            .may_subscribe(&grants, channel)
-            .map_err(denied)?;
-    }
-    if let Some(user) = &identity.user {
-        let own = ChannelName::user(user)
-            .map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
-        if !channels.contains(&own) {
-            channels.push(own);
-        }
-    }
-    channels.push(ChannelName::broadcast());
-
-    let last_event_id = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or(query.last_event_id)
-        .filter(|id| !id.is_empty());
-    let resume = last_event_id.as_deref().map(ResumeFrom::parse);
-
-    let ip: Option<IpAddr> = info.map(|i| i.peer.ip());
-    let admission = hub.admit(ip).map_err(|why| match why {
-        Rejection::MaxConnections => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the hub is at its connection limit; retry later",
-        )
-        .retry_after(5),
-        Rejection::PerIp => ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_connections_from_address",
-            "too many open connections from this address",
-        )
-        .retry_after(5),
-    })?;
-    if hub.is_shutting_down() {
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shutting_down",
-            "the hub is shutting down; reconnect to another node",
-        )
-        .retry_after(1));
-    }
-    Ok(Opening {
-        identity,
-        channels,
-        resume,
-        admission,
-        envelope: query.envelope,
-    })
-}
-
-/// The HTTP error for a refused subscription.
-pub(super) fn denied(denied: Denied) -> ApiError {
-    let (Denied::NeedsCredential(channel)
-    | Denied::NotGranted(channel)
-    | Denied::OtherUser(channel)) = &denied;
-    let channel = channel.clone();
-    match denied {
-        Denied::NeedsCredential(_) => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", denied.to_string())
-        }
-        _ => ApiError::new(StatusCode::FORBIDDEN, "forbidden", denied.to_string()),
-    }
-    .for_channel(channel)
-}
-
-/// The HTTP error for a broker that cannot serve a subscription now.
-pub(super) fn unavailable(e: crate::broker::BrokerError) -> ApiError {
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        e.to_string(),
-    )
-    .retry_after(1)
-}
-
-/// `GET /events`: subscribe to channels over SSE.
+/// `GET /events`: subscribe to channels over SSE, through the router.
 pub(super) async fn events(
     State(hub): State<Hub>,
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let info = request.extensions().get::<ConnectionInfo>().cloned();
-    let stream = SseStream::open(&hub, &headers, request.uri(), info).await?;
+    let sessions = Sessions::new(hub);
+    let stream = SseStream::open(&sessions, &headers, request.uri(), info.as_ref()).await?;
+    // Hyper stops polling the body while a write is blocked: the stalled-reader
+    // guard runs beside it, for as long as the stream lives.
+    if let Some(info) = info {
+        let signal = stream.overflow_signal();
+        let ended = stream.ended.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = close_when_stalled(signal, info.close) => {}
+                _ = ended.cancelled() => {}
+            }
+        });
+    }
     let body = Body::from_stream(futures_util::stream::unfold(stream, |mut s| async move {
         let chunk = s.next_chunk().await?;
         Some((chunk, s))
     }));
     let mut response = Response::new(body);
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("no-cache, no-transform"),
-    );
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    for (name, value) in RESPONSE_HEADERS {
+        response.headers_mut().insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
     Ok(response)
 }
 
-/// The response head of an SSE stream served without the router (see
-/// [`serve_direct`]): the same headers as [`events`] sends, chunked.
-const DIRECT_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
-cache-control: no-cache, no-transform\r\nx-accel-buffering: no\r\n\
-transfer-encoding: chunked\r\n\r\n";
-
-/// Serves `GET /events` straight on the TCP connection, without the HTTP
-/// framework's per-connection buffers and task state: a streaming connection then
-/// costs its subscription, its stream state and a few hundred bytes. `head` is the
-/// parsed request. A refusal gets the usual error response, and the connection is
-/// closed after it.
-///
-/// While a write is blocked the stream still watches for the connection's queue
-/// overflowing and for `info.close`, so a reader that stopped is closed.
-pub(crate) async fn serve_direct(
-    hub: &Hub,
-    headers: HeaderMap,
-    uri: axum::http::Uri,
-    info: ConnectionInfo,
-    cors_headers: &HeaderMap,
-    socket: &mut tokio::net::TcpStream,
-) {
-    let close = info.close.clone();
-    let opened = SseStream::open(hub, &headers, &uri, Some(info)).await;
-    drop((headers, uri));
-    let mut stream = match opened {
-        Ok(stream) => stream,
-        Err(error) => {
-            let _ = write_error(socket, error, cors_headers).await;
-            return;
-        }
-    };
-    let mut head = direct_head(cors_headers);
-    let mut probe = [0u8; 64];
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            _ = close.cancelled() => return,
-            readable = socket.readable() => {
-                // The client sends nothing after its request: data or EOF here is
-                // the peer going away (or misbehaving).
-                if readable.is_err() {
-                    return;
-                }
-                match socket.try_read(&mut probe) {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
-                }
-                continue;
-            }
-            chunk = stream.next_chunk() => chunk,
-        };
-        let (chunk, last) = match chunk {
-            Some(Ok(chunk)) => (chunk, false),
-            // A slow consumer: close at once.
-            Some(Err(SlowConsumer)) => return,
-            None => (Bytes::new(), true),
-        };
-        // The chunk is the shared frame itself: it is written with its chunked
-        // framing around it, not copied.
-        let mut size = [0u8; 20];
-        let size = chunk_size_line(&mut size, chunk.len());
-        let mut parts = [
-            std::io::IoSlice::new(&head),
-            std::io::IoSlice::new(if last { b"" } else { size }),
-            std::io::IoSlice::new(&chunk),
-            std::io::IoSlice::new(if last { b"0\r\n\r\n" } else { b"\r\n" }),
-        ];
-        let written = tokio::select! {
-            biased;
-            _ = close.cancelled() => return,
-            _ = stream.subscription.overflowed() => {
-                stream.slow_consumer();
-                return;
-            }
-            written = write_all_vectored(socket, &mut parts) => written,
-        };
-        if written.is_err() || last {
-            return;
-        }
-        head = Bytes::new();
-    }
+/// The stalled-reader guard: once the stream's queue overflows (its reader stopped
+/// reading, so a write is stuck and the stream cannot notice by itself), closes the
+/// connection at once.
+pub(crate) async fn close_when_stalled(signal: OverflowSignal, close: CancellationToken) {
+    signal.overflowed().await;
+    close.cancel();
 }
 
-/// The response head of a directly served stream: [`DIRECT_HEAD`] with the CORS
-/// policy's `headers` (see [`Hub::cors_headers_without_origin`]).
-fn direct_head(headers: &HeaderMap) -> Bytes {
-    if headers.is_empty() {
-        return Bytes::from_static(DIRECT_HEAD);
-    }
-    let mut out = BytesMut::with_capacity(DIRECT_HEAD.len() + 128);
-    out.extend_from_slice(&DIRECT_HEAD[..DIRECT_HEAD.len() - 2]);
-    put_headers(&mut out, headers);
-    out.extend_from_slice(b"\r\n");
-    out.freeze()
-}
-
-/// Writes `headers` as HTTP/1.1 header lines.
-fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// The size line of a chunk of `len` bytes (`1a2\r\n`), written into `buf`.
-fn chunk_size_line(buf: &mut [u8; 20], len: usize) -> &[u8] {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cursor, "{len:x}\r\n");
-    let end = cursor.position() as usize;
-    &buf[..end]
-}
-
-/// Writes every byte of `parts` with vectored writes.
-async fn write_all_vectored(
-    socket: &mut tokio::net::TcpStream,
-    mut parts: &mut [std::io::IoSlice<'_>],
-) -> std::io::Result<()> {
-    std::io::IoSlice::advance_slices(&mut parts, 0);
-    while !parts.is_empty() {
-        let n = socket.write_vectored(parts).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        std::io::IoSlice::advance_slices(&mut parts, n);
-    }
-    Ok(())
-}
-
-/// Writes an error response (status, headers and JSON body, as the router sends
-/// it, with the CORS policy's `cors_headers`) and asks the client to close the
-/// connection.
-async fn write_error(
-    socket: &mut tokio::net::TcpStream,
-    error: ApiError,
-    cors_headers: &HeaderMap,
-) -> std::io::Result<()> {
-    use axum::response::IntoResponse;
-    use std::fmt::Write;
-    let (parts, body) = error.into_response().into_parts();
-    let body = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let mut out = BytesMut::with_capacity(256 + body.len());
-    let _ = write!(
-        out,
-        "HTTP/1.1 {} {}\r\n",
-        parts.status.as_u16(),
-        parts.status.canonical_reason().unwrap_or("")
-    );
-    put_headers(&mut out, &parts.headers);
-    put_headers(&mut out, cors_headers);
-    let _ = write!(
-        out,
-        "content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    out.extend_from_slice(&body);
-    socket.write_all(&out).await?;
-    socket.shutdown().await
-}
-
-/// One connection's stream state.
-struct SseStream {
-    first: Option<Bytes>,
-    format: FrameFormat,
-    /// One timer for the heartbeat and the token's expiry: it fires at the earlier
-    /// of the two, and is pushed back only when it fires, not on every write.
-    timer: Pin<Box<Sleep>>,
-    heartbeat_every: Duration,
-    /// When the stream last sent something.
-    last_write: Instant,
-    expires: Option<Instant>,
-    reconnect_within: Duration,
-    close: Option<tokio_util::sync::CancellationToken>,
-    hub: Hub,
-    subscription: Subscription,
-    _membership: Membership,
-    _admission: Admission,
-    done: bool,
-}
-
-/// What woke a waiting stream.
-enum Wake {
-    Shutdown,
-    Expired,
-    Item(Result<Option<Item>, crate::core::Overflow>),
-    Heartbeat,
-}
-
-/// The stream ended abnormally; hyper closes the connection.
+/// The stream ended abnormally; the connection is closed.
 #[derive(Debug, thiserror::Error)]
 #[error("the connection fell behind and was closed")]
-struct SlowConsumer;
+pub(crate) struct SlowConsumer;
+
+/// One connection's stream: its session, encoded as SSE.
+pub(crate) struct SseStream {
+    session: Session,
+    first: Option<Bytes>,
+    format: FrameFormat,
+    close: Option<CancellationToken>,
+    done: bool,
+    /// Cancelled when the stream is dropped, for the tasks that watch it.
+    ended: CancellationToken,
+    _ended: DropGuard,
+}
 
 impl SseStream {
     /// Checks a streaming request and subscribes it: the stream starts with its
     /// `connected` event.
-    async fn open(
-        hub: &Hub,
+    pub(crate) async fn open(
+        sessions: &Sessions,
         headers: &HeaderMap,
         uri: &axum::http::Uri,
-        info: Option<ConnectionInfo>,
+        info: Option<&ConnectionInfo>,
     ) -> Result<Self, ApiError> {
-        let Opening {
-            identity,
-            channels,
-            resume,
-            admission,
-            envelope,
-        } = open(hub, headers, uri, info.as_ref(), true)?;
-        let (subscription, start) = hub
-            .subscribe_from(&admission, channels, resume)
-            .await
-            .map_err(unavailable)?;
+        let config = sessions.hub().config();
+        let (request, envelope) = stream::read(uri, headers, &config.auth.cookie, info, true)?;
+        let options = SessionOptions {
+            heartbeat: Heartbeat::WhenIdle(config.sse.heartbeat),
+            presence: true,
+        };
+        let session = sessions.admit(request)?.start(options).await?;
         tracing::debug!(
-            connection = admission.connection_id(),
+            connection = session.connection_id(),
             uri = %redact_token(uri),
-            user = identity.user.as_deref().unwrap_or("-"),
+            user = session.identity().user.as_deref().unwrap_or("-"),
             "stream opened"
         );
-        let mut membership = Membership::new(
-            hub,
-            admission.connection_id(),
-            identity.user.clone(),
-            identity.info.clone(),
-        );
-        for channel in subscription.channels() {
-            membership.join(channel);
-        }
-
-        let config = hub.config();
-        let connected = serde_json::json!({
-            "connection_id": admission.connection_id(),
-            "user": identity.user,
-            "channels": subscription.channels(),
-            "heartbeat_ms": config.sse.heartbeat.as_millis() as u64,
-            "last_event_id": start,
-        });
-        let first = encode_control(
-            "connected",
+        let mut connected = session.connected();
+        connected.heartbeat_ms = Some(config.sse.heartbeat.as_millis() as u64);
+        let first = encode_message(
+            &HubMessage::Connected(connected),
             None,
             Some(config.sse.retry),
-            &connected.to_string(),
         );
-        let expires = identity
-            .expires_in()
-            .map(|left| Instant::now() + left + config.auth.leeway);
-        let now = Instant::now();
+        let ended = CancellationToken::new();
         Ok(SseStream {
+            session,
             first: Some(first),
             format: if envelope {
                 FrameFormat::SseEnvelope
             } else {
                 FrameFormat::SseRaw
             },
-            timer: Box::pin(tokio::time::sleep_until(
-                expires.map_or(now + config.sse.heartbeat, |at| {
-                    at.min(now + config.sse.heartbeat)
-                }),
-            )),
-            heartbeat_every: config.sse.heartbeat,
-            last_write: now,
-            expires,
-            reconnect_within: config.shutdown.reconnect_within,
-            close: info.map(|i| i.close),
-            hub: hub.clone(),
-            subscription,
-            _membership: membership,
-            _admission: admission,
+            close: info.map(|i| i.close.clone()),
             done: false,
+            _ended: ended.clone().drop_guard(),
+            ended,
         })
     }
 
-    /// Notes that a chunk went out (for the heartbeat).
-    fn wrote(&mut self) {
-        self.last_write = Instant::now();
+    /// [`Session::overflow_signal`].
+    pub(crate) fn overflow_signal(&self) -> OverflowSignal {
+        self.session.overflow_signal()
     }
 
-    async fn next_chunk(&mut self) -> Option<Result<Bytes, SlowConsumer>> {
+    /// The next chunk to write; `None` once the stream is over.
+    pub(crate) async fn next_chunk(&mut self) -> Option<Result<Bytes, SlowConsumer>> {
         if let Some(first) = self.first.take() {
             return Some(Ok(first));
         }
         if self.done {
             return None;
         }
-        let wake = loop {
-            let wake = {
-                let hub = &self.hub;
-                let subscription = &mut self.subscription;
-                let timer = &mut self.timer;
-                tokio::select! {
-                    biased;
-                    _ = hub.shutting_down() => Wake::Shutdown,
-                    _ = timer.as_mut() => Wake::Heartbeat,
-                    item = subscription.next() => Wake::Item(item),
-                }
-            };
-            if let Wake::Heartbeat = wake {
-                let now = Instant::now();
-                if self.expires.is_some_and(|at| at <= now) {
-                    break Wake::Expired;
-                }
-                let due = self.last_write + self.heartbeat_every;
-                if due > now {
-                    // Something was sent since the timer was set: no comment is
-                    // due until a full period after that.
-                    self.set_timer(due);
-                    continue;
-                }
-            }
-            break wake;
-        };
-        let item = match wake {
-            Wake::Shutdown => {
-                self.done = true;
-                return Some(Ok(self.shutdown_frame()));
-            }
-            Wake::Expired => {
-                self.done = true;
-                return Some(Ok(encode_control(
-                    "token_expired",
-                    None,
-                    None,
-                    r#"{"reason":"the token has expired; reconnect with a fresh one"}"#,
-                )));
-            }
-            Wake::Heartbeat => {
-                self.wrote();
-                self.reset_heartbeat();
-                return Some(Ok(Bytes::from_static(b":\n\n")));
-            }
-            Wake::Item(item) => item,
-        };
-        let first = match item {
-            Ok(Some(item)) => self.encode(&item),
-            Ok(None) => return None,
-            Err(_) => return self.slow_consumer(),
+        let first = match self.session.next().await {
+            Step::Heartbeat => return Some(Ok(Bytes::from_static(b":\n\n"))),
+            Step::End(end) => return self.end(end),
+            Step::Item(item) => self.encode(&item),
         };
         let mut batch: Option<BytesMut> = None;
         loop {
@@ -573,7 +168,7 @@ impl SseStream {
             if len >= COALESCE_BYTES {
                 break;
             }
-            match self.subscription.try_next() {
+            match self.session.try_next() {
                 Ok(Some(item)) => {
                     let frame = self.encode(&item);
                     batch
@@ -585,44 +180,35 @@ impl SseStream {
                         .put_slice(&frame);
                 }
                 Ok(None) => break,
-                Err(_) => return self.slow_consumer(),
+                Err(end) => return self.end(end),
             }
         }
-        self.wrote();
         Some(Ok(batch.map_or(first, BytesMut::freeze)))
     }
 
-    fn slow_consumer(&mut self) -> Option<Result<Bytes, SlowConsumer>> {
+    /// The stream is over: says why where there is a message for it; a slow
+    /// consumer is closed at once.
+    fn end(&mut self, end: End) -> Option<Result<Bytes, SlowConsumer>> {
         self.done = true;
-        tracing::debug!(
-            connection = self.subscription.id(),
-            "closing a slow consumer"
-        );
-        if let Some(close) = &self.close {
-            close.cancel();
+        if let Some(notice) = end.notice() {
+            let retry = match end {
+                End::Shutdown { retry } => Some(retry),
+                _ => None,
+            };
+            return Some(Ok(encode_message(&notice, None, retry)));
         }
-        Some(Err(SlowConsumer))
+        if end == End::SlowConsumer {
+            if let Some(close) = &self.close {
+                close.cancel();
+            }
+            return Some(Err(SlowConsumer));
+        }
+        None
     }
 
-    fn reset_heartbeat(&mut self) {
-        self.set_timer(Instant::now() + self.heartbeat_every);
-    }
-
-    /// Sets the timer to the next heartbeat at `at`, or the expiry if earlier.
-    fn set_timer(&mut self, at: Instant) {
-        let at = self.expires.map_or(at, |expires| expires.min(at));
-        self.timer.as_mut().reset(at);
-    }
-
-    fn shutdown_frame(&self) -> Bytes {
-        let floor = 500u64.min(self.reconnect_within.as_millis() as u64);
-        let ceiling = (self.reconnect_within.as_millis() as u64).max(floor + 1);
-        let retry = Duration::from_millis(rand::random_range(floor..ceiling));
-        let data = format!(
-            r#"{{"reason":"the hub is shutting down","retry_ms":{}}}"#,
-            retry.as_millis()
-        );
-        encode_control("shutdown", None, Some(retry), &data)
+    /// Marks the stream as a slow consumer found while its write was blocked.
+    pub(crate) fn stalled(&mut self) {
+        let _ = self.end(End::SlowConsumer);
     }
 
     fn encode(&self, item: &Item) -> Bytes {
@@ -631,7 +217,7 @@ impl SseStream {
                 let index = if event.channels.len() == 1 || self.format == FrameFormat::SseRaw {
                     0
                 } else {
-                    let mine = self.subscription.channels();
+                    let mine = self.session.channels();
                     let matching = matching_channels(event, mine);
                     if matching.len() > 1 {
                         // Not cached: the list depends on this connection's channels.
@@ -642,11 +228,12 @@ impl SseStream {
                 event.frame(self.format, index, |e| encode_event(e, self.format, index))
             }
             Item::Reset(reset) => {
-                let data = serde_json::json!({
-                    "reason": reset.reason.as_str(),
-                    "channels": reset.channels,
-                });
-                encode_control("reset", Some(&reset.id), None, &data.to_string())
+                // The position goes in the `id:` line.
+                let notice = ResetNotice {
+                    id: None,
+                    ..ResetNotice::of(reset)
+                };
+                encode_message(&HubMessage::Reset(notice), Some(&reset.id), None)
             }
         }
     }
@@ -706,21 +293,6 @@ pub fn encode_event(event: &Event, format: FrameFormat, channel_index: usize) ->
     out.freeze()
 }
 
-/// The JSON envelope of an event: channel, type, data, time and id.
-pub fn envelope_json(event: &Event, channel: Option<&ChannelName>) -> String {
-    event_json(event, channel, "{", "type", &[])
-}
-
-/// The channels of an event that a connection subscribes to, in the event's order.
-/// A connection gets an event once however many of its channels it was published
-/// to; its envelope names them all so that a client can hand it to each.
-pub(super) fn matching_channels<'a>(
-    event: &'a Event,
-    mine: &[ChannelName],
-) -> Vec<&'a ChannelName> {
-    event.channels.iter().filter(|c| mine.contains(c)).collect()
-}
-
 /// The SSE envelope frame of an event that reached a connection on several of its
 /// channels: `channel` is the first, `channels` lists them all.
 fn encode_envelope_to(event: &Event, matching: &[&ChannelName]) -> Bytes {
@@ -732,46 +304,10 @@ fn encode_envelope_to(event: &Event, matching: &[&ChannelName]) -> Bytes {
     out.freeze()
 }
 
-/// An event as a JSON object starting with `open` (which ends in `{` or a `,`),
-/// with its type under `type_key`, and a `channels` list when `all` names more than
-/// one channel.
-pub(super) fn event_json(
-    event: &Event,
-    channel: Option<&ChannelName>,
-    open: &str,
-    type_key: &str,
-    all: &[&ChannelName],
-) -> String {
-    let time = humantime::format_rfc3339_millis(event.time).to_string();
-    let mut s = String::with_capacity(event.data.len() + 112);
-    s.push_str(open);
-    s.push_str("\"channel\":");
-    s.push_str(&serde_json::to_string(&channel.map(ChannelName::as_str)).unwrap_or_default());
-    if all.len() > 1 {
-        s.push_str(",\"channels\":");
-        let names: Vec<&str> = all.iter().map(|c| c.as_str()).collect();
-        s.push_str(&serde_json::to_string(&names).unwrap_or_default());
-    }
-    s.push_str(",\"");
-    s.push_str(type_key);
-    s.push_str("\":");
-    s.push_str(&serde_json::to_string(&event.kind).unwrap_or_default());
-    s.push_str(",\"data\":");
-    if event.data.is_json() {
-        s.push_str(event.data.as_str());
-    } else {
-        s.push_str(&serde_json::to_string(event.data.as_str()).unwrap_or_default());
-    }
-    s.push_str(",\"time\":\"");
-    s.push_str(&time);
-    s.push_str("\",\"id\":");
-    s.push_str(&serde_json::to_string(&event.id).unwrap_or_default());
-    s.push('}');
-    s
-}
-
-/// A frame the hub sends on its own behalf (`connected`, `reset`, `shutdown`, ...).
-fn encode_control(name: &str, id: Option<&str>, retry: Option<Duration>, data: &str) -> Bytes {
+/// A frame of the hub's own message (`connected`, `reset`, `shutdown`, ...).
+fn encode_message(message: &HubMessage, id: Option<&str>, retry: Option<Duration>) -> Bytes {
+    let name = message.name();
+    let data = message.fields_json();
     let mut out = BytesMut::with_capacity(data.len() + 64);
     if let Some(retry) = retry {
         out.put_slice(format!("retry: {}\n", retry.as_millis()).as_bytes());
@@ -784,7 +320,7 @@ fn encode_control(name: &str, id: Option<&str>, retry: Option<Duration>, data: &
     out.put_slice(b"event: ");
     out.put_slice(name.as_bytes());
     out.put_u8(b'\n');
-    put_data(&mut out, data);
+    put_data(&mut out, &data);
     out.put_u8(b'\n');
     out.freeze()
 }
@@ -842,18 +378,5 @@ mod tests {
             text(&frame),
             "id: e-7\ndata: {\"channel\":\"b\",\"type\":\"message\",\"data\":\"x\\ny\",\"time\":\"1970-01-01T00:00:00.000Z\",\"id\":\"e-7\"}\n\n"
         );
-    }
-
-    #[test]
-    fn query_accepts_repeated_and_comma_separated_channels() {
-        let q = parse_query(Some(
-            "channel=a&channel=b&channels=c,d&last_event_id=x-1&envelope=1&token=t",
-        ))
-        .unwrap();
-        assert_eq!(q.channels, vec!["a", "b", "c", "d"]);
-        assert_eq!(q.last_event_id.as_deref(), Some("x-1"));
-        assert!(q.envelope);
-        assert_eq!(q.token.as_deref(), Some("t"));
-        assert!(parse_query(Some("envelope=maybe")).is_err());
     }
 }

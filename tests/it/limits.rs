@@ -155,3 +155,69 @@ async fn a_stalled_reader_is_disconnected_while_others_keep_receiving() {
     .await;
     assert!(closed.is_ok(), "the stalled connection was closed");
 }
+
+/// A stream served through the router (here: a cross-origin request, which the CORS
+/// policy answers) whose reader stopped reading is closed as soon as its queue
+/// overflows, though hyper, blocked on the write, no longer polls the stream: the
+/// hub counts it gone and its socket ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_of_a_routed_stream_is_disconnected() {
+    let hub = TestHub::builder()
+        .config(|c| {
+            // Events larger than the socket's and hyper's buffers together before
+            // the queue is full: the write blocks first.
+            c.limits.queue_size = 16;
+            c.limits.max_event_bytes = 1 << 20;
+            c.limits.max_body_bytes = 2 << 20;
+            c.http.cors_origins = vec!["https://app.example".into()];
+        })
+        .start()
+        .await;
+    let token = hub.token(None, &["a"], &[]);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(hub.addr).await.unwrap();
+    stalled
+        .write_all(
+            format!(
+                "GET /events?channel=a&token={token} HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 1024];
+    let n = stalled.read(&mut head).await.unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains("access-control-allow-origin: https://app.example"),
+        "served by the router: {head}"
+    );
+
+    let payload = "x".repeat(1_000_000);
+    let deadline = tokio::time::Instant::now() + crate::fixture::PATIENCE;
+    while hub.hub.stats().slow_consumer_disconnects == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "never overflowed");
+        hub.publish(json!({"channel": "a", "data": {"pad": payload}}))
+            .await;
+    }
+    while hub.hub.stats().connections > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled stream is still held"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut sink = vec![0u8; 1 << 16];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stalled.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the stalled connection was closed");
+}

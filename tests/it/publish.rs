@@ -1,6 +1,7 @@
 //! `POST /publish`: batches, ids, and every way a request can be wrong.
 
 use herald::core::Item;
+use herald::hub::{Start, Subscribe};
 use herald::{ChannelName, NewEvent};
 use serde_json::{Value, json};
 
@@ -16,9 +17,12 @@ async fn behind_the_fan_out_an_event_goes_out_before_its_answer() {
     // two events per connection (and over its floor of 1,024 events) behind.
     let mut readers = Vec::new();
     for _ in 0..300 {
-        let admission = hub.hub.admit(None).unwrap();
-        let subscription = hub.hub.register(&admission, vec![a.clone()]);
-        readers.push((admission, subscription));
+        let request = Subscribe {
+            channels: vec![a.clone()],
+            start: Start::Now,
+            queue: None,
+        };
+        readers.push(hub.hub.subscribe(request).await.unwrap().subscription);
     }
     for i in 0..4 {
         let event = NewEvent::text(a.clone(), format!("{i}"));
@@ -32,11 +36,11 @@ async fn behind_the_fan_out_an_event_goes_out_before_its_answer() {
         _ = std::future::ready(()) => {}
     }
     let mut queued = 0;
-    while let Ok(Some(Item::Event(_))) = readers[0].1.try_next() {
+    while let Ok(Some(Item::Event(_))) = readers[0].try_next() {
         queued += 1;
     }
     assert_eq!(queued, 5, "the unanswered event is already queued");
-    for (_, subscription) in &mut readers {
+    for subscription in &mut readers {
         while let Ok(Some(_)) = subscription.try_next() {}
     }
     publish

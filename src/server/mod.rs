@@ -7,7 +7,7 @@
 //! their reconnect hint, and waits at most `shutdown.grace` for connections to close.
 //!
 //! A connection's request head is read first, into a small buffer. A plain
-//! `GET /events` is served directly on the socket ([`crate::http::sse::serve_direct`]):
+//! `GET /events` is served directly on the socket ([`direct`]):
 //! a streaming connection lives for hours, and this way it holds no HTTP framework
 //! buffers (two of 8 KiB each) or task state of its own, which more than halves the
 //! memory an idle connection costs. Every other request, and a stream the hub
@@ -18,7 +18,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use bytes::{Buf, Bytes};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -29,8 +28,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
-use crate::http::ConnectionInfo;
+use crate::http::{ConnectionInfo, cors_headers_without_origin};
 use crate::hub::Hub;
+use crate::session::Sessions;
+
+mod direct;
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -41,16 +43,16 @@ const HEAD_READ_BYTES: usize = 1024;
 /// Beyond this a head is left to the HTTP server to refuse.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-/// Most headers a directly served stream request may have.
-const MAX_HEADERS: usize = 64;
-
 /// Serves `hub` on `listener` until [`Hub::shutdown`] is called, then drains open
 /// connections for at most the configured grace period.
 pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
     let router = hub.router();
+    let sessions = Sessions::new(hub.clone());
     // What the CORS policy adds to every response, also sent by directly served
-    // streams.
-    let cors_headers = std::sync::Arc::new(hub.cors_headers_without_origin());
+    // streams, and the response head of those streams.
+    let cors_headers =
+        std::sync::Arc::new(cors_headers_without_origin(&hub.config().http.cors_origins));
+    let stream_head = direct::response_head(&cors_headers);
     let connections = TaskTracker::new();
     let close_all = CancellationToken::new();
     loop {
@@ -82,6 +84,8 @@ pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
         let hub = hub.clone();
         let cors = !hub.config().http.cors_origins.is_empty();
         let cors_headers = cors_headers.clone();
+        let stream_head = stream_head.clone();
+        let sessions = sessions.clone();
         connections.spawn(async move {
             let mut stream = stream;
             let head = tokio::select! {
@@ -92,7 +96,7 @@ pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
             let Ok(Ok(Some(head))) = head else {
                 return;
             };
-            if let Some((uri, headers)) = direct_stream(&head, cors) {
+            if let Some((uri, headers)) = direct::direct_stream(&head, cors) {
                 // Only the stream's own state stays for the connection's life.
                 drop(head);
                 drop(service);
@@ -100,24 +104,30 @@ pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
                     peer,
                     close: close.clone(),
                 };
-                crate::http::sse::serve_direct(
-                    &hub,
+                direct::serve(
+                    &sessions,
                     headers,
                     uri,
                     info,
+                    stream_head,
                     &cors_headers,
                     &mut stream,
                 )
                 .await;
                 return;
             }
+            // Answers to pipelined requests (a publisher with several in flight) go
+            // out in one write; but hyper then buffers a response body without bound,
+            // so a stream to a reader that stopped reading would grow in memory
+            // instead of falling behind and being closed.
+            let pipeline_flush = !direct::is_stream_request(&head);
             let io = Prefixed {
                 prefix: Bytes::from(head),
                 inner: stream,
             };
             // Boxed, so that a directly served stream's task does not carry the
             // space of an HTTP connection's state.
-            Box::pin(serve_http(io, service, hub, close)).await;
+            Box::pin(serve_http(io, service, hub, close, pipeline_flush)).await;
         });
     }
     drop(listener);
@@ -138,8 +148,13 @@ pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
 
 /// Serves HTTP/1.1 on a connection until it closes, `close` is cancelled, or the
 /// hub shuts down (then open requests may finish).
-async fn serve_http<S>(io: Prefixed, service: S, hub: Hub, close: CancellationToken)
-where
+async fn serve_http<S>(
+    io: Prefixed,
+    service: S,
+    hub: Hub,
+    close: CancellationToken,
+    pipeline_flush: bool,
+) where
     S: hyper::service::HttpService<Incoming> + Send,
     S::Future: Send + 'static,
     S::ResBody: Send + 'static,
@@ -150,9 +165,7 @@ where
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
-        // Pipelined requests (a publisher with several in flight) get their answers
-        // in one write.
-        .pipeline_flush(true)
+        .pipeline_flush(pipeline_flush)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(connection);
@@ -183,38 +196,6 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
             return Ok(Some(buf));
         }
     }
-}
-
-/// The target and headers of a request head that is a plain `GET /events` to be
-/// served directly: HTTP/1.1, complete, with no body, upgrade or expectation and
-/// nothing after it, and no CORS to apply (none configured, or no `Origin`).
-fn direct_stream(head: &[u8], cors: bool) -> Option<(Uri, HeaderMap)> {
-    let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut parsed);
-    let httparse::Status::Complete(len) = request.parse(head).ok()? else {
-        return None;
-    };
-    let path = request.path?;
-    if len != head.len()
-        || request.method? != "GET"
-        || request.version? != 1
-        || path.split('?').next()? != "/events"
-    {
-        return None;
-    }
-    let mut headers = HeaderMap::with_capacity(request.headers.len());
-    for h in request.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let refused = matches!(
-            name.as_str(),
-            "content-length" | "transfer-encoding" | "upgrade" | "expect"
-        ) && !(name == "content-length" && h.value == b"0");
-        if refused || (cors && name == "origin") {
-            return None;
-        }
-        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
-    }
-    Some((path.parse().ok()?, headers))
 }
 
 /// A TCP stream with bytes already read from it put back in front.
@@ -267,37 +248,5 @@ impl AsyncWrite for Prefixed {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_plain_stream_requests_are_served_directly() {
-        let plain =
-            b"GET /events?channel=a&token=t HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 7\r\n\r\n";
-        let (uri, headers) = direct_stream(plain, false).expect("served directly");
-        assert_eq!(uri.query(), Some("channel=a&token=t"));
-        assert_eq!(headers["last-event-id"], "7");
-        let with_origin = b"GET /events?channel=a HTTP/1.1\r\nOrigin: https://app\r\n\r\n";
-        assert!(direct_stream(with_origin, false).is_some());
-        assert!(direct_stream(with_origin, true).is_none(), "CORS applies");
-        for other in [
-            &b"GET /events?channel=a HTTP/1.1\r\nHost: x\r\n"[..],
-            b"GET /events HTTP/1.0\r\n\r\n",
-            b"POST /events HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
-            b"GET /eventsx HTTP/1.1\r\n\r\n",
-            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
-            b"GET /events HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
-            b"GET /events HTTP/1.1\r\n\r\nGET /stats HTTP/1.1\r\n\r\n",
-        ] {
-            assert!(
-                direct_stream(other, false).is_none(),
-                "{}",
-                String::from_utf8_lossy(other)
-            );
-        }
     }
 }

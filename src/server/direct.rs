@@ -1,0 +1,284 @@
+//! `GET /events` served straight on the TCP connection, without the HTTP
+//! framework: a streaming connection lives for hours, and this way it holds no
+//! framework buffers (two of 8 KiB each) or task state of its own, only its
+//! session, its stream state and a few hundred bytes. More than half the memory an
+//! idle connection would cost otherwise.
+//!
+//! Only a plain request is served here ([`direct_stream`]); everything else goes to
+//! the router. Both paths send the same headers ([`sse::RESPONSE_HEADERS`]) and
+//! close a reader that stopped reading the same way ([`sse::close_when_stalled`]).
+
+use std::io::IoSlice;
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::http::sse::{self, SlowConsumer, SseStream};
+use crate::http::{ApiError, ConnectionInfo};
+use crate::session::Sessions;
+
+/// Most headers a directly served stream request may have.
+const MAX_HEADERS: usize = 64;
+
+/// The target and headers of a request head that is a plain `GET /events` to be
+/// served directly: HTTP/1.1, complete, with no body, upgrade or expectation and
+/// nothing after it, and no CORS to apply (none configured, or no `Origin`).
+pub(super) fn direct_stream(head: &[u8], cors: bool) -> Option<(Uri, HeaderMap)> {
+    let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut parsed);
+    let httparse::Status::Complete(len) = request.parse(head).ok()? else {
+        return None;
+    };
+    let path = request.path?;
+    if len != head.len()
+        || request.method? != "GET"
+        || request.version? != 1
+        || path.split('?').next()? != "/events"
+    {
+        return None;
+    }
+    let mut headers = HeaderMap::with_capacity(request.headers.len());
+    for h in request.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let refused = matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "upgrade" | "expect"
+        ) && !(name == "content-length" && h.value == b"0");
+        if refused || (cors && name == "origin") {
+            return None;
+        }
+        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    Some((path.parse().ok()?, headers))
+}
+
+/// Whether a request head asks for an SSE stream (served directly or not).
+pub(super) fn is_stream_request(head: &[u8]) -> bool {
+    head.strip_prefix(b"GET /events")
+        .is_some_and(|rest| matches!(rest.first(), Some(b'?' | b' ')))
+}
+
+/// Serves the stream request `uri` with `headers` on `socket`, starting the
+/// response with `response_head` (from [`response_head`]). A refusal gets the
+/// usual error response, and the connection is closed after it; so is the
+/// connection when the stream ends.
+///
+/// While a write is blocked the stream still watches for the connection's queue
+/// overflowing and for `info.close`, so a reader that stopped is closed.
+pub(super) async fn serve(
+    sessions: &Sessions,
+    headers: HeaderMap,
+    uri: Uri,
+    info: ConnectionInfo,
+    response_head: Bytes,
+    cors_headers: &HeaderMap,
+    socket: &mut TcpStream,
+) {
+    let close = info.close.clone();
+    let opened = SseStream::open(sessions, &headers, &uri, Some(&info)).await;
+    drop((headers, uri, info));
+    let mut stream = match opened {
+        Ok(stream) => stream,
+        Err(error) => {
+            let _ = write_error(socket, error, cors_headers).await;
+            return;
+        }
+    };
+    let signal = stream.overflow_signal();
+    let mut head = response_head;
+    let mut probe = [0u8; 64];
+    loop {
+        let chunk = tokio::select! {
+            biased;
+            _ = close.cancelled() => return,
+            readable = socket.readable() => {
+                // The client sends nothing after its request: data or EOF here is
+                // the peer going away (or misbehaving).
+                if readable.is_err() {
+                    return;
+                }
+                match socket.try_read(&mut probe) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+                continue;
+            }
+            chunk = stream.next_chunk() => chunk,
+        };
+        let (chunk, last) = match chunk {
+            Some(Ok(chunk)) => (chunk, false),
+            // A slow consumer: close at once.
+            Some(Err(SlowConsumer)) => return,
+            None => (Bytes::new(), true),
+        };
+        // The chunk is the shared frame itself: it is written with its chunked
+        // framing around it, not copied.
+        let mut size = [0u8; 20];
+        let size = chunk_size_line(&mut size, chunk.len());
+        let mut parts = [
+            IoSlice::new(&head),
+            IoSlice::new(if last { b"" } else { size }),
+            IoSlice::new(&chunk),
+            IoSlice::new(if last { b"0\r\n\r\n" } else { b"\r\n" }),
+        ];
+        let written = tokio::select! {
+            biased;
+            _ = close.cancelled() => return,
+            _ = sse::close_when_stalled(signal.clone(), close.clone()) => {
+                stream.stalled();
+                return;
+            }
+            written = write_all_vectored(socket, &mut parts) => written,
+        };
+        if written.is_err() || last {
+            return;
+        }
+        head = Bytes::new();
+    }
+}
+
+/// The response head of a directly served stream: status, [`sse::RESPONSE_HEADERS`],
+/// chunked encoding, and the CORS policy's `cors_headers` (see
+/// [`crate::http::cors_headers_without_origin`]).
+pub(super) fn response_head(cors_headers: &HeaderMap) -> Bytes {
+    let mut out = BytesMut::with_capacity(160 + cors_headers.len() * 48);
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    for (name, value) in sse::RESPONSE_HEADERS {
+        put_header(&mut out, name.as_bytes(), value.as_bytes());
+    }
+    put_header(&mut out, b"transfer-encoding", b"chunked");
+    put_headers(&mut out, cors_headers);
+    out.extend_from_slice(b"\r\n");
+    out.freeze()
+}
+
+fn put_header(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes `headers` as HTTP/1.1 header lines.
+fn put_headers(out: &mut BytesMut, headers: &HeaderMap) {
+    for (name, value) in headers {
+        put_header(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+/// The size line of a chunk of `len` bytes (`1a2\r\n`), written into `buf`.
+fn chunk_size_line(buf: &mut [u8; 20], len: usize) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{len:x}\r\n");
+    let end = cursor.position() as usize;
+    &buf[..end]
+}
+
+/// Writes every byte of `parts` with vectored writes.
+async fn write_all_vectored(
+    socket: &mut TcpStream,
+    mut parts: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        let n = socket.write_vectored(parts).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut parts, n);
+    }
+    Ok(())
+}
+
+/// Writes an error response (status, headers and JSON body, as the router sends
+/// it, with the CORS policy's `cors_headers`) and asks the client to close the
+/// connection.
+async fn write_error(
+    socket: &mut TcpStream,
+    error: ApiError,
+    cors_headers: &HeaderMap,
+) -> std::io::Result<()> {
+    use axum::response::IntoResponse;
+    use std::fmt::Write;
+    let (parts, body) = error.into_response().into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let mut out = BytesMut::with_capacity(256 + body.len());
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\n",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or("")
+    );
+    put_headers(&mut out, &parts.headers);
+    put_headers(&mut out, cors_headers);
+    let _ = write!(
+        out,
+        "content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    out.extend_from_slice(&body);
+    socket.write_all(&out).await?;
+    socket.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_stream_requests_are_served_directly() {
+        let plain =
+            b"GET /events?channel=a&token=t HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 7\r\n\r\n";
+        let (uri, headers) = direct_stream(plain, false).expect("served directly");
+        assert_eq!(uri.query(), Some("channel=a&token=t"));
+        assert_eq!(headers["last-event-id"], "7");
+        let with_origin = b"GET /events?channel=a HTTP/1.1\r\nOrigin: https://app\r\n\r\n";
+        assert!(direct_stream(with_origin, false).is_some());
+        assert!(direct_stream(with_origin, true).is_none(), "CORS applies");
+        for other in [
+            &b"GET /events?channel=a HTTP/1.1\r\nHost: x\r\n"[..],
+            b"GET /events HTTP/1.0\r\n\r\n",
+            b"POST /events HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+            b"GET /eventsx HTTP/1.1\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /events HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /events HTTP/1.1\r\n\r\nGET /stats HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                direct_stream(other, false).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
+    #[test]
+    fn stream_requests_are_told_by_their_target() {
+        assert!(is_stream_request(b"GET /events?channel=a HTTP/1.1\r\n"));
+        assert!(is_stream_request(b"GET /events HTTP/1.1\r\n"));
+        assert!(!is_stream_request(b"GET /eventsx HTTP/1.1\r\n"));
+        assert!(!is_stream_request(b"POST /publish HTTP/1.1\r\n"));
+    }
+
+    #[test]
+    fn the_response_head_is_the_router_s_headers_chunked() {
+        let head = response_head(&HeaderMap::new());
+        assert_eq!(
+            &head[..],
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+cache-control: no-cache, no-transform\r\nx-accel-buffering: no\r\n\
+transfer-encoding: chunked\r\n\r\n"
+        );
+        let mut cors = HeaderMap::new();
+        cors.insert("vary", HeaderValue::from_static("origin"));
+        let head = response_head(&cors);
+        assert!(head.ends_with(b"transfer-encoding: chunked\r\nvary: origin\r\n\r\n"));
+    }
+}

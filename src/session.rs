@@ -1,0 +1,656 @@
+//! A streaming connection, whatever carries it: SSE, WebSocket, long-polling, or
+//! a protocol added later. A transport turns its request into an [`OpenRequest`],
+//! and from then on only encodes what the [`Session`] yields and does the I/O.
+//!
+//! What every connection does lives here, once:
+//!
+//! - **admission** ([`Sessions::admit`]): the credential, the channel names and
+//!   grants, the user channel and `$broadcast`, the connection limits, refusing
+//!   new connections while the hub stops. A refusal is a typed [`Refusal`] that a
+//!   transport renders its own way (an HTTP status, a WebSocket error frame).
+//! - **the subscription and its resume** ([`Admitted::start`]): live events are
+//!   captured before the missed ones are read, so nothing falls between them; a
+//!   connection without a last event id starts at the hub's position, which it is
+//!   told, so it can resume even before its first event.
+//! - **one timer** per connection for the heartbeat (or ping) and the
+//!   credential's expiry, pushed back only when it fires.
+//! - **why it ended** ([`End`], in [`crate::protocol`]): shutdown with a spread
+//!   reconnect delay, expiry, falling behind.
+//! - what a connection may do while it runs: add and drop channels, ask who is
+//!   present, publish client events under a rate limit.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
+
+use crate::auth::{AuthError, Identity};
+use crate::broker::{Accepted, BrokerError, ResumeFrom};
+use crate::core::{
+    ChannelError, ChannelName, Denied, Item, Member, NewEvent, Overflow, OverflowSignal, Payload,
+    Subscription,
+};
+use crate::hooks::Membership;
+use crate::hub::{Admission, ClientPublishError, Hub, Start, Subscribe, Subscribed};
+use crate::limits::Rejection;
+use crate::protocol::{Connected, End, reconnect_delay};
+
+/// Opens sessions: what every streaming connection needs from the hub.
+#[derive(Debug, Clone)]
+pub struct Sessions {
+    hub: Hub,
+}
+
+/// A streaming request as every transport reads it from its own wire form.
+#[derive(Debug, Clone, Default)]
+pub struct OpenRequest {
+    /// The credential presented (a JWT or an API key), if any.
+    pub credential: Option<String>,
+    /// The channel names asked for, as sent.
+    pub channels: Vec<String>,
+    /// Where the client resumes: an id it saw, or `earliest`.
+    pub last_event_id: Option<String>,
+    /// The client's address, for per-address limits.
+    pub peer: Option<IpAddr>,
+    /// Refuse an anonymous request that names no channel (it would only get
+    /// broadcasts, which is most likely a mistake).
+    pub require_channel: bool,
+}
+
+/// Why a connection, or something it asked for, was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    /// The credential is not valid.
+    #[error(transparent)]
+    Credential(#[from] AuthError),
+    /// A channel name is not valid.
+    #[error("{error}")]
+    InvalidChannel {
+        /// The name as sent.
+        name: String,
+        /// What is wrong with it.
+        error: ChannelError,
+    },
+    /// The request names no channel.
+    #[error("name at least one channel: /events?channel=NAME")]
+    NoChannel,
+    /// More channels than a connection may have.
+    #[error("{}", match requested {
+        Some(n) => format!("{n} channels requested; at most {max} per connection"),
+        None => format!("at most {max} channels per connection"),
+    })]
+    TooManyChannels {
+        /// How many were asked for (`None` when adding one to a full connection).
+        requested: Option<usize>,
+        /// The limit.
+        max: usize,
+    },
+    /// The channel's policy or the credential does not allow subscribing.
+    #[error(transparent)]
+    Denied(Denied),
+    /// A connection limit was reached.
+    #[error("{}", match .0 {
+        Rejection::MaxConnections => "the hub is at its connection limit; retry later",
+        Rejection::PerIp => "too many open connections from this address",
+    })]
+    Limit(Rejection),
+    /// The hub is stopping.
+    #[error("the hub is shutting down; reconnect to another node")]
+    ShuttingDown,
+    /// The broker cannot serve it now.
+    #[error(transparent)]
+    Unavailable(#[from] BrokerError),
+    /// An unsubscribe from a channel the connection is not on.
+    #[error("not subscribed to {0}")]
+    NotSubscribed(ChannelName),
+    /// Presence was asked of a namespace without it.
+    #[error("presence is not enabled for {0}")]
+    PresenceDisabled(ChannelName),
+    /// A client event names no channel, or several ways of naming them.
+    #[error("name exactly one of `channel` and `channels`")]
+    NoTarget,
+    /// Client events come faster than the connection's rate limit.
+    #[error("more than {0} events per second; slow down")]
+    RateLimited(f64),
+    /// A client event was not published (policy, validity, hooks, broker).
+    #[error(transparent)]
+    Publish(ClientPublishError),
+}
+
+impl Refusal {
+    /// The stable code a client can act on, the same over every transport.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Credential(AuthError::Expired) => "token_expired",
+            Self::Credential(_) => "invalid_token",
+            Self::InvalidChannel { .. } => "invalid_channel",
+            Self::NoChannel => "no_channel",
+            Self::TooManyChannels { .. } => "too_many_channels",
+            Self::Denied(Denied::NeedsCredential(_)) => "unauthorized",
+            Self::Denied(_) => "forbidden",
+            Self::Limit(Rejection::MaxConnections) => "too_many_connections",
+            Self::Limit(Rejection::PerIp) => "too_many_connections_from_address",
+            Self::ShuttingDown => "shutting_down",
+            Self::Unavailable(_) => "unavailable",
+            Self::NotSubscribed(_) => "not_subscribed",
+            Self::PresenceDisabled(_) => "presence_disabled",
+            Self::NoTarget => "invalid_target",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Publish(ClientPublishError::Forbidden(_)) => "forbidden",
+            Self::Publish(ClientPublishError::Invalid(_)) => "invalid_event",
+            Self::Publish(ClientPublishError::Refused(_)) => "refused",
+            Self::Publish(ClientPublishError::Unavailable(_)) => "unavailable",
+        }
+    }
+
+    /// The channel the refusal is about, if it is about one.
+    pub fn channel(&self) -> Option<&str> {
+        match self {
+            Self::InvalidChannel { name, .. } => Some(name),
+            Self::Denied(
+                Denied::NeedsCredential(channel)
+                | Denied::NotGranted(channel)
+                | Denied::OtherUser(channel),
+            ) => Some(channel),
+            _ => None,
+        }
+    }
+}
+
+impl Sessions {
+    /// Sessions of `hub`.
+    pub fn new(hub: Hub) -> Self {
+        Self { hub }
+    }
+
+    /// The hub sessions subscribe to.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Who presents `credential`: anonymous without one; a refused credential is
+    /// counted.
+    pub fn identify(&self, credential: Option<&str>) -> Result<Identity, AuthError> {
+        let Some(credential) = credential.filter(|c| !c.is_empty()) else {
+            return Ok(Identity::anonymous());
+        };
+        self.hub
+            .authenticator()
+            .authenticate(credential)
+            .inspect_err(|_| self.hub.counters().auth_failed())
+    }
+
+    /// Checks a streaming request and takes its place within the connection limits.
+    pub fn admit(&self, request: OpenRequest) -> Result<Admitted, Refusal> {
+        let identity = self.identify(request.credential.as_deref())?;
+        let max = self.hub.config().limits.max_channels_per_connection;
+        let mut channels = Vec::with_capacity(request.channels.len().min(max) + 2);
+        let mut seen = HashSet::with_capacity(request.channels.len().min(max));
+        for name in &request.channels {
+            let channel = parse_channel(name)?;
+            if seen.insert(channel.clone()) {
+                channels.push(channel);
+            }
+        }
+        if channels.len() > max {
+            return Err(Refusal::TooManyChannels {
+                requested: Some(channels.len()),
+                max,
+            });
+        }
+        if request.require_channel && channels.is_empty() && !identity.is_authenticated() {
+            return Err(Refusal::NoChannel);
+        }
+        let grants = identity.grants();
+        for channel in &channels {
+            self.hub
+                .policies()
+                .may_subscribe(&grants, channel)
+                .map_err(Refusal::Denied)?;
+        }
+        if let Some(user) = &identity.user {
+            let own = ChannelName::user(user).map_err(|error| Refusal::InvalidChannel {
+                name: user.clone(),
+                error,
+            })?;
+            if !seen.contains(&own) {
+                channels.push(own);
+            }
+        }
+        channels.push(ChannelName::broadcast());
+        let resume = request
+            .last_event_id
+            .filter(|id| !id.is_empty())
+            .map(|id| ResumeFrom::parse(&id));
+        let admission = self.hub.admit(request.peer).map_err(Refusal::Limit)?;
+        if self.hub.is_shutting_down() {
+            return Err(Refusal::ShuttingDown);
+        }
+        Ok(Admitted {
+            sessions: self.clone(),
+            identity,
+            channels,
+            resume,
+            admission,
+        })
+    }
+}
+
+fn parse_channel(name: &str) -> Result<ChannelName, Refusal> {
+    ChannelName::new(name).map_err(|error| Refusal::InvalidChannel {
+        name: name.to_owned(),
+        error,
+    })
+}
+
+/// A connection that passed admission and holds its place, not yet subscribed.
+#[derive(Debug)]
+pub struct Admitted {
+    sessions: Sessions,
+    identity: Identity,
+    channels: Vec<ChannelName>,
+    resume: Option<ResumeFrom>,
+    admission: Admission,
+}
+
+/// How a session keeps an idle connection alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// A heartbeat after each period with nothing sent (SSE comments).
+    WhenIdle(Duration),
+    /// A heartbeat every period whatever was sent (WebSocket pings, whose answers
+    /// show the client is alive).
+    Every(Duration),
+    /// None (a long-poll request, which ends by itself).
+    Off,
+}
+
+/// What a session does besides carrying events.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionOptions {
+    /// How the connection is kept alive.
+    pub heartbeat: Heartbeat,
+    /// Whether the connection counts as present on its channels (joins and leaves,
+    /// presence, webhooks). A long-poll request does not: requests come and go.
+    pub presence: bool,
+}
+
+impl Admitted {
+    /// Who the connection is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Its channels, its user channel and `$broadcast` included.
+    pub fn channels(&self) -> &[ChannelName] {
+        &self.channels
+    }
+
+    /// Where it asked to resume.
+    pub fn resume(&self) -> Option<&ResumeFrom> {
+        self.resume.as_ref()
+    }
+
+    /// The id of the hub's newest position, for a client that has seen nothing yet.
+    pub async fn position(&self) -> Result<String, Refusal> {
+        Ok(self.sessions.hub.position().await?)
+    }
+
+    /// Subscribes the connection: what it missed since its last event id first, then
+    /// live events.
+    pub async fn start(self, options: SessionOptions) -> Result<Session, Refusal> {
+        let Admitted {
+            sessions,
+            identity,
+            channels,
+            resume,
+            admission,
+        } = self;
+        let hub = &sessions.hub;
+        let request = Subscribe {
+            channels,
+            start: resume.map_or(Start::Head, Start::After),
+            queue: None,
+        };
+        let Subscribed {
+            subscription,
+            position: start,
+        } = hub.subscribe(request).await?;
+        let membership = options.presence.then(|| {
+            let mut membership = Membership::new(
+                hub,
+                admission.connection_id(),
+                identity.user.clone(),
+                identity.info.clone(),
+            );
+            for channel in subscription.channels() {
+                membership.join(channel);
+            }
+            membership
+        });
+        let config = hub.config();
+        let now = Instant::now();
+        let expires = identity
+            .expires_in()
+            .and_then(|left| now.checked_add(left)?.checked_add(config.auth.leeway));
+        let ws = &config.ws;
+        let limit = RateLimit::new(ws.client_publish_rate, ws.client_publish_burst);
+        let mut session = Session {
+            timer: Box::pin(tokio::time::sleep_until(now)),
+            heartbeat: options.heartbeat,
+            last_write: now,
+            expires,
+            start,
+            limit,
+            subscription,
+            membership,
+            identity,
+            admission,
+            sessions,
+        };
+        session.set_timer(now);
+        Ok(session)
+    }
+}
+
+/// What a session yields next.
+#[derive(Debug)]
+pub enum Step {
+    /// An event or a reset, for the transport to encode.
+    Item(Item),
+    /// A heartbeat is due (an SSE comment, a WebSocket ping).
+    Heartbeat,
+    /// The session is over; the transport says why and closes.
+    End(End),
+}
+
+/// A client event as a transport read it.
+#[derive(Debug, Clone)]
+pub struct ClientPublish {
+    /// The channels named, as sent.
+    pub channels: Vec<String>,
+    /// The event type.
+    pub kind: Option<String>,
+    /// The data.
+    pub data: Payload,
+}
+
+/// What adding a channel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Added {
+    /// The channel was added (and what it missed is queued).
+    Added,
+    /// The connection was already on it.
+    Already,
+}
+
+/// One streaming connection's subscription, timer and place, until it ends.
+#[derive(Debug)]
+pub struct Session {
+    /// One timer for the heartbeat and the credential's expiry: it fires at the
+    /// earlier of the two, and is pushed back only when it fires, not on every write.
+    timer: Pin<Box<Sleep>>,
+    heartbeat: Heartbeat,
+    /// When the session last yielded something to send.
+    last_write: Instant,
+    expires: Option<Instant>,
+    start: Option<String>,
+    limit: RateLimit,
+    subscription: Subscription,
+    membership: Option<Membership>,
+    identity: Identity,
+    admission: Admission,
+    sessions: Sessions,
+}
+
+impl Session {
+    /// The first message: who the connection is, its channels and its position.
+    pub fn connected(&self) -> Connected {
+        Connected {
+            connection_id: self.admission.connection_id().to_owned(),
+            user: self.identity.user.clone(),
+            channels: self.subscription.channels().to_vec(),
+            heartbeat_ms: None,
+            last_event_id: self.start.clone(),
+        }
+    }
+
+    /// The connection's id.
+    pub fn connection_id(&self) -> &str {
+        self.admission.connection_id()
+    }
+
+    /// Who the connection is.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// Its channels.
+    pub fn channels(&self) -> &[ChannelName] {
+        self.subscription.channels()
+    }
+
+    /// The position the session started after (see [`Connected::last_event_id`]).
+    pub fn start_position(&self) -> Option<&str> {
+        self.start.as_deref()
+    }
+
+    /// The next step, waiting for one. Cancel-safe: a transport may wait on it
+    /// beside its socket.
+    pub async fn next(&mut self) -> Step {
+        loop {
+            {
+                let hub = &self.sessions.hub;
+                let subscription = &mut self.subscription;
+                let timer = &mut self.timer;
+                tokio::select! {
+                    biased;
+                    _ = hub.shutting_down() => {
+                        let within = hub.config().shutdown.reconnect_within;
+                        return Step::End(End::Shutdown { retry: reconnect_delay(within) });
+                    }
+                    _ = timer.as_mut() => {}
+                    item = subscription.next() => match item {
+                        Ok(Some(item)) => {
+                            self.last_write = Instant::now();
+                            return Step::Item(item);
+                        }
+                        Ok(None) => return Step::End(End::Gone),
+                        Err(Overflow) => return Step::End(self.slow_consumer()),
+                    },
+                }
+            }
+            let now = Instant::now();
+            if self.expires.is_some_and(|at| at <= now) {
+                return Step::End(End::TokenExpired);
+            }
+            match self.heartbeat {
+                Heartbeat::WhenIdle(period) if self.last_write + period > now => {
+                    // Something was sent since the timer was set: no heartbeat is
+                    // due until a full period after that.
+                    self.set_timer(self.last_write);
+                }
+                Heartbeat::WhenIdle(_) | Heartbeat::Every(_) => {
+                    self.last_write = now;
+                    self.set_timer(now);
+                    return Step::Heartbeat;
+                }
+                Heartbeat::Off => self.set_timer(now),
+            }
+        }
+    }
+
+    /// The next item if one is ready now (to send several in one write);
+    /// [`End::SlowConsumer`] when the queue overflowed.
+    pub fn try_next(&mut self) -> Result<Option<Item>, End> {
+        match self.subscription.try_next() {
+            Ok(item) => Ok(item),
+            Err(Overflow) => Err(self.slow_consumer()),
+        }
+    }
+
+    fn slow_consumer(&self) -> End {
+        tracing::debug!(
+            connection = self.admission.connection_id(),
+            "closing a slow consumer"
+        );
+        End::SlowConsumer
+    }
+
+    /// Completes when the connection's queue overflowed without taking anything
+    /// from it. A transport whose write is blocked by a reader that stopped reading
+    /// waits on this beside the write, and closes the connection when it completes.
+    pub async fn overflowed(&self) {
+        self.subscription.overflowed().await
+    }
+
+    /// [`Session::overflowed`] for a task apart from the session's.
+    pub fn overflow_signal(&self) -> OverflowSignal {
+        self.subscription.overflow_signal()
+    }
+
+    /// Sets the timer for the next heartbeat after `from`, or the expiry if earlier.
+    fn set_timer(&mut self, from: Instant) {
+        let beat = match self.heartbeat {
+            Heartbeat::WhenIdle(period) | Heartbeat::Every(period) => from.checked_add(period),
+            Heartbeat::Off => None,
+        };
+        let at = match (beat, self.expires) {
+            (Some(beat), Some(expires)) => beat.min(expires),
+            (Some(at), None) | (None, Some(at)) => at,
+            // Nothing to wake for: a day from now, and again after that.
+            (None, None) => from + Duration::from_secs(86_400),
+        };
+        self.timer.as_mut().reset(at);
+    }
+
+    /// Adds a channel to the running connection, replaying what it missed after
+    /// `last_event_id` (if given) before its live events.
+    pub async fn subscribe(
+        &mut self,
+        name: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<Added, Refusal> {
+        let channel = parse_channel(name)?;
+        let hub = &self.sessions.hub;
+        hub.policies()
+            .may_subscribe(&self.identity.grants(), &channel)
+            .map_err(Refusal::Denied)?;
+        if self.subscription.has(&channel) {
+            return Ok(Added::Already);
+        }
+        // The user channel and `$broadcast` come on top of the named ones.
+        let max = hub.config().limits.max_channels_per_connection;
+        if self.subscription.channels().len() >= max + 2 {
+            return Err(Refusal::TooManyChannels {
+                requested: None,
+                max,
+            });
+        }
+        let resume = last_event_id
+            .filter(|id| !id.is_empty())
+            .map(ResumeFrom::parse);
+        hub.add_channel(&mut self.subscription, channel.clone(), resume)
+            .await?;
+        if let Some(membership) = &mut self.membership {
+            membership.join(&channel);
+        }
+        Ok(Added::Added)
+    }
+
+    /// Drops a channel from the running connection.
+    pub fn unsubscribe(&mut self, name: &str) -> Result<(), Refusal> {
+        let channel = parse_channel(name)?;
+        if !self.subscription.remove_channel(&channel) {
+            return Err(Refusal::NotSubscribed(channel));
+        }
+        if let Some(membership) = &mut self.membership {
+            membership.leave(&channel);
+        }
+        Ok(())
+    }
+
+    /// Who is present on a channel the connection is on or may subscribe to.
+    pub fn presence(&self, name: &str) -> Result<(ChannelName, Vec<Member>), Refusal> {
+        let channel = parse_channel(name)?;
+        let hub = &self.sessions.hub;
+        if !self.subscription.has(&channel) {
+            hub.policies()
+                .may_subscribe(&self.identity.grants(), &channel)
+                .map_err(Refusal::Denied)?;
+        }
+        if !hub.policies().of(&channel).presence {
+            return Err(Refusal::PresenceDisabled(channel));
+        }
+        let members = hub.presence(&channel);
+        Ok((channel, members))
+    }
+
+    /// Publishes an event from the client, where the namespace and the credential
+    /// allow it, within the connection's rate limit.
+    pub async fn publish(&mut self, event: ClientPublish) -> Result<Accepted, Refusal> {
+        if event.channels.is_empty() {
+            return Err(Refusal::NoTarget);
+        }
+        let mut channels = Vec::with_capacity(event.channels.len());
+        for name in &event.channels {
+            channels.push(parse_channel(name)?);
+        }
+        let hub = &self.sessions.hub;
+        if !self.limit.allow() {
+            hub.counters().client_event(false);
+            return Err(Refusal::RateLimited(self.limit.rate));
+        }
+        let mut new = NewEvent::new(channels[0].clone(), event.data);
+        new.channels = channels;
+        new.kind = event.kind;
+        hub.publish_from_client(&self.identity, self.admission.connection_id(), new)
+            .await
+            .map_err(Refusal::Publish)
+    }
+
+    /// Ends the connection on its channels at once (leaves them, takes no more
+    /// events), whatever its transport still has to say before closing.
+    pub fn close(&mut self) {
+        if let Some(membership) = &mut self.membership {
+            membership.leave_all();
+        }
+        self.subscription.remove_all();
+    }
+}
+
+/// A per-connection token bucket for client events.
+#[derive(Debug)]
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    at: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: f64, burst: u32) -> Self {
+        let burst = f64::from(burst.max(1));
+        Self {
+            rate,
+            burst,
+            tokens: burst,
+            at: Instant::now(),
+        }
+    }
+
+    fn allow(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
