@@ -506,17 +506,7 @@ impl Hub {
     /// The id of the hub's newest position: resuming after it yields every event
     /// published from now on.
     pub async fn position(&self) -> Result<String, BrokerError> {
-        // Every broker answers an id it does not know with a reset naming its newest
-        // position, and no event id may hold a control character, so this one is
-        // never known.
-        let replay = self
-            .inner
-            .broker
-            .replay(&[], ResumeFrom::After("\u{1}".to_owned()))
-            .await?;
-        replay.reset.map(|reset| reset.id).ok_or_else(|| {
-            BrokerError::Unavailable("the broker did not report its position".into())
-        })
+        self.inner.broker.head().await
     }
 
     /// Up to `limit` of the newest events kept for `channel`, oldest first.

@@ -163,6 +163,10 @@ impl Broker for MemoryBroker {
         Ok(Replay::of(resumed, after, state.seq, head))
     }
 
+    async fn head(&self) -> Result<String, BrokerError> {
+        Ok(self.id_of(self.state.lock().seq))
+    }
+
     async fn history(
         &self,
         channel: &ChannelName,

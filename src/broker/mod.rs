@@ -121,6 +121,10 @@ pub trait Broker: Send + Sync + 'static {
         from: ResumeFrom,
     ) -> Result<Replay, BrokerError>;
 
+    /// The id of the newest position: resuming after it yields every event
+    /// accepted from now on.
+    async fn head(&self) -> Result<String, BrokerError>;
+
     /// Up to `limit` of the newest events kept for `channel`, oldest first.
     async fn history(
         &self,

@@ -472,6 +472,19 @@ impl Broker for NatsBroker {
         Ok(replica.replay(channels, Some(after)))
     }
 
+    async fn head(&self) -> Result<String, BrokerError> {
+        // This node's position is the stream's once it has applied all of it.
+        match self.settle().await {
+            Some(head) if head <= self.shared.replica.applied() => {
+                Ok(self.shared.replica.head_id())
+            }
+            Some(_) => Err(unavailable(
+                "this node is still catching up with the stream",
+            )),
+            None => Err(unavailable("cannot reach the stream")),
+        }
+    }
+
     async fn history(
         &self,
         channel: &ChannelName,

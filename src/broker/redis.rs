@@ -434,6 +434,24 @@ impl Broker for RedisBroker {
         Ok(Replay::of(Resumed { events, gaps }, after, head, head_id))
     }
 
+    async fn head(&self) -> Result<String, BrokerError> {
+        // The replay script with no id and no channel only reads the epoch and the
+        // position counter on the sequencer.
+        let sh = &self.shared;
+        let reply = self
+            .replay_on(&sh.link, &Shared::candidate_epoch(), "", &[])
+            .await?;
+        let epoch = reply
+            .get(1)
+            .and_then(text)
+            .ok_or_else(|| unexpected("replay"))?;
+        let head = reply
+            .get(2)
+            .and_then(int)
+            .ok_or_else(|| unexpected("replay"))?;
+        Ok(format!("{epoch}-{head}"))
+    }
+
     async fn history(
         &self,
         channel: &ChannelName,

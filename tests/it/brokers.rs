@@ -91,6 +91,27 @@ for_each_broker!(
     }
 );
 
+for_each_broker!(the_head_is_the_newest_position, |kind| async move {
+    let Some((b, place)) = broker(kind, 10).await else {
+        return;
+    };
+    let empty = b.head().await.unwrap();
+    assert!(empty.ends_with("-0"), "nothing published yet: {empty}");
+    publish(b.as_ref(), &["a"]).await;
+    let last = publish(b.as_ref(), &["b"]).await;
+    assert_eq!(b.head().await.unwrap(), last.id);
+    let r = b
+        .replay(&[ch("a"), ch("b")], ResumeFrom::After(last.id))
+        .await
+        .unwrap();
+    assert!(
+        r.events.is_empty() && r.reset.is_none(),
+        "known and current"
+    );
+    drop(b);
+    place.clean().await;
+});
+
 for_each_broker!(unknown_and_foreign_ids_get_a_reset, |kind| async move {
     let Some((b, place)) = broker(kind, 10).await else {
         return;

@@ -227,16 +227,25 @@ impl Replica {
     /// A reset for an id this node does not know.
     pub(super) fn unknown(&self, channels: &[ChannelName]) -> Replay {
         let state = self.state.lock();
-        let epoch = state.epoch.clone().unwrap_or_default();
         Replay {
             events: Vec::new(),
             reset: Some(Reset {
                 reason: ResetReason::UnknownId,
                 channels: channels.to_vec(),
-                id: format!("{epoch}-{}", state.seq),
+                id: Self::id_at(&state),
             }),
             after_seq: state.seq,
         }
+    }
+
+    /// The id of the newest position this node applied.
+    pub(super) fn head_id(&self) -> String {
+        Self::id_at(&self.state.lock())
+    }
+
+    fn id_at(state: &State) -> String {
+        let epoch = state.epoch.as_deref().unwrap_or_default();
+        format!("{epoch}-{}", state.seq)
     }
 
     /// Up to `limit` of the newest events kept for `channel`.
