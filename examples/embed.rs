@@ -15,7 +15,7 @@
 use axum::Router;
 use axum::extract::State;
 use axum::routing::post;
-use herald::{ChannelName, Config, Hub, NewEvent};
+use herald::{ChannelName, Config, Hub, NewEvent, Node};
 use serde_json::json;
 
 async fn create_order(State(hub): State<Hub>) -> Result<String, String> {
@@ -44,16 +44,16 @@ fn rand_id() -> u32 {
 async fn main() -> anyhow::Result<()> {
     // The same configuration the binary reads: file (optional) and HERALD_* variables.
     let config = Config::load(None)?;
-    let hub = Hub::new(config)?;
+    let node = Node::new(config)?;
     let app = Router::new()
         .route("/orders", post(create_order))
-        .with_state(hub.clone())
-        .nest("/realtime", hub.router());
+        .with_state(node.hub().clone())
+        .nest("/realtime", node.router());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("app on http://127.0.0.1:3000, hub under /realtime");
     // `herald::serve` would also apply per-address limits and close stalled
     // readers at once; plain `axum::serve` works too.
-    let shutdown = hub.clone();
+    let shutdown = node.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             let _ = tokio::signal::ctrl_c().await;

@@ -1,12 +1,11 @@
-//! Channel activity: connections joining and leaving channels, presence, and the
-//! application's hooks on them and on events published by clients.
+//! Channel activity: connections joining and leaving channels, and the hooks on
+//! them and on events published by clients.
 //!
-//! Transports hold a [`Membership`] per connection and call `join`/`leave` as the
-//! connection's channels change; dropping it leaves every channel, so a connection
-//! that dies without a goodbye still leaves. Activities are handled in order by
-//! one task: it calls the Rust hooks, announces presence changes on the channel
-//! (`presence.join`, `presence.leave`, live-only events) and hands them to the
-//! webhooks.
+//! [`Hooks`] is where an embedding application registers its hooks
+//! ([`Hooks::on_join`], [`Hooks::on_leave`], [`Hooks::on_client_event`]) and where
+//! the hub's own parts listen (presence sharing, webhooks), after the
+//! application's. Sessions record every join and leave here; one task handles
+//! them in order.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,8 +14,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+use parking_lot::RwLock;
+
 use crate::core::{ChannelName, NewEvent};
-use crate::hub::Hub;
 
 /// Whether a connection joined or left a channel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,35 +66,66 @@ type ActivityHook = Arc<dyn Fn(&ChannelActivity) + Send + Sync>;
 type ClientEventHook =
     Arc<dyn Fn(ClientEvent) -> Pin<Box<dyn Future<Output = HookResult> + Send>> + Send + Sync>;
 
-/// The hooks an embedding application registered.
+/// The hooks on channel activity and client events: the application's first, then
+/// the hub's own parts'. Cheap to clone.
+#[derive(Clone)]
+pub struct Hooks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    lists: RwLock<Lists>,
+    /// The activity task's inbox.
+    activity: mpsc::UnboundedSender<ChannelActivity>,
+}
+
 #[derive(Default, Clone)]
-pub(crate) struct Hooks {
-    pub(crate) on_join: Vec<ActivityHook>,
-    pub(crate) on_leave: Vec<ActivityHook>,
-    pub(crate) on_client_event: Vec<ClientEventHook>,
+struct Lists {
+    on_join: Vec<ActivityHook>,
+    on_leave: Vec<ActivityHook>,
+    on_client_event: Vec<ClientEventHook>,
+    /// The hub's own listeners to every activity, called after the application's.
+    listeners: Vec<ActivityHook>,
+    /// The hub's own checks of client events, run after the application's.
+    checks: Vec<ClientEventHook>,
 }
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let lists = self.inner.lists.read();
         f.debug_struct("Hooks")
-            .field("on_join", &self.on_join.len())
-            .field("on_leave", &self.on_leave.len())
-            .field("on_client_event", &self.on_client_event.len())
+            .field("on_join", &lists.on_join.len())
+            .field("on_leave", &lists.on_leave.len())
+            .field("on_client_event", &lists.on_client_event.len())
             .finish()
     }
 }
 
-impl Hub {
+impl Hooks {
+    /// No hooks yet; starts the task that handles activities in order. Must be
+    /// called inside a Tokio runtime.
+    pub(crate) fn start() -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let hooks = Self {
+            inner: Arc::new(Inner {
+                lists: RwLock::new(Lists::default()),
+                activity: tx,
+            }),
+        };
+        tokio::spawn(handle_activities(Arc::downgrade(&hooks.inner), rx));
+        hooks
+    }
+
     /// Calls `hook` whenever a connection subscribes to a channel (the broadcast
     /// channel excepted).
     pub fn on_join(&self, hook: impl Fn(&ChannelActivity) + Send + Sync + 'static) {
-        self.hooks_mut(|h| h.on_join.push(Arc::new(hook)));
+        self.inner.lists.write().on_join.push(Arc::new(hook));
     }
 
     /// Calls `hook` whenever a connection's subscription to a channel ends, also when
     /// the connection died.
     pub fn on_leave(&self, hook: impl Fn(&ChannelActivity) + Send + Sync + 'static) {
-        self.hooks_mut(|h| h.on_leave.push(Arc::new(hook)));
+        self.inner.lists.write().on_leave.push(Arc::new(hook));
     }
 
     /// Runs `hook` on every event a client publishes, before it is published: return
@@ -105,139 +136,70 @@ impl Hub {
         F: Fn(ClientEvent) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HookResult> + Send + 'static,
     {
-        let hook: ClientEventHook = Arc::new(move |event| Box::pin(hook(event)));
-        self.hooks_mut(|h| h.on_client_event.push(hook));
+        self.inner
+            .lists
+            .write()
+            .on_client_event
+            .push(client_event_hook(hook));
     }
 
-    /// Runs the client-event hooks and webhook on `event`.
-    pub(crate) async fn vet_client_event(&self, mut event: ClientEvent) -> HookResult {
-        let hooks = self.hooks().on_client_event;
-        for hook in hooks {
-            let checked = hook(event.clone()).await?;
-            event.event = checked;
-        }
-        if let Some(webhooks) = self.webhooks() {
-            event.event = webhooks.check_client_event(&event).await?;
+    /// Calls `listener` on every activity, after the application's hooks.
+    pub(crate) fn listen(&self, listener: impl Fn(&ChannelActivity) + Send + Sync + 'static) {
+        self.inner.lists.write().listeners.push(Arc::new(listener));
+    }
+
+    /// Runs `check` on every client event, after the application's hooks.
+    pub(crate) fn check_client_events<F, Fut>(&self, check: F)
+    where
+        F: Fn(ClientEvent) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HookResult> + Send + 'static,
+    {
+        self.inner
+            .lists
+            .write()
+            .checks
+            .push(client_event_hook(check));
+    }
+
+    /// Hands an activity to the task that handles them in order.
+    pub(crate) fn record(&self, activity: ChannelActivity) {
+        let _ = self.inner.activity.send(activity);
+    }
+
+    /// Runs the client-event hooks and checks on `event`: the event to publish, or
+    /// why it is refused.
+    pub(crate) async fn vet(&self, mut event: ClientEvent) -> HookResult {
+        let lists = self.inner.lists.read().clone();
+        for hook in lists.on_client_event.iter().chain(&lists.checks) {
+            event.event = hook(event.clone()).await?;
         }
         Ok(event.event)
     }
 }
 
-/// Starts the task that handles activities in order; returns its inbox.
-pub(crate) fn spawn_activity_task(
-    hub: std::sync::Weak<crate::hub::Inner>,
-) -> mpsc::UnboundedSender<ChannelActivity> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<ChannelActivity>();
-    tokio::spawn(async move {
-        while let Some(activity) = rx.recv().await {
-            let Some(hub) = Hub::upgrade(&hub) else { break };
-            let hooks = hub.hooks();
-            let list = match activity.kind {
-                ActivityKind::Join => &hooks.on_join,
-                ActivityKind::Leave => &hooks.on_leave,
-            };
-            for hook in list {
-                hook(&activity);
-            }
-            // Presence is shared (and its joins and leaves announced) by the
-            // presence task, which sees every node's connections.
-            if let Some(user) = &activity.user
-                && hub.policies().of(&activity.channel).presence
-            {
-                hub.presence_changed(&activity.channel, user);
-            }
-            if let Some(webhooks) = hub.webhooks() {
-                webhooks.notify(&activity);
-            }
-        }
-    });
-    tx
+fn client_event_hook<F, Fut>(hook: F) -> ClientEventHook
+where
+    F: Fn(ClientEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HookResult> + Send + 'static,
+{
+    Arc::new(move |event| Box::pin(hook(event)))
 }
 
-/// A connection's channel memberships; dropping it leaves them all.
-#[derive(Debug)]
-pub struct Membership {
-    hub: Hub,
-    connection_id: String,
-    user: Option<String>,
-    info: Option<serde_json::Value>,
-    channels: Vec<ChannelName>,
-}
-
-impl Membership {
-    /// Memberships of the connection `connection_id` of `user`.
-    pub fn new(
-        hub: &Hub,
-        connection_id: &str,
-        user: Option<String>,
-        info: Option<serde_json::Value>,
-    ) -> Self {
-        Self {
-            hub: hub.clone(),
-            connection_id: connection_id.to_owned(),
-            user,
-            info,
-            channels: Vec::new(),
-        }
-    }
-
-    /// The connection subscribed to `channel`.
-    pub fn join(&mut self, channel: &ChannelName) {
-        if channel.is_broadcast() || self.channels.contains(channel) {
-            return;
-        }
-        self.channels.push(channel.clone());
-        let changed = self.presence_tracked(channel)
-            && self.hub.presence_registry().join(
-                channel,
-                self.user.as_deref().unwrap_or_default(),
-                self.info.clone(),
-            );
-        self.emit(ActivityKind::Join, channel, changed);
-    }
-
-    /// The connection's subscription to `channel` ended.
-    pub fn leave(&mut self, channel: &ChannelName) {
-        let Some(index) = self.channels.iter().position(|c| c == channel) else {
-            return;
+/// Handles activities in order, for as long as the hooks exist.
+async fn handle_activities(
+    hooks: std::sync::Weak<Inner>,
+    mut rx: mpsc::UnboundedReceiver<ChannelActivity>,
+) {
+    while let Some(activity) = rx.recv().await {
+        let Some(inner) = hooks.upgrade() else { break };
+        let lists = inner.lists.read().clone();
+        drop(inner);
+        let hooks = match activity.kind {
+            ActivityKind::Join => &lists.on_join,
+            ActivityKind::Leave => &lists.on_leave,
         };
-        self.channels.swap_remove(index);
-        let changed = self.presence_tracked(channel)
-            && self
-                .hub
-                .presence_registry()
-                .leave(channel, self.user.as_deref().unwrap_or_default());
-        self.emit(ActivityKind::Leave, channel, changed);
-    }
-
-    fn presence_tracked(&self, channel: &ChannelName) -> bool {
-        self.user.is_some() && self.hub.policies().of(channel).presence
-    }
-
-    fn emit(&self, kind: ActivityKind, channel: &ChannelName, presence_changed: bool) {
-        self.hub.record_activity(ChannelActivity {
-            kind,
-            channel: channel.clone(),
-            connection_id: self.connection_id.clone(),
-            user: self.user.clone(),
-            presence_changed,
-            info: self.info.clone(),
-        });
-    }
-}
-
-impl Membership {
-    /// The connection ended: it leaves every channel.
-    pub fn leave_all(&mut self) {
-        for channel in std::mem::take(&mut self.channels) {
-            self.channels.push(channel.clone());
-            self.leave(&channel);
+        for hook in hooks.iter().chain(&lists.listeners) {
+            hook(&activity);
         }
-    }
-}
-
-impl Drop for Membership {
-    fn drop(&mut self) {
-        self.leave_all();
     }
 }

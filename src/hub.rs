@@ -1,29 +1,21 @@
-//! The hub: the handle an application or the binary holds, tying the core to a
-//! broker, credentials, limits and counters.
+//! The hub: publishing, subscribing and admitting connections, over a broker and
+//! this node's fan-out.
 //!
 //! [`Hub`] is cheap to clone (an `Arc`), so it can be stored in handlers and tasks.
-//! The HTTP face of it is [`Hub::router`], in [`crate::http`].
+//! It knows nothing of HTTP, credentials, presence or the inbox: those parts hold a
+//! `Hub` and are wired together by the node, the composition root.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authenticator;
-use crate::auth::Identity;
-use crate::broker::{Accepted, Broker, BrokerError, LocalDelivery, ResumeFrom};
-use crate::config::{Config, ConfigError};
-use crate::core::{
-    ChannelName, ClusterView, Event, EventError, Fanout, Member, NewEvent, Policies, Presence,
-    Subscription,
-};
-use crate::hooks::{ChannelActivity, ClientEvent, Hooks};
+use crate::broker::{Accepted, Broker, BrokerError, ResumeFrom};
+use crate::core::{ChannelName, Event, EventError, Fanout, NewEvent, Subscription};
 use crate::limits::{ConnectionLimits, Rejection, Slot};
-use crate::stats::{Gauges, Snapshot, Stats};
-use crate::webhooks::Webhooks;
+use crate::stats::{Gauges, Stats};
 
 /// How often history is expired and idle channels forgotten.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
@@ -48,23 +40,6 @@ pub enum PublishError {
     Unavailable(#[from] BrokerError),
 }
 
-/// An event from a client was not published.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ClientPublishError {
-    /// The namespace or the token does not allow it.
-    #[error("{0}")]
-    Forbidden(String),
-    /// The event is not valid.
-    #[error(transparent)]
-    Invalid(EventError),
-    /// A hook or the webhook refused it.
-    #[error("{0}")]
-    Refused(String),
-    /// The broker cannot accept events now.
-    #[error(transparent)]
-    Unavailable(BrokerError),
-}
-
 /// The hub handle.
 #[derive(Clone, Debug)]
 pub struct Hub {
@@ -73,26 +48,27 @@ pub struct Hub {
 
 #[derive(Debug)]
 pub(crate) struct Inner {
-    config: Config,
-    policies: Arc<Policies>,
-    auth: Authenticator,
+    settings: HubSettings,
     fanout: Arc<Fanout>,
     broker: Arc<dyn Broker>,
     stats: Arc<Stats>,
+    limits: Arc<ConnectionLimits>,
     shutdown: CancellationToken,
     node: String,
     next_connection: AtomicU64,
-    limits: Arc<ConnectionLimits>,
-    components: Mutex<Vec<Readiness>>,
-    presence: Presence,
-    /// Every node's presence, from the presence log (see `crate::presence`).
-    cluster: Mutex<ClusterView>,
-    presence_sync: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<(ChannelName, String)>>,
-    hooks: parking_lot::RwLock<Hooks>,
-    activity: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<ChannelActivity>>,
-    webhooks: Option<Arc<Webhooks>>,
-    store: crate::store::Store,
-    user_locks: crate::inbox::UserLocks,
+}
+
+/// What the hub needs to know besides its parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HubSettings {
+    /// The largest event data, in bytes.
+    pub max_event_bytes: usize,
+    /// Events queued per connection before it counts as a slow consumer.
+    pub queue_size: usize,
+    /// Open streaming connections at most.
+    pub max_connections: usize,
+    /// Open streaming connections per client address at most (0: no limit).
+    pub max_connections_per_ip: usize,
 }
 
 impl std::fmt::Debug for dyn Broker {
@@ -101,68 +77,45 @@ impl std::fmt::Debug for dyn Broker {
     }
 }
 
+/// A hub held by a background task that must not keep it alive.
+#[derive(Debug, Clone)]
+pub struct WeakHub(std::sync::Weak<Inner>);
+
+impl WeakHub {
+    /// The hub, if it still exists.
+    pub fn upgrade(&self) -> Option<Hub> {
+        self.0.upgrade().map(|inner| Hub { inner })
+    }
+}
+
 impl Hub {
-    /// Builds a hub from a checked configuration. Must be called inside a Tokio
-    /// runtime: it starts the history upkeep task.
-    pub fn new(config: Config) -> Result<Self, ConfigError> {
-        config.validate()?;
-        let auth = Authenticator::from_config(&config.auth)?;
-        let policies = Arc::new(config.policies());
-        let stats = Arc::new(Stats::default());
-        let fanout = Fanout::new();
-        let delivery = LocalDelivery::new(fanout.clone(), stats.clone());
-        let broker: Arc<dyn Broker> = crate::broker::start(&config, policies.clone(), delivery)?;
-        let shutdown = CancellationToken::new();
-        let node = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
-        let webhooks = Webhooks::start(&config.webhooks, &node, shutdown.clone(), stats.clone());
-        let store = crate::store::Store::open(&config.store.backend()?)?;
-        let limits = ConnectionLimits::new(
-            config.limits.max_connections,
-            config.limits.max_connections_per_ip,
-        );
+    /// A hub over `broker`, delivering to `fanout` (the one the broker's
+    /// [`crate::broker::LocalDelivery`] feeds) and counting in `stats`; `node` names
+    /// this node in connection ids. Must be called inside a Tokio runtime: it starts
+    /// the history upkeep task.
+    pub fn new(
+        settings: HubSettings,
+        broker: Arc<dyn Broker>,
+        fanout: Arc<Fanout>,
+        stats: Arc<Stats>,
+        node: String,
+    ) -> Self {
+        let limits =
+            ConnectionLimits::new(settings.max_connections, settings.max_connections_per_ip);
         let hub = Self {
             inner: Arc::new(Inner {
-                config,
-                policies,
-                auth,
+                settings,
                 fanout,
                 broker,
                 stats,
-                shutdown,
+                limits,
+                shutdown: CancellationToken::new(),
                 node,
                 next_connection: AtomicU64::new(1),
-                limits,
-                components: Mutex::new(Vec::new()),
-                presence: Presence::default(),
-                cluster: Mutex::new(ClusterView::default()),
-                presence_sync: std::sync::OnceLock::new(),
-                hooks: parking_lot::RwLock::new(Hooks::default()),
-                activity: std::sync::OnceLock::new(),
-                webhooks,
-                store,
-                user_locks: crate::inbox::UserLocks::default(),
             }),
         };
         hub.spawn_maintenance();
-        crate::inbox::spawn_upkeep(&hub);
-        let _ = hub
-            .inner
-            .activity
-            .set(crate::hooks::spawn_activity_task(Arc::downgrade(
-                &hub.inner,
-            )));
-        let _ = hub.inner.presence_sync.set(crate::presence::spawn(&hub));
-        if let Some(postgres) = &hub.inner.config.postgres {
-            crate::source::postgres::spawn(&hub, postgres.clone());
-        }
-        #[cfg(feature = "redis")]
-        if let Some(source) = &hub.inner.config.redis_source {
-            let broker = hub.inner.config.broker_kind()?;
-            if let Some(url) = source.url(&broker) {
-                crate::source::redis::spawn(&hub, source.clone(), url.to_owned());
-            }
-        }
-        Ok(hub)
+        hub
     }
 
     fn spawn_maintenance(&self) {
@@ -180,104 +133,19 @@ impl Hub {
         });
     }
 
-    /// The configuration the hub runs with.
-    pub fn config(&self) -> &Config {
-        &self.inner.config
-    }
-
-    /// The credential checker.
-    pub fn authenticator(&self) -> &Authenticator {
-        &self.inner.auth
-    }
-
-    /// Where notifications and tasks are stored. Changes made directly on it are
-    /// not pushed to users; the methods of [`crate::inbox`] are.
-    pub fn store(&self) -> &crate::store::Store {
-        &self.inner.store
-    }
-
-    /// The locks that order each user's inbox changes.
-    pub(crate) fn user_locks(&self) -> &crate::inbox::UserLocks {
-        &self.inner.user_locks
-    }
-
-    /// The channel policies.
-    pub fn policies(&self) -> &Policies {
-        &self.inner.policies
-    }
-
-    /// The hub a background task holds weakly, if it still exists.
-    pub(crate) fn upgrade(inner: &std::sync::Weak<Inner>) -> Option<Self> {
-        inner.upgrade().map(|inner| Self { inner })
-    }
-
-    pub(crate) fn hooks(&self) -> Hooks {
-        self.inner.hooks.read().clone()
-    }
-
-    pub(crate) fn hooks_mut(&self, change: impl FnOnce(&mut Hooks)) {
-        change(&mut self.inner.hooks.write());
-    }
-
-    pub(crate) fn webhooks(&self) -> Option<&Arc<Webhooks>> {
-        self.inner.webhooks.as_ref()
-    }
-
-    pub(crate) fn presence_registry(&self) -> &Presence {
-        &self.inner.presence
-    }
-
-    pub(crate) fn record_activity(&self, activity: ChannelActivity) {
-        if let Some(tx) = self.inner.activity.get() {
-            let _ = tx.send(activity);
-        }
-    }
-
-    /// The users present on `channel` (for namespaces with presence) on every node,
-    /// each once with their connections summed: this node's first, in the order they
-    /// joined, then those only on other nodes.
-    pub fn presence(&self, channel: &ChannelName) -> Vec<Member> {
-        let mut members = self.inner.presence.members(channel);
-        let elsewhere = self
-            .inner
-            .cluster
-            .lock()
-            .members_except(channel, &self.inner.node);
-        for other in elsewhere {
-            match members.iter_mut().find(|m| m.user == other.user) {
-                Some(member) => member.connections += other.connections,
-                None => members.push(other),
-            }
-        }
-        members
-    }
-
-    /// A connection count of `user` on `channel` changed on this node: share it.
-    pub(crate) fn presence_changed(&self, channel: &ChannelName, user: &str) {
-        if let Some(tx) = self.inner.presence_sync.get() {
-            let _ = tx.send((channel.clone(), user.to_owned()));
-        }
-    }
-
-    pub(crate) fn cluster_view(&self) -> parking_lot::MutexGuard<'_, ClusterView> {
-        self.inner.cluster.lock()
-    }
-
     /// This node's name (in connection ids, webhooks and the presence log).
-    pub(crate) fn node(&self) -> &str {
+    pub fn node(&self) -> &str {
         &self.inner.node
     }
 
-    /// Whether this hub is alone (memory broker): nothing to share with other nodes.
-    pub(crate) fn single_node(&self) -> bool {
-        matches!(
-            self.inner.config.broker_kind(),
-            Ok(crate::config::BrokerKind::Memory) | Err(_)
-        )
+    /// The broker's kind (`memory`, `redis`, `nats`).
+    pub fn broker_kind(&self) -> &'static str {
+        self.inner.broker.kind()
     }
 
-    pub(crate) fn weak(&self) -> std::sync::Weak<Inner> {
-        Arc::downgrade(&self.inner)
+    /// The hub held weakly, for background tasks.
+    pub fn downgrade(&self) -> WeakHub {
+        WeakHub(Arc::downgrade(&self.inner))
     }
 
     /// Publishes an event of the hub's own (presence), not counted as published.
@@ -286,68 +154,6 @@ impl Hub {
         accepted
             .pop()
             .ok_or_else(|| BrokerError::Unavailable("no event accepted".into()))
-    }
-
-    /// Publishes an event sent by a connected client: the namespace must allow
-    /// client publishing and the client's token must grant the channels; the
-    /// client-event hooks and webhook may change or refuse it.
-    pub async fn publish_from_client(
-        &self,
-        identity: &Identity,
-        connection_id: &str,
-        mut event: NewEvent,
-    ) -> Result<Accepted, ClientPublishError> {
-        let result = self
-            .vet_and_publish(identity, connection_id, &mut event)
-            .await;
-        self.inner.stats.client_event(result.is_ok());
-        result
-    }
-
-    async fn vet_and_publish(
-        &self,
-        identity: &Identity,
-        connection_id: &str,
-        event: &mut NewEvent,
-    ) -> Result<Accepted, ClientPublishError> {
-        event
-            .validate(self.inner.config.limits.max_event_bytes)
-            .map_err(ClientPublishError::Invalid)?;
-        let mut keep_history = true;
-        for channel in &event.channels {
-            let policy = self.inner.policies.of(channel);
-            if !policy.client_publish || channel.is_broadcast() {
-                return Err(ClientPublishError::Forbidden(format!(
-                    "clients may not publish to {channel}"
-                )));
-            }
-            if !identity.may_publish(channel) {
-                return Err(ClientPublishError::Forbidden(format!(
-                    "the token does not grant publishing to {channel}"
-                )));
-            }
-            keep_history &= policy.client_history;
-        }
-        event.ephemeral = !keep_history;
-        event.id = None;
-        let checked = self
-            .vet_client_event(ClientEvent {
-                connection_id: connection_id.to_owned(),
-                user: identity.user.clone(),
-                event: event.clone(),
-            })
-            .await
-            .map_err(ClientPublishError::Refused)?;
-        let mut accepted = self
-            .publish_batch(vec![checked])
-            .await
-            .map_err(|e| match e {
-                PublishError::Invalid { error, .. } => ClientPublishError::Invalid(error),
-                PublishError::Unavailable(e) => ClientPublishError::Unavailable(e),
-            })?;
-        accepted.pop().ok_or_else(|| {
-            ClientPublishError::Unavailable(BrokerError::Unavailable("no event accepted".into()))
-        })
     }
 
     /// Publishes one event; returns its id once the hub has accepted it.
@@ -363,7 +169,7 @@ impl Hub {
         &self,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Accepted>, PublishError> {
-        let limit = self.inner.config.limits.max_event_bytes;
+        let limit = self.inner.settings.max_event_bytes;
         for (index, event) in events.iter().enumerate() {
             event
                 .validate(limit)
@@ -416,7 +222,7 @@ impl Hub {
     /// between the two and nothing is seen twice.
     pub async fn subscribe(&self, request: Subscribe) -> Result<Subscribed, BrokerError> {
         let inner = &self.inner;
-        let queue = request.queue.unwrap_or(inner.config.limits.queue_size);
+        let queue = request.queue.unwrap_or(inner.settings.queue_size);
         let id = inner.next_connection.fetch_add(1, Ordering::Relaxed);
         let from = match request.start {
             Start::Now => {
@@ -518,51 +324,17 @@ impl Hub {
         self.inner.broker.history(channel, limit).await
     }
 
-    /// Whether the hub can accept events now: not shutting down, the broker
-    /// reachable, and every registered component ready.
-    pub async fn ready(&self) -> Result<(), BrokerError> {
+    /// Whether the hub can accept events now: not shutting down, and the broker
+    /// reachable.
+    pub async fn check(&self) -> Result<(), BrokerError> {
         if self.is_shutting_down() {
             return Err(BrokerError::Unavailable("the hub is shutting down".into()));
         }
-        self.inner.broker.check().await?;
-        let components = self.inner.components.lock().clone();
-        for component in components {
-            if let Some(reason) = component.state.lock().clone() {
-                return Err(BrokerError::Unavailable(format!(
-                    "{}: {reason}",
-                    component.name
-                )));
-            }
-        }
-        Ok(())
+        self.inner.broker.check().await
     }
 
-    /// Registers a part of the hub whose health `/readyz` reports (an event
-    /// source's connection, a store). It starts unready until it says otherwise.
-    pub fn readiness(&self, name: &'static str) -> Readiness {
-        let component = Readiness {
-            name,
-            state: Arc::new(Mutex::new(Some("starting".into()))),
-        };
-        self.inner.components.lock().push(component.clone());
-        component
-    }
-
-    /// The counters, for `/stats`.
-    pub fn stats(&self) -> Snapshot {
-        self.inner.stats.snapshot(self.gauges())
-    }
-
-    /// The counters in Prometheus text format, for `/metrics`.
-    pub fn prometheus(&self) -> String {
-        self.inner.stats.prometheus(self.gauges())
-    }
-
-    pub(crate) fn counters(&self) -> &Stats {
-        &self.inner.stats
-    }
-
-    fn gauges(&self) -> Gauges {
+    /// What the counters cannot count themselves: connections, channels, history.
+    pub fn gauges(&self) -> Gauges {
         let fanout = &self.inner.fanout;
         // The presence log is the hub's own channel, not one clients listen to.
         let internal = usize::from(fanout.subscriber_count(&ChannelName::presence_log()) > 0);
@@ -586,33 +358,13 @@ impl Hub {
     }
 
     /// A token cancelled when a shutdown starts, for background tasks.
-    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+    pub fn shutdown_token(&self) -> CancellationToken {
         self.inner.shutdown.clone()
     }
 
     /// Completes when a shutdown starts.
     pub async fn shutting_down(&self) {
         self.inner.shutdown.cancelled().await
-    }
-}
-
-/// The readiness of one part of the hub, as reported by `/readyz`.
-#[derive(Debug, Clone)]
-pub struct Readiness {
-    name: &'static str,
-    /// `None` when ready; otherwise why not.
-    state: Arc<Mutex<Option<String>>>,
-}
-
-impl Readiness {
-    /// The part is working.
-    pub fn ready(&self) {
-        *self.state.lock() = None;
-    }
-
-    /// The part is not working, and why.
-    pub fn unready(&self, reason: impl Into<String>) {
-        *self.state.lock() = Some(reason.into());
     }
 }
 

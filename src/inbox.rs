@@ -14,16 +14,22 @@
 //! published (the broker is down) is not undone: it is logged, and clients see it
 //! on their next fetch.
 //!
-//! Within a hub, a user's changes are committed and pushed one at a time
+//! Within a node, a user's changes are committed and pushed one at a time
 //! ([`UserLocks`]), so the events of a user's channel carry unread counts in the
 //! order of the changes: the last event's count is the stored count.
 //!
 //! [`spawn_upkeep`] runs the retention cleanup of the `[store]` section.
 
-use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
 
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Accepted;
 use crate::core::{ChannelName, NewEvent};
-use crate::hub::Hub;
+use crate::health::Readiness;
+use crate::hub::{Hub, PublishError};
 use crate::store::{
     Change, Cleaned, ListQuery, NewNotification, Notification, Page, StoreError, Target,
     TaskChange, TaskUpdate,
@@ -70,7 +76,38 @@ impl UserLocks {
     }
 }
 
-impl Hub {
+/// The inbox: notifications and tasks, stored, then pushed live. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    store: crate::store::Store,
+    hub: Hub,
+    locks: Arc<UserLocks>,
+}
+
+impl Inbox {
+    /// The inbox kept in `store`, whose changes are published on `hub`.
+    pub fn new(store: crate::store::Store, hub: Hub) -> Self {
+        Self {
+            store,
+            hub,
+            locks: Arc::default(),
+        }
+    }
+
+    /// Where notifications and tasks are stored. Changes made directly on it are
+    /// not pushed to users; the methods of the inbox are.
+    pub fn store(&self) -> &crate::store::Store {
+        &self.store
+    }
+
+    fn user_locks(&self) -> &UserLocks {
+        &self.locks
+    }
+
+    async fn publish(&self, event: NewEvent) -> Result<Accepted, PublishError> {
+        self.hub.publish(event).await
+    }
+
     /// Stores one notification for each of `users` (all or none) and pushes each
     /// to its user with their new unread count.
     pub async fn notify(
@@ -80,7 +117,7 @@ impl Hub {
     ) -> Result<Vec<Notification>, StoreError> {
         if let [user] = users {
             let _turn = self.user_locks().lock(user).await;
-            let made = self.store().create(users, new).await?;
+            let made = self.store.create(users, new).await?;
             for n in &made {
                 self.push_created(n).await;
             }
@@ -88,7 +125,7 @@ impl Hub {
         }
         // Several users: one transaction, then each user's count and event in their
         // turn (counted after the commit, so still the latest when published).
-        let made = self.store().create(users, new).await?;
+        let made = self.store.create(users, new).await?;
         for n in &made {
             let _turn = self.user_locks().lock(&n.user).await;
             self.push_created(n).await;
@@ -102,7 +139,7 @@ impl Hub {
         &self,
         new: &NewNotification,
     ) -> Result<Notification, StoreError> {
-        let made = self.store().create_broadcast(new).await?;
+        let made = self.store.create_broadcast(new).await?;
         let event = NewEvent::json(ChannelName::broadcast(), &json!({ "notification": made }));
         self.push(event, events::CREATED).await;
         Ok(made)
@@ -114,15 +151,15 @@ impl Hub {
         user: &str,
         query: &ListQuery,
     ) -> Result<(Page, u64), StoreError> {
-        let page = self.store().list(user, query).await?;
-        let unread = self.store().unread_count(user).await?;
+        let page = self.store.list(user, query).await?;
+        let unread = self.store.unread_count(user).await?;
         Ok((page, unread))
     }
 
     /// Marks one or all of `user`'s notifications read and tells their tabs.
     pub async fn mark_read(&self, user: &str, target: &Target) -> Result<Change, StoreError> {
         let _turn = self.user_locks().lock(user).await;
-        let change = self.store().mark_read(user, target).await?;
+        let change = self.store.mark_read(user, target).await?;
         if change.count > 0 {
             self.push_change(user, events::READ, target, &change).await;
         }
@@ -136,7 +173,7 @@ impl Hub {
         target: &Target,
     ) -> Result<Change, StoreError> {
         let _turn = self.user_locks().lock(user).await;
-        let change = self.store().delete(user, target).await?;
+        let change = self.store.delete(user, target).await?;
         if change.count > 0 {
             self.push_change(user, events::DELETED, target, &change)
                 .await;
@@ -148,7 +185,7 @@ impl Hub {
     /// it raises when it finishes.
     pub async fn put_task(&self, update: &TaskUpdate) -> Result<TaskChange, StoreError> {
         let _turn = self.user_locks().lock(&update.user).await;
-        let change = self.store().put_task(update).await?;
+        let change = self.store.put_task(update).await?;
         let kind = if change.created {
             events::TASK_CREATED
         } else {
@@ -166,7 +203,7 @@ impl Hub {
     }
 
     async fn push_created(&self, n: &Notification) {
-        let unread = match self.store().unread_count(&n.user).await {
+        let unread = match self.store.unread_count(&n.user).await {
             Ok(count) => count,
             Err(e) => {
                 tracing::warn!(error = %e, "notification stored but not pushed");
@@ -214,21 +251,23 @@ fn user_channel(user: &str) -> Option<ChannelName> {
 /// How often the store's health is checked for `/readyz`.
 const CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Runs the retention cleanup every `store.cleanup_interval` (the first one at
-/// start) and reports the store's health on `/readyz`, until the hub stops.
-pub fn spawn_upkeep(hub: &Hub) {
-    let readiness = hub.readiness("store");
-    let store = hub.store().clone();
+/// Runs the retention cleanup every `cleanup_interval` (the first one at start)
+/// and reports the store's health in `readiness`, until `stop`.
+pub fn spawn_upkeep(
+    store: crate::store::Store,
+    cleanup_interval: Duration,
+    retention: crate::store::Retention,
+    readiness: Readiness,
+    stop: CancellationToken,
+) {
     if let crate::store::Store::Sqlite(_) = store {
-        // Opened and migrated already, in `Hub::new`.
+        // Opened and migrated already.
         readiness.ready();
     }
-    let config = hub.config().store.clone();
-    let stop = hub.shutdown_token();
     tokio::spawn(async move {
         let mut check = tokio::time::interval(CHECK_EVERY);
         check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut cleanup = tokio::time::interval(config.cleanup_interval);
+        let mut cleanup = tokio::time::interval(cleanup_interval);
         cleanup.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -238,7 +277,7 @@ pub fn spawn_upkeep(hub: &Hub) {
                     Err(e) => readiness.unready(e.to_string()),
                 },
                 _ = cleanup.tick() => {
-                    match store.clean_up(crate::store::now_ms(), config.retention()).await {
+                    match store.clean_up(crate::store::now_ms(), retention).await {
                         Ok(Cleaned { notifications, tasks, broadcasts }) => {
                             tracing::debug!(notifications, tasks, broadcasts, "store cleaned up")
                         }

@@ -9,50 +9,56 @@
 //! # Embedding
 //!
 //! ```no_run
-//! use herald::{Config, Hub, NewEvent, ChannelName};
+//! use herald::{Config, Node, NewEvent, ChannelName};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let hub = Hub::new(Config::default())?;
-//! let app = axum::Router::new().nest("/realtime", hub.router());
+//! let node = Node::new(Config::default())?;
+//! let app = axum::Router::new().nest("/realtime", node.router());
 //! let order = NewEvent::json(ChannelName::new("orders")?, &serde_json::json!({"id": 17}))?;
-//! hub.publish(order).await?;
+//! node.hub().publish(order).await?;
 //! # let _ = app; Ok(()) }
 //! ```
 //!
 //! # Layout
 //!
-//! - [`core`]: channels, events, history and fan-out. Knows nothing of HTTP or
-//!   of any service.
-//! - [`broker`]: how events get their positions and reach every node; [`broker::memory`]
-//!   for a single node.
+//! From the bottom up; every module imports only modules above it in this list.
+//!
+//! - [`core`]: channels, events, history, fan-out, policies, presence counts.
+//!   Knows nothing of HTTP or of any service.
+//! - [`stats`] (the counters and their one metric table), [`limits`] (connection
+//!   limits and the place each connection holds), [`health`] (the readiness of a
+//!   node's parts), [`protocol`] (what the hub says on its own behalf, and why a
+//!   connection ended).
 //! - [`auth`]: JWT and API-key credentials, turned into grants.
-//! - [`hub`]: the [`Hub`] handle tying them together, with limits and shutdown.
-//! - [`hooks`]: channel joins and leaves, presence, the application's hooks (and,
-//!   in `webhooks`, the same as signed HTTP callbacks).
-//! - `presence`: presence shared between nodes through the broker.
-//! - [`store`]: the notification inbox and tasks as stored, in SQLite
-//!   ([`store::sqlite`], the default) or PostgreSQL ([`store::postgres`]). Knows
-//!   nothing of HTTP or channels.
-//! - [`inbox`]: inbox and task changes stored, then pushed on the user's channel
-//!   (`Hub::notify`, `Hub::put_task`, ...), and the retention cleanup.
-//! - [`http`]: the HTTP routes (SSE, publish, history, ops, demo app, and the
-//!   `/api` inbox and tasks described by `docs/openapi.json`).
-//! - [`server`]: the accept loop with per-connection control and graceful shutdown.
-//! - [`source`]: event sources the hub reads itself; [`source::postgres`] turns table
-//!   changes (LISTEN/NOTIFY or an outbox table) into events.
+//! - [`broker`]: how events get their positions and reach every node;
+//!   [`broker::memory`] for a single node, `redis` and `nats` for many.
+//! - [`store`]: the notification inbox and tasks as stored, in SQLite or PostgreSQL.
+//! - [`hub`]: the narrow [`Hub`]: publish, subscribe, admit.
+//! - [`hooks`]: joins, leaves and client events, and the hooks on them;
+//!   [`presence`]: who is present, shared between nodes; [`webhooks`]: the same
+//!   activity as signed HTTP callbacks; [`inbox`]: inbox and task changes stored,
+//!   then pushed on the user's channel; [`source`]: event sources the hub reads
+//!   itself (PostgreSQL, Redis).
+//! - [`session`]: one streaming connection whatever carries it: admission, the
+//!   subscription and its resume, the timer, the end.
+//! - [`http`]: the HTTP routes; SSE, WebSocket and long-polling are encoders over
+//!   the session. [`server`]: the accept loop, with SSE served straight on the
+//!   socket, and graceful shutdown.
 //! - [`config`]: the configuration file, environment overrides and their checks.
-//! - [`stats`]: counters, `/stats` and Prometheus metrics.
+//! - [`node`]: the composition root, [`Node`], which builds and wires every part.
 
 pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod core;
+pub mod health;
 pub mod hooks;
 pub mod http;
 pub mod hub;
 pub mod inbox;
 pub mod limits;
-mod presence;
+pub mod node;
+pub mod presence;
 pub mod protocol;
 pub mod server;
 pub mod session;
@@ -64,4 +70,5 @@ pub mod webhooks;
 pub use crate::config::{Config, ConfigError};
 pub use crate::core::{ChannelName, Event, NewEvent, Payload};
 pub use crate::hub::{Hub, PublishError};
+pub use crate::node::Node;
 pub use crate::server::serve;

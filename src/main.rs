@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use herald::auth::Claims;
 use herald::core::ChannelPattern;
-use herald::{Config, ConfigError, Hub};
+use herald::{Config, ConfigError, Node};
 
 /// Exit status for a configuration error (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
@@ -230,14 +230,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let listener = listen(addr)
             .with_context(|| format!("cannot listen on {addr} (configuration key `listen`)"))?;
         let local = listener.local_addr()?;
-        let hub = Hub::new(config)?;
+        let node = Node::new(config)?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "herald {} listening on http://{local}", env!("CARGO_PKG_VERSION"))?;
         if let Some(notice) = &capped {
             writeln!(out, "warning: {notice}")?;
             tracing::warn!("{notice}");
         }
-        if hub.config().demo.enabled {
+        if node.config().demo.enabled {
             writeln!(out, "demo app: http://{local}/")?;
         }
         if let Some(secret) = dev_secret {
@@ -248,7 +248,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         out.flush()?;
         drop(out);
-        let signals = hub.clone();
+        let signals = node.clone();
         tokio::spawn(async move {
             wait_for_signal().await;
             tracing::info!("shutting down: closing streams, draining connections");
@@ -257,7 +257,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!("second signal: exiting now");
             std::process::exit(1);
         });
-        herald::serve(listener, hub).await?;
+        herald::serve(listener, node).await?;
         tracing::info!("stopped");
         Ok(())
     })

@@ -36,16 +36,19 @@
 //! With the memory broker there is one node: no heartbeats, no waiting.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Weak;
+use std::sync::Arc;
 use std::time::Duration;
 
 use indexmap::IndexSet;
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::core::{ChannelName, Item, NewEvent, Payload, Subscription, Transition};
-use crate::hub::{Hub, Inner, Start, Subscribe};
+use crate::core::{
+    ChannelName, ClusterView, Item, Member, NewEvent, Payload, Presence, Subscription, Transition,
+};
+use crate::hub::{Hub, Start, Subscribe, WeakHub};
 
 /// The event type of presence log messages.
 const SYNC_TYPE: &str = "presence.sync";
@@ -98,18 +101,96 @@ enum Published {
     Unknown,
 }
 
-/// Starts the task that shares this node's presence; returns the inbox where
-/// transports' activity says which (channel, user) changed here.
-pub(crate) fn spawn(hub: &Hub) -> mpsc::UnboundedSender<Key> {
+/// Who is present on channels: this node's connections, and what the presence log
+/// says of the other nodes'. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Roster {
+    inner: Arc<RosterInner>,
+}
+
+#[derive(Debug)]
+struct RosterInner {
+    node: String,
+    local: Presence,
+    /// Every node's presence, from the presence log.
+    cluster: Mutex<ClusterView>,
+    /// The sharing task's inbox: which (channel, user) changed here.
+    changes: mpsc::UnboundedSender<Key>,
+}
+
+impl Roster {
+    /// The users present on `channel` on every node, each once with their
+    /// connections summed: this node's first, in the order they joined, then those
+    /// only on other nodes.
+    pub fn members(&self, channel: &ChannelName) -> Vec<Member> {
+        let mut members = self.inner.local.members(channel);
+        let elsewhere = self
+            .inner
+            .cluster
+            .lock()
+            .members_except(channel, &self.inner.node);
+        for other in elsewhere {
+            match members.iter_mut().find(|m| m.user == other.user) {
+                Some(member) => member.connections += other.connections,
+                None => members.push(other),
+            }
+        }
+        members
+    }
+
+    /// A connection of `user` joined `channel` here; true when it is the user's
+    /// first on this node.
+    pub(crate) fn join(
+        &self,
+        channel: &ChannelName,
+        user: &str,
+        info: Option<serde_json::Value>,
+    ) -> bool {
+        self.inner.local.join(channel, user, info)
+    }
+
+    /// A connection of `user` left `channel` here; true when it was the user's last
+    /// on this node.
+    pub(crate) fn leave(&self, channel: &ChannelName, user: &str) -> bool {
+        self.inner.local.leave(channel, user)
+    }
+
+    /// The count of `user`'s connections on `channel` changed here: share it.
+    pub(crate) fn changed(&self, channel: &ChannelName, user: &str) {
+        let _ = self.inner.changes.send((channel.clone(), user.to_owned()));
+    }
+}
+
+/// How presence is shared between nodes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SyncSettings {
+    /// How often each node says it is alive.
+    pub(crate) heartbeat: Duration,
+    /// A node silent for this long is dead: its users leave everywhere.
+    pub(crate) node_timeout: Duration,
+    /// The only node (memory broker): nothing to share.
+    pub(crate) single: bool,
+}
+
+/// Starts sharing this node's presence through `hub`'s presence log; returns the
+/// roster that transports' sessions join and leave.
+pub(crate) fn start(hub: &Hub, settings: SyncSettings) -> Roster {
     let (tx, rx) = mpsc::unbounded_channel();
-    let config = &hub.config().presence;
-    let single = hub.single_node();
+    let roster = Roster {
+        inner: Arc::new(RosterInner {
+            node: hub.node().to_owned(),
+            local: Presence::default(),
+            cluster: Mutex::new(ClusterView::default()),
+            changes: tx,
+        }),
+    };
     let sync = Sync {
-        hub: hub.weak(),
+        hub: hub.downgrade(),
+        roster: roster.inner.clone(),
         node: hub.node().to_owned(),
-        heartbeat: config.heartbeat,
-        node_timeout: config.node_timeout,
-        single,
+        heartbeat: settings.heartbeat,
+        node_timeout: settings.node_timeout,
+        single: settings.single,
         published: HashMap::new(),
         dirty: IndexSet::new(),
         synced_at: None,
@@ -118,7 +199,7 @@ pub(crate) fn spawn(hub: &Hub) -> mpsc::UnboundedSender<Key> {
     };
     let stop = hub.shutdown_token();
     tokio::spawn(sync.run(rx, stop));
-    tx
+    roster
 }
 
 /// Subscribes to the presence log from now on.
@@ -132,7 +213,8 @@ async fn read_log(hub: &Hub) -> Option<Subscription> {
 }
 
 struct Sync {
-    hub: Weak<Inner>,
+    hub: WeakHub,
+    roster: Arc<RosterInner>,
     node: String,
     heartbeat: Duration,
     node_timeout: Duration,
@@ -155,7 +237,7 @@ impl Sync {
         mut changes: mpsc::UnboundedReceiver<Key>,
         stop: tokio_util::sync::CancellationToken,
     ) {
-        let Some(hub) = Hub::upgrade(&self.hub) else {
+        let Some(hub) = self.hub.upgrade() else {
             return;
         };
         let Some(mut subscription) = read_log(&hub).await else {
@@ -190,7 +272,7 @@ impl Sync {
                     Err(_) => {
                         // This node missed part of the log: read it afresh and
                         // rebuild the view from the others' answers.
-                        let Some(hub) = Hub::upgrade(&self.hub) else { return };
+                        let Some(hub) = self.hub.upgrade() else { return };
                         let Some(again) = read_log(&hub).await else { return };
                         subscription = again;
                         drop(hub);
@@ -211,16 +293,16 @@ impl Sync {
     /// (Re)starts reading the log: forgets the view, says hello and waits for the
     /// answers before writing.
     async fn start_over(&mut self, again: bool) {
-        let Some(hub) = Hub::upgrade(&self.hub) else {
+        let Some(hub) = self.hub.upgrade() else {
             return;
         };
         if again {
-            hub.cluster_view().clear();
+            self.roster.cluster.lock().clear();
             for published in self.published.values_mut() {
                 *published = Published::Unknown;
             }
             self.dirty.extend(self.published.keys().cloned());
-            self.dirty.extend(hub.presence_registry().keys());
+            self.dirty.extend(self.roster.local.keys());
             self.heard.clear();
             self.declared.clear();
         }
@@ -239,7 +321,7 @@ impl Sync {
 
     /// Writes the local changes not written yet.
     async fn flush(&mut self) {
-        let Some(hub) = Hub::upgrade(&self.hub) else {
+        let Some(hub) = self.hub.upgrade() else {
             return;
         };
         if hub.is_shutting_down() {
@@ -248,7 +330,7 @@ impl Sync {
         }
         let mut entries = Vec::new();
         for key in &self.dirty {
-            let member = hub.presence_registry().member(&key.0, &key.1);
+            let member = self.roster.local.member(&key.0, &key.1);
             let connections = member.as_ref().map_or(0, |m| m.connections);
             let known = self
                 .published
@@ -292,7 +374,7 @@ impl Sync {
         if self.single {
             return;
         }
-        let Some(hub) = Hub::upgrade(&self.hub) else {
+        let Some(hub) = self.hub.upgrade() else {
             return;
         };
         if hub.is_shutting_down() {
@@ -327,7 +409,7 @@ impl Sync {
 
     /// Folds one message of the log into the view.
     async fn apply(&mut self, message: Message) {
-        let Some(hub) = Hub::upgrade(&self.hub) else {
+        let Some(hub) = self.hub.upgrade() else {
             return;
         };
         let from = message.node().to_owned();
@@ -337,7 +419,7 @@ impl Sync {
         let mine = from == self.node;
         let transitions = match message {
             Message::Set { node, entries } => {
-                let mut view = hub.cluster_view();
+                let mut view = self.roster.cluster.lock();
                 entries
                     .into_iter()
                     .filter_map(|e| {
@@ -356,11 +438,11 @@ impl Sync {
             Message::Gone { node, .. } => {
                 self.heard.remove(&node);
                 self.declared.remove(&node);
-                let transitions = hub.cluster_view().remove_node(&node);
+                let transitions = self.roster.cluster.lock().remove_node(&node);
                 if node == self.node {
                     // Taken for dead though alive: write everything again.
                     self.published.clear();
-                    self.dirty.extend(hub.presence_registry().keys());
+                    self.dirty.extend(self.roster.local.keys());
                 }
                 transitions
             }
@@ -381,8 +463,9 @@ impl Sync {
                 Published::Count(n) if *n > 0 => Some(Entry {
                     channel: key.0.as_str().to_owned(),
                     user: key.1.clone(),
-                    info: hub
-                        .presence_registry()
+                    info: self
+                        .roster
+                        .local
                         .member(&key.0, &key.1)
                         .and_then(|m| m.info),
                     connections: *n,

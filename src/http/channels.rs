@@ -6,9 +6,8 @@ use axum::http::HeaderMap;
 use axum::response::Json;
 use serde::Deserialize;
 
-use super::{ApiError, identify};
+use super::{ApiError, Services, identify};
 use crate::core::ChannelName;
-use crate::hub::Hub;
 use crate::protocol::envelope_json;
 use crate::session::Refusal;
 
@@ -24,7 +23,7 @@ pub(super) struct HistoryQuery {
 /// `GET /channels/{name}/history?limit=N`: up to N (default 100, at most 1000) of the
 /// newest events kept, oldest first.
 pub(super) async fn history(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     Path(name): Path<String>,
     Query(query): Query<HistoryQuery>,
     headers: HeaderMap,
@@ -44,11 +43,12 @@ pub(super) async fn history(
                 )
             })?,
     };
-    let identity = identify(&hub, &headers, query.token.as_deref())?;
-    hub.policies()
+    let identity = identify(&app, &headers, query.token.as_deref())?;
+    app.sessions
+        .policies()
         .may_subscribe(&identity.grants(), &channel)
         .map_err(Refusal::Denied)?;
-    let events = hub.history(&channel, limit).await?;
+    let events = app.hub.history(&channel, limit).await?;
     let events: Vec<serde_json::Value> = events
         .iter()
         .map(|e| {
@@ -64,24 +64,25 @@ pub(super) async fn history(
 /// `GET /channels/{name}/presence`: who is on the channel (namespaces with presence),
 /// for whoever may subscribe to it.
 pub(super) async fn presence(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     Path(name): Path<String>,
     Query(query): Query<HistoryQuery>,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let channel = ChannelName::new(&name)
         .map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
-    let identity = identify(&hub, &headers, query.token.as_deref())?;
-    hub.policies()
+    let identity = identify(&app, &headers, query.token.as_deref())?;
+    app.sessions
+        .policies()
         .may_subscribe(&identity.grants(), &channel)
         .map_err(Refusal::Denied)?;
-    if !hub.policies().of(&channel).presence {
+    if !app.sessions.policies().of(&channel).presence {
         return Err(ApiError::bad_request(
             "presence_disabled",
             format!("presence is not enabled for {channel}'s namespace"),
         ));
     }
-    let users = hub.presence(&channel);
+    let users = app.sessions.presence(&channel);
     Ok(Json(
         serde_json::json!({"channel": channel, "count": users.len(), "users": users}),
     ))

@@ -11,11 +11,10 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use serde::Deserialize;
 
-use super::ApiError;
 use super::publish::read_body;
+use super::{ApiError, Services};
 use crate::auth::Claims;
 use crate::core::ChannelPattern;
-use crate::hub::Hub;
 
 const INDEX: &str = include_str!("../../assets/demo/index.html");
 const SCRIPT: &str = include_str!("../../assets/demo/demo.js");
@@ -58,7 +57,7 @@ struct TokenRequest {
 /// typing) and publish to its own user channel, which lets the page raise its own
 /// notifications and drive its own tasks. Only mounted when `demo.tokens` is on.
 pub(super) async fn token(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let body = read_body(body, 4096).await?;
@@ -86,7 +85,7 @@ pub(super) async fn token(
     };
     claims.herald.subscribe = vec![pattern("demo:*")?];
     claims.herald.publish = vec![pattern("demo:*")?, pattern(&format!("user:{user}"))?];
-    let token = hub.authenticator().mint(&claims).map_err(|e| {
+    let token = app.auth.mint(&claims).map_err(|e| {
         ApiError::new(
             StatusCode::NOT_FOUND,
             "demo_tokens_unavailable",

@@ -25,11 +25,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{AuthError, Identity};
+use std::sync::Arc;
+
+use crate::auth::{AuthError, Authenticator, Identity};
+use crate::config::Config;
+use crate::health::Components;
 use crate::hub::Hub;
+use crate::inbox::Inbox;
+use crate::session::Sessions;
+use crate::stats::Stats;
 
 /// Facts about the TCP connection a request came on, put in the request's
-/// extensions by [`crate::server::serve`]. Absent when the router is served by
+/// extensions by the server (`herald::serve`). Absent when the router is served by
 /// other means (then per-address limits do not apply).
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
@@ -40,37 +47,81 @@ pub struct ConnectionInfo {
     pub close: CancellationToken,
 }
 
-impl Hub {
-    /// The hub's HTTP routes, ready to serve or to nest into an application's router.
-    pub fn router(&self) -> Router {
-        let mut router = Router::new()
-            .route("/events", get(sse::events))
-            .route("/ws", get(ws::ws))
-            .route("/poll", get(poll::poll))
-            .route("/channels/{name}/presence", get(channels::presence))
-            .route("/publish", post(publish::publish))
-            .route("/channels/{name}/history", get(channels::history))
-            .route("/healthz", get(ops::healthz))
-            .route("/readyz", get(ops::readyz))
-            .route("/stats", get(ops::stats))
-            .route("/metrics", get(ops::metrics));
-        for (path, _) in API_ROUTES {
-            router = router.route(path, api_route(path));
+/// What the HTTP handlers use of a node: its hub, sessions and inbox, the
+/// credential checker, the counters, the readiness of its parts and the
+/// configuration. Cheap to clone (each part is).
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub(crate) hub: Hub,
+    pub(crate) sessions: Sessions,
+    pub(crate) inbox: Inbox,
+    pub(crate) auth: Arc<Authenticator>,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) components: Components,
+    pub(crate) config: Arc<Config>,
+}
+
+impl Services {
+    /// The HTTP face of a node made of these parts.
+    pub fn new(
+        hub: Hub,
+        sessions: Sessions,
+        inbox: Inbox,
+        auth: Arc<Authenticator>,
+        stats: Arc<Stats>,
+        components: Components,
+        config: Arc<Config>,
+    ) -> Self {
+        Self {
+            hub,
+            sessions,
+            inbox,
+            auth,
+            stats,
+            components,
+            config,
         }
-        if self.config().demo.enabled {
-            router = router
-                .route("/", get(demo::index))
-                .route("/demo.js", get(demo::script))
-                .route("/demo.css", get(demo::style));
-        }
-        if self.config().demo.tokens == Some(true) {
-            router = router.route("/demo/token", post(demo::token));
-        }
-        let router = router.fallback(not_found).with_state(self.clone());
-        match cors(&self.config().http.cors_origins) {
-            Some(layer) => router.layer(layer),
-            None => router,
-        }
+    }
+
+    /// Whether the node can accept events now: not shutting down, the broker
+    /// reachable, and every part ready.
+    pub async fn ready(&self) -> Result<(), String> {
+        self.hub.check().await.map_err(|e| e.to_string())?;
+        self.components.check()
+    }
+}
+
+/// The HTTP routes of a node, ready to serve or to nest into an application's
+/// router.
+pub fn router(app: Services) -> Router {
+    let mut router = Router::new()
+        .route("/events", get(sse::events))
+        .route("/ws", get(ws::ws))
+        .route("/poll", get(poll::poll))
+        .route("/channels/{name}/presence", get(channels::presence))
+        .route("/publish", post(publish::publish))
+        .route("/channels/{name}/history", get(channels::history))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/stats", get(ops::stats))
+        .route("/metrics", get(ops::metrics));
+    for (path, _) in API_ROUTES {
+        router = router.route(path, api_route(path));
+    }
+    let config = app.config.clone();
+    if config.demo.enabled {
+        router = router
+            .route("/", get(demo::index))
+            .route("/demo.js", get(demo::script))
+            .route("/demo.css", get(demo::style));
+    }
+    if config.demo.tokens == Some(true) {
+        router = router.route("/demo/token", post(demo::token));
+    }
+    let router = router.fallback(not_found).with_state(app);
+    match cors(&config.http.cors_origins) {
+        Some(layer) => router.layer(layer),
+        None => router,
     }
 }
 
@@ -151,7 +202,7 @@ pub const API_ROUTES: &[(&str, &[&str])] = &[
 
 /// The handlers of an [`API_ROUTES`] path: the router is built from that list, so
 /// nothing is served under `/api` that the list (and so the document) leaves out.
-fn api_route(path: &str) -> axum::routing::MethodRouter<Hub> {
+fn api_route(path: &str) -> axum::routing::MethodRouter<Services> {
     match path {
         "/api/notifications" => get(notifications::list)
             .post(notifications::create)
@@ -290,17 +341,12 @@ fn credential<'a>(
 
 /// Who the request is from: anonymous without a credential, 401 with a bad one.
 fn identify(
-    hub: &Hub,
+    app: &Services,
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Identity, ApiError> {
-    match credential(headers, query_token, &hub.config().auth.cookie)? {
-        None => Ok(Identity::anonymous()),
-        Some(token) => hub.authenticator().authenticate(token).map_err(|e| {
-            hub.counters().auth_failed();
-            ApiError::from(e)
-        }),
-    }
+    let token = credential(headers, query_token, &app.config.auth.cookie)?;
+    Ok(app.sessions.identify(token)?)
 }
 
 /// The request URI with the `token` query parameter's value hidden, for logs.

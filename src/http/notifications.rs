@@ -14,10 +14,9 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::publish::read_body;
-use super::{ApiError, identify};
+use super::{ApiError, Services, identify};
 use crate::auth::Identity;
 use crate::core::ChannelName;
-use crate::hub::Hub;
 use crate::store::{
     Change, Invalid, ListQuery, MAX_LIMIT, NewNotification, Position, StoreError, Target,
     check_cursor, check_user,
@@ -27,9 +26,9 @@ use crate::store::{
 const DEFAULT_LIMIT: u32 = 50;
 
 /// The user a request is from; 401 without a user token.
-pub(super) fn user(hub: &Hub, headers: &HeaderMap, uri: &Uri) -> Result<String, ApiError> {
+pub(super) fn user(app: &Services, headers: &HeaderMap, uri: &Uri) -> Result<String, ApiError> {
     let token = query_param(uri, "token");
-    let identity = identify(hub, headers, token.as_deref())?;
+    let identity = identify(app, headers, token.as_deref())?;
     identity.user.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -40,8 +39,8 @@ pub(super) fn user(hub: &Hub, headers: &HeaderMap, uri: &Uri) -> Result<String, 
 }
 
 /// The publisher a request is from; 401 without a credential.
-pub(super) fn publisher(hub: &Hub, headers: &HeaderMap) -> Result<Identity, ApiError> {
-    let identity = identify(hub, headers, None)?;
+pub(super) fn publisher(app: &Services, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    let identity = identify(app, headers, None)?;
     if !identity.is_authenticated() {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -127,10 +126,10 @@ pub(super) fn parse_limit(value: Option<&str>) -> Result<u32, ApiError> {
 
 /// Reads a JSON body of type `T`, with field errors as 400s.
 pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
-    hub: &Hub,
+    app: &Services,
     body: Body,
 ) -> Result<T, ApiError> {
-    let bytes = read_body(body, hub.config().limits.max_body_bytes).await?;
+    let bytes = read_body(body, app.config.limits.max_body_bytes).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid body: {e}")))
 }
@@ -188,13 +187,13 @@ fn parse_list_query(uri: &Uri) -> Result<ListQuery, ApiError> {
 
 /// `GET /api/notifications`.
 pub(super) async fn list(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let user = user(&hub, &headers, &uri)?;
+    let user = user(&app, &headers, &uri)?;
     let query = parse_list_query(&uri)?;
-    let (page, unread_count) = hub.notifications(&user, &query).await?;
+    let (page, unread_count) = app.inbox.notifications(&user, &query).await?;
     let number = match query.position {
         Position::Page(n) => Some(n),
         Position::After(_) => None,
@@ -212,12 +211,12 @@ pub(super) async fn list(
 
 /// `GET /api/notifications/unread_count`.
 pub(super) async fn unread_count(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let user = user(&hub, &headers, &uri)?;
-    let count = hub.store().unread_count(&user).await?;
+    let user = user(&app, &headers, &uri)?;
+    let count = app.inbox.store().unread_count(&user).await?;
     Ok(axum::Json(json!({ "unread_count": count })).into_response())
 }
 
@@ -244,13 +243,13 @@ impl Selection {
 
 /// The user a mark-read or delete is from and the notifications it selects.
 async fn selection(
-    hub: &Hub,
+    app: &Services,
     headers: &HeaderMap,
     uri: &Uri,
     body: Body,
 ) -> Result<(String, Target), ApiError> {
-    let user = user(hub, headers, uri)?;
-    let target = json_body::<Selection>(hub, body).await?.target()?;
+    let user = user(app, headers, uri)?;
+    let target = json_body::<Selection>(app, body).await?.target()?;
     Ok((user, target))
 }
 
@@ -262,25 +261,25 @@ fn change_response(counted: &str, change: &Change) -> Response {
 
 /// `PATCH /api/notifications`: marks one or all read.
 pub(super) async fn mark_read(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     headers: HeaderMap,
     uri: Uri,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (user, target) = selection(&hub, &headers, &uri, body).await?;
-    let change = hub.mark_read(&user, &target).await?;
+    let (user, target) = selection(&app, &headers, &uri, body).await?;
+    let change = app.inbox.mark_read(&user, &target).await?;
     Ok(change_response("updated", &change))
 }
 
 /// `DELETE /api/notifications`: deletes one or all.
 pub(super) async fn delete(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     headers: HeaderMap,
     uri: Uri,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (user, target) = selection(&hub, &headers, &uri, body).await?;
-    let change = hub.delete_notifications(&user, &target).await?;
+    let (user, target) = selection(&app, &headers, &uri, body).await?;
+    let change = app.inbox.delete_notifications(&user, &target).await?;
     Ok(change_response("deleted", &change))
 }
 
@@ -313,13 +312,13 @@ impl NotificationBody {
 
 /// `POST /api/notifications`: a notification for one user or several.
 pub(super) async fn create(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let identity = publisher(&hub, &headers)?;
-    let body: NotificationBody = json_body(&hub, body).await?;
-    let max = hub.config().limits.max_batch;
+    let identity = publisher(&app, &headers)?;
+    let body: NotificationBody = json_body(&app, body).await?;
+    let max = app.config.limits.max_batch;
     let users = match (&body.user, &body.users) {
         (Some(one), None) => vec![one.clone()],
         (None, Some(many)) if !many.is_empty() && many.len() <= max => {
@@ -344,7 +343,7 @@ pub(super) async fn create(
         check_user(field, u)?;
         may_publish_to_user(&identity, field, u)?;
     }
-    let made = hub.notify(&users, &new).await?;
+    let made = app.inbox.notify(&users, &new).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "notifications": made })),
@@ -354,18 +353,18 @@ pub(super) async fn create(
 
 /// `POST /api/notifications/broadcast`: one notification for every user.
 pub(super) async fn broadcast(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let identity = publisher(&hub, &headers)?;
-    let body: NotificationBody = json_body(&hub, body).await?;
+    let identity = publisher(&app, &headers)?;
+    let body: NotificationBody = json_body(&app, body).await?;
     if body.user.is_some() || body.users.is_some() {
         return Err(Invalid::new("user", "a broadcast goes to every user; name none").into());
     }
     let new = body.notification()?;
     may_publish(&identity, &ChannelName::broadcast())?;
-    let made = hub.broadcast_notification(&new).await?;
+    let made = app.inbox.broadcast_notification(&new).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(json!({ "notification": made })),

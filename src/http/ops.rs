@@ -4,8 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 
-use super::ApiError;
-use crate::hub::Hub;
+use super::{ApiError, Services};
 
 /// `GET /healthz`: the process is up.
 pub(super) async fn healthz() -> Json<serde_json::Value> {
@@ -13,21 +12,23 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: the hub can accept events (broker reachable, not shutting down).
-pub(super) async fn readyz(State(hub): State<Hub>) -> Result<Json<serde_json::Value>, ApiError> {
-    hub.ready()
+pub(super) async fn readyz(
+    State(app): State<Services>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    app.ready()
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e))?;
     Ok(Json(serde_json::json!({"status": "ready"})))
 }
 
 /// `GET /stats`: counters as JSON.
-pub(super) async fn stats(State(hub): State<Hub>) -> Json<crate::stats::Snapshot> {
-    Json(hub.stats())
+pub(super) async fn stats(State(app): State<Services>) -> Json<crate::stats::Snapshot> {
+    Json(app.stats.snapshot(app.hub.gauges()))
 }
 
 /// `GET /metrics`: counters in the Prometheus text format.
-pub(super) async fn metrics(State(hub): State<Hub>) -> Response {
-    let mut response = hub.prometheus().into_response();
+pub(super) async fn metrics(State(app): State<Services>) -> Response {
+    let mut response = app.stats.prometheus(app.hub.gauges()).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

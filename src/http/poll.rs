@@ -21,11 +21,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
-use super::{ApiError, ConnectionInfo, stream};
+use super::{ApiError, ConnectionInfo, Services, stream};
 use crate::core::{ChannelName, Item};
-use crate::hub::Hub;
 use crate::protocol::{End, ResetNotice, envelope_json, event_json, matching_channels};
-use crate::session::{Heartbeat, Session, SessionOptions, Sessions, Step};
+use crate::session::{Heartbeat, Session, SessionOptions, Step};
 
 /// How long a request waits for an event when it names no `timeout`.
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(25);
@@ -157,15 +156,20 @@ impl Answer {
 /// `GET /poll?channel=..&last_event_id=..&timeout=..`: the events after
 /// `last_event_id`, waiting up to `timeout` seconds for one when there are none yet.
 pub(super) async fn poll(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let info = request.extensions().get::<ConnectionInfo>().cloned();
     let timeout = timeout_of(request.uri().query())?;
-    let cookie = hub.config().auth.cookie.clone();
-    let (open, _) = stream::read(request.uri(), &headers, &cookie, info.as_ref(), true)?;
-    let admitted = Sessions::new(hub).admit(open)?;
+    let (open, _) = stream::read(
+        request.uri(),
+        &headers,
+        &app.config.auth.cookie,
+        info.as_ref(),
+        true,
+    )?;
+    let admitted = app.sessions.admit(open)?;
     let user = admitted.identity().user.clone();
     let Some(start) = admitted.resume().map(|from| from.as_id().to_owned()) else {
         let head = admitted.position().await?;

@@ -17,9 +17,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{ApiError, identify};
+use super::{ApiError, Services, identify};
 use crate::core::{ChannelError, ChannelName, EventError, NewEvent, Payload};
-use crate::hub::{Hub, PublishError};
+use crate::hub::PublishError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -60,11 +60,11 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, 
 
 /// `POST /publish`.
 pub(super) async fn publish(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let identity = identify(&hub, &headers, None)?;
+    let identity = identify(&app, &headers, None)?;
     if !identity.is_authenticated() {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -72,7 +72,7 @@ pub(super) async fn publish(
             "publishing needs a publisher token or an API key (Authorization: Bearer ...)",
         ));
     }
-    let limits = &hub.config().limits;
+    let limits = &app.config.limits;
     let body = read_body(body, limits.max_body_bytes).await?;
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     let (requests, batch) = match first {
@@ -120,7 +120,7 @@ pub(super) async fn publish(
         }
         events.push(event);
     }
-    let accepted = hub.publish_batch(events).await.map_err(|e| match e {
+    let accepted = app.hub.publish_batch(events).await.map_err(|e| match e {
         PublishError::Invalid { index, error } => at(event_error(error), index, batch),
         PublishError::Unavailable(e) => e.into(),
     })?;

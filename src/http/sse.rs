@@ -8,7 +8,7 @@
 //! `sse.heartbeat`, and a stream ends with a `token_expired` event when its token
 //! expires and with a `shutdown` event (and a `retry:` hint) when the hub stops.
 //!
-//! A stream is served two ways: straight on the socket by [`crate::server`] (a
+//! A stream is served two ways: straight on the socket by the server (a
 //! plain request, the lean path), or as a response body through the router (a
 //! request the CORS policy applies to, or a router embedded in an application).
 //! Both send [`RESPONSE_HEADERS`], and both close a reader that stopped reading
@@ -23,11 +23,10 @@ use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use super::{ApiError, ConnectionInfo, redact_token, stream};
+use super::{ApiError, ConnectionInfo, Services, redact_token, stream};
 use crate::core::{ChannelName, Event, FrameFormat, Item, OverflowSignal};
-use crate::hub::Hub;
 use crate::protocol::{End, HubMessage, ResetNotice, envelope_json, event_json, matching_channels};
-use crate::session::{Heartbeat, Session, SessionOptions, Sessions, Step};
+use crate::session::{Heartbeat, Session, SessionOptions, Step};
 
 /// Frames ready at once are joined into writes of up to this many bytes.
 const COALESCE_BYTES: usize = 64 * 1024;
@@ -41,13 +40,12 @@ pub(crate) const RESPONSE_HEADERS: [(&str, &str); 3] = [
 
 /// `GET /events`: subscribe to channels over SSE, through the router.
 pub(super) async fn events(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     headers: HeaderMap,
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let info = request.extensions().get::<ConnectionInfo>().cloned();
-    let sessions = Sessions::new(hub);
-    let stream = SseStream::open(&sessions, &headers, request.uri(), info.as_ref()).await?;
+    let stream = SseStream::open(&app, &headers, request.uri(), info.as_ref()).await?;
     // Hyper stops polling the body while a write is blocked: the stalled-reader
     // guard runs beside it, for as long as the stream lives.
     if let Some(info) = info {
@@ -103,18 +101,18 @@ impl SseStream {
     /// Checks a streaming request and subscribes it: the stream starts with its
     /// `connected` event.
     pub(crate) async fn open(
-        sessions: &Sessions,
+        app: &Services,
         headers: &HeaderMap,
         uri: &axum::http::Uri,
         info: Option<&ConnectionInfo>,
     ) -> Result<Self, ApiError> {
-        let config = sessions.hub().config();
+        let config = &app.config;
         let (request, envelope) = stream::read(uri, headers, &config.auth.cookie, info, true)?;
         let options = SessionOptions {
             heartbeat: Heartbeat::WhenIdle(config.sse.heartbeat),
             presence: true,
         };
-        let session = sessions.admit(request)?.start(options).await?;
+        let session = app.sessions.admit(request)?.start(options).await?;
         tracing::debug!(
             connection = session.connection_id(),
             uri = %redact_token(uri),

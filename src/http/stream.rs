@@ -96,16 +96,13 @@ impl From<Refusal> for ApiError {
             Refusal::Credential(e) => return ApiError::from(e.clone()),
             Refusal::Unavailable(e) => return ApiError::from(e.clone()),
             Refusal::Denied(crate::core::Denied::NeedsCredential(_)) => StatusCode::UNAUTHORIZED,
-            Refusal::Denied(_) | Refusal::Publish(crate::hub::ClientPublishError::Forbidden(_)) => {
+            Refusal::Denied(_) | Refusal::NotPublishable(_) | Refusal::HookRefused(_) => {
                 StatusCode::FORBIDDEN
             }
-            Refusal::Publish(crate::hub::ClientPublishError::Refused(_)) => StatusCode::FORBIDDEN,
             Refusal::Limit(Rejection::PerIp) | Refusal::RateLimited(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Refusal::Limit(Rejection::MaxConnections)
-            | Refusal::ShuttingDown
-            | Refusal::Publish(crate::hub::ClientPublishError::Unavailable(_)) => {
+            Refusal::Limit(Rejection::MaxConnections) | Refusal::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             _ => StatusCode::BAD_REQUEST,

@@ -10,34 +10,33 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ApiError;
 use super::notifications::{
     json_body, may_publish_to_user, parse_limit, publisher, query_param, user,
 };
-use crate::hub::Hub;
+use super::{ApiError, Services};
 use crate::store::{Invalid, NewNotification, TaskUpdate};
 
 /// `GET /api/tasks`: the user's tasks, most recently updated first.
 pub(super) async fn list(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let user = user(&hub, &headers, &uri)?;
+    let user = user(&app, &headers, &uri)?;
     let limit = parse_limit(query_param(&uri, "limit").as_deref())?;
-    let tasks = hub.store().tasks(&user, limit).await?;
+    let tasks = app.inbox.store().tasks(&user, limit).await?;
     Ok(axum::Json(json!({ "tasks": tasks })).into_response())
 }
 
 /// `GET /api/tasks/{id}`: one of the user's tasks.
 pub(super) async fn get(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     Path(id): Path<String>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
-    let user = user(&hub, &headers, &uri)?;
-    let task = hub.store().task(&user, &id).await?;
+    let user = user(&app, &headers, &uri)?;
+    let task = app.inbox.store().task(&user, &id).await?;
     Ok(axum::Json(task).into_response())
 }
 
@@ -66,13 +65,13 @@ struct TaskBody {
 
 /// `PUT /api/tasks/{id}`: creates (201) or updates (200) a task.
 pub(super) async fn put(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let identity = publisher(&hub, &headers)?;
-    let body: TaskBody = json_body(&hub, body).await?;
+    let identity = publisher(&app, &headers)?;
+    let body: TaskBody = json_body(&app, body).await?;
     let notify = match body.notify {
         None => None,
         Some(n) => Some(
@@ -100,7 +99,7 @@ pub(super) async fn put(
         notify,
     )?;
     may_publish_to_user(&identity, "user", &update.user)?;
-    let change = hub.put_task(&update).await?;
+    let change = app.inbox.put_task(&update).await?;
     let status = if change.created {
         StatusCode::CREATED
     } else {

@@ -22,13 +22,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{ApiError, ConnectionInfo, stream};
+use super::{ApiError, ConnectionInfo, Services, stream};
 use crate::core::{Event, FrameFormat, Item, Payload};
-use crate::hub::Hub;
 use crate::protocol::{End, HubMessage, ResetNotice, event_json, matching_channels};
-use crate::session::{
-    Added, ClientPublish, Heartbeat, Refusal, Session, SessionOptions, Sessions, Step,
-};
+use crate::session::{Added, ClientPublish, Heartbeat, Refusal, Session, SessionOptions, Step};
 
 pub use crate::protocol::{
     CLOSE_PING_TIMEOUT, CLOSE_RESTART, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_BIG,
@@ -48,7 +45,7 @@ const CLOSE_WAIT: Duration = Duration::from_secs(5);
 /// `GET /ws`: upgrade to a WebSocket. The query takes the same `channel`,
 /// `last_event_id` and `token` parameters as `GET /events`.
 pub(super) async fn ws(
-    State(hub): State<Hub>,
+    State(app): State<Services>,
     headers: HeaderMap,
     uri: axum::http::Uri,
     info: Option<axum::Extension<ConnectionInfo>>,
@@ -62,16 +59,15 @@ pub(super) async fn ws(
         )
     })?;
     let info = info.map(|axum::Extension(i)| i);
-    let config = hub.config().clone();
+    let config = app.config.clone();
     let (request, _) = stream::read(&uri, &headers, &config.auth.cookie, info.as_ref(), false)?;
-    let sessions = Sessions::new(hub);
     // Subscribed (and replayed) before the upgrade, as SSE does, so a broker that
     // cannot serve it is an HTTP error rather than a socket that closes at once.
     let options = SessionOptions {
         heartbeat: Heartbeat::Every(config.ws.ping_interval),
         presence: true,
     };
-    let session = sessions.admit(request)?.start(options).await?;
+    let session = app.sessions.admit(request)?.start(options).await?;
     let max = config.ws.max_frame_bytes;
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)

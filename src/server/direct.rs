@@ -16,8 +16,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::http::sse::{self, SlowConsumer, SseStream};
-use crate::http::{ApiError, ConnectionInfo};
-use crate::session::Sessions;
+use crate::http::{ApiError, ConnectionInfo, Services};
 
 /// Most headers a directly served stream request may have.
 const MAX_HEADERS: usize = 64;
@@ -68,7 +67,7 @@ pub(super) fn is_stream_request(head: &[u8]) -> bool {
 /// While a write is blocked the stream still watches for the connection's queue
 /// overflowing and for `info.close`, so a reader that stopped is closed.
 pub(super) async fn serve(
-    sessions: &Sessions,
+    app: &Services,
     headers: HeaderMap,
     uri: Uri,
     info: ConnectionInfo,
@@ -77,7 +76,7 @@ pub(super) async fn serve(
     socket: &mut TcpStream,
 ) {
     let close = info.close.clone();
-    let opened = SseStream::open(sessions, &headers, &uri, Some(&info)).await;
+    let opened = SseStream::open(app, &headers, &uri, Some(&info)).await;
     drop((headers, uri, info));
     let mut stream = match opened {
         Ok(stream) => stream,

@@ -30,7 +30,7 @@ use tower::Service;
 
 use crate::http::{ConnectionInfo, cors_headers_without_origin};
 use crate::hub::Hub;
-use crate::session::Sessions;
+use crate::node::Node;
 
 mod direct;
 
@@ -43,15 +43,16 @@ const HEAD_READ_BYTES: usize = 1024;
 /// Beyond this a head is left to the HTTP server to refuse.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 
-/// Serves `hub` on `listener` until [`Hub::shutdown`] is called, then drains open
-/// connections for at most the configured grace period.
-pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
-    let router = hub.router();
-    let sessions = Sessions::new(hub.clone());
+/// Serves `node` on `listener` until [`Node::shutdown`] is called, then drains
+/// open connections for at most the configured grace period.
+pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
+    let router = node.router();
+    let app = node.services().clone();
+    let hub = node.hub().clone();
+    let config = node.config();
     // What the CORS policy adds to every response, also sent by directly served
     // streams, and the response head of those streams.
-    let cors_headers =
-        std::sync::Arc::new(cors_headers_without_origin(&hub.config().http.cors_origins));
+    let cors_headers = std::sync::Arc::new(cors_headers_without_origin(&config.http.cors_origins));
     let stream_head = direct::response_head(&cors_headers);
     let connections = TaskTracker::new();
     let close_all = CancellationToken::new();
@@ -82,10 +83,10 @@ pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
             async move { router.call(request.map(axum::body::Body::new)).await }
         });
         let hub = hub.clone();
-        let cors = !hub.config().http.cors_origins.is_empty();
+        let cors = !config.http.cors_origins.is_empty();
         let cors_headers = cors_headers.clone();
         let stream_head = stream_head.clone();
-        let sessions = sessions.clone();
+        let app = app.clone();
         connections.spawn(async move {
             let mut stream = stream;
             let head = tokio::select! {
@@ -105,7 +106,7 @@ pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
                     close: close.clone(),
                 };
                 direct::serve(
-                    &sessions,
+                    &app,
                     headers,
                     uri,
                     info,
@@ -132,7 +133,7 @@ pub async fn serve(listener: TcpListener, hub: Hub) -> io::Result<()> {
     }
     drop(listener);
     connections.close();
-    let grace = hub.config().shutdown.grace;
+    let grace = config.shutdown.grace;
     if tokio::time::timeout(grace, connections.wait())
         .await
         .is_err()

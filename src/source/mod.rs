@@ -6,11 +6,33 @@
 //! - [`redis`]: messages applications `PUBLISH` to Redis channels, mapped to Herald
 //!   channels by name patterns.
 //!
-//! A source runs as one background task per hub, started by [`crate::Hub::new`]
-//! when it is configured. It registers a [`crate::hub::Readiness`] so `/readyz`
-//! reports it, counts what it receives and skips in [`crate::stats::Stats`], and
-//! ends when the hub shuts down.
+//! A source runs as one background task per node, started by the node
+//! when it is configured. It publishes through a [`Sink`]: the hub, the counters
+//! where it counts what it receives and skips, its [`Readiness`] for `/readyz`;
+//! and it ends when the hub shuts down.
+
+use std::sync::Arc;
+
+use crate::health::Readiness;
+use crate::hub::Hub;
+use crate::stats::Stats;
 
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+
+/// Where an event source publishes, and what it needs to know of its node.
+#[derive(Debug, Clone)]
+pub struct Sink {
+    /// The hub the source publishes on.
+    pub hub: Hub,
+    /// The counters of what the source receives and skips.
+    pub stats: Arc<Stats>,
+    /// The source's readiness, for `/readyz`.
+    pub readiness: Readiness,
+    /// The largest event data the hub accepts, in bytes.
+    pub max_event_bytes: usize,
+    /// Whether other nodes share the broker (so one node should publish what
+    /// every node reads).
+    pub shared_broker: bool,
+}

@@ -31,9 +31,11 @@ use serde_json::Value;
 use tokio_postgres::NoTls;
 
 use self::routing::{Outcome, Router};
+use super::Sink;
 use crate::config::ConfigError;
 use crate::core::NewEvent;
-use crate::hub::{Hub, PublishError, Readiness};
+use crate::health::Readiness;
+use crate::hub::PublishError;
 use crate::stats::SourceSkip;
 
 /// How long a health check, a fetch or a connection attempt may take.
@@ -354,9 +356,9 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     text
 }
 
-/// Starts the source for `hub` (called by [`Hub::new`] when `[postgres]` is set).
-pub(crate) fn spawn(hub: &Hub, config: PostgresConfig) {
-    let readiness = hub.readiness("postgres source");
+/// Starts the source, publishing to `sink` (when `[postgres]` is set).
+pub(crate) fn spawn(sink: Sink, config: PostgresConfig) {
+    let readiness = sink.readiness.clone();
     let prepared = config
         .connection()
         .and_then(|pg| Router::new(&config).map(|router| (pg, router)));
@@ -370,7 +372,7 @@ pub(crate) fn spawn(hub: &Hub, config: PostgresConfig) {
         }
     };
     let source = Source {
-        hub: hub.clone(),
+        sink,
         router,
         readiness,
         pg,
@@ -395,7 +397,7 @@ enum End {
 
 /// Everything a running source needs.
 struct Source {
-    hub: Hub,
+    sink: Sink,
     router: Router,
     readiness: Readiness,
     pg: tokio_postgres::Config,
@@ -413,7 +415,7 @@ struct LogLimit {
 impl Source {
     /// Counts a skip and logs it (rate-limited). `detail` never holds payload values.
     fn skipped(&self, why: SourceSkip, topic: &str, detail: &str) {
-        self.hub.counters().source_skipped(why);
+        self.sink.stats.source_skipped(why);
         let mut log = self.log.lock();
         let now = Instant::now();
         if log
@@ -444,7 +446,7 @@ impl Source {
         payload: Option<Value>,
         side: &mut SideClient,
     ) -> Vec<NewEvent> {
-        self.hub.counters().source_received(1);
+        self.sink.stats.source_received(1);
         let mut routes = self.router.routes_for(topic).peekable();
         if routes.peek().is_none() {
             self.skipped(SourceSkip::NoRoute, topic, "no route takes this topic");
@@ -455,7 +457,7 @@ impl Source {
             return Vec::new();
         };
         let truncated = routing::is_truncated(&payload);
-        let limit = self.hub.config().limits.max_event_bytes;
+        let limit = self.sink.max_event_bytes;
         let mut fetched: HashMap<&str, Option<Value>> = HashMap::new();
         let mut events = Vec::new();
         for route in routes {
@@ -502,11 +504,11 @@ impl Source {
             return Ok(());
         }
         let count = events.len();
-        match self.hub.publish_batch(events).await {
+        match self.sink.hub.publish_batch(events).await {
             Ok(_) => Ok(()),
             Err(PublishError::Invalid { index, error }) => {
                 for _ in 0..count {
-                    self.hub.counters().source_skipped(SourceSkip::InvalidEvent);
+                    self.sink.stats.source_skipped(SourceSkip::InvalidEvent);
                 }
                 tracing::error!(
                     "postgres source: the hub refused a batch of {count} events (event {index}: {error})"
@@ -520,8 +522,8 @@ impl Source {
     /// Waits for `wait`; true when the hub started shutting down meanwhile.
     async fn pause(&self, wait: Duration) -> bool {
         tokio::select! {
-            _ = tokio::time::sleep(wait) => self.hub.is_shutting_down(),
-            _ = self.hub.shutting_down() => true,
+            _ = tokio::time::sleep(wait) => self.sink.hub.is_shutting_down(),
+            _ = self.sink.hub.shutting_down() => true,
         }
     }
 

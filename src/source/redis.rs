@@ -22,9 +22,11 @@ use futures_util::StreamExt;
 use redis::Value;
 use serde_json::Value as Json;
 
+use super::Sink;
 use crate::config::{RedisMessageFormat, RedisRoute, RedisSourceConfig};
 use crate::core::{ChannelName, NewEvent, Payload};
-use crate::hub::{Hub, PublishError, Readiness};
+use crate::health::Readiness;
+use crate::hub::PublishError;
 use crate::stats::SourceSkip;
 
 /// How long the ingesting node's lease lasts without renewal.
@@ -178,9 +180,10 @@ fn parse_template(text: &str) -> Vec<Piece> {
     pieces
 }
 
-/// Starts the source: one task until the hub shuts down.
-pub(crate) fn spawn(hub: &Hub, config: RedisSourceConfig, url: String) {
-    let readiness = hub.readiness("redis source");
+/// Starts the source, publishing to `sink`: one task until the hub shuts down.
+/// Its lease key lives under the Redis broker's `prefix`.
+pub(crate) fn spawn(sink: Sink, config: RedisSourceConfig, url: String, prefix: &str) {
+    let readiness = sink.readiness.clone();
     let client = match redis::Client::open(url.as_str()) {
         Ok(client) => client,
         Err(e) => {
@@ -190,18 +193,18 @@ pub(crate) fn spawn(hub: &Hub, config: RedisSourceConfig, url: String) {
         }
     };
     let source = Source {
-        hub: hub.clone(),
+        sink,
         routes: config.routes.iter().map(Route::new).collect(),
         client,
         readiness,
-        lease_key: format!("{{{}}}:source:leader", hub.config().redis.prefix),
+        lease_key: format!("{{{prefix}}}:source:leader"),
         me: format!("{:016x}", rand::random::<u64>()),
     };
     tokio::spawn(source.run());
 }
 
 struct Source {
-    hub: Hub,
+    sink: Sink,
     routes: Vec<Route>,
     client: redis::Client,
     readiness: Readiness,
@@ -231,7 +234,7 @@ impl Source {
             let wait = backoff.mul_f64(rand::random_range(0.5..1.0));
             backoff = (backoff * 2).min(Duration::from_secs(5));
             tokio::select! {
-                _ = self.hub.shutting_down() => return,
+                _ = self.sink.hub.shutting_down() => return,
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -246,7 +249,7 @@ impl Source {
             Ok(Err(e)) => return End::Lost(e.to_string()),
             Err(_) => return End::Lost("connection timed out".into()),
         };
-        self.hub.counters().source_connected();
+        self.sink.stats.source_connected();
         self.readiness.ready();
         let renew = redis::Script::new(RENEW);
         let mut tick = tokio::time::interval(RENEW_EVERY);
@@ -254,7 +257,7 @@ impl Source {
         loop {
             // Standing by.
             tokio::select! {
-                _ = self.hub.shutting_down() => return End::Stop,
+                _ = self.sink.hub.shutting_down() => return End::Stop,
                 _ = tick.tick() => {}
             }
             let mut take = redis::cmd("SET");
@@ -317,7 +320,7 @@ impl Source {
         let (_sink, mut messages) = pubsub.split();
         loop {
             tokio::select! {
-                _ = self.hub.shutting_down() => return Some(End::Stop),
+                _ = self.sink.hub.shutting_down() => return Some(End::Stop),
                 message = messages.next() => {
                     let Some(message) = message else {
                         return Some(End::Lost("the subscription closed".into()));
@@ -342,7 +345,7 @@ impl Source {
 
     /// Publishes one message by the first route that takes its channel.
     async fn take(&self, channel: &str, payload: &[u8]) {
-        let stats = self.hub.counters();
+        let stats = &self.sink.stats;
         stats.source_received(1);
         let Some((route, captures)) = self
             .routes
@@ -366,7 +369,7 @@ impl Source {
                 return;
             }
         };
-        match self.hub.publish(event).await {
+        match self.sink.hub.publish(event).await {
             Ok(_) => {}
             Err(PublishError::Invalid { error, .. }) => {
                 stats.source_skipped(SourceSkip::InvalidEvent);

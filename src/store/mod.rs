@@ -2,7 +2,7 @@
 //! and the [`Store`] that keeps them in SQLite ([`sqlite`], the default) or
 //! PostgreSQL ([`postgres`]).
 //!
-//! Nothing here knows HTTP or the hub's channels; [`crate::inbox`] ties a store to
+//! Nothing here knows HTTP or the hub's channels; the inbox ties a store to
 //! live events. Both backends keep the same tables and answer the same queries, so
 //! one test suite runs against each:
 //!

@@ -189,5 +189,5 @@ async fn subscribing_needs_the_right_credential() {
     // Any valid token opens the `authenticated` namespace.
     let sse = hub.subscribe("channel=lobby:1", Some(&only_b)).await;
     assert_eq!(sse.connected["channels"][0], "lobby:1");
-    assert!(hub.hub.stats().auth_failures >= 1);
+    assert!(hub.node.stats().auth_failures >= 1);
 }

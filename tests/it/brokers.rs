@@ -364,7 +364,7 @@ async fn in_process_hubs_on_one_place_share_events(kind: Kind) {
     let b = TestHub::builder().on(&place).start().await;
     for hub in [&a, &b] {
         let deadline = tokio::time::Instant::now() + PATIENCE;
-        while hub.hub.ready().await.is_err() {
+        while hub.node.ready().await.is_err() {
             assert!(tokio::time::Instant::now() < deadline, "never ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -515,9 +515,9 @@ async fn messages_published_to_redis_channels_are_delivered() {
         ("order.shipped", r#"{"id":7}"#, "o-7")
     );
     assert_eq!(got[4].1, "last", "the repeated id was published once");
-    let history = hub.hub.history(&ch("orders"), 10).await.unwrap();
+    let history = hub.node.hub().history(&ch("orders"), 10).await.unwrap();
     assert_eq!(history.len(), 2);
-    assert!(hub.hub.stats().source_notifications >= 7);
+    assert!(hub.node.stats().source_notifications >= 7);
     clean_redis(&format!("redis://{}", REDIS), &app).await;
 }
 

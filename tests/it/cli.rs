@@ -164,7 +164,7 @@ async fn token_mints_a_jwt_the_hub_accepts() {
         String::from_utf8_lossy(&out.stderr)
     );
     let token = String::from_utf8(out.stdout).unwrap();
-    let identity = hub.hub.authenticator().authenticate(token.trim()).unwrap();
+    let identity = hub.node.authenticator().authenticate(token.trim()).unwrap();
     assert_eq!(identity.user.as_deref(), Some("ana"));
     assert!(identity.subscribe[0].matches("team:9"));
     assert!(identity.may_publish(&herald::ChannelName::new("team:1").unwrap()));

@@ -71,7 +71,8 @@ async fn a_user_never_receives_another_users_events() {
     let mut bob_sse = hub.subscribe("", Some(&bob)).await;
     hub.publish(json!({"channel": "user:bob", "data": "for bob"}))
         .await;
-    hub.hub
+    hub.node
+        .hub()
         .send_to_user(
             "ana",
             herald::NewEvent::text(herald::ChannelName::new("x").unwrap(), "for ana"),
@@ -130,7 +131,8 @@ async fn broadcast_reaches_every_connection() {
         );
         assert_eq!(json(&e)["text"], "hi");
     }
-    hub.hub
+    hub.node
+        .hub()
         .broadcast(herald::NewEvent::text(
             herald::ChannelName::new("ignored").unwrap(),
             "lib",
@@ -220,7 +222,7 @@ async fn the_library_face_publishes_from_rust() {
     let event = herald::NewEvent::json(channel, &json!({"id": 17}))
         .unwrap()
         .with_type("order.created");
-    let accepted = hub.hub.publish(event).await.unwrap();
+    let accepted = hub.node.hub().publish(event).await.unwrap();
     let e = sse.expect().await;
     assert_eq!(
         (e.id, e.event, e.data),
@@ -237,10 +239,10 @@ async fn the_router_mounts_into_an_application() {
     let mut config = herald::Config::default();
     config.auth.jwt_secret = Some(crate::fixture::SECRET.into());
     config.store.path = ":memory:".into();
-    let hub = herald::Hub::new(config).unwrap();
+    let node = herald::Node::new(config).unwrap();
     let app = axum::Router::new()
         .route("/hello", axum::routing::get(|| async { "app" }))
-        .nest("/realtime", hub.router());
+        .nest("/realtime", node.router());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(axum::serve(listener, app).into_future());
@@ -248,7 +250,7 @@ async fn the_router_mounts_into_an_application() {
     let token = {
         let mut claims = herald::auth::Claims::new(Some("ana".into()), Duration::from_secs(60));
         claims.herald.subscribe = vec![herald::core::ChannelPattern::parse("orders").unwrap()];
-        hub.authenticator().mint(&claims).unwrap()
+        node.authenticator().mint(&claims).unwrap()
     };
     let response = reqwest::get(format!(
         "{url}/realtime/events?channel=orders&token={token}"
@@ -270,12 +272,13 @@ async fn the_router_mounts_into_an_application() {
     let connected = body.next().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&connected).contains("event: connected"));
     let channel = herald::ChannelName::new("orders").unwrap();
-    hub.publish(herald::NewEvent::text(channel, "from a handler"))
+    node.hub()
+        .publish(herald::NewEvent::text(channel, "from a handler"))
         .await
         .unwrap();
     let event = body.next().await.unwrap().unwrap();
     assert!(String::from_utf8_lossy(&event).contains("data: from a handler\n"));
-    hub.shutdown();
+    node.shutdown();
     server.abort();
 }
 

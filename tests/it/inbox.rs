@@ -629,22 +629,22 @@ on_both_stores! {
         };
         let day = 86_400_000;
         // Nothing is old yet.
-        let cleaned = hub.hub.store().clean_up(now_ms() + day, retention).await.unwrap();
+        let cleaned = hub.node.inbox().store().clean_up(now_ms() + day, retention).await.unwrap();
         assert_eq!((cleaned.notifications, cleaned.tasks, cleaned.broadcasts), (0, 0, 0));
         // Eight days on: finished tasks go.
-        let cleaned = hub.hub.store().clean_up(now_ms() + 8 * day, retention).await.unwrap();
+        let cleaned = hub.node.inbox().store().clean_up(now_ms() + 8 * day, retention).await.unwrap();
         assert_eq!((cleaned.notifications, cleaned.tasks, cleaned.broadcasts), (0, 2, 0));
         let (_, tasks) = call(&hub, Method::GET, "/api/tasks", Some(&alice), None).await;
         assert_eq!(tasks["tasks"].as_array().unwrap().len(), 1);
         assert_eq!(tasks["tasks"][0]["id"], "busy");
         // Thirty-one days on: read notifications go, unread ones stay.
-        let cleaned = hub.hub.store().clean_up(now_ms() + 31 * day, retention).await.unwrap();
+        let cleaned = hub.node.inbox().store().clean_up(now_ms() + 31 * day, retention).await.unwrap();
         assert_eq!(cleaned.notifications, 1);
         let page = list(&hub, &alice, "").await;
         assert_eq!(ids(&page).len(), 2);
         assert!(ids(&page).contains(&unread["id"].as_str().unwrap().to_owned()));
         // Ninety-one days on: the broadcast goes.
-        let cleaned = hub.hub.store().clean_up(now_ms() + 91 * day, retention).await.unwrap();
+        let cleaned = hub.node.inbox().store().clean_up(now_ms() + 91 * day, retention).await.unwrap();
         assert_eq!(cleaned.broadcasts, 1);
         let page = list(&hub, &alice, "").await;
         assert_eq!(ids(&page), vec![unread["id"].as_str().unwrap().to_owned()]);

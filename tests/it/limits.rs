@@ -126,7 +126,7 @@ async fn a_stalled_reader_is_disconnected_while_others_keep_receiving() {
             ids
         }));
     }
-    while hub.hub.stats().connections < 101 {
+    while hub.node.stats().connections < 101 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
@@ -141,7 +141,7 @@ async fn a_stalled_reader_is_disconnected_while_others_keep_receiving() {
     for reader in readers {
         assert_eq!(reader.await.unwrap(), published, "every event, in order");
     }
-    assert_eq!(hub.hub.stats().slow_consumer_disconnects, 1);
+    assert_eq!(hub.node.stats().slow_consumer_disconnects, 1);
     // The stalled socket was closed by the hub: draining it ends in EOF.
     let mut sink = vec![0u8; 1 << 16];
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
@@ -197,12 +197,12 @@ async fn a_stalled_reader_of_a_routed_stream_is_disconnected() {
 
     let payload = "x".repeat(1_000_000);
     let deadline = tokio::time::Instant::now() + crate::fixture::PATIENCE;
-    while hub.hub.stats().slow_consumer_disconnects == 0 {
+    while hub.node.stats().slow_consumer_disconnects == 0 {
         assert!(tokio::time::Instant::now() < deadline, "never overflowed");
         hub.publish(json!({"channel": "a", "data": {"pad": payload}}))
             .await;
     }
-    while hub.hub.stats().connections > 0 {
+    while hub.node.stats().connections > 0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the stalled stream is still held"

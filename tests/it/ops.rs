@@ -59,9 +59,9 @@ async fn readiness_turns_off_when_shutting_down() {
     let hub = TestHub::start().await;
     let response = hub.get("/readyz").await;
     assert_eq!(response.status(), 200);
-    hub.hub.shutdown();
+    hub.node.shutdown();
     // The listener is closing; readiness is checked through the library face.
-    assert!(hub.hub.ready().await.is_err());
+    assert!(hub.node.ready().await.is_err());
 }
 
 #[tokio::test]
@@ -138,7 +138,7 @@ async fn demo_tokens_when_enabled() {
 #[tokio::test]
 async fn readiness_reports_unready_components() {
     let hub = TestHub::start().await;
-    let source = hub.hub.readiness("postgres source");
+    let source = hub.node.components().register("postgres source");
     let response = hub.get("/readyz").await;
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.unwrap();

@@ -47,7 +47,7 @@ fn last(answer: &Value) -> String {
 /// Waits until the hub counts `n` open connections (a waiting poll holds one).
 async fn connections(hub: &TestHub, n: u64) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while hub.hub.stats().connections != n {
+    while hub.node.stats().connections != n {
         assert!(tokio::time::Instant::now() < deadline, "no waiting poll");
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
@@ -203,7 +203,7 @@ async fn a_quiet_channel_answers_empty_after_the_timeout() {
     assert_eq!(answer["events"], json!([]));
     assert_eq!(answer["reset"], Value::Null);
     assert_eq!(last(&answer), position, "the position is unchanged");
-    assert_eq!(hub.hub.stats().connections, 0, "the slot is released");
+    assert_eq!(hub.node.stats().connections, 0, "the slot is released");
 }
 
 #[tokio::test]

@@ -200,7 +200,7 @@ async fn start(config: PostgresConfig) -> TestHub {
 
 async fn until_ready(hub: &TestHub) {
     eventually("the postgres source to be ready", || async {
-        hub.hub.ready().await.is_ok()
+        hub.node.ready().await.is_ok()
     })
     .await;
 }
@@ -366,7 +366,7 @@ async fn table_changes_reach_exactly_the_subscribers_of_their_team() {
     ]
     .map(|(k, id)| (k.to_owned(), json!(id)));
     assert_eq!(rest, expected);
-    let stats = hub.hub.stats();
+    let stats = hub.node.stats();
     assert_eq!(stats.source_skipped, 0);
     assert_eq!(stats.source_notifications, 5);
 }
@@ -462,7 +462,7 @@ async fn the_listener_reconnects_after_its_connection_is_killed() {
     // Let it back in: it reconnects by itself, LISTENs again and delivers.
     db.exec(&format!("ALTER ROLE {role} LOGIN")).await;
     until_ready(&hub).await;
-    assert!(hub.hub.stats().source_connections >= 2);
+    assert!(hub.node.stats().source_connections >= 2);
     assert_eq!(hub.get("/readyz").await.status(), 200);
     db.exec("INSERT INTO tasks (id, team_id, title) VALUES (2, 1, 'after')")
         .await;
@@ -491,7 +491,7 @@ async fn an_unreachable_database_makes_the_hub_unready() {
                 .contains("postgres source: cannot connect")
     })
     .await;
-    assert_eq!(hub.hub.stats().source_connections, 0);
+    assert_eq!(hub.node.stats().source_connections, 0);
     // Other parts of the hub work meanwhile.
     let mut sse = subscribe(&hub, "team:1").await;
     hub.publish(json!({"channel": "team:1", "data": 1})).await;
@@ -661,7 +661,7 @@ async fn outbox_rows_written_while_the_hub_is_down_are_delivered_once_after_it_s
         assert_eq!(data(&e)["title"], format!("row {id}"));
     }
     eventually("rows 4 to 6 to be recorded as published", || async {
-        second.hub.stats().source_outbox_rows == 3
+        second.node.stats().source_outbox_rows == 3
     })
     .await;
     // As if a relay had published rows 5 and 6 and died before recording it: they
@@ -674,7 +674,7 @@ async fn outbox_rows_written_while_the_hub_is_down_are_delivered_once_after_it_s
     assert_eq!(e.id, "outbox-7");
     // Rows 4-6, then 5-6 again and 7: each read recorded.
     eventually("every row to be recorded as published", || async {
-        second.hub.stats().source_outbox_rows == 3 + 2 + 1
+        second.node.stats().source_outbox_rows == 3 + 2 + 1
     })
     .await;
     assert_eq!(
@@ -746,8 +746,8 @@ async fn two_relays_never_publish_one_row_twice() {
 
     let per_hub = || {
         [
-            a.hub.stats().source_outbox_rows,
-            b.hub.stats().source_outbox_rows,
+            a.node.stats().source_outbox_rows,
+            b.node.stats().source_outbox_rows,
         ]
     };
     eventually("both relays to count what they recorded", || async {
@@ -825,7 +825,7 @@ async fn with_an_elected_publisher_one_node_publishes_each_notification() {
     ];
     let published = || {
         hubs.iter()
-            .map(|h| h.hub.stats().events_published)
+            .map(|h| h.node.stats().events_published)
             .collect::<Vec<_>>()
     };
 

@@ -22,13 +22,20 @@ async fn behind_the_fan_out_an_event_goes_out_before_its_answer() {
             start: Start::Now,
             queue: None,
         };
-        readers.push(hub.hub.subscribe(request).await.unwrap().subscription);
+        readers.push(
+            hub.node
+                .hub()
+                .subscribe(request)
+                .await
+                .unwrap()
+                .subscription,
+        );
     }
     for i in 0..4 {
         let event = NewEvent::text(a.clone(), format!("{i}"));
-        hub.hub.publish(event).await.unwrap();
+        hub.node.hub().publish(event).await.unwrap();
     }
-    let publish = hub.hub.publish(NewEvent::text(a.clone(), "late"));
+    let publish = hub.node.hub().publish(NewEvent::text(a.clone(), "late"));
     tokio::pin!(publish);
     tokio::select! {
         biased;
@@ -209,7 +216,7 @@ async fn bad_publishes_get_clear_errors() {
             .unwrap()
             .starts_with("event 1:")
     );
-    assert_eq!(hub.hub.stats().events_published, 0);
+    assert_eq!(hub.node.stats().events_published, 0);
     // Malformed JSON.
     let response = hub
         .http

@@ -81,7 +81,7 @@ async fn resume_across_three_channels_after_forced_disconnects_loses_and_repeats
     assert!(reconnects >= 5, "the test disconnected mid-stream");
     assert_eq!(received, expected, "every event once, in order");
     assert!(sse.quiet_for(Duration::from_millis(200)).await.is_none());
-    assert!(hub.hub.stats().resumes >= 5);
+    assert!(hub.node.stats().resumes >= 5);
 }
 
 #[tokio::test]
@@ -122,7 +122,7 @@ async fn an_expired_id_gets_a_reset_then_live_events() {
         .await;
     let e = sse.expect().await;
     assert_eq!(e.id, live);
-    assert_eq!(hub.hub.stats().resets, 1);
+    assert_eq!(hub.node.stats().resets, 1);
 }
 
 #[tokio::test]

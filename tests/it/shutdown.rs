@@ -35,7 +35,7 @@ async fn a_thousand_open_streams_do_not_delay_shutdown_past_the_grace_period() {
             seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     }
-    assert_eq!(hub.hub.stats().connections, 1000);
+    assert_eq!(hub.node.stats().connections, 1000);
     let addr = hub.addr;
     let started = Instant::now();
     hub.stop().await.unwrap();
@@ -81,7 +81,7 @@ async fn a_stalled_stream_cannot_hold_shutdown_beyond_the_grace_period() {
         )
         .await
         .unwrap();
-    while hub.hub.stats().connections < 1 {
+    while hub.node.stats().connections < 1 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Fill the socket buffers so that the hub's writes block.

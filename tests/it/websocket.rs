@@ -406,7 +406,7 @@ async fn typing_events_are_live_only_and_rate_limited() {
         .request(json!({"op": "publish", "channel": "other", "data": 1}))
         .await;
     assert_eq!(answer["code"], "forbidden");
-    assert!(hub.hub.stats().client_events_refused >= 4);
+    assert!(hub.node.stats().client_events_refused >= 4);
 }
 
 #[tokio::test]
@@ -483,7 +483,7 @@ async fn token_expiry_and_shutdown_close_with_their_codes() {
 
     let token = hub.token(Some("ana"), &["a"], &[]);
     let mut ws = Ws::open(&hub, "channel=a", Some(&token)).await;
-    hub.hub.shutdown();
+    hub.node.shutdown();
     let notice = ws.expect("shutdown").await;
     assert!(notice["retry_ms"].as_u64().is_some());
     assert_eq!(ws.close_code().await, Some(CloseCode::Restart));
@@ -497,12 +497,15 @@ async fn rust_hooks_see_joins_leaves_and_can_refuse_client_events() {
         .await;
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let log = seen.clone();
-    hub.hub
+    hub.node
+        .hooks()
         .on_join(move |a| log.lock().push(format!("join {} {:?}", a.channel, a.user)));
     let log = seen.clone();
-    hub.hub
+    hub.node
+        .hooks()
         .on_leave(move |a| log.lock().push(format!("leave {} {:?}", a.channel, a.user)));
-    hub.hub
+    hub.node
+        .hooks()
         .on_client_event(|mut e: herald::hooks::ClientEvent| async move {
             if e.event.data.as_str().contains("spam") {
                 return Err("no spam".to_owned());
@@ -687,7 +690,8 @@ async fn a_client_that_stops_reading_is_closed_while_a_reader_gets_everything() 
     let stalled_id = connected["connection_id"].as_str().unwrap().to_owned();
     let left = Arc::new(Mutex::new(Vec::<String>::new()));
     let log = left.clone();
-    hub.hub
+    hub.node
+        .hooks()
         .on_leave(move |a| log.lock().push(a.connection_id.clone()));
     // The reader forwards the ids of its events as it reads them.
     let reader = Ws::open(&hub, "channel=feed", Some(&token)).await;
@@ -707,14 +711,14 @@ async fn a_client_that_stops_reading_is_closed_while_a_reader_gets_everything() 
     let channel = herald::ChannelName::new("feed").unwrap();
     let payload = "x".repeat(32 * 1024);
     let mut published = Vec::new();
-    while hub.hub.stats().slow_consumer_disconnects == 0 {
+    while hub.node.stats().slow_consumer_disconnects == 0 {
         assert!(
             published.len() < 4000,
             "the stalled client never overflowed"
         );
         for _ in 0..8 {
             let event = herald::NewEvent::text(channel.clone(), payload.clone());
-            published.push(hub.hub.publish(event).await.unwrap().id);
+            published.push(hub.node.hub().publish(event).await.unwrap().id);
         }
         for id in &published[published.len() - 8..] {
             let got = tokio::time::timeout(PATIENCE, ids.recv())
@@ -726,7 +730,8 @@ async fn a_client_that_stops_reading_is_closed_while_a_reader_gets_everything() 
     }
     // The reader got every event, in order, once; and it keeps getting them.
     let after = hub
-        .hub
+        .node
+        .hub()
         .publish(herald::NewEvent::text(channel.clone(), "after"))
         .await
         .unwrap()
@@ -908,7 +913,7 @@ async fn webhooks_retry_time_out_and_stay_quiet_on_shutdown() {
         assert!(tokio::time::Instant::now() < deadline, "no join reported");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    hub.hub.shutdown();
+    hub.node.shutdown();
     assert_eq!(ws.close_code().await, Some(CloseCode::Restart));
     hub.stop().await.unwrap();
     let deadline = tokio::time::Instant::now() + PATIENCE;

@@ -48,7 +48,7 @@ enum Incoming {
 pub(super) async fn run(source: Source) {
     let mut side = SideClient::new();
     let mut reconnect = Reconnect::new(&source.config);
-    while !source.hub.is_shutting_down() {
+    while !source.sink.hub.is_shutting_down() {
         let started = Instant::now();
         match session(&source, &mut side).await {
             End::Stop => break,
@@ -77,12 +77,12 @@ async fn session(source: &Source, side: &mut SideClient) -> End {
     if let Err(e) = client.batch_execute(&listen).await {
         return End::Lost(format!("LISTEN failed: {}", describe(&e)));
     }
-    source.hub.counters().source_connected();
+    source.sink.stats.source_connected();
     source.readiness.ready();
     let elect = source
         .config
         .elect_publisher
-        .unwrap_or(source.hub.config().broker != "memory");
+        .unwrap_or(source.sink.shared_broker);
     let lock = format!(
         "SELECT pg_try_advisory_lock({LOCK_CLASS}, {})",
         lock_key("notify", &topics.join(","))
@@ -106,7 +106,7 @@ async fn session(source: &Source, side: &mut SideClient) -> End {
     let end = loop {
         tokio::select! {
             biased;
-            _ = source.hub.shutting_down() => break End::Stop,
+            _ = source.sink.hub.shutting_down() => break End::Stop,
             // Before the notifications: the answer to a lock attempt precedes, on the
             // wire, the notifications sent after the lock was taken.
             Some((check, result)) = OptionFuture::from(query.as_mut()) => {
@@ -201,8 +201,8 @@ async fn forward(source: &Source, batch: Vec<Notification>, side: &mut SideClien
         tracing::error!("postgres source could not publish {count} event(s): {e}");
         for _ in 0..count {
             source
-                .hub
-                .counters()
+                .sink
+                .stats
                 .source_skipped(crate::stats::SourceSkip::PublishFailed);
         }
     }

@@ -53,7 +53,7 @@ const PRUNE_ROUNDS: usize = 100;
 pub(super) async fn run(source: Source) {
     let mut side = SideClient::new();
     let mut reconnect = Reconnect::new(&source.config);
-    while !source.hub.is_shutting_down() {
+    while !source.sink.hub.is_shutting_down() {
         let started = Instant::now();
         match session(&source, &mut side).await {
             End::Stop => break,
@@ -161,14 +161,14 @@ async fn session(source: &Source, side: &mut SideClient) -> End {
             mark: client.prepare(&statements.mark).await?,
         })
     };
-    source.hub.counters().source_connected();
+    source.sink.stats.source_connected();
     source.readiness.ready();
 
     let mut leader: Option<Prepared> = None;
     let mut prepare = Some(prepared);
     let mut next_prune = Instant::now();
     loop {
-        if source.hub.is_shutting_down() {
+        if source.sink.hub.is_shutting_down() {
             return End::Stop;
         }
         let prepared = match &leader {
@@ -288,7 +288,7 @@ async fn relay_batch(
     }
     source.publish(events).await.map_err(Failure::Publish)?;
     client.execute(&prepared.mark, &[&ids]).await?;
-    source.hub.counters().source_outbox_done(ids.len() as u64);
+    source.sink.stats.source_outbox_done(ids.len() as u64);
     Ok(rows.len())
 }
 
@@ -323,7 +323,7 @@ async fn wait(
     woken_too: bool,
 ) -> Option<End> {
     tokio::select! {
-        _ = source.hub.shutting_down() => Some(End::Stop),
+        _ = source.sink.hub.shutting_down() => Some(End::Stop),
         reason = &mut *lost => Some(End::Lost(reason.unwrap_or_else(|_| "the connection closed".into()))),
         _ = wake.recv(), if woken_too => None,
         _ = tokio::time::sleep(if woken_too {

@@ -22,25 +22,79 @@
 use std::collections::HashSet;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
-use crate::auth::{AuthError, Identity};
+use crate::auth::{AuthError, Authenticator, Identity};
 use crate::broker::{Accepted, BrokerError, ResumeFrom};
 use crate::core::{
-    ChannelError, ChannelName, Denied, Item, Member, NewEvent, Overflow, OverflowSignal, Payload,
-    Subscription,
+    ChannelError, ChannelName, Denied, EventError, Item, Member, NewEvent, Overflow,
+    OverflowSignal, Payload, Policies, Subscription,
 };
-use crate::hooks::Membership;
-use crate::hub::{Admission, ClientPublishError, Hub, Start, Subscribe, Subscribed};
+use crate::hooks::{ClientEvent, Hooks};
+use crate::hub::{Admission, Hub, PublishError, Start, Subscribe, Subscribed};
 use crate::limits::Rejection;
+use crate::presence::Roster;
 use crate::protocol::{Connected, End, reconnect_delay};
+use crate::stats::Stats;
 
-/// Opens sessions: what every streaming connection needs from the hub.
+mod membership;
+
+use membership::Membership;
+
+/// Opens sessions: what every streaming connection needs of the node. Cheap to
+/// clone.
 #[derive(Debug, Clone)]
 pub struct Sessions {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
     hub: Hub,
+    auth: Arc<Authenticator>,
+    policies: Arc<Policies>,
+    roster: Roster,
+    hooks: Hooks,
+    stats: Arc<Stats>,
+    settings: SessionSettings,
+}
+
+/// What sessions need to know besides the node's parts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionSettings {
+    /// Channels one connection may name (its user channel and `$broadcast` come on
+    /// top).
+    pub max_channels_per_connection: usize,
+    /// Tolerated clock skew: a session ends this long after its credential's expiry.
+    pub leeway: Duration,
+    /// Client events a connection may publish per second, on average.
+    pub client_publish_rate: f64,
+    /// Client events a connection may publish in a burst above the rate.
+    pub client_publish_burst: u32,
+    /// The reconnect delay given to clients as the hub stops is spread up to this.
+    pub reconnect_within: Duration,
+    /// The largest event data, in bytes.
+    pub max_event_bytes: usize,
+}
+
+/// The parts of a node sessions use.
+#[derive(Debug, Clone)]
+pub struct SessionParts {
+    /// The hub sessions subscribe to and publish on.
+    pub hub: Hub,
+    /// Checks credentials.
+    pub auth: Arc<Authenticator>,
+    /// The channel policies.
+    pub policies: Arc<Policies>,
+    /// Presence: who is on which channel.
+    pub roster: Roster,
+    /// Where joins, leaves and client events go.
+    pub hooks: Hooks,
+    /// The counters.
+    pub stats: Arc<Stats>,
 }
 
 /// A streaming request as every transport reads it from its own wire form.
@@ -114,9 +168,15 @@ pub enum Refusal {
     /// Client events come faster than the connection's rate limit.
     #[error("more than {0} events per second; slow down")]
     RateLimited(f64),
-    /// A client event was not published (policy, validity, hooks, broker).
+    /// The namespace or the credential does not allow the client to publish there.
+    #[error("{0}")]
+    NotPublishable(String),
+    /// A client event is not valid.
     #[error(transparent)]
-    Publish(ClientPublishError),
+    InvalidEvent(EventError),
+    /// A hook or the webhook refused a client event.
+    #[error("{0}")]
+    HookRefused(String),
 }
 
 impl Refusal {
@@ -138,10 +198,9 @@ impl Refusal {
             Self::PresenceDisabled(_) => "presence_disabled",
             Self::NoTarget => "invalid_target",
             Self::RateLimited(_) => "rate_limited",
-            Self::Publish(ClientPublishError::Forbidden(_)) => "forbidden",
-            Self::Publish(ClientPublishError::Invalid(_)) => "invalid_event",
-            Self::Publish(ClientPublishError::Refused(_)) => "refused",
-            Self::Publish(ClientPublishError::Unavailable(_)) => "unavailable",
+            Self::NotPublishable(_) => "forbidden",
+            Self::InvalidEvent(_) => "invalid_event",
+            Self::HookRefused(_) => "refused",
         }
     }
 
@@ -160,14 +219,42 @@ impl Refusal {
 }
 
 impl Sessions {
-    /// Sessions of `hub`.
-    pub fn new(hub: Hub) -> Self {
-        Self { hub }
+    /// Sessions over a node's `parts`.
+    pub fn new(parts: SessionParts, settings: SessionSettings) -> Self {
+        let SessionParts {
+            hub,
+            auth,
+            policies,
+            roster,
+            hooks,
+            stats,
+        } = parts;
+        Self {
+            inner: Arc::new(Shared {
+                hub,
+                auth,
+                policies,
+                roster,
+                hooks,
+                stats,
+                settings,
+            }),
+        }
     }
 
     /// The hub sessions subscribe to.
     pub fn hub(&self) -> &Hub {
-        &self.hub
+        &self.inner.hub
+    }
+
+    /// The channel policies.
+    pub fn policies(&self) -> &Policies {
+        &self.inner.policies
+    }
+
+    /// Who is present on `channel`, on every node.
+    pub fn presence(&self, channel: &ChannelName) -> Vec<Member> {
+        self.inner.roster.members(channel)
     }
 
     /// Who presents `credential`: anonymous without one; a refused credential is
@@ -176,16 +263,17 @@ impl Sessions {
         let Some(credential) = credential.filter(|c| !c.is_empty()) else {
             return Ok(Identity::anonymous());
         };
-        self.hub
-            .authenticator()
+        self.inner
+            .auth
             .authenticate(credential)
-            .inspect_err(|_| self.hub.counters().auth_failed())
+            .inspect_err(|_| self.inner.stats.auth_failed())
     }
 
     /// Checks a streaming request and takes its place within the connection limits.
     pub fn admit(&self, request: OpenRequest) -> Result<Admitted, Refusal> {
         let identity = self.identify(request.credential.as_deref())?;
-        let max = self.hub.config().limits.max_channels_per_connection;
+        let hub = &self.inner.hub;
+        let max = self.inner.settings.max_channels_per_connection;
         let mut channels = Vec::with_capacity(request.channels.len().min(max) + 2);
         let mut seen = HashSet::with_capacity(request.channels.len().min(max));
         for name in &request.channels {
@@ -205,8 +293,8 @@ impl Sessions {
         }
         let grants = identity.grants();
         for channel in &channels {
-            self.hub
-                .policies()
+            self.inner
+                .policies
                 .may_subscribe(&grants, channel)
                 .map_err(Refusal::Denied)?;
         }
@@ -224,8 +312,8 @@ impl Sessions {
             .last_event_id
             .filter(|id| !id.is_empty())
             .map(|id| ResumeFrom::parse(&id));
-        let admission = self.hub.admit(request.peer).map_err(Refusal::Limit)?;
-        if self.hub.is_shutting_down() {
+        let admission = hub.admit(request.peer).map_err(Refusal::Limit)?;
+        if hub.is_shutting_down() {
             return Err(Refusal::ShuttingDown);
         }
         Ok(Admitted {
@@ -295,7 +383,7 @@ impl Admitted {
 
     /// The id of the hub's newest position, for a client that has seen nothing yet.
     pub async fn position(&self) -> Result<String, Refusal> {
-        Ok(self.sessions.hub.position().await?)
+        Ok(self.sessions.inner.hub.position().await?)
     }
 
     /// Subscribes the connection: what it missed since its last event id first, then
@@ -308,7 +396,7 @@ impl Admitted {
             resume,
             admission,
         } = self;
-        let hub = &sessions.hub;
+        let shared = &sessions.inner;
         let request = Subscribe {
             channels,
             start: resume.map_or(Start::Head, Start::After),
@@ -317,10 +405,10 @@ impl Admitted {
         let Subscribed {
             subscription,
             position: start,
-        } = hub.subscribe(request).await?;
+        } = shared.hub.subscribe(request).await?;
         let membership = options.presence.then(|| {
             let mut membership = Membership::new(
-                hub,
+                &sessions,
                 admission.connection_id(),
                 identity.user.clone(),
                 identity.info.clone(),
@@ -330,13 +418,12 @@ impl Admitted {
             }
             membership
         });
-        let config = hub.config();
+        let settings = &shared.settings;
         let now = Instant::now();
         let expires = identity
             .expires_in()
-            .and_then(|left| now.checked_add(left)?.checked_add(config.auth.leeway));
-        let ws = &config.ws;
-        let limit = RateLimit::new(ws.client_publish_rate, ws.client_publish_burst);
+            .and_then(|left| now.checked_add(left)?.checked_add(settings.leeway));
+        let limit = RateLimit::new(settings.client_publish_rate, settings.client_publish_burst);
         let mut session = Session {
             timer: Box::pin(tokio::time::sleep_until(now)),
             heartbeat: options.heartbeat,
@@ -442,13 +529,13 @@ impl Session {
     pub async fn next(&mut self) -> Step {
         loop {
             {
-                let hub = &self.sessions.hub;
+                let shared = &self.sessions.inner;
                 let subscription = &mut self.subscription;
                 let timer = &mut self.timer;
                 tokio::select! {
                     biased;
-                    _ = hub.shutting_down() => {
-                        let within = hub.config().shutdown.reconnect_within;
+                    _ = shared.hub.shutting_down() => {
+                        let within = shared.settings.reconnect_within;
                         return Step::End(End::Shutdown { retry: reconnect_delay(within) });
                     }
                     _ = timer.as_mut() => {}
@@ -534,15 +621,16 @@ impl Session {
         last_event_id: Option<&str>,
     ) -> Result<Added, Refusal> {
         let channel = parse_channel(name)?;
-        let hub = &self.sessions.hub;
-        hub.policies()
+        let shared = &self.sessions.inner;
+        shared
+            .policies
             .may_subscribe(&self.identity.grants(), &channel)
             .map_err(Refusal::Denied)?;
         if self.subscription.has(&channel) {
             return Ok(Added::Already);
         }
         // The user channel and `$broadcast` come on top of the named ones.
-        let max = hub.config().limits.max_channels_per_connection;
+        let max = shared.settings.max_channels_per_connection;
         if self.subscription.channels().len() >= max + 2 {
             return Err(Refusal::TooManyChannels {
                 requested: None,
@@ -552,7 +640,9 @@ impl Session {
         let resume = last_event_id
             .filter(|id| !id.is_empty())
             .map(ResumeFrom::parse);
-        hub.add_channel(&mut self.subscription, channel.clone(), resume)
+        shared
+            .hub
+            .add_channel(&mut self.subscription, channel.clone(), resume)
             .await?;
         if let Some(membership) = &mut self.membership {
             membership.join(&channel);
@@ -575,16 +665,17 @@ impl Session {
     /// Who is present on a channel the connection is on or may subscribe to.
     pub fn presence(&self, name: &str) -> Result<(ChannelName, Vec<Member>), Refusal> {
         let channel = parse_channel(name)?;
-        let hub = &self.sessions.hub;
+        let shared = &self.sessions.inner;
         if !self.subscription.has(&channel) {
-            hub.policies()
+            shared
+                .policies
                 .may_subscribe(&self.identity.grants(), &channel)
                 .map_err(Refusal::Denied)?;
         }
-        if !hub.policies().of(&channel).presence {
+        if !shared.policies.of(&channel).presence {
             return Err(Refusal::PresenceDisabled(channel));
         }
-        let members = hub.presence(&channel);
+        let members = shared.roster.members(&channel);
         Ok((channel, members))
     }
 
@@ -598,17 +689,57 @@ impl Session {
         for name in &event.channels {
             channels.push(parse_channel(name)?);
         }
-        let hub = &self.sessions.hub;
+        let shared = &self.sessions.inner;
         if !self.limit.allow() {
-            hub.counters().client_event(false);
+            shared.stats.client_event(false);
             return Err(Refusal::RateLimited(self.limit.rate));
         }
         let mut new = NewEvent::new(channels[0].clone(), event.data);
         new.channels = channels;
         new.kind = event.kind;
-        hub.publish_from_client(&self.identity, self.admission.connection_id(), new)
+        let result = self.vet_and_publish(new).await;
+        shared.stats.client_event(result.is_ok());
+        result
+    }
+
+    /// Publishes a client event where the namespaces and the credential allow it,
+    /// once the hooks let it through: live-only unless every namespace keeps client
+    /// events, and never with an id of the client's.
+    async fn vet_and_publish(&self, mut event: NewEvent) -> Result<Accepted, Refusal> {
+        let shared = &self.sessions.inner;
+        event
+            .validate(shared.settings.max_event_bytes)
+            .map_err(Refusal::InvalidEvent)?;
+        let mut keep_history = true;
+        for channel in &event.channels {
+            let policy = shared.policies.of(channel);
+            if !policy.client_publish || channel.is_broadcast() {
+                return Err(Refusal::NotPublishable(format!(
+                    "clients may not publish to {channel}"
+                )));
+            }
+            if !self.identity.may_publish(channel) {
+                return Err(Refusal::NotPublishable(format!(
+                    "the token does not grant publishing to {channel}"
+                )));
+            }
+            keep_history &= policy.client_history;
+        }
+        event.ephemeral = !keep_history;
+        event.id = None;
+        let checked = shared
+            .hooks
+            .vet(ClientEvent {
+                connection_id: self.connection_id().to_owned(),
+                user: self.identity.user.clone(),
+                event,
+            })
             .await
-            .map_err(Refusal::Publish)
+            .map_err(Refusal::HookRefused)?;
+        shared.hub.publish(checked).await.map_err(|e| match e {
+            PublishError::Invalid { error, .. } => Refusal::InvalidEvent(error),
+            PublishError::Unavailable(e) => Refusal::Unavailable(e),
+        })
     }
 
     /// Ends the connection on its channels at once (leaves them, takes no more
