@@ -48,6 +48,7 @@
 //! - [`node`]: the composition root, [`Node`], which builds and wires every part.
 
 pub mod auth;
+pub mod backoff;
 pub mod broker;
 pub mod config;
 pub mod core;

@@ -21,6 +21,7 @@ use sha2::Sha256;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::config::WebhooksConfig;
 use crate::core::Payload;
 use crate::hooks::{ActivityKind, ChannelActivity, ClientEvent, HookResult};
@@ -143,9 +144,10 @@ impl Webhooks {
     async fn send(&self, body: &Value) -> Result<(u16, String), String> {
         let text = body.to_string();
         let mut last_error = String::new();
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(6));
         for attempt in 0..=self.retries {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100 << attempt.min(6))).await;
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             self.stats.webhook_sent();
             let timestamp = SystemTime::now()

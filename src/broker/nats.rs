@@ -49,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::replica::{Replica, Resolved};
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
+use crate::backoff::Backoff;
 use crate::config::{ConfigError, NatsConfig, NatsStorage};
 use crate::core::{ChannelName, Event, NewEvent, Policies};
 
@@ -180,7 +181,9 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(shared.config.timeout)
-        .reconnect_delay_callback(move |attempts| backoff(attempts, max))
+        .reconnect_delay_callback(move |attempts| {
+            Backoff::nth(Duration::from_millis(100), max, attempts)
+        })
         .event_callback(move |event| {
             let notify = notify.clone();
             async move {
@@ -215,7 +218,7 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         client: client.clone(),
         js: js.clone(),
     });
-    let mut failures = 0;
+    let mut backoff = Backoff::new(Duration::from_millis(100), max);
     let mut sessions = 0u64;
     loop {
         let why = follow(&shared, &client, &js, &stop, &mut sessions).await;
@@ -224,22 +227,16 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
         if was.is_none() {
             tracing::warn!("nats: stopped following the stream: {why}; resuming");
         }
-        failures += 1;
-        let wait = backoff(failures, max);
+        let wait = backoff.next_delay();
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
             _ = shared.changed.notified() => {}
         }
         if sessions > 0 && was.is_none() {
-            failures = 0;
+            backoff.reset();
         }
     }
-}
-
-fn backoff(attempts: usize, max: Duration) -> Duration {
-    let exp = Duration::from_millis(100).saturating_mul(1 << attempts.min(16) as u32);
-    exp.min(max).mul_f64(rand::random_range(0.5..1.0))
 }
 
 /// One session of following the stream; returns why it ended (`None`: stopped).

@@ -32,6 +32,7 @@ use tokio_postgres::NoTls;
 
 use self::routing::{Outcome, Router};
 use super::Sink;
+use crate::backoff::Backoff;
 use crate::config::ConfigError;
 use crate::core::NewEvent;
 use crate::health::Readiness;
@@ -530,15 +531,10 @@ impl Source {
     /// After a session ended with `reason`: reports the source unready, logs (less
     /// and less often while it stays down), and waits the backoff. True when the hub
     /// started shutting down meanwhile.
-    async fn lost(&self, reconnect: &mut Reconnect, started: Instant, reason: String) -> bool {
-        if started.elapsed() >= self.config.reconnect_max {
-            // The session had been up a while: this is a new outage.
-            reconnect.backoff.reset();
-            reconnect.failures = 0;
-        }
-        reconnect.failures += 1;
-        let failures = reconnect.failures;
-        let wait = reconnect.backoff.next();
+    async fn lost(&self, backoff: &mut Backoff, started: Instant, reason: String) -> bool {
+        // A session that had been up a while makes this a new outage.
+        let wait = backoff.after_session(started);
+        let failures = backoff.failures();
         if failures == 1 || failures.is_power_of_two() {
             tracing::warn!(
                 "postgres source down ({reason}); reconnecting in {wait:?} (attempt {failures})"
@@ -546,21 +542,6 @@ impl Source {
         }
         self.readiness.unready(reason);
         self.pause(wait).await
-    }
-}
-
-/// The reconnection state of a source across sessions.
-struct Reconnect {
-    backoff: Backoff,
-    failures: u32,
-}
-
-impl Reconnect {
-    fn new(config: &PostgresConfig) -> Self {
-        Self {
-            backoff: Backoff::new(config.reconnect_min, config.reconnect_max),
-            failures: 0,
-        }
     }
 }
 
@@ -626,35 +607,6 @@ impl SideClient {
             map.insert("fetched".into(), Value::Bool(true));
         }
         Ok(full)
-    }
-}
-
-/// Exponential backoff with jitter: each wait is between half and all of the
-/// current step, which doubles up to the maximum.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    step: Duration,
-}
-
-impl Backoff {
-    fn new(min: Duration, max: Duration) -> Self {
-        Self {
-            min,
-            max,
-            step: min,
-        }
-    }
-
-    fn next(&mut self) -> Duration {
-        let step = self.step;
-        self.step = (self.step * 2).min(self.max);
-        let half = step / 2;
-        half + half.mul_f64(rand::random::<f64>())
-    }
-
-    fn reset(&mut self) {
-        self.step = self.min;
     }
 }
 
@@ -827,17 +779,5 @@ channels = ["invitations:{email}"]
             .connection()
             .unwrap();
         assert_eq!(pg.get_application_name(), Some("mine"));
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_maximum() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
-        let waits: Vec<Duration> = (0..5).map(|_| b.next()).collect();
-        for (wait, step) in waits.iter().zip([100, 200, 400, 500, 500]) {
-            assert!(*wait >= Duration::from_millis(step / 2), "{waits:?}");
-            assert!(*wait <= Duration::from_millis(step), "{waits:?}");
-        }
-        b.reset();
-        assert!(b.next() <= Duration::from_millis(100));
     }
 }

@@ -23,6 +23,7 @@ use redis::Value;
 use serde_json::Value as Json;
 
 use super::Sink;
+use crate::backoff::{Backoff, pause};
 use crate::config::{RedisMessageFormat, RedisRoute, RedisSourceConfig};
 use crate::core::{ChannelName, NewEvent, Payload};
 use crate::health::Readiness;
@@ -219,7 +220,8 @@ enum End {
 
 impl Source {
     async fn run(self) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        let stop = self.sink.hub.shutdown_token();
         loop {
             let started = std::time::Instant::now();
             let why = match self.session().await {
@@ -228,14 +230,8 @@ impl Source {
             };
             tracing::warn!("redis source: {why}; reconnecting");
             self.readiness.unready(why);
-            if started.elapsed() > Duration::from_secs(30) {
-                backoff = Duration::from_millis(100);
-            }
-            let wait = backoff.mul_f64(rand::random_range(0.5..1.0));
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-            tokio::select! {
-                _ = self.sink.hub.shutting_down() => return,
-                _ = tokio::time::sleep(wait) => {}
+            if pause(backoff.after_session(started), &stop).await {
+                return;
             }
         }
     }

@@ -16,6 +16,7 @@ use redis::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{Shared, int, text, time_of};
+use crate::backoff::{Backoff, pause};
 use crate::broker::wire;
 
 /// How often the follower pings its connection and checks that it missed nothing.
@@ -55,7 +56,7 @@ impl Follower {
 
     pub(super) async fn run(mut self, stop: CancellationToken) {
         let max = self.shared.config.reconnect_max;
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), max);
         let mut sessions = 0u64;
         loop {
             let started = std::time::Instant::now();
@@ -68,14 +69,8 @@ impl Follower {
             if was.is_none() {
                 tracing::warn!("redis: event subscription lost: {why}; resubscribing");
             }
-            if started.elapsed() > max {
-                backoff = Duration::from_millis(100);
-            }
-            let wait = backoff.mul_f64(rand::random_range(0.5..1.0));
-            backoff = (backoff * 2).min(max);
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+            if pause(backoff.after_session(started), &stop).await {
+                return;
             }
         }
     }

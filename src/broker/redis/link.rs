@@ -13,6 +13,7 @@ use redis::{AsyncConnectionConfig, FromRedisValue, RedisError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::{Backoff, pause};
 use crate::broker::BrokerError;
 use crate::stats::Stats;
 
@@ -66,7 +67,7 @@ impl Link {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::new(FIRST_BACKOFF, self.max_backoff);
         let mut first = true;
         loop {
             let connect = self
@@ -89,7 +90,7 @@ impl Link {
                         tracing::info!("redis: reconnected");
                     }
                     first = false;
-                    backoff = FIRST_BACKOFF;
+                    backoff.reset();
                     self.connected.notify_waiters();
                     tokio::select! {
                         _ = stop.cancelled() => return,
@@ -105,18 +106,12 @@ impl Link {
         }
     }
 
-    async fn failed(&self, why: &str, backoff: &mut Duration, stop: &CancellationToken) {
+    async fn failed(&self, why: &str, backoff: &mut Backoff, stop: &CancellationToken) {
         let was = std::mem::replace(&mut self.state.lock().error, why.to_owned());
         if was != why {
             tracing::warn!("redis: cannot connect: {why}; retrying with backoff");
         }
-        let jitter = rand::random_range(0.5..1.0);
-        let wait = backoff.mul_f64(jitter);
-        *backoff = (*backoff * 2).min(self.max_backoff);
-        tokio::select! {
-            _ = stop.cancelled() => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
+        pause(backoff.next_delay(), stop).await;
     }
 
     /// Why the link is down, or `None` when it is up.

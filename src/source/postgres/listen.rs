@@ -30,7 +30,8 @@ use tokio_postgres::{
 
 use super::outbox::{LOCK_CLASS, lock_key};
 use super::trigger::quote_ident;
-use super::{End, IO_TIMEOUT, Reconnect, SideClient, Source, describe};
+use super::{End, IO_TIMEOUT, SideClient, Source, describe};
+use crate::backoff::Backoff;
 
 /// Notifications waiting between the connection and the session loop.
 const QUEUE: usize = 8192;
@@ -47,13 +48,13 @@ enum Incoming {
 /// Runs the listener until the hub shuts down.
 pub(super) async fn run(source: Source) {
     let mut side = SideClient::new();
-    let mut reconnect = Reconnect::new(&source.config);
+    let mut backoff = Backoff::new(source.config.reconnect_min, source.config.reconnect_max);
     while !source.sink.hub.is_shutting_down() {
         let started = Instant::now();
         match session(&source, &mut side).await {
             End::Stop => break,
             End::Lost(reason) => {
-                if source.lost(&mut reconnect, started, reason).await {
+                if source.lost(&mut backoff, started, reason).await {
                     break;
                 }
             }

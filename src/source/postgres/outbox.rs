@@ -36,7 +36,8 @@ use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Socket, Statement}
 
 use super::listen::AbortOnDrop;
 use super::trigger::{self, QualifiedName, quote_ident};
-use super::{End, Reconnect, SideClient, Source, describe};
+use super::{End, SideClient, Source, describe};
+use crate::backoff::Backoff;
 use crate::hub::PublishError;
 
 /// The first key of the relay's advisory lock ("HERA").
@@ -52,13 +53,13 @@ const PRUNE_ROUNDS: usize = 100;
 /// Runs the relay until the hub shuts down.
 pub(super) async fn run(source: Source) {
     let mut side = SideClient::new();
-    let mut reconnect = Reconnect::new(&source.config);
+    let mut backoff = Backoff::new(source.config.reconnect_min, source.config.reconnect_max);
     while !source.sink.hub.is_shutting_down() {
         let started = Instant::now();
         match session(&source, &mut side).await {
             End::Stop => break,
             End::Lost(reason) => {
-                if source.lost(&mut reconnect, started, reason).await {
+                if source.lost(&mut backoff, started, reason).await {
                     break;
                 }
             }
