@@ -124,11 +124,12 @@ pub struct AuthConfig {
     pub jwt_public_key: Option<PathBuf>,
     /// A JWKS file with RS256 or ES256 public keys, chosen by the token's `kid`.
     pub jwks: Option<PathBuf>,
-    /// The `iss` a token must carry, if set.
+    /// The `iss` a token must carry, if set: a token without one is refused.
     pub issuer: Option<String>,
-    /// The `aud` a token must carry, if set.
+    /// The `aud` a token must carry, if set: a token without one is refused.
     pub audience: Option<String>,
-    /// Tolerated clock skew when checking `exp`.
+    /// Tolerated clock skew when checking `exp` and `nbf` (5 s by default, at most
+    /// 1 h): a token is accepted this long after its `exp` and before its `nbf`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
     /// The cookie a browser may carry its token in.
@@ -145,7 +146,7 @@ impl Default for AuthConfig {
             jwks: None,
             issuer: None,
             audience: None,
-            leeway: Duration::ZERO,
+            leeway: Duration::from_secs(5),
             cookie: "herald_token".into(),
             api_keys: Vec::new(),
         }
@@ -551,6 +552,12 @@ impl Config {
                 ));
             }
         }
+        if self.auth.leeway > crate::auth::MAX_LEEWAY {
+            return Err(ConfigError::new(
+                "auth.leeway",
+                "must be at most 1h: it only covers clock differences between the token issuer and the hub",
+            ));
+        }
         if self.auth.cookie.is_empty() {
             return Err(ConfigError::new("auth.cookie", "must not be empty"));
         }
@@ -836,6 +843,9 @@ mod tests {
         assert_eq!(e.key, "listen");
         let e = load("[auth]\njwt_secret = 'short'\n", &[]).unwrap_err();
         assert_eq!(e.key, "auth.jwt_secret");
+        let e = load("[auth]\nleeway = '2h'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "auth.leeway");
+        assert_eq!(load("", &[]).unwrap().auth.leeway, Duration::from_secs(5));
         let e = load("[sse]\nheartbeat = 'often'\n", &[]).unwrap_err();
         assert_eq!(e.key, "sse.heartbeat");
         let e = load("[namespaces.'a:b']\nhistory_size = 1\n", &[]).unwrap_err();
