@@ -103,9 +103,11 @@ impl std::fmt::Debug for dyn Broker {
 
 impl Hub {
     /// Builds a hub from a checked configuration. Must be called inside a Tokio
-    /// runtime: it starts the history upkeep task.
+    /// runtime: it starts the history upkeep task. A configuration holding the
+    /// placeholder `herald check-config` prints for a hidden secret is refused.
     pub fn new(config: Config) -> Result<Self, ConfigError> {
         config.validate()?;
+        config.refuse_placeholders()?;
         let auth = Authenticator::from_config(&config.auth)?;
         let policies = Arc::new(config.policies());
         let stats = Arc::new(Stats::default());
@@ -648,9 +650,9 @@ impl Readiness {
         *self.state.lock() = None;
     }
 
-    /// The part is not working, and why.
+    /// The part is not working, and why (shown by `/readyz`, URL credentials hidden).
     pub fn unready(&self, reason: impl Into<String>) {
-        *self.state.lock() = Some(reason.into());
+        *self.state.lock() = Some(crate::config::redact_url(&reason.into()));
     }
 }
 

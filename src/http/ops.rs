@@ -14,9 +14,10 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 
 /// `GET /readyz`: the hub can accept events (broker reachable, not shutting down).
 pub(super) async fn readyz(State(hub): State<Hub>) -> Result<Json<serde_json::Value>, ApiError> {
-    hub.ready()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e.to_string()))?;
+    hub.ready().await.map_err(|e| {
+        let why = crate::config::redact_url(&e.to_string());
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
+    })?;
     Ok(Json(serde_json::json!({"status": "ready"})))
 }
 
