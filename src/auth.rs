@@ -10,7 +10,15 @@
 //! ```
 //!
 //! HS256 tokens are checked with a shared secret; RS256 and ES256 tokens with a PEM
-//! public key or the keys of a JWKS file (chosen by the token's `kid`).
+//! public key or the keys of a JWKS file (chosen by the token's `kid`). A token's
+//! `alg` picks the key and must be the key's own algorithm, so a token cannot choose
+//! how it is checked (no `none`, no HMAC over a public key).
+//!
+//! `exp` is required; `nbf` is honoured; with `auth.issuer` or `auth.audience` set,
+//! `iss` or `aud` is required too and must match. `exp` and `nbf` allow
+//! `auth.leeway` of clock skew. Times are plain seconds: a fraction, a negative
+//! number or text is refused, and a time too far in the future to represent counts
+//! as "far away" rather than failing.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -63,7 +71,7 @@ impl Claims {
         Self {
             sub,
             iat: Some(now),
-            exp: Some(now + ttl.as_secs()),
+            exp: Some(now.saturating_add(ttl.as_secs())),
             herald: HeraldClaims::default(),
         }
     }
@@ -129,13 +137,28 @@ impl Identity {
         ChannelPattern::any_matches(&self.publish, channel.as_str())
     }
 
-    /// Time left before the credential expires (`None` when it does not).
+    /// Time left before the credential expires (`None` when it does not), at most
+    /// [`LONGEST_EXPIRY`]: callers add it to the current instant, which must not
+    /// overflow whatever `exp` a token carries.
     pub fn expires_in(&self) -> Option<Duration> {
-        self.expires_at.map(|exp| {
-            let exp = UNIX_EPOCH + Duration::from_secs(exp);
-            exp.duration_since(SystemTime::now()).unwrap_or_default()
-        })
+        self.expires_at.map(|exp| time_left(exp, SystemTime::now()))
     }
+}
+
+/// The longest time [`Identity::expires_in`] reports. A token valid for longer is
+/// treated as valid for this long: its streams end after ten years.
+pub const LONGEST_EXPIRY: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// Time from `now` until the Unix time `exp`, none when past, at most
+/// [`LONGEST_EXPIRY`]; an `exp` beyond what `SystemTime` holds is far away, not an
+/// overflow.
+fn time_left(exp: u64, now: SystemTime) -> Duration {
+    UNIX_EPOCH
+        .checked_add(Duration::from_secs(exp))
+        .map_or(LONGEST_EXPIRY, |at| {
+            at.duration_since(now).unwrap_or_default()
+        })
+        .min(LONGEST_EXPIRY)
 }
 
 /// Why a credential was refused.
@@ -147,6 +170,9 @@ pub enum AuthError {
     /// The token has expired.
     #[error("the token has expired")]
     Expired,
+    /// The token's `nbf` (not before) is still in the future.
+    #[error("the token is not valid yet: its `nbf` (not before) is in the future")]
+    NotYetValid,
     /// Signing is not possible: no HS256 secret is configured.
     #[error("no HS256 secret is configured (set auth.jwt_secret or HERALD_JWT_SECRET)")]
     NoSecret,
@@ -187,6 +213,10 @@ impl std::fmt::Debug for Authenticator {
 
 /// Most credentials kept as verified; beyond it an arbitrary one makes room.
 const VERIFIED_CAPACITY: usize = 4096;
+
+/// The largest `auth.leeway` (see [`crate::config::AuthConfig::leeway`]): clock skew
+/// is a matter of seconds, and a far larger leeway would make time checks overflow.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(3600);
 
 fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
@@ -247,7 +277,8 @@ impl Authenticator {
             secret,
             public_keys,
             api_keys,
-            leeway: config.leeway.as_secs(),
+            // Config::validate refuses more; an embedder may not have called it.
+            leeway: config.leeway.min(MAX_LEEWAY).as_secs(),
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
         })
@@ -269,7 +300,7 @@ impl Authenticator {
         if let Some(identity) = verified.get(credential) {
             if identity
                 .expires_at
-                .is_some_and(|exp| exp + self.leeway <= now)
+                .is_some_and(|exp| self.expired(exp, now))
             {
                 verified.remove(credential);
                 return Err(AuthError::Expired);
@@ -287,6 +318,12 @@ impl Authenticator {
         }
         verified.insert(credential.into(), identity.clone());
         Ok(identity)
+    }
+
+    /// Whether a token with this `exp` is expired at `now`: from its `exp` second
+    /// on (the moment its streams end), after the leeway.
+    fn expired(&self, exp: u64, now: u64) -> bool {
+        exp.saturating_add(self.leeway) <= now
     }
 
     /// Checks a credential: an API key, or a token's signature and claims.
@@ -340,25 +377,24 @@ impl Authenticator {
         })?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = self.leeway;
-        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp"];
         match &self.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &self.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
             .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e.to_string()),
-            })?;
-        // A token is expired from its `exp` second on, the moment its streams end.
-        if claims
-            .exp
-            .is_some_and(|exp| exp + self.leeway <= unix_now())
-        {
+            .map_err(refusal)?;
+        if claims.exp.is_some_and(|exp| self.expired(exp, unix_now())) {
             return Err(AuthError::Expired);
         }
         Ok(claims)
@@ -369,6 +405,28 @@ impl Authenticator {
         let (key, _) = self.secret.as_ref().ok_or(AuthError::NoSecret)?;
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, key)
             .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+}
+
+/// Why a token that failed decoding is refused, in words a client developer can act on.
+fn refusal(e: jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::Invalid(format!(
+            "the token has no `{claim}` claim, which this hub requires"
+        )),
+        ErrorKind::InvalidIssuer => {
+            AuthError::Invalid("the token's `iss` is not the issuer this hub accepts".into())
+        }
+        ErrorKind::InvalidAudience => {
+            AuthError::Invalid("the token's `aud` is not the audience this hub accepts".into())
+        }
+        ErrorKind::InvalidClaimFormat(claim) => AuthError::Invalid(format!(
+            "the token's `{claim}` is not a whole number of seconds since 1970"
+        )),
+        _ => AuthError::Invalid(e.to_string()),
     }
 }
 
@@ -439,7 +497,7 @@ mod tests {
 
     fn auth() -> Authenticator {
         let config = AuthConfig {
-            jwt_secret: Some("a-test-secret-that-is-long-enough".into()),
+            jwt_secret: Some(SECRET.into()),
             api_keys: vec![ApiKeyConfig {
                 name: "backend".into(),
                 key: Some("k-123".into()),
@@ -541,6 +599,294 @@ mod tests {
             .unwrap();
         assert!(matches!(
             a.authenticate(&bad_sub),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    const SECRET: &str = "a-test-secret-that-is-long-enough";
+
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name)
+    }
+
+    /// A token with exactly these claims, signed HS256 with `secret`.
+    fn hs256(secret: &[u8], claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap()
+    }
+
+    fn in_an_hour() -> u64 {
+        unix_now() + 3600
+    }
+
+    #[test]
+    fn a_configured_issuer_and_audience_are_required_not_only_checked() {
+        let a = Authenticator::from_config(&AuthConfig {
+            jwt_secret: Some(SECRET.into()),
+            issuer: Some("https://auth.example.com".into()),
+            audience: Some("herald".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let exp = in_an_hour();
+        let iss = "https://auth.example.com";
+        let good = hs256(
+            SECRET.as_bytes(),
+            serde_json::json!({"sub": "ana", "exp": exp, "iss": iss, "aud": "herald"}),
+        );
+        assert_eq!(a.authenticate(&good).unwrap().user.as_deref(), Some("ana"));
+        let list = hs256(
+            SECRET.as_bytes(),
+            serde_json::json!({"exp": exp, "iss": iss, "aud": ["other", "herald"]}),
+        );
+        assert!(a.authenticate(&list).is_ok(), "one of several audiences");
+        let cases = [
+            (serde_json::json!({"exp": exp, "aud": "herald"}), "no `iss`"),
+            (serde_json::json!({"exp": exp, "iss": iss}), "no `aud`"),
+            (serde_json::json!({"exp": exp}), "no `"),
+            (
+                serde_json::json!({"exp": exp, "iss": "https://evil.example.com", "aud": "herald"}),
+                "`iss` is not",
+            ),
+            (
+                serde_json::json!({"exp": exp, "iss": iss, "aud": "other"}),
+                "`aud` is not",
+            ),
+        ];
+        for (claims, why) in cases {
+            let token = hs256(SECRET.as_bytes(), claims.clone());
+            match a.authenticate(&token) {
+                Err(AuthError::Invalid(message)) => {
+                    assert!(message.contains(why), "{claims}: {message}")
+                }
+                other => panic!("{claims} must be refused, got {other:?}"),
+            }
+        }
+        // Without issuer and audience configured, tokens need neither.
+        let plain = auth();
+        let token = hs256(SECRET.as_bytes(), serde_json::json!({"exp": exp}));
+        assert!(plain.authenticate(&token).is_ok());
+    }
+
+    #[test]
+    fn times_at_the_edges_of_their_type_never_panic() {
+        let a = auth();
+        for exp in [u64::MAX, 10_000_000_000_000_000_000, u64::MAX - 1] {
+            let token = hs256(
+                SECRET.as_bytes(),
+                serde_json::json!({"sub": "ana", "exp": exp}),
+            );
+            let id = a.authenticate(&token).unwrap();
+            assert_eq!(id.expires_in(), Some(LONGEST_EXPIRY), "exp {exp}");
+            // Again from the verified credentials, and at the end of time.
+            assert!(a.authenticate(&token).is_ok());
+            assert_eq!(
+                a.authenticate_at(&token, u64::MAX).unwrap_err(),
+                AuthError::Expired
+            );
+        }
+        for (claims, what) in [
+            (serde_json::json!({"exp": -5}), "negative"),
+            (serde_json::json!({"exp": 1.5e9}), "fractional"),
+            (
+                serde_json::json!({"exp": unix_now() as f64 + 600.5}),
+                "fractional",
+            ),
+            (serde_json::json!({"exp": 1e19}), "written as a fraction"),
+            (serde_json::json!({"exp": 1e30}), "beyond u64"),
+            (serde_json::json!({"exp": in_an_hour().to_string()}), "text"),
+            (serde_json::json!({"exp": null}), "null"),
+            (
+                serde_json::json!({"exp": in_an_hour(), "nbf": "0"}),
+                "text nbf",
+            ),
+            (
+                serde_json::json!({"exp": in_an_hour(), "nbf": -1}),
+                "negative nbf",
+            ),
+            (
+                serde_json::json!({"exp": in_an_hour(), "iat": -1}),
+                "negative iat",
+            ),
+        ] {
+            let token = hs256(SECRET.as_bytes(), claims.clone());
+            assert!(
+                matches!(a.authenticate(&token), Err(AuthError::Invalid(_))),
+                "{what}: {claims}"
+            );
+        }
+        // A leeway no configuration check has seen is bounded too.
+        let lax = Authenticator::from_config(&AuthConfig {
+            jwt_secret: Some(SECRET.into()),
+            leeway: Duration::MAX,
+            ..Default::default()
+        })
+        .unwrap();
+        for claims in [
+            serde_json::json!({"exp": u64::MAX, "nbf": u64::MAX}),
+            serde_json::json!({"exp": 0}),
+        ] {
+            let token = hs256(SECRET.as_bytes(), claims);
+            assert!(lax.authenticate(&token).is_err());
+        }
+        // Minting with a lifetime past the end of time saturates.
+        let claims = Claims::new(None, Duration::MAX);
+        assert_eq!(claims.exp, Some(u64::MAX));
+        // Time left, seen from a fixed instant.
+        let now = UNIX_EPOCH + Duration::from_secs(1_000);
+        assert_eq!(time_left(1_060, now), Duration::from_secs(60));
+        assert_eq!(time_left(10, now), Duration::ZERO);
+        assert_eq!(time_left(u64::MAX, now), LONGEST_EXPIRY);
+    }
+
+    #[test]
+    fn nbf_is_honoured_with_the_leeway() {
+        let a = auth();
+        assert_eq!(a.leeway, 5, "the default leeway");
+        let token = |nbf: u64| {
+            hs256(
+                SECRET.as_bytes(),
+                serde_json::json!({"exp": in_an_hour(), "nbf": nbf}),
+            )
+        };
+        let early = token(unix_now() + 120);
+        assert_eq!(a.authenticate(&early).unwrap_err(), AuthError::NotYetValid);
+        assert!(
+            a.verified.lock().is_empty(),
+            "a token not valid yet is not kept"
+        );
+        assert!(AuthError::NotYetValid.to_string().contains("nbf"));
+        assert!(
+            a.authenticate(&token(unix_now() + 2)).is_ok(),
+            "within the leeway"
+        );
+        assert!(a.authenticate(&token(unix_now() - 60)).is_ok());
+        assert_eq!(
+            a.authenticate(&token(u64::MAX)).unwrap_err(),
+            AuthError::NotYetValid
+        );
+        // Expiry has the same leeway: a token expired 2 s ago still passes.
+        let just_expired = hs256(
+            SECRET.as_bytes(),
+            serde_json::json!({"exp": unix_now() - 2}),
+        );
+        assert!(a.authenticate(&just_expired).is_ok());
+    }
+
+    /// An authenticator with the RSA public key of the fixtures, and `secret`.
+    fn with_public_key(public: &str, secret: Option<&str>) -> Authenticator {
+        Authenticator::from_config(&AuthConfig {
+            jwt_secret: secret.map(str::to_owned),
+            jwt_public_key: Some(fixture(public)),
+            ..Default::default()
+        })
+        .unwrap()
+    }
+
+    fn signed_with_private_key(alg: Algorithm, private: &str) -> String {
+        let pem = std::fs::read(fixture(private)).unwrap();
+        let key = match alg {
+            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem).unwrap(),
+            _ => EncodingKey::from_rsa_pem(&pem).unwrap(),
+        };
+        let claims = serde_json::json!({"sub": "ana", "exp": in_an_hour()});
+        jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn an_hmac_token_keyed_with_the_public_key_is_refused() {
+        for public in ["rsa-public.pem", "ec-public.pem"] {
+            let pem = std::fs::read(fixture(public)).unwrap();
+            let forged = hs256(
+                &pem,
+                serde_json::json!({"sub": "ana", "exp": in_an_hour(), "herald": {"publish": ["*"]}}),
+            );
+            for secret in [None, Some("a-different-secret-altogether")] {
+                let a = with_public_key(public, secret);
+                assert!(
+                    matches!(a.authenticate(&forged), Err(AuthError::Invalid(_))),
+                    "{public}, secret {secret:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_unsigned_token_is_refused() {
+        use base64::Engine;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let claims = b64(serde_json::json!({"sub": "ana", "exp": in_an_hour()}));
+        for alg in ["none", "None", "NONE", ""] {
+            let header = b64(serde_json::json!({"alg": alg, "typ": "JWT"}));
+            for token in [format!("{header}.{claims}."), format!("{header}.{claims}")] {
+                for a in [auth(), with_public_key("rsa-public.pem", Some(SECRET))] {
+                    assert!(
+                        matches!(a.authenticate(&token), Err(AuthError::Invalid(_))),
+                        "alg {alg:?}: {token}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_token_must_use_the_algorithm_of_its_key() {
+        let rsa = with_public_key("rsa-public.pem", None);
+        assert!(
+            rsa.authenticate(&signed_with_private_key(
+                Algorithm::RS256,
+                "rsa-private.pem"
+            ))
+            .is_ok(),
+            "the key's own algorithm"
+        );
+        for (alg, private) in [
+            (Algorithm::RS384, "rsa-private.pem"),
+            (Algorithm::RS512, "rsa-private.pem"),
+            (Algorithm::PS256, "rsa-private.pem"),
+            (Algorithm::ES256, "ec-private.pem"),
+        ] {
+            let token = signed_with_private_key(alg, private);
+            assert!(
+                matches!(rsa.authenticate(&token), Err(AuthError::Invalid(_))),
+                "{alg:?} against an RS256 key"
+            );
+        }
+        let ec = with_public_key("ec-public.pem", None);
+        assert!(
+            ec.authenticate(&signed_with_private_key(Algorithm::ES256, "ec-private.pem"))
+                .is_ok()
+        );
+        let rs256 = signed_with_private_key(Algorithm::RS256, "rsa-private.pem");
+        assert!(matches!(
+            ec.authenticate(&rs256),
+            Err(AuthError::Invalid(_))
+        ));
+        // A genuine RS256 signature under a header that claims another algorithm.
+        let (_, rest) = rs256.split_once('.').unwrap();
+        use base64::Engine;
+        for alg in ["HS256", "PS256", "RS384"] {
+            let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::json!({"alg": alg, "typ": "JWT"}).to_string());
+            let relabelled = format!("{header}.{rest}");
+            for a in [&rsa, &with_public_key("rsa-public.pem", Some(SECRET))] {
+                assert!(
+                    matches!(a.authenticate(&relabelled), Err(AuthError::Invalid(_))),
+                    "{alg}"
+                );
+            }
+        }
+        // And an HS256 hub takes no RS256 token.
+        assert!(matches!(
+            auth().authenticate(&rs256),
             Err(AuthError::Invalid(_))
         ));
     }

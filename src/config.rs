@@ -16,10 +16,15 @@ use serde::{Deserialize, Serialize};
 use crate::core::{ChannelPattern, HistoryPolicy, NamespacePolicy, Policies, SubscribeRule};
 
 mod brokers;
+mod redact;
 mod store;
 pub use brokers::{
     BrokerKind, NatsConfig, NatsStorage, RedisConfig, RedisMessageFormat, RedisRoute,
     RedisSourceConfig,
+};
+pub(crate) use redact::percent_decode;
+pub use redact::{
+    Hidden, REDACTED, Redacted, SECRET_KEYS, SECRET_PLACEHOLDER, Secrets, redact_url,
 };
 pub use store::StoreConfig;
 
@@ -34,17 +39,20 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    /// An error about `key`.
+    /// An error about `key`. URL credentials in the message are hidden
+    /// ([`redact_url`]): messages quote values, which may be URLs with passwords.
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             key: key.into(),
-            message: message.into(),
+            message: redact_url(&message.into()),
         }
     }
 }
 
-/// The whole configuration of a hub.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// The whole configuration of a hub. Its `Debug` form is [`Config::redacted`]'s, as
+/// JSON: a configuration printed by mistake (a log line, a failed assertion) shows
+/// no secret.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// The address to listen on (`HERALD_LISTEN`).
@@ -89,6 +97,15 @@ pub struct Config {
     pub store: StoreConfig,
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.redacted_value() {
+            Some(value) => write!(f, "Config {value}"),
+            None => f.write_str("Config { .. }"),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -124,11 +141,12 @@ pub struct AuthConfig {
     pub jwt_public_key: Option<PathBuf>,
     /// A JWKS file with RS256 or ES256 public keys, chosen by the token's `kid`.
     pub jwks: Option<PathBuf>,
-    /// The `iss` a token must carry, if set.
+    /// The `iss` a token must carry, if set: a token without one is refused.
     pub issuer: Option<String>,
-    /// The `aud` a token must carry, if set.
+    /// The `aud` a token must carry, if set: a token without one is refused.
     pub audience: Option<String>,
-    /// Tolerated clock skew when checking `exp`.
+    /// Tolerated clock skew when checking `exp` and `nbf` (5 s by default, at most
+    /// 1 h): a token is accepted this long after its `exp` and before its `nbf`.
     #[serde(with = "humantime_serde")]
     pub leeway: Duration,
     /// The cookie a browser may carry its token in.
@@ -145,7 +163,7 @@ impl Default for AuthConfig {
             jwks: None,
             issuer: None,
             audience: None,
-            leeway: Duration::ZERO,
+            leeway: Duration::from_secs(5),
             cookie: "herald_token".into(),
             api_keys: Vec::new(),
         }
@@ -551,6 +569,12 @@ impl Config {
                 ));
             }
         }
+        if self.auth.leeway > crate::auth::MAX_LEEWAY {
+            return Err(ConfigError::new(
+                "auth.leeway",
+                "must be at most 1h: it only covers clock differences between the token issuer and the hub",
+            ));
+        }
         if self.auth.cookie.is_empty() {
             return Err(ConfigError::new("auth.cookie", "must not be empty"));
         }
@@ -836,6 +860,9 @@ mod tests {
         assert_eq!(e.key, "listen");
         let e = load("[auth]\njwt_secret = 'short'\n", &[]).unwrap_err();
         assert_eq!(e.key, "auth.jwt_secret");
+        let e = load("[auth]\nleeway = '2h'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "auth.leeway");
+        assert_eq!(load("", &[]).unwrap().auth.leeway, Duration::from_secs(5));
         let e = load("[sse]\nheartbeat = 'often'\n", &[]).unwrap_err();
         assert_eq!(e.key, "sse.heartbeat");
         let e = load("[namespaces.'a:b']\nhistory_size = 1\n", &[]).unwrap_err();
@@ -910,6 +937,31 @@ mod tests {
         assert_eq!(e.key, "redis.shards");
         let e = load("", &[("HERALD_BROKER", "redis")]).unwrap_err();
         assert_eq!(e.key, "broker", "bare `redis` needs shards");
+    }
+
+    #[test]
+    fn errors_quoting_a_url_hide_its_password() {
+        for (env, key) in [
+            (("HERALD_BROKER", "kafka://u:pw-4f1c@h"), "broker"),
+            (("HERALD_BROKER", "nats://u:pw-4f1c@h:1/x"), "broker"),
+            (
+                ("HERALD_REDIS__SHARDS", "http://u:pw-4f1c@h:1"),
+                "redis.shards",
+            ),
+            (
+                ("HERALD_WEBHOOKS__URL", "ftp://u:pw-4f1c@h"),
+                "webhooks.url",
+            ),
+            (
+                ("HERALD_REDIS_SOURCE__URL", "http://u:pw-4f1c@h"),
+                "redis_source.url",
+            ),
+        ] {
+            let e = load("", &[env]).unwrap_err();
+            assert_eq!(e.key, key);
+            assert!(e.message.contains("REDACTED"), "{e}");
+            assert!(!e.to_string().contains("pw-4f1c"), "{e}");
+        }
     }
 
     #[test]

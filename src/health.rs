@@ -49,9 +49,10 @@ impl Readiness {
         *self.state.lock() = None;
     }
 
-    /// The part is not working, and why.
+    /// The part is not working, and why (shown by `/readyz`, URL credentials
+    /// hidden).
     pub fn unready(&self, reason: impl Into<String>) {
-        *self.state.lock() = Some(reason.into());
+        *self.state.lock() = Some(crate::config::redact_url(&reason.into()));
     }
 }
 

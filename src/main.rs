@@ -4,11 +4,13 @@
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use herald::auth::Claims;
+use herald::config::Secrets;
 use herald::core::ChannelPattern;
 use herald::{Config, ConfigError, Node};
 
@@ -183,7 +185,8 @@ fn main() -> ExitCode {
                 eprintln!("herald: {config}");
                 ExitCode::from(EXIT_CONFIG)
             } else {
-                eprintln!("herald: {e:#}");
+                // A driver's error may quote a connection URL (`pg trigger --url`).
+                eprintln!("herald: {}", herald::config::redact_url(&format!("{e:#}")));
                 ExitCode::FAILURE
             }
         }
@@ -198,14 +201,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let mut config = Config::load(args.config.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -224,6 +219,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         config.demo.tokens.get_or_insert(true);
         dev_secret = Some(secret);
     }
+    let mut secrets = config.secrets();
+    if let Some(secret) = &dev_secret {
+        secrets.add(secret);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(MaskedStderr(Arc::new(secrets)))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     let capped = raise_file_limit(&mut config);
     let addr = config.listen_addr()?;
     runtime()?.block_on(async move {
@@ -261,6 +268,36 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Standard error for log lines, with the configuration's secrets and any URL
+/// credentials masked: the hub's own lines hide them already, but a library's debug
+/// line may print a connection's settings its own way.
+#[derive(Clone)]
+struct MaskedStderr(Arc<Secrets>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for MaskedStderr {
+    type Writer = MaskedLine;
+
+    fn make_writer(&'a self) -> MaskedLine {
+        MaskedLine(self.0.clone())
+    }
+}
+
+/// One log line being written; see [`MaskedStderr`].
+struct MaskedLine(Arc<Secrets>);
+
+impl Write for MaskedLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter hands over each line whole, so a secret is never split.
+        let line = self.0.hide(&String::from_utf8_lossy(buf));
+        std::io::stderr().lock().write_all(line.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
 
 /// Connections the kernel may hold for the hub to accept (capped by
@@ -352,48 +389,10 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
 fn check_config(args: ConfigArgs) -> anyhow::Result<()> {
     let config = Config::load(args.config.as_deref())?;
     herald::auth::Authenticator::from_config(&config.auth)?;
-    let mut shown = config.clone();
-    if shown.auth.jwt_secret.is_some() {
-        shown.auth.jwt_secret = Some("<set>".into());
-    }
-    for key in &mut shown.auth.api_keys {
-        if key.key.is_some() {
-            key.key = Some("<set>".into());
-        }
-    }
-    if let Some(postgres) = &mut shown.postgres {
-        postgres.url = postgres.redacted_url();
-    }
-    println!("configuration is valid\n");
-    print!("{}", toml_like(&shown)?);
+    // All of the output is TOML, so it can be saved and given back with --config.
+    println!("# The configuration is valid. It resolves to:\n");
+    print!("{}", config.redacted()?.to_toml()?);
     Ok(())
-}
-
-/// The resolved configuration as TOML, for `check-config`.
-fn toml_like(config: &Config) -> anyhow::Result<String> {
-    let value = serde_json::to_value(config)?;
-    let mut out = String::new();
-    let mut sections = Vec::new();
-    if let serde_json::Value::Object(map) = value {
-        for (key, value) in map {
-            match value {
-                serde_json::Value::Object(_) => sections.push((key, value)),
-                serde_json::Value::Null => {}
-                other => out.push_str(&format!("{key} = {other}\n")),
-            }
-        }
-    }
-    for (name, value) in sections {
-        out.push_str(&format!("\n[{name}]\n"));
-        if let serde_json::Value::Object(map) = value {
-            for (key, value) in map {
-                if !value.is_null() {
-                    out.push_str(&format!("{key} = {value}\n"));
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn publish(args: PublishArgs) -> anyhow::Result<()> {

@@ -26,12 +26,23 @@ use crate::stats::{Snapshot, Stats};
 use crate::webhooks::Webhooks;
 
 /// A running node: the handle an application or the binary holds. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Node {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+/// Its name, broker and configuration (whose Debug form hides every secret).
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let services = &self.inner.services;
+        f.debug_struct("Node")
+            .field("node", &services.hub.node())
+            .field("broker", &services.hub.broker_kind())
+            .field("config", &services.config)
+            .finish()
+    }
+}
+
 struct Inner {
     services: Services,
     hooks: Hooks,
@@ -41,8 +52,14 @@ struct Inner {
 impl Node {
     /// Builds a node from a configuration, checking it first. Must be called inside
     /// a Tokio runtime: the node's background tasks start here.
-    pub fn new(config: Config) -> Result<Self, ConfigError> {
+    pub fn new(mut config: Config) -> Result<Self, ConfigError> {
         config.validate()?;
+        for key in config.disarm_placeholders() {
+            tracing::warn!(
+                "{key} holds the placeholder `herald check-config` prints for a hidden \
+                 secret; using a random secret known to no one until the real one is set"
+            );
+        }
         let broker_kind = config.broker_kind()?;
         let auth = Arc::new(Authenticator::from_config(&config.auth)?);
         let policies = Arc::new(config.policies());

@@ -29,7 +29,6 @@ use crate::stats::Stats;
 use std::sync::Arc;
 
 /// The webhook sender of a hub.
-#[derive(Debug)]
 pub(crate) struct Webhooks {
     url: String,
     secret: String,
@@ -43,6 +42,16 @@ pub(crate) struct Webhooks {
     activity: mpsc::UnboundedSender<Value>,
     stopping: CancellationToken,
     stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Part of the hub's `Debug`: the secret and URL credentials stay out.
+        f.debug_struct("Webhooks")
+            .field("url", &crate::config::redact_url(&self.url))
+            .field("node", &self.node)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Webhooks {
@@ -174,7 +183,8 @@ impl Webhooks {
                     let answer = response.text().await.unwrap_or_default();
                     return Ok((status, answer));
                 }
-                Err(e) => last_error = e.to_string(),
+                // The error quotes the URL, whose query may hold a token.
+                Err(e) => last_error = crate::config::redact_url(&e.to_string()),
             }
         }
         self.stats.webhook_failed();
@@ -243,6 +253,21 @@ async fn batcher(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_node_debug_form_shows_no_secret() {
+        let mut config = crate::Config::default();
+        config.auth.jwt_secret = Some("jwt-secret-1a2b3c4d5e6f".into());
+        config.webhooks.url = Some("https://u:pw-hook-9f9f@app.example.com/hooks".into());
+        config.webhooks.secret = Some("webhook-secret-8e8e8e8e".into());
+        config.store.path = ":memory:".into();
+        let node = crate::Node::new(config).unwrap();
+        let shown = format!("{node:?}");
+        assert!(shown.contains("webhooks"), "{shown}");
+        for secret in ["jwt-secret-1a2b", "pw-hook-9f9f", "webhook-secret-8e8e"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+    }
 
     #[test]
     fn signatures_are_hmac_sha256_of_timestamp_and_body() {

@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use self::replica::{Replica, Resolved};
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
 use crate::backoff::Backoff;
-use crate::config::{ConfigError, NatsConfig, NatsStorage};
+use crate::config::{ConfigError, NatsConfig, NatsStorage, percent_decode};
 use crate::core::{ChannelName, Event, NewEvent, Policies};
 
 #[derive(Debug, Clone)]
@@ -61,7 +61,10 @@ struct Connection {
 
 #[derive(Debug)]
 struct Shared {
-    url: String,
+    /// The servers of `broker`, without the credentials: async-nats shows addresses
+    /// in its logs.
+    servers: Vec<async_nats::ServerAddr>,
+    login: Login,
     config: NatsConfig,
     policies: Arc<Policies>,
     replica: Replica,
@@ -97,14 +100,10 @@ impl NatsBroker {
         delivery: LocalDelivery,
     ) -> Result<Self, ConfigError> {
         // Checked here so a bad address is a configuration error, not a retry loop.
-        for server in url.split(',') {
-            server
-                .trim()
-                .parse::<async_nats::ServerAddr>()
-                .map_err(|e| ConfigError::new("broker", format!("{server:?}: {e}")))?;
-        }
+        let (servers, login) = servers_and_login(url)?;
         let shared = Arc::new(Shared {
-            url: url.to_owned(),
+            servers,
+            login,
             config: config.clone(),
             replica: Replica::new(policies.clone(), delivery),
             policies,
@@ -172,6 +171,67 @@ fn unavailable(why: &str) -> BrokerError {
     BrokerError::Unavailable(format!("nats: {why}"))
 }
 
+/// How the hub logs in to NATS, from the user info of the `broker` URLs
+/// (`nats://user:password@host`, or a token: `nats://token@host`), which async-nats
+/// does not read from the addresses itself.
+#[derive(Clone, PartialEq, Eq)]
+enum Login {
+    None,
+    Token(String),
+    User { user: String, password: String },
+}
+
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::None => "None",
+            Self::Token(_) => "Token",
+            Self::User { .. } => "User",
+        })
+    }
+}
+
+/// The servers of a `broker` value (`nats://HOST:PORT`, several comma-separated),
+/// without their credentials, and the login those credentials give. Every server
+/// naming credentials must name the same ones: one login serves the cluster.
+fn servers_and_login(url: &str) -> Result<(Vec<async_nats::ServerAddr>, Login), ConfigError> {
+    let mut servers = Vec::new();
+    let mut login = Login::None;
+    for server in url.split(',') {
+        let addr = server
+            .trim()
+            .parse::<async_nats::ServerAddr>()
+            .map_err(|e| ConfigError::new("broker", format!("{server:?}: {e}")))?;
+        let mut address = addr.into_inner();
+        let user = percent_decode(address.username());
+        let this = match address.password() {
+            Some(password) => Login::User {
+                user,
+                password: percent_decode(password),
+            },
+            None if !user.is_empty() => Login::Token(user),
+            None => Login::None,
+        };
+        if this != Login::None {
+            if login != Login::None && login != this {
+                return Err(ConfigError::new(
+                    "broker",
+                    "the NATS servers name different credentials; give each the same (or only the first)",
+                ));
+            }
+            login = this;
+        }
+        // Neither setter fails on a nats:// or tls:// address, which has a host.
+        let _ = address.set_password(None);
+        let _ = address.set_username("");
+        servers.push(
+            async_nats::ServerAddr::from_url(address)
+                .map_err(|e| ConfigError::new("broker", format!("{server:?}: {e}")))?,
+        );
+    }
+    Ok((servers, login))
+}
+
 /// Connects, then follows the stream until `stop`, starting over after each loss.
 async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let max = shared.config.reconnect_max;
@@ -195,14 +255,14 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             }
         });
-    let servers: Vec<async_nats::ServerAddr> = shared
-        .url
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    let options = match &shared.login {
+        Login::None => options,
+        Login::Token(token) => options.token(token.clone()),
+        Login::User { user, password } => options.user_and_password(user.clone(), password.clone()),
+    };
     let client = tokio::select! {
         _ = stop.cancelled() => return,
-        c = options.connect(servers) => c,
+        c = options.connect(shared.servers.clone()) => c,
     };
     let client = match client {
         Ok(client) => client,
@@ -505,5 +565,47 @@ impl Broker for NatsBroker {
 
     fn history_channels(&self) -> usize {
         self.shared.replica.channels()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_addresses_for_the_login() {
+        let (servers, login) =
+            servers_and_login("nats://herald:p%40ss@127.0.0.1:4222, nats://127.0.0.1:4223")
+                .unwrap();
+        assert_eq!(
+            login,
+            Login::User {
+                user: "herald".into(),
+                password: "p@ss".into()
+            }
+        );
+        assert_eq!(servers.len(), 2);
+        for server in &servers {
+            let shown = format!("{server:?} {}", server.as_url_str());
+            assert!(
+                !shown.contains("herald") && !shown.contains("p%40ss"),
+                "{shown}"
+            );
+            assert_eq!(server.username(), None);
+        }
+        assert_eq!(servers[1].port(), 4223);
+        assert!(!format!("{login:?}").contains("p@ss"));
+
+        let (_, login) = servers_and_login("nats://s3cret-token@127.0.0.1:4222").unwrap();
+        assert_eq!(login, Login::Token("s3cret-token".into()));
+        let (_, login) = servers_and_login("nats://127.0.0.1:4222").unwrap();
+        assert_eq!(login, Login::None);
+        let (_, login) =
+            servers_and_login("nats://u:p@127.0.0.1:1,nats://u:p@127.0.0.1:2").unwrap();
+        assert!(matches!(login, Login::User { .. }));
+        let e = servers_and_login("nats://u:p@127.0.0.1:1,nats://u:q@127.0.0.1:2").unwrap_err();
+        assert_eq!(e.key, "broker");
+        let e = servers_and_login("nats://u:pw-7a7a@127.0.0.1:1,nats://[bad").unwrap_err();
+        assert!(!e.to_string().contains("pw-7a7a"), "{e}");
     }
 }

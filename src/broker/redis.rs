@@ -62,7 +62,7 @@ use tokio_util::sync::CancellationToken;
 use self::link::Link;
 use self::shards::{Shard, Shards};
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
-use crate::config::{ConfigError, RedisConfig};
+use crate::config::{ConfigError, RedisConfig, redact_url};
 use crate::core::{ChannelName, Event, NewEvent, Policies, Reset, ResetReason, Resumed};
 
 /// Channels dropped per upkeep run at most.
@@ -151,14 +151,14 @@ impl RedisBroker {
         let mut shard_links = Vec::new();
         if config.shards.len() > 1 {
             shard_links.push(Shard {
-                url: config.shards[0].clone(),
+                url: redact_url(&config.shards[0]),
                 link: link.clone(),
             });
             for url in &config.shards[1..] {
                 let client = redis::Client::open(url.as_str())
                     .map_err(|e| ConfigError::new("redis.shards", format!("{url:?}: {e}")))?;
                 shard_links.push(Shard {
-                    url: url.clone(),
+                    url: redact_url(url),
                     link: Arc::new(Link::new(client, config.timeout, config.reconnect_max)),
                 });
             }

@@ -48,7 +48,14 @@ impl BrokerKind {
                 Ok(Self::Redis(value.to_owned()))
             }
             "nats" | "tls" => {
-                if rest.is_empty() || rest.contains('/') {
+                // A cluster is a comma-separated list; each server may repeat the scheme.
+                let servers = rest.split(',').map(|server| {
+                    server
+                        .trim()
+                        .strip_prefix(&format!("{scheme}://"))
+                        .unwrap_or(server.trim())
+                });
+                if servers.clone().any(|s| s.is_empty() || s.contains('/')) {
                     return Err(bad("is not nats://HOST:PORT"));
                 }
                 if !cfg!(feature = "nats") {
@@ -450,10 +457,19 @@ mod tests {
             ));
         }
         if cfg!(feature = "nats") {
-            assert!(matches!(
-                BrokerKind::parse("nats://127.0.0.1:4222"),
-                Ok(BrokerKind::Nats(_))
-            ));
+            for cluster in [
+                "nats://127.0.0.1:4222",
+                "nats://10.0.0.6:4222,10.0.0.7:4222",
+                "nats://10.0.0.6:4222,nats://10.0.0.7:4222",
+                "nats://u:p@10.0.0.6:4222, nats://u:p@10.0.0.7:4222",
+            ] {
+                assert!(
+                    matches!(BrokerKind::parse(cluster), Ok(BrokerKind::Nats(_))),
+                    "{cluster}"
+                );
+            }
+            assert!(BrokerKind::parse("nats://h:1,nats://h:2/x").is_err());
+            assert!(BrokerKind::parse("nats://h:1,").is_err());
         }
     }
 

@@ -15,9 +15,10 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
 pub(super) async fn readyz(
     State(app): State<Services>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    app.ready()
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", e))?;
+    app.ready().await.map_err(|e| {
+        let why = crate::config::redact_url(&e);
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
+    })?;
     Ok(Json(serde_json::json!({"status": "ready"})))
 }
 

@@ -94,7 +94,7 @@ impl Default for PostgresConfig {
 impl std::fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresConfig")
-            .field("url", &redact_url(&self.url))
+            .field("url", &crate::config::redact_url(&self.url))
             .field("mode", &self.mode)
             .field("reconnect_min", &self.reconnect_min)
             .field("reconnect_max", &self.reconnect_max)
@@ -252,11 +252,6 @@ impl PostgresConfig {
         Router::new(self).map(|_| ())
     }
 
-    /// The URL with its password hidden, for logs and `check-config`.
-    pub fn redacted_url(&self) -> String {
-        redact_url(&self.url)
-    }
-
     /// The connection settings: the URL, with defaults for what it leaves out
     /// (`application_name=herald`, a connection timeout, TCP keepalives).
     fn connection(&self) -> Result<tokio_postgres::Config, ConfigError> {
@@ -295,46 +290,6 @@ impl PostgresConfig {
         }
         Ok(config)
     }
-}
-
-/// A connection string with its password replaced by `<set>`: the URL form
-/// (`postgres://user:pw@host`, `?password=pw`) and the key-value form (`password=pw`).
-pub fn redact_url(url: &str) -> String {
-    const HIDDEN: &str = "<set>";
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(end);
-        let authority = match authority.rsplit_once('@') {
-            Some((user_info, host)) => match user_info.split_once(':') {
-                Some((user, _)) => format!("{user}:{HIDDEN}@{host}"),
-                None => authority.to_owned(),
-            },
-            None => authority.to_owned(),
-        };
-        let tail = match tail.split_once('?') {
-            Some((path, query)) => {
-                let query: Vec<String> = query
-                    .split('&')
-                    .map(|pair| match pair.split_once('=') {
-                        Some((k, _)) if k.eq_ignore_ascii_case("password") => {
-                            format!("{k}={HIDDEN}")
-                        }
-                        _ => pair.to_owned(),
-                    })
-                    .collect();
-                format!("{path}?{}", query.join("&"))
-            }
-            None => tail.to_owned(),
-        };
-        return format!("{scheme}://{authority}{tail}");
-    }
-    url.split_whitespace()
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.trim().eq_ignore_ascii_case("password") => format!("{k}={HIDDEN}"),
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// A database error with the server's message (the driver's own text is only
@@ -754,18 +709,6 @@ channels = ["invitations:{email}"]
 
     #[test]
     fn passwords_stay_out_of_logs() {
-        assert_eq!(
-            redact_url("postgres://herald:s3cret@db:5432/app?password=x&sslmode=disable"),
-            "postgres://herald:<set>@db:5432/app?password=<set>&sslmode=disable"
-        );
-        assert_eq!(
-            redact_url("postgres://herald@db/app"),
-            "postgres://herald@db/app"
-        );
-        assert_eq!(
-            redact_url("host=db user=herald password=s3cret dbname=app"),
-            "host=db user=herald password=<set> dbname=app"
-        );
         let debug = format!("{:?}", config(|_| {}));
         assert!(!debug.contains("pw"), "{debug}");
     }

@@ -509,7 +509,8 @@ pub enum StoreError {
 
 /// A database error of either store, as [`StoreError::Unavailable`].
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    // Logged and shown by /readyz: a driver's message may quote the database URL.
+    StoreError::Unavailable(crate::config::redact_url(&e.to_string()))
 }
 
 /// Which database, from the `[store]` section.

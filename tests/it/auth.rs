@@ -142,7 +142,11 @@ async fn tokens_are_read_from_the_query_and_the_cookie() {
 
 #[tokio::test]
 async fn an_expiring_token_ends_its_stream() {
-    let hub = TestHub::start().await;
+    // No leeway: the stream ends at the token's `exp`, not a few seconds later.
+    let hub = TestHub::builder()
+        .config(|c| c.auth.leeway = Duration::ZERO)
+        .start()
+        .await;
     let token = hub.token_for(Some("ana"), &["a"], &[], Duration::from_secs(2));
     let mut sse = hub.subscribe("channel=a", Some(&token)).await;
     let started = tokio::time::Instant::now();
@@ -190,4 +194,63 @@ async fn subscribing_needs_the_right_credential() {
     let sse = hub.subscribe("channel=lobby:1", Some(&only_b)).await;
     assert_eq!(sse.connected["channels"][0], "lobby:1");
     assert!(hub.node.stats().auth_failures >= 1);
+}
+
+#[tokio::test]
+async fn a_configured_issuer_and_audience_must_be_in_the_token() {
+    let hub = TestHub::builder()
+        .config(|c| {
+            c.auth.issuer = Some("https://auth.example.com".into());
+            c.auth.audience = Some("herald".into());
+        })
+        .start()
+        .await;
+    let secret = EncodingKey::from_secret(crate::fixture::SECRET.as_bytes());
+    let token = |claims: serde_json::Value| {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &secret).unwrap()
+    };
+    let exp = herald::auth::unix_now() + 600;
+    let grants = json!({"subscribe": ["a"], "publish": ["a"]});
+    let complete = token(json!({
+        "sub": "ana", "exp": exp, "iss": "https://auth.example.com", "aud": "herald",
+        "herald": grants,
+    }));
+    let sse = hub.subscribe("channel=a", Some(&complete)).await;
+    assert_eq!(sse.connected["user"], "ana");
+    let (status, body) = hub
+        .publish_with(Some(&complete), &json!({"channel": "a", "data": 1}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    for (missing, claims) in [
+        (
+            "iss",
+            json!({"sub": "ana", "exp": exp, "aud": "herald", "herald": grants}),
+        ),
+        (
+            "aud",
+            json!({"sub": "ana", "exp": exp, "iss": "https://auth.example.com", "herald": grants}),
+        ),
+    ] {
+        let incomplete = token(claims);
+        let response = hub.open("channel=a", Some(&incomplete), None).await;
+        assert_eq!(response.status(), 401, "without `{missing}`");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "invalid_token");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&format!("`{missing}`")), "{message}");
+
+        let (status, body) = hub
+            .publish_with(Some(&incomplete), &json!({"channel": "a", "data": 2}))
+            .await;
+        assert_eq!(status, 401, "without `{missing}`: {body}");
+        assert_eq!(body["error"]["code"], "invalid_token");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("`{missing}`")),
+            "{body}"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::fixture::process::{HubProcess, herald_command as herald};
-use crate::fixture::{SECRET, TestHub, get_json};
+use crate::fixture::{PATIENCE, Place, PrivateNats, PrivateRedis, SECRET, TestHub, get_json};
 
 #[tokio::test]
 async fn a_killed_hub_loses_no_accepted_notification() {
@@ -317,4 +317,360 @@ async fn serve_says_when_the_open_file_limit_caps_max_connections() {
     );
     assert!(notice.contains("open-file limit"), "{notice}");
     assert!(notice.contains("256"), "names the limit: {notice}");
+}
+
+/// One distinct secret in each place a configuration can hold one.
+const PLANTED: &[&str] = &[
+    "pw-broker-41a7",
+    "pw-shard-5c2e",
+    "pw-source-93d0",
+    "pw-postgres-c7e2",
+    "pw-store-1d9a",
+    "pw-webhook-0b3c",
+    "tok-webhook-8d4f",
+    "webhook-secret-6a1e-0123456789",
+    "api-key-7e15-abcdef",
+    "jwt-secret-2f6b-0123456789",
+    "pw-nats-3e8b",
+    "tok-nats-a5a5",
+];
+
+/// The JWT secret planted in [`with_secrets`].
+const PLANTED_JWT_SECRET: &str = "jwt-secret-2f6b-0123456789";
+
+/// A configuration file with a planted secret in every place but the broker,
+/// whose settings `broker` gives. Every server is on a closed port.
+fn with_secrets(broker: &str) -> String {
+    format!(
+        r#"listen = "127.0.0.1:0"
+{broker}
+
+[redis_source]
+url = "redis://source:pw-source-93d0@127.0.0.1:1"
+
+[[redis_source.routes]]
+pattern = "user:*"
+
+[auth]
+jwt_secret = "{PLANTED_JWT_SECRET}"
+
+[[auth.api_keys]]
+name = "backend"
+key = "api-key-7e15-abcdef"
+publish = ["orders:*"]
+
+[webhooks]
+url = "http://hook:pw-webhook-0b3c@127.0.0.1:1/hooks?token=tok-webhook-8d4f"
+secret = "webhook-secret-6a1e-0123456789"
+
+[postgres]
+url = "postgres://herald:pw-postgres-c7e2@127.0.0.1:1/app"
+
+[[postgres.routes]]
+notify = "tasks"
+channels = ["team:{{team_id}}"]
+when = {{ op = ["insert", "update"] }}
+
+[store]
+kind = "postgres"
+url = "postgres://store:pw-store-1d9a@127.0.0.1:1/inbox"
+"#
+    )
+}
+
+/// The planted secrets found in `text`.
+fn secrets_in(text: &str) -> Vec<&'static str> {
+    PLANTED
+        .iter()
+        .copied()
+        .filter(|s| text.contains(s))
+        .collect()
+}
+
+#[tokio::test]
+async fn check_config_prints_no_secret_and_its_output_is_accepted_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let brokers = [
+        "broker = \"redis://herald:pw-broker-41a7@127.0.0.1:1/0\"\n[redis]\nshards = [\"redis://herald:pw-broker-41a7@127.0.0.1:1/0\", \"redis://:pw-shard-5c2e@127.0.0.1:1/1\"]",
+        "broker = \"nats://herald:pw-nats-3e8b@127.0.0.1:1,127.0.0.1:2\"",
+        "broker = \"nats://tok-nats-a5a5@127.0.0.1:1\"",
+    ];
+    for (i, broker) in brokers.into_iter().enumerate() {
+        let file = dir.path().join(format!("secrets-{i}.toml"));
+        let text = with_secrets(broker);
+        std::fs::write(&file, &text).unwrap();
+        let planted = secrets_in(&text);
+        assert!(planted.len() >= 9, "{planted:?}");
+        let out = herald()
+            .arg("check-config")
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .await
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{stderr}");
+        assert_eq!(secrets_in(&stdout), Vec::<&str>::new(), "{stdout}");
+        assert_eq!(secrets_in(&stderr), Vec::<&str>::new(), "{stderr}");
+        assert!(stdout.contains(":REDACTED@127.0.0.1:1") || stdout.contains("//REDACTED@"));
+        assert!(stdout.contains("# Secrets are hidden"), "{stdout}");
+
+        // The output is a configuration file: checked again, it passes.
+        let printed = dir.path().join(format!("printed-{i}.toml"));
+        std::fs::write(&printed, stdout.as_bytes()).unwrap();
+        let again = herald()
+            .arg("check-config")
+            .arg("--config")
+            .arg(&printed)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            again.status.success(),
+            "{}\n{stdout}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        assert_eq!(
+            secrets_in(&String::from_utf8_lossy(&again.stdout)),
+            Vec::<&str>::new()
+        );
+
+        // A hub starts with it, but never verifies (or signs) with the placeholder
+        // that stands in for its secrets: a token signed with it is refused.
+        let mut hub = LoggingHub::start(&printed).await;
+        hub.wait_for(&["auth.jwt_secret holds the placeholder"])
+            .await;
+        let forged = herald::auth::Authenticator::from_config(&herald::config::AuthConfig {
+            jwt_secret: Some(herald::config::SECRET_PLACEHOLDER.into()),
+            ..Default::default()
+        })
+        .unwrap()
+        .mint(&herald::auth::Claims::new(
+            Some("mallory".into()),
+            Duration::from_secs(60),
+        ))
+        .unwrap();
+        let answer = reqwest::Client::new()
+            .get(format!("{}/events?channel=user:mallory", hub.url))
+            .bearer_auth(&forged)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 401);
+        hub.kill().await;
+    }
+}
+
+/// A `herald serve` with `HERALD_LOG=debug` whose output is kept for reading.
+struct LoggingHub {
+    url: String,
+    child: tokio::process::Child,
+    /// Every line of its standard output and error so far.
+    lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+    seen: String,
+}
+
+impl LoggingHub {
+    async fn start(config: &std::path::Path) -> Self {
+        let mut child = herald()
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .env("HERALD_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = tokio::sync::mpsc::unbounded_channel();
+        forward(child.stdout.take().unwrap(), tx.clone());
+        forward(child.stderr.take().unwrap(), tx);
+        let mut hub = Self {
+            url: String::new(),
+            child,
+            lines,
+            seen: String::new(),
+        };
+        let listening = hub.wait_for(&["listening on "]).await;
+        let at = listening.find("http://").expect("an address");
+        hub.url = listening[at..].trim().to_owned();
+        hub
+    }
+
+    /// Reads output until each of `markers` has appeared on some line; returns the
+    /// line of the first.
+    async fn wait_for(&mut self, markers: &[&str]) -> String {
+        let mut missing: Vec<&str> = markers
+            .iter()
+            .copied()
+            .filter(|m| !self.seen.contains(m))
+            .collect();
+        let mut first = self
+            .seen
+            .lines()
+            .find(|l| l.contains(markers[0]))
+            .map(str::to_owned);
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !missing.is_empty() {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("never logged {missing:?}; logged:\n{}", self.seen))
+                .unwrap_or_else(|| panic!("exited before logging {missing:?}:\n{}", self.seen));
+            missing.retain(|m| !line.contains(m));
+            if first.is_none() && line.contains(markers[0]) {
+                first = Some(line.clone());
+            }
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+        }
+        first.unwrap_or_default()
+    }
+
+    /// Kills the hub and returns all it printed.
+    async fn kill(mut self) -> String {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        while let Some(line) = self.lines.recv().await {
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+        }
+        self.seen
+    }
+}
+
+/// Sends each line `output` gives to `lines`.
+fn forward(
+    output: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    lines: tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(output).lines();
+        while let Ok(Some(line)) = reader.next_line().await {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// `/readyz` until its body contains `wanted`: the body.
+async fn readyz_saying(url: &str, wanted: &str) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let body = reqwest::get(format!("{url}/readyz"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if body.contains(wanted) {
+            return body;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz never said {wanted:?}; last: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_hub_whose_services_fail_logs_and_shows_no_secret() {
+    // The first Redis shard answers, so /readyz names the second, unreachable one.
+    let Some(redis) = PrivateRedis::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.toml");
+    let broker = format!(
+        "broker = \"redis\"\n[redis]\nshards = [\"{}\", \"redis://:pw-shard-5c2e@127.0.0.1:1/1\"]",
+        redis.url()
+    );
+    std::fs::write(&file, with_secrets(&broker)).unwrap();
+    let mut hub = LoggingHub::start(&file).await;
+
+    // A subscriber joins a presence channel, so a webhook is attempted; the inbox
+    // is asked, so the store is tried.
+    let auth = herald::auth::Authenticator::from_config(&herald::config::AuthConfig {
+        jwt_secret: Some(PLANTED_JWT_SECRET.into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let token = crate::fixture::mint(&auth, Some("ana"), &["*"], &[], Duration::from_secs(600));
+    let events = reqwest::Client::new()
+        .get(format!("{}/events?channel=demo:board", hub.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let inbox = reqwest::Client::new()
+        .get(format!("{}/api/notifications", hub.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(inbox.status(), 503);
+    let ready = readyz_saying(&hub.url, "redis shard").await;
+    assert!(ready.contains("redis://:REDACTED@127.0.0.1:1/1"), "{ready}");
+
+    hub.wait_for(&[
+        "redis source: ",
+        "postgres source down",
+        "store unavailable",
+        "webhook not delivered",
+    ])
+    .await;
+    drop(events);
+    let output = hub.kill().await;
+    assert_eq!(secrets_in(&ready), Vec::<&str>::new(), "{ready}");
+    assert_eq!(secrets_in(&output), Vec::<&str>::new(), "{output}");
+}
+
+#[tokio::test]
+async fn a_hub_that_cannot_reach_nats_logs_no_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, broker) in [
+        "broker = \"nats://herald:pw-nats-3e8b@127.0.0.1:1\"",
+        "broker = \"nats://tok-nats-a5a5@127.0.0.1:1\"",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let file = dir.path().join(format!("herald-{i}.toml"));
+        std::fs::write(&file, with_secrets(broker)).unwrap();
+        let mut hub = LoggingHub::start(&file).await;
+        // async-nats logs each attempt, naming the server, at debug level.
+        hub.wait_for(&["connection attempt failed", "postgres source down"])
+            .await;
+        let ready = readyz_saying(&hub.url, "nats").await;
+        let output = hub.kill().await;
+        assert_eq!(secrets_in(&ready), Vec::<&str>::new(), "{ready}");
+        assert_eq!(secrets_in(&output), Vec::<&str>::new(), "{output}");
+    }
+}
+
+#[tokio::test]
+async fn a_nats_broker_url_with_credentials_logs_the_hub_in() {
+    let Some(mut nats) = PrivateNats::new().await else {
+        return;
+    };
+    nats.start_with(&["--user", "herald", "--pass", "p@ss-9c9c"])
+        .await;
+    let place = Place::on_nats(&nats);
+    let with_login = nats.url().replace("nats://", "nats://herald:p%40ss-9c9c@");
+    let hub = HubProcess::builder()
+        .on(&place)
+        .env("HERALD_BROKER", with_login)
+        .start()
+        .await;
+    hub.wait_ready(200).await;
+    let (status, answer) = hub
+        .publish(
+            &crate::fixture::token(&[], &["a"]),
+            &serde_json::json!({"channel": "a", "data": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
 }

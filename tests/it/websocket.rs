@@ -475,7 +475,11 @@ async fn bad_input_gets_error_frames_and_documented_close_codes() {
 
 #[tokio::test]
 async fn token_expiry_and_shutdown_close_with_their_codes() {
-    let hub = TestHub::start().await;
+    // No leeway: the socket closes at the token's `exp`, not a few seconds later.
+    let hub = TestHub::builder()
+        .config(|c| c.auth.leeway = Duration::ZERO)
+        .start()
+        .await;
     let short = hub.token_for(Some("ana"), &["a"], &[], Duration::from_secs(1));
     let mut ws = Ws::open(&hub, "channel=a", Some(&short)).await;
     assert_eq!(ws.expect("token_expired").await["type"], "token_expired");

@@ -34,6 +34,7 @@ const PAGE: usize = 500;
 /// One history server.
 #[derive(Debug)]
 pub(super) struct Shard {
+    /// Its URL with the password hidden: it names the shard in messages.
     pub(super) url: String,
     pub(super) link: Arc<Link>,
 }
