@@ -302,6 +302,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Events in one publish batch at most; more is answered 413.
     pub max_batch: usize,
+    /// The memory all channel histories of a node hold together (memory and NATS
+    /// brokers), in bytes; past it the oldest events are evicted, whatever their
+    /// channel.
+    pub history_memory: usize,
     /// Events queued per connection before it counts as a slow consumer and is closed.
     pub queue_size: usize,
 }
@@ -315,6 +319,7 @@ impl Default for Limits {
             max_event_bytes: 64 * 1024,
             max_body_bytes: 1024 * 1024,
             max_batch: 1000,
+            history_memory: crate::core::history::DEFAULT_HISTORY_MEMORY,
             queue_size: 1024,
         }
     }
@@ -563,6 +568,7 @@ impl Config {
             ("limits.max_event_bytes", self.limits.max_event_bytes),
             ("limits.max_body_bytes", self.limits.max_body_bytes),
             ("limits.max_batch", self.limits.max_batch),
+            ("limits.history_memory", self.limits.history_memory),
             ("limits.queue_size", self.limits.queue_size),
         ] {
             if value == 0 {
@@ -910,6 +916,18 @@ mod tests {
         assert_eq!(e.key, "redis.shards");
         let e = load("", &[("HERALD_BROKER", "redis")]).unwrap_err();
         assert_eq!(e.key, "broker", "bare `redis` needs shards");
+    }
+
+    #[test]
+    fn the_history_budget_is_configured_and_checked() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.limits.history_memory, 256 * 1024 * 1024);
+        let c = load("", &[("HERALD_LIMITS__HISTORY_MEMORY", "1048576")]).unwrap();
+        assert_eq!(c.limits.history_memory, 1 << 20);
+        let e = load("[limits]\nhistory_memory = 0\n", &[]).unwrap_err();
+        assert_eq!(e.key, "limits.history_memory");
+        let e = load("[limits]\nhistory_memory = '256MB'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "limits.history_memory");
     }
 
     #[test]

@@ -608,6 +608,7 @@ impl Hub {
         Gauges {
             channels: fanout.channel_count().saturating_sub(internal),
             history_channels: self.inner.broker.history_channels(),
+            history_bytes: self.inner.broker.history_bytes(),
             broker: self.inner.broker.kind(),
         }
     }

@@ -43,8 +43,9 @@ struct State {
 }
 
 impl MemoryBroker {
-    /// A broker delivering to `delivery`, keeping history by `policies`.
-    pub fn new(policies: Arc<Policies>, delivery: LocalDelivery) -> Self {
+    /// A broker delivering to `delivery`, keeping history by `policies` within
+    /// `history_memory` bytes (`limits.history_memory`).
+    pub fn new(policies: Arc<Policies>, delivery: LocalDelivery, history_memory: usize) -> Self {
         let epoch = format!("{:x}", rand::random::<u32>());
         Self {
             epoch,
@@ -52,7 +53,7 @@ impl MemoryBroker {
             delivery,
             state: Mutex::new(State {
                 seq: 0,
-                logs: ChannelLogs::default(),
+                logs: ChannelLogs::with_budget(history_memory),
                 custom_ids: HashMap::new(),
                 custom_order: VecDeque::new(),
             }),
@@ -99,6 +100,7 @@ impl Broker for MemoryBroker {
     async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Accepted>, BrokerError> {
         let mut accepted = Vec::with_capacity(events.len());
         let mut state = self.state.lock();
+        let mut evicted = 0;
         for new in events {
             if let Some((id, &seq)) = new
                 .id
@@ -123,7 +125,7 @@ impl Broker for MemoryBroker {
                 None => self.id_of(seq),
             };
             let event = Arc::new(Event::accept(new, seq, id.clone(), now));
-            state.logs.append(&event, &self.policies, now);
+            evicted += state.logs.append(&event, &self.policies, now);
             self.delivery.deliver(&event);
             accepted.push(Accepted {
                 id,
@@ -131,6 +133,8 @@ impl Broker for MemoryBroker {
                 duplicate: false,
             });
         }
+        drop(state);
+        self.delivery.stats().history_evicted(evicted);
         Ok(accepted)
     }
 
@@ -187,6 +191,10 @@ impl Broker for MemoryBroker {
     fn history_channels(&self) -> usize {
         self.state.lock().logs.len()
     }
+
+    fn history_bytes(&self) -> u64 {
+        self.state.lock().logs.bytes() as u64
+    }
 }
 
 #[cfg(test)]
@@ -213,7 +221,11 @@ mod tests {
             ..Default::default()
         };
         let delivery = LocalDelivery::new(Fanout::new(), Arc::new(Stats::default()));
-        MemoryBroker::new(Arc::new(policies), delivery)
+        MemoryBroker::new(
+            Arc::new(policies),
+            delivery,
+            crate::core::history::DEFAULT_HISTORY_MEMORY,
+        )
     }
 
     async fn publish(b: &MemoryBroker, channels: &[&str]) -> Accepted {

@@ -128,6 +128,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// How many channels have history on this broker.
     fn history_channels(&self) -> usize;
+
+    /// The approximate memory the history held in this process takes, in bytes
+    /// (0 for a broker that keeps history elsewhere).
+    fn history_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// This node's end of delivery: the fan-out plus the counters it feeds.
@@ -173,7 +179,11 @@ pub fn start(
 ) -> Result<Arc<dyn Broker>, crate::config::ConfigError> {
     use crate::config::BrokerKind;
     Ok(match config.broker_kind()? {
-        BrokerKind::Memory => Arc::new(memory::MemoryBroker::new(policies, delivery)),
+        BrokerKind::Memory => Arc::new(memory::MemoryBroker::new(
+            policies,
+            delivery,
+            config.limits.history_memory,
+        )),
         #[cfg(feature = "redis")]
         BrokerKind::Redis(url) => Arc::new(redis::RedisBroker::start(
             &url,
@@ -187,6 +197,7 @@ pub fn start(
             &config.nats,
             policies,
             delivery,
+            config.limits.history_memory,
         )?),
         #[allow(unreachable_patterns)]
         other => {

@@ -11,9 +11,10 @@
 //!
 //! Each node reads the whole stream, in order, through an ordered consumer, and
 //! applies every event to its own replica: per-channel logs kept exactly as the
-//! memory broker keeps them (size and age per namespace) and the local fan-out,
-//! under one lock. So every node delivers in position order, and a resume is served
-//! from the node's own logs. A node that starts reads what the stream still holds
+//! memory broker keeps them (size and age per namespace, all within
+//! `limits.history_memory`) and the local fan-out, under one lock. So every node
+//! delivers in position order, and a resume is served from the node's own logs. A
+//! node that starts reads what the stream still holds
 //! (it keeps events for the longest history age, and at most `nats.max_messages`)
 //! to build its logs; a position older than what it could read gets a `reset`.
 //!
@@ -85,15 +86,16 @@ impl Drop for NatsBroker {
 }
 
 impl NatsBroker {
-    /// Starts a broker for `url` (`nats://HOST:PORT`). It connects in the
-    /// background and keeps reconnecting, so a node starts even while NATS is down
-    /// (unready until it has caught up with the stream). Must be called inside a
-    /// Tokio runtime.
+    /// Starts a broker for `url` (`nats://HOST:PORT`), keeping this node's copy of
+    /// the history within `history_memory` bytes. It connects in the background and
+    /// keeps reconnecting, so a node starts even while NATS is down (unready until
+    /// it has caught up with the stream). Must be called inside a Tokio runtime.
     pub fn start(
         url: &str,
         config: &NatsConfig,
         policies: Arc<Policies>,
         delivery: LocalDelivery,
+        history_memory: usize,
     ) -> Result<Self, ConfigError> {
         // Checked here so a bad address is a configuration error, not a retry loop.
         for server in url.split(',') {
@@ -105,7 +107,7 @@ impl NatsBroker {
         let shared = Arc::new(Shared {
             url: url.to_owned(),
             config: config.clone(),
-            replica: Replica::new(policies.clone(), delivery),
+            replica: Replica::new(policies.clone(), delivery, history_memory),
             policies,
             connection: Mutex::new(None),
             following: Mutex::new(Some("connecting to nats".into())),
@@ -495,5 +497,9 @@ impl Broker for NatsBroker {
 
     fn history_channels(&self) -> usize {
         self.shared.replica.channels()
+    }
+
+    fn history_bytes(&self) -> u64 {
+        self.shared.replica.bytes() as u64
     }
 }

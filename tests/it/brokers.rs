@@ -217,6 +217,64 @@ for_each_broker!(
     }
 );
 
+/// Each node of a NATS deployment keeps its copy of the history within
+/// `limits.history_memory`, evicting the oldest events first.
+#[tokio::test]
+async fn a_nats_node_keeps_its_history_within_the_budget() {
+    const BUDGET: usize = 128 * 1024;
+    let Some(hub) = TestHub::builder()
+        .nats()
+        .config(|c| c.limits.history_memory = BUDGET)
+        .try_start()
+        .await
+    else {
+        return;
+    };
+    let place = hub.place().expect("a node of a deployment").clone();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while hub.hub.ready().await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = hub
+        .publish(serde_json::json!({"channel": "x", "data": 0}))
+        .await;
+    hub.publish(serde_json::json!({"channel": "a", "data": 0}))
+        .await;
+    for batch in 0..2 {
+        let events: Vec<serde_json::Value> = (0..1000)
+            .map(|i| serde_json::json!({"channel": format!("many:{batch}-{i}"), "data": i}))
+            .collect();
+        let (status, answer) = hub
+            .publish_with(Some(&hub.publisher()), &serde_json::Value::Array(events))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    // Reading history waits until this node has applied everything published.
+    let newest = hub.hub.history(&ch("many:1-999"), 1).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    let stats = hub.hub.stats();
+    assert!(stats.history_bytes <= BUDGET as u64, "{stats:?}");
+    assert!(stats.history_evicted > 1000, "{stats:?}");
+    let r = hub
+        .hub
+        .replay(&[ch("a")], ResumeFrom::Earliest)
+        .await
+        .unwrap();
+    assert!(r.events.is_empty(), "the event of `a` was evicted");
+    let r = hub
+        .hub
+        .replay(&[ch("a")], ResumeFrom::After(before))
+        .await
+        .unwrap();
+    let reset = r
+        .reset
+        .expect("a reset: the event of `a` after it was evicted");
+    assert_eq!(reset.channels, vec![ch("a")]);
+    drop(hub);
+    place.clean().await;
+}
+
 for_each_broker!(
     ephemeral_events_are_delivered_but_not_kept,
     |kind| async move {

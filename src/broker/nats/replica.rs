@@ -36,12 +36,12 @@ struct State {
 }
 
 impl State {
-    fn new() -> Self {
+    fn new(history_memory: usize) -> Self {
         Self {
             epoch: None,
             seq: 0,
             floor: 0,
-            logs: ChannelLogs::default(),
+            logs: ChannelLogs::with_budget(history_memory),
             custom_ids: HashMap::new(),
             custom_order: VecDeque::new(),
         }
@@ -64,18 +64,24 @@ pub(super) enum Resolved {
 pub(super) struct Replica {
     policies: Arc<Policies>,
     delivery: LocalDelivery,
+    history_memory: usize,
     started: SystemTime,
     state: Mutex<State>,
     applied: watch::Sender<u64>,
 }
 
 impl Replica {
-    pub(super) fn new(policies: Arc<Policies>, delivery: LocalDelivery) -> Self {
+    pub(super) fn new(
+        policies: Arc<Policies>,
+        delivery: LocalDelivery,
+        history_memory: usize,
+    ) -> Self {
         Self {
             policies,
             delivery,
+            history_memory,
             started: SystemTime::now(),
-            state: Mutex::new(State::new()),
+            state: Mutex::new(State::new(history_memory)),
             applied: watch::channel(0).0,
         }
     }
@@ -121,7 +127,7 @@ impl Replica {
                 );
             }
         }
-        *state = State::new();
+        *state = State::new(self.history_memory);
         state.epoch = Some(epoch.to_owned());
         drop(state);
         self.applied.send_replace(0);
@@ -157,7 +163,8 @@ impl Replica {
             if let Some(custom) = custom {
                 self.remember_custom_id(state, custom, seq, now);
             }
-            state.logs.append(&event, &self.policies, now);
+            let evicted = state.logs.append(&event, &self.policies, now);
+            self.delivery.stats().history_evicted(evicted);
             if event.time + START_SLACK >= self.started {
                 self.delivery.deliver(&event);
             }
@@ -256,5 +263,10 @@ impl Replica {
     /// How many channels have a log.
     pub(super) fn channels(&self) -> usize {
         self.state.lock().logs.len()
+    }
+
+    /// The approximate memory of the logs, in bytes.
+    pub(super) fn bytes(&self) -> usize {
+        self.state.lock().logs.bytes()
     }
 }
