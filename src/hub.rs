@@ -317,7 +317,7 @@ impl Hub {
         event: &mut NewEvent,
     ) -> Result<Accepted, ClientPublishError> {
         event
-            .validate(self.inner.config.limits.max_event_bytes)
+            .validate(&self.inner.config.limits.events())
             .map_err(ClientPublishError::Invalid)?;
         let mut keep_history = true;
         for channel in &event.channels {
@@ -369,10 +369,10 @@ impl Hub {
         &self,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Accepted>, PublishError> {
-        let limit = self.inner.config.limits.max_event_bytes;
+        let limits = self.inner.config.limits.events();
         for (index, event) in events.iter().enumerate() {
             event
-                .validate(limit)
+                .validate(&limits)
                 .map_err(|error| PublishError::Invalid { index, error })?;
         }
         let n = events.len() as u64;

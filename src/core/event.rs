@@ -22,6 +22,11 @@ pub const MAX_TYPE_LEN: usize = 64;
 /// The longest publisher-supplied id accepted, in bytes.
 pub const MAX_ID_LEN: usize = 200;
 
+/// The deepest nesting of arrays and objects accepted in JSON data (as serde_json
+/// allows when it reads a value), so that no reader of an event, the hub's own
+/// WebSocket path or a browser's `JSON.parse`, runs out of stack on it.
+pub const MAX_DATA_DEPTH: usize = 128;
+
 /// Event types the hub itself sends; a publisher may not use them.
 pub const RESERVED_TYPES: &[&str] = &["connected", "reset", "shutdown", "token_expired", "error"];
 
@@ -48,6 +53,12 @@ pub enum EventError {
     /// The publisher-supplied id is not acceptable.
     #[error("event id is not valid: 1 to {MAX_ID_LEN} bytes with no control characters")]
     BadId,
+    /// The event names more channels than the configured limit.
+    #[error("the event names more than {limit} channels")]
+    TooManyChannels {
+        /// The configured limit.
+        limit: usize,
+    },
     /// The data is larger than the configured limit.
     #[error("event data is {size} bytes, more than the limit of {limit}")]
     TooLarge {
@@ -74,9 +85,16 @@ impl Payload {
     }
 
     /// JSON from text that is already valid JSON; white space outside strings is removed.
+    /// Arrays and objects nested deeper than [`MAX_DATA_DEPTH`] are refused.
     pub fn json_text(raw: &str) -> Result<Self, serde_json::Error> {
         let _: &serde_json::value::RawValue = serde_json::from_str(raw)?;
-        Ok(Self::Json(Bytes::from(minify_json(raw))))
+        minify_json(raw)
+            .map(|v| Self::Json(Bytes::from(v)))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format_args!(
+                    "the JSON nests arrays and objects deeper than {MAX_DATA_DEPTH} levels"
+                ))
+            })
     }
 
     /// Plain text.
@@ -122,11 +140,13 @@ impl std::fmt::Debug for Payload {
     }
 }
 
-/// Removes insignificant white space from valid JSON text, leaving strings intact.
-fn minify_json(raw: &str) -> Vec<u8> {
+/// Removes insignificant white space from valid JSON text, leaving strings intact;
+/// `None` when arrays and objects nest deeper than [`MAX_DATA_DEPTH`].
+fn minify_json(raw: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut in_string = false;
     let mut escaped = false;
+    let mut depth = 0usize;
     for &b in raw.as_bytes() {
         if in_string {
             out.push(b);
@@ -138,13 +158,21 @@ fn minify_json(raw: &str) -> Vec<u8> {
                 in_string = false;
             }
         } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            if b == b'"' {
-                in_string = true;
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_DATA_DEPTH {
+                        return None;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
             }
             out.push(b);
         }
     }
-    out
+    Some(out)
 }
 
 /// An event an app asks the hub to publish.
@@ -214,10 +242,15 @@ impl NewEvent {
         self
     }
 
-    /// Checks the type, id, channels and size against the hub's rules.
-    pub fn validate(&self, max_data_bytes: usize) -> Result<(), EventError> {
+    /// Checks the channels, type, id and size against the hub's rules and `limits`.
+    pub fn validate(&self, limits: &EventLimits) -> Result<(), EventError> {
         if self.channels.is_empty() {
             return Err(EventError::NoChannel);
+        }
+        if self.channels.len() > limits.max_channels {
+            return Err(EventError::TooManyChannels {
+                limit: limits.max_channels,
+            });
         }
         if let Some(kind) = &self.kind {
             validate_type(kind)?;
@@ -227,13 +260,32 @@ impl NewEvent {
         {
             return Err(EventError::BadId);
         }
-        if self.data.len() > max_data_bytes {
+        if self.data.len() > limits.max_data_bytes {
             return Err(EventError::TooLarge {
                 size: self.data.len(),
-                limit: max_data_bytes,
+                limit: limits.max_data_bytes,
             });
         }
         Ok(())
+    }
+}
+
+/// The configured bounds an event must stay within (`limits.max_event_bytes`,
+/// `limits.max_channels_per_event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLimits {
+    /// The largest data, in bytes.
+    pub max_data_bytes: usize,
+    /// The most channels one event may name.
+    pub max_channels: usize,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        Self {
+            max_data_bytes: 64 * 1024,
+            max_channels: 100,
+        }
     }
 }
 
@@ -370,33 +422,65 @@ mod tests {
         assert!(Payload::json_text("{nope").is_err());
     }
 
+    fn limits(max_data_bytes: usize) -> EventLimits {
+        EventLimits {
+            max_data_bytes,
+            max_channels: 3,
+        }
+    }
+
     #[test]
-    fn types_ids_and_sizes_are_checked() {
+    fn types_ids_channels_and_sizes_are_checked() {
         let e = NewEvent::text(ch("a"), "hi");
-        assert!(e.validate(10).is_ok());
+        assert!(e.validate(&limits(10)).is_ok());
         assert!(matches!(
-            e.clone().with_type("bad type").validate(10),
+            e.clone().with_type("bad type").validate(&limits(10)),
             Err(EventError::BadType(_))
         ));
         assert!(matches!(
-            e.clone().with_type("reset").validate(10),
+            e.clone().with_type("reset").validate(&limits(10)),
             Err(EventError::ReservedType(_))
         ));
         assert!(matches!(
-            e.clone().with_type("presence.join").validate(10),
+            e.clone().with_type("presence.join").validate(&limits(10)),
             Err(EventError::ReservedType(_))
         ));
         assert_eq!(
-            e.clone().with_id("a\nb").validate(10),
+            e.clone().with_id("a\nb").validate(&limits(10)),
             Err(EventError::BadId)
         );
-        assert_eq!(e.clone().with_id("").validate(10), Err(EventError::BadId));
-        assert!(matches!(e.validate(1), Err(EventError::TooLarge { .. })));
+        assert_eq!(
+            e.clone().with_id("").validate(&limits(10)),
+            Err(EventError::BadId)
+        );
+        assert!(matches!(
+            e.validate(&limits(1)),
+            Err(EventError::TooLarge { .. })
+        ));
         let none = NewEvent {
             channels: vec![],
             ..NewEvent::text(ch("a"), "")
         };
-        assert_eq!(none.validate(10), Err(EventError::NoChannel));
+        assert_eq!(none.validate(&limits(10)), Err(EventError::NoChannel));
+        let four = e.clone().also_to(ch("b")).also_to(ch("c")).also_to(ch("d"));
+        assert_eq!(
+            four.validate(&limits(10)),
+            Err(EventError::TooManyChannels { limit: 3 })
+        );
+    }
+
+    #[test]
+    fn data_nested_too_deep_is_refused() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(Payload::json_text(&deep(MAX_DATA_DEPTH)).is_ok());
+        let e = Payload::json_text(&deep(MAX_DATA_DEPTH + 1)).unwrap_err();
+        assert!(e.to_string().contains("deeper than 128"), "{e}");
+        assert!(Payload::json_text(&deep(100_000)).is_err());
+        let strings = format!("[\"{}\"]", "[".repeat(1000));
+        assert!(
+            Payload::json_text(&strings).is_ok(),
+            "brackets in strings do not count"
+        );
     }
 
     #[test]

@@ -526,9 +526,20 @@ impl Connection {
                 ));
             }
         };
+        let max = self.hub.config().limits.max_channels_per_event;
+        if names.len() > max {
+            return Err((
+                "too_many_channels",
+                format!("at most {max} channels per event (limits.max_channels_per_event)"),
+            ));
+        }
         let mut channels = Vec::with_capacity(names.len());
+        let mut seen = std::collections::HashSet::with_capacity(names.len());
         for name in &names {
-            channels.push(ChannelName::new(name).map_err(|e| ("invalid_channel", e.to_string()))?);
+            let channel = ChannelName::new(name).map_err(|e| ("invalid_channel", e.to_string()))?;
+            if seen.insert(channel.clone()) {
+                channels.push(channel);
+            }
         }
         if !self.limit.allow() {
             self.hub.counters().client_event(false);

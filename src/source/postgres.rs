@@ -455,7 +455,7 @@ impl Source {
             return Vec::new();
         };
         let truncated = routing::is_truncated(&payload);
-        let limit = self.hub.config().limits.max_event_bytes;
+        let limits = self.hub.config().limits.events();
         let mut fetched: HashMap<&str, Option<Value>> = HashMap::new();
         let mut events = Vec::new();
         for route in routes {
@@ -477,7 +477,7 @@ impl Source {
                 }
             }
             match route.apply(this) {
-                Outcome::Event(event) => match event.validate(limit) {
+                Outcome::Event(event) => match event.validate(&limits) {
                     Ok(()) => events.push(event),
                     Err(e) => self.skipped(
                         SourceSkip::InvalidEvent,
