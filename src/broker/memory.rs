@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom};
+use crate::core::event::parse_hub_id;
 use crate::core::{ChannelLogs, ChannelName, Event, NewEvent, Policies, Reset, ResetReason};
 
 /// How many publisher-supplied ids are remembered for resume and de-duplication.
@@ -69,8 +70,7 @@ impl MemoryBroker {
         if let Some(&seq) = state.custom_ids.get(id) {
             return Some(seq);
         }
-        let (epoch, seq) = id.split_once('-')?;
-        let seq: u64 = seq.parse().ok()?;
+        let (epoch, seq) = parse_hub_id(id)?;
         (epoch == self.epoch && seq <= state.seq).then_some(seq)
     }
 

@@ -22,10 +22,18 @@ pub const MAX_TYPE_LEN: usize = 64;
 /// The longest publisher-supplied id accepted, in bytes.
 pub const MAX_ID_LEN: usize = 200;
 
+/// Words a resuming client sends in place of an id; no event may carry them as its id.
+/// `earliest` asks for everything still kept.
+pub const RESERVED_IDS: &[&str] = &["earliest"];
+
 /// The deepest nesting of arrays and objects accepted in JSON data (as serde_json
 /// allows when it reads a value), so that no reader of an event, the hub's own
 /// WebSocket path or a browser's `JSON.parse`, runs out of stack on it.
 pub const MAX_DATA_DEPTH: usize = 128;
+
+/// The rule a publisher id follows, as error messages state it.
+pub const PUBLISHER_ID_RULE: &str = "1 to 200 bytes of visible ASCII (no space or control character), \
+     not of the hub's own form {hex}-{digits} (such as 5f3a9c1e-42) and not `earliest`";
 
 /// Event types the hub itself sends; a publisher may not use them.
 pub const RESERVED_TYPES: &[&str] = &["connected", "reset", "shutdown", "token_expired", "error"];
@@ -50,9 +58,9 @@ pub enum EventError {
     /// The event type is one the hub sends itself.
     #[error("event type {0:?} is reserved for the hub's own events")]
     ReservedType(String),
-    /// The publisher-supplied id is not acceptable.
-    #[error("event id is not valid: 1 to {MAX_ID_LEN} bytes with no control characters")]
-    BadId,
+    /// The publisher-supplied id does not follow [`validate_publisher_id`]'s grammar.
+    #[error("event id {0:?} is not valid: a publisher id is {PUBLISHER_ID_RULE}")]
+    BadId(String),
     /// The event names more channels than the configured limit.
     #[error("the event names more than {limit} channels")]
     TooManyChannels {
@@ -255,10 +263,8 @@ impl NewEvent {
         if let Some(kind) = &self.kind {
             validate_type(kind)?;
         }
-        if let Some(id) = &self.id
-            && (id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control))
-        {
-            return Err(EventError::BadId);
+        if let Some(id) = &self.id {
+            validate_publisher_id(id)?;
         }
         if self.data.len() > limits.max_data_bytes {
             return Err(EventError::TooLarge {
@@ -287,6 +293,56 @@ impl Default for EventLimits {
             max_channels: 100,
         }
     }
+}
+
+/// Checks a publisher-supplied event id.
+///
+/// The grammar: 1 to [`MAX_ID_LEN`] bytes of visible ASCII (`!` to `~`: no space, no
+/// control character, nothing beyond ASCII), not of the hub's own form (see
+/// [`is_hub_id`]) and not a word of [`RESERVED_IDS`] (in any case).
+///
+/// Why: the hub gives out ids of the form `{epoch}-{seq}` on every broker, and a
+/// resuming client may send `earliest`. A publisher id of either form could be
+/// given to another event than the one a subscriber saw (a publisher of one channel
+/// claiming the next positions of another), or be read as a request for the whole
+/// history, and a client resuming from it would replay or skip events of channels
+/// the publisher has no grant for. Keeping the two sets disjoint makes every id name
+/// one event. Visible ASCII is what travels unchanged in an SSE `id:` line, the
+/// `Last-Event-ID` header and a query parameter, and still admits real-world ids:
+/// UUIDs, `urn:uuid:...`, `order-17-created`, URLs such as
+/// `https://example.com/books/1`.
+pub fn validate_publisher_id(id: &str) -> Result<(), EventError> {
+    let visible =
+        !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic());
+    let reserved = RESERVED_IDS.iter().any(|w| id.eq_ignore_ascii_case(w));
+    if !visible || reserved || is_hub_id(id) {
+        return Err(EventError::BadId(id.to_owned()));
+    }
+    Ok(())
+}
+
+/// Whether `id` has the form of the ids the hub assigns itself, on every broker:
+/// `^[0-9a-f]+-[0-9]+$` (a lowercase hexadecimal epoch, a dash, a decimal position).
+pub fn is_hub_id(id: &str) -> bool {
+    let Some((epoch, seq)) = id.split_once('-') else {
+        return false;
+    };
+    !epoch.is_empty()
+        && epoch
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && !seq.is_empty()
+        && seq.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The epoch and position of a hub-assigned id; `None` for anything not exactly of
+/// the hub's form (a sign, a space or a position too large for a `u64` included).
+pub fn parse_hub_id(id: &str) -> Option<(&str, u64)> {
+    if !is_hub_id(id) {
+        return None;
+    }
+    let (epoch, seq) = id.split_once('-')?;
+    Some((epoch, seq.parse().ok()?))
 }
 
 /// Checks an event type: the name a browser listens to with `addEventListener`.
@@ -447,11 +503,7 @@ mod tests {
         ));
         assert_eq!(
             e.clone().with_id("a\nb").validate(&limits(10)),
-            Err(EventError::BadId)
-        );
-        assert_eq!(
-            e.clone().with_id("").validate(&limits(10)),
-            Err(EventError::BadId)
+            Err(EventError::BadId("a\nb".into()))
         );
         assert!(matches!(
             e.validate(&limits(1)),
@@ -467,6 +519,72 @@ mod tests {
             four.validate(&limits(10)),
             Err(EventError::TooManyChannels { limit: 3 })
         );
+    }
+
+    #[test]
+    fn publisher_ids_accept_real_world_ids() {
+        for id in [
+            "order-17-created",
+            "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66",
+            "6e8bc430-9c3a-11d9-9669-0800200c9a66",
+            "https://example.com/books/1",
+            "https://example.com/books/1?rev=2#x",
+            "outbox-42",
+            "outbox-42.1",
+            "12",
+            "import-77",
+            "ABCDEF-12",
+            "abc-12x",
+            "abc-",
+            "-12",
+            "g1-2",
+            "earliest-1",
+            "latest",
+            &"x".repeat(MAX_ID_LEN),
+        ] {
+            assert_eq!(validate_publisher_id(id), Ok(()), "{id}");
+        }
+    }
+
+    #[test]
+    fn publisher_ids_refuse_hub_ids_reserved_words_and_invisible_bytes() {
+        for id in [
+            // Every form the brokers assign: memory (u32 epoch), Redis (16 hex digits),
+            // NATS (microseconds in hex), and the head position 0.
+            "5f3a9c1e-42",
+            "0-0",
+            "00000000deadbeef-1",
+            "6150e5a1b2c3d-18446744073709551615",
+            "1-99999999999999999999999",
+            "abcdef-007",
+            "earliest",
+            "Earliest",
+            "EARLIEST",
+            "",
+            "a b",
+            " x",
+            "tab\there",
+            "line\nbreak",
+            "nul\0",
+            "caf\u{e9}",
+            "\u{1}",
+            &"x".repeat(MAX_ID_LEN + 1),
+        ] {
+            let refused = validate_publisher_id(id);
+            assert_eq!(refused, Err(EventError::BadId(id.to_owned())), "{id:?}");
+        }
+        let message = validate_publisher_id("earliest").unwrap_err().to_string();
+        assert!(message.contains("visible ASCII") && message.contains("earliest"));
+    }
+
+    #[test]
+    fn hub_ids_parse_only_in_their_exact_form() {
+        assert_eq!(parse_hub_id("5f3a-42"), Some(("5f3a", 42)));
+        assert_eq!(parse_hub_id("5f3a-+42"), None);
+        assert_eq!(parse_hub_id("5F3A-42"), None);
+        assert_eq!(parse_hub_id("5f3a-42 "), None);
+        assert_eq!(parse_hub_id("5f3a-99999999999999999999999"), None);
+        assert!(is_hub_id("5f3a-99999999999999999999999"));
     }
 
     #[test]

@@ -276,7 +276,7 @@ fn event_error(e: EventError) -> ApiError {
         EventError::NoChannel => "no_channel",
         EventError::BadType(_) => "invalid_type",
         EventError::ReservedType(_) => "reserved_type",
-        EventError::BadId => "invalid_id",
+        EventError::BadId(_) => "invalid_id",
         EventError::TooManyChannels { limit } => {
             return too_many_channels(*limit);
         }

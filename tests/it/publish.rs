@@ -241,6 +241,81 @@ async fn unknown_routes_are_json_404s() {
     assert_eq!(body["error"]["code"], "not_found");
 }
 
+/// A publisher granted only `b` tries to give its events ids the hub gives out (one
+/// it just assigned, the next it will assign) and the resume word `earliest`. None
+/// is accepted, so a subscriber of `a` that resumes from any id it received gets
+/// exactly the events after it: nothing skipped, nothing again.
+#[tokio::test]
+async fn a_publisher_of_another_channel_cannot_forge_ids() {
+    let hub = TestHub::start().await;
+    let on_a = hub.token(Some("pa"), &[], &["a"]);
+    let on_b = hub.token(Some("pb"), &[], &["b"]);
+    let reader = hub.token(Some("reader"), &["a"], &[]);
+    let mut sse = hub.subscribe("channel=a", Some(&reader)).await;
+    let publish = async |token: &str, body: Value| hub.publish_with(Some(token), &body).await;
+
+    let (status, answer) = publish(&on_a, json!({"channel": "a", "data": 0})).await;
+    assert_eq!(status, 200, "{answer}");
+    let assigned = answer["id"].as_str().unwrap().to_owned();
+    let (epoch, seq) = assigned.split_once('-').unwrap();
+    let seq: u64 = seq.parse().unwrap();
+    let mut forged = vec![assigned.clone()];
+    forged.extend(
+        (1..=5)
+            .chain(15..=25)
+            .map(|k| format!("{epoch}-{}", seq + k)),
+    );
+    forged.extend(["earliest".to_owned(), "Earliest".to_owned()]);
+    for id in &forged {
+        let (status, answer) = publish(&on_b, json!({"channel": "b", "data": "x", "id": id})).await;
+        assert_eq!(status, 400, "{id}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_id", "{id}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("visible ASCII"),
+            "the rule is named: {message}"
+        );
+    }
+
+    let chosen = json!({"channel": "a", "data": 1, "id": "order-17-created"});
+    let (status, answer) = publish(&on_a, chosen).await;
+    assert_eq!(
+        (status.as_u16(), &answer["id"]),
+        (200, &json!("order-17-created"))
+    );
+    let (status, _) = publish(&on_b, json!({"channel": "b", "data": "x", "id": "b-own"})).await;
+    assert_eq!(status, 200);
+
+    for i in 2..=21 {
+        let (status, _) = publish(&on_a, json!({"channel": "a", "data": i})).await;
+        assert_eq!(status, 200);
+    }
+    let mut ids = Vec::new();
+    for i in 0..=21 {
+        let e = sse.expect().await;
+        assert_eq!(e.data, i.to_string());
+        ids.push(e.id);
+    }
+    drop(sse);
+    let (status, _) = publish(&on_a, json!({"channel": "a", "data": "end"})).await;
+    assert_eq!(status, 200);
+    for (i, id) in ids.iter().enumerate() {
+        let mut resumed = hub
+            .subscribe_from("channel=a", Some(&reader), Some(id))
+            .await;
+        let mut replayed = Vec::new();
+        loop {
+            let e = resumed.expect().await;
+            assert_ne!(e.event, "reset", "after {id}: {}", e.data);
+            if e.data == "end" {
+                break;
+            }
+            replayed.push(e.id);
+        }
+        assert_eq!(replayed, ids[i + 1..], "resuming after {id}");
+    }
+}
+
 async fn expect_code(hub: &TestHub, body: &Value, status: u16, code: &str) -> String {
     let (got, answer) = hub.publish_with(Some(&hub.publisher()), body).await;
     assert_eq!(got.as_u16(), status, "{answer}");

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::broker::{LocalDelivery, Replay, wire};
+use crate::core::event::parse_hub_id;
 use crate::core::{ChannelLogs, ChannelName, Event, Policies, Reset, ResetReason};
 
 /// How many publisher-supplied ids are remembered for resume and de-duplication.
@@ -199,10 +200,7 @@ impl Replica {
         if let Some(&seq) = state.custom_ids.get(id) {
             return Resolved::At(seq);
         }
-        let Some((epoch, seq)) = id.split_once('-') else {
-            return Resolved::Unknown;
-        };
-        let Ok(seq) = seq.parse::<u64>() else {
+        let Some((epoch, seq)) = parse_hub_id(id) else {
             return Resolved::Unknown;
         };
         match &state.epoch {
