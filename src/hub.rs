@@ -376,7 +376,18 @@ impl Hub {
                 .map_err(|error| PublishError::Invalid { index, error })?;
         }
         let n = events.len() as u64;
-        let accepted = self.inner.broker.publish(events).await?;
+        let accepted = self
+            .inner
+            .broker
+            .publish(events)
+            .await
+            .map_err(|e| match e {
+                BrokerError::IdConflict { index, id } => PublishError::Invalid {
+                    index,
+                    error: EventError::IdConflict(id),
+                },
+                e => PublishError::Unavailable(e),
+            })?;
         self.inner.stats.published(n);
         // Hold the answer (not the event) while this node's fan-out is behind, so
         // that a publisher cannot run ahead of the subscribers' writes without bound,

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use super::channel::{ChannelError, ChannelName};
 
@@ -61,6 +62,11 @@ pub enum EventError {
     /// The publisher-supplied id does not follow [`validate_publisher_id`]'s grammar.
     #[error("event id {0:?} is not valid: a publisher id is {PUBLISHER_ID_RULE}")]
     BadId(String),
+    /// The publisher-supplied id is already the id of another event, on other channels.
+    #[error(
+        "event id {0:?} is already the id of another event, on other channels: an id names one event across the hub"
+    )]
+    IdConflict(String),
     /// The event names more channels than the configured limit.
     #[error("the event names more than {limit} channels")]
     TooManyChannels {
@@ -345,6 +351,41 @@ pub fn parse_hub_id(id: &str) -> Option<(&str, u64)> {
     Some((epoch, seq.parse().ok()?))
 }
 
+/// A digest of a set of channels (order and repeats do not matter): what tells a
+/// publisher's retry of an event (same id, same channels) from another event that
+/// claims the same id. The same on every node, so a shared store can keep it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelSet([u8; 16]);
+
+impl ChannelSet {
+    /// The digest of `channels`.
+    pub fn of(channels: &[ChannelName]) -> Self {
+        let mut names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut hash = Sha256::new();
+        // No channel name holds a ',', so the joined names are unambiguous.
+        for name in names {
+            hash.update(name.as_bytes());
+            hash.update(b",");
+        }
+        let mut digest = [0; 16];
+        digest.copy_from_slice(&hash.finalize()[..16]);
+        Self(digest)
+    }
+
+    /// Lowercase hexadecimal, 32 characters.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for ChannelSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChannelSet({})", self.to_hex())
+    }
+}
+
 /// Checks an event type: the name a browser listens to with `addEventListener`.
 pub fn validate_type(kind: &str) -> Result<(), EventError> {
     let ok = !kind.is_empty()
@@ -380,6 +421,8 @@ pub struct Event {
     pub ephemeral: bool,
     /// When the hub accepted it.
     pub time: SystemTime,
+    /// Whether `id` was chosen by the publisher (rather than assigned by the hub).
+    publisher_id: bool,
     frames: FrameCache,
 }
 
@@ -396,8 +439,15 @@ impl Event {
             retry: new.retry,
             ephemeral: new.ephemeral,
             time,
+            publisher_id: new.id.is_some(),
             frames: FrameCache::new(slots),
         }
+    }
+
+    /// Whether the id was chosen by the publisher: such ids are remembered, so that
+    /// a client can resume from them and a publisher's retry is a duplicate.
+    pub fn has_publisher_id(&self) -> bool {
+        self.publisher_id
     }
 
     /// The cached encoding of this event in `format` for the channel at `channel_index`
@@ -585,6 +635,15 @@ mod tests {
         assert_eq!(parse_hub_id("5f3a-42 "), None);
         assert_eq!(parse_hub_id("5f3a-99999999999999999999999"), None);
         assert!(is_hub_id("5f3a-99999999999999999999999"));
+    }
+
+    #[test]
+    fn channel_sets_ignore_order_and_repeats() {
+        let ab = ChannelSet::of(&[ch("a"), ch("b")]);
+        assert_eq!(ab, ChannelSet::of(&[ch("b"), ch("a"), ch("a")]));
+        assert_ne!(ab, ChannelSet::of(&[ch("a")]));
+        assert_ne!(ab, ChannelSet::of(&[ch("ab")]));
+        assert_eq!(ab.to_hex().len(), 32);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! client resuming from before that point is told about the gap instead of silently
 //! missing events. [`ChannelLogs`] holds the logs of every channel of a node (the
 //! memory broker's history, the NATS broker's copy of its stream): it keeps all of
-//! them together within a memory budget and drops the logs of idle channels without
-//! forgetting their gaps.
+//! them together within a memory budget, drops the logs of idle channels without
+//! forgetting their gaps, and remembers the ids publishers chose.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::channel::ChannelName;
-use super::event::Event;
+use super::event::{ChannelSet, Event};
 use super::policy::Policies;
 
 /// Buckets remembering the newest position of channels whose log was dropped.
@@ -38,6 +38,11 @@ const CHANNEL_OVERHEAD: usize = 80;
 /// What a channel's log costs while it exists besides its name: its entry in the map
 /// of logs and the log's first block of places.
 const LOG_OVERHEAD: usize = 200;
+
+/// How many publisher ids are remembered after their event left history (for
+/// de-duplication and resume), at most; ids of events still in history are kept
+/// whatever their number (the memory budget bounds them).
+const RETIRED_ID_CAPACITY: usize = 100_000;
 
 /// How much history a channel keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +177,15 @@ pub struct Resumed {
     pub gaps: Vec<ChannelName>,
 }
 
+/// What a publisher id is known as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownId {
+    /// The position of the event that carries it.
+    pub seq: u64,
+    /// The channels that event was published to.
+    pub channels: ChannelSet,
+}
+
 /// An event held by at least one log.
 #[derive(Debug)]
 struct Held {
@@ -200,6 +214,11 @@ struct Held {
 /// same bucket), never a silent gap, and memory stays flat however many channels
 /// pass through. A channel whose policy keeps no history gets no log at all: its
 /// positions go straight to its bucket.
+///
+/// Publisher ids are remembered with their event's position and channels while the
+/// event is in history, and afterwards for the longest history age (at most
+/// 100,000 such ids), so that an id cannot be taken by another event while a
+/// client may still resume from it.
 #[derive(Debug)]
 pub struct ChannelLogs {
     logs: HashMap<ChannelName, ChannelLog>,
@@ -211,6 +230,7 @@ pub struct ChannelLogs {
     budget: usize,
     /// The approximate size of every held event and log.
     bytes: usize,
+    ids: PublisherIds,
     /// Positions dropped by the last log operation (kept to reuse its allocation).
     dropped: Vec<u64>,
 }
@@ -232,6 +252,7 @@ impl ChannelLogs {
             order: VecDeque::new(),
             budget,
             bytes: 0,
+            ids: PublisherIds::default(),
             dropped: Vec::new(),
         }
     }
@@ -279,6 +300,9 @@ impl ChannelLogs {
                 self.release_dropped();
             }
         }
+        if event.has_publisher_id() {
+            self.ids.remember(event);
+        }
         if kept > 0 {
             let cost = cost(event);
             self.held.insert(
@@ -291,8 +315,11 @@ impl ChannelLogs {
             );
             self.order.push_back(event.seq);
             self.bytes += cost;
+        } else if event.has_publisher_id() {
+            self.ids.retire(event);
         }
         let evicted = self.evict_over_budget();
+        self.ids.prune(policies.longest_ttl(), now);
         self.compact();
         evicted
     }
@@ -308,6 +335,9 @@ impl ChannelLogs {
                 && let Some(held) = self.held.remove(&seq)
             {
                 self.bytes -= held.cost;
+                if held.event.has_publisher_id() {
+                    self.ids.retire(&held.event);
+                }
             }
         }
     }
@@ -336,6 +366,9 @@ impl ChannelLogs {
                 if log.is_empty() {
                     self.drop_log(channel);
                 }
+            }
+            if held.event.has_publisher_id() {
+                self.ids.retire(&held.event);
             }
         }
         evicted
@@ -417,7 +450,7 @@ impl ChannelLogs {
     }
 
     /// Expires history and drops the logs left empty, folding their newest position
-    /// into their bucket.
+    /// into their bucket; forgets publisher ids past their time.
     pub fn maintain(&mut self, policies: &Policies, now: SystemTime) {
         let mut empty = Vec::new();
         for (channel, log) in self.logs.iter_mut() {
@@ -430,7 +463,13 @@ impl ChannelLogs {
         for channel in empty {
             self.drop_log(&channel);
         }
+        self.ids.prune(policies.longest_ttl(), now);
         self.compact();
+    }
+
+    /// What the publisher id `id` names, while it is remembered.
+    pub fn publisher_id(&self, id: &str) -> Option<KnownId> {
+        self.ids.known.get(id).copied()
     }
 
     /// How many channels have a log.
@@ -472,6 +511,54 @@ fn cost(event: &Event) -> usize {
 /// The approximate memory a channel's log holds when empty.
 fn log_cost(channel: &ChannelName) -> usize {
     LOG_OVERHEAD + channel.as_str().len()
+}
+
+/// Publisher ids and the events they name.
+#[derive(Debug, Default)]
+struct PublisherIds {
+    known: HashMap<Arc<str>, KnownId>,
+    /// Ids whose event left history (or never entered it), oldest first, with the
+    /// event's position and time.
+    retired: VecDeque<(Arc<str>, u64, SystemTime)>,
+}
+
+impl PublisherIds {
+    /// Remembers the id of `event`. An id already known keeps naming its first
+    /// event (brokers refuse a second one; this holds should one get through).
+    fn remember(&mut self, event: &Event) {
+        if self.known.contains_key(event.id.as_str()) {
+            return;
+        }
+        self.known.insert(
+            Arc::from(event.id.as_str()),
+            KnownId {
+                seq: event.seq,
+                channels: ChannelSet::of(&event.channels),
+            },
+        );
+    }
+
+    /// `event` left history: its id is now forgotten by age or count.
+    fn retire(&mut self, event: &Event) {
+        if let Some((id, _)) = self.known.get_key_value(event.id.as_str()) {
+            self.retired.push_back((id.clone(), event.seq, event.time));
+        }
+    }
+
+    /// Forgets retired ids older than `ttl` or beyond the capacity.
+    fn prune(&mut self, ttl: Duration, now: SystemTime) {
+        let cutoff = now.checked_sub(ttl);
+        while let Some((id, seq, time)) = self.retired.front() {
+            let expired = cutoff.is_some_and(|c| *time < c);
+            if !expired && self.retired.len() <= RETIRED_ID_CAPACITY {
+                break;
+            }
+            if self.known.get(id).is_some_and(|k| k.seq == *seq) {
+                self.known.remove(id);
+            }
+            self.retired.pop_front();
+        }
+    }
 }
 
 /// Merges per-channel runs of events (each in order) into one run in order, with an
@@ -767,6 +854,80 @@ mod tests {
                 .gaps
                 .is_empty()
         );
+    }
+
+    fn with_id(channels: &[&str], seq: u64, id: &str, time: SystemTime) -> Arc<Event> {
+        let mut new = NewEvent::text(ChannelName::new(channels[0]).unwrap(), "x").with_id(id);
+        new.channels = channels
+            .iter()
+            .map(|c| ChannelName::new(c).unwrap())
+            .collect();
+        Arc::new(Event::accept(new, seq, id.to_owned(), time))
+    }
+
+    #[test]
+    fn publisher_ids_are_remembered_while_in_history_then_for_the_longest_age() {
+        let ttl = Duration::from_secs(10);
+        let p = policies(1, ttl);
+        let start = SystemTime::now();
+        let mut logs = ChannelLogs::default();
+        logs.append(&with_id(&["a", "b"], 1, "order-1", start), &p, start);
+        let known = logs.publisher_id("order-1").unwrap();
+        assert_eq!(known.seq, 1);
+        assert_eq!(known.channels, ChannelSet::of(&names(&["b", "a"])));
+        // Pushed out of history by a newer event: still known for the longest age.
+        let later = start + Duration::from_secs(5);
+        logs.append(&on(&["a", "b"], 2, later), &p, later);
+        assert_eq!(logs.events(), 1);
+        assert!(logs.publisher_id("order-1").is_some());
+        let past = start + ttl + Duration::from_secs(1);
+        logs.maintain(&p, past);
+        assert!(logs.publisher_id("order-1").is_none());
+    }
+
+    #[test]
+    fn publisher_ids_of_events_in_history_outlive_the_retired_capacity() {
+        let p = policies(10, Duration::from_secs(3600));
+        let now = SystemTime::now();
+        let mut logs = ChannelLogs::default();
+        logs.append(&with_id(&["kept"], 1, "mine", now), &p, now);
+        // More ids than the capacity, on a channel without history.
+        let none = Policies {
+            namespaces: [(
+                "gone".to_owned(),
+                crate::core::NamespacePolicy {
+                    history: HistoryPolicy {
+                        size: 0,
+                        ttl: Duration::from_secs(3600),
+                    },
+                    ..Default::default()
+                },
+            )]
+            .into(),
+            ..p.clone()
+        };
+        for seq in 2..(RETIRED_ID_CAPACITY as u64 + 10) {
+            logs.append(
+                &with_id(&["gone:x"], seq, &format!("id-{seq}"), now),
+                &none,
+                now,
+            );
+        }
+        assert!(
+            logs.publisher_id("id-2").is_none(),
+            "the oldest retired id is forgotten"
+        );
+        assert_eq!(logs.publisher_id("mine").map(|k| k.seq), Some(1));
+    }
+
+    #[test]
+    fn a_second_event_with_a_known_id_does_not_take_it_over() {
+        let p = policies(10, Duration::from_secs(60));
+        let now = SystemTime::now();
+        let mut logs = ChannelLogs::default();
+        logs.append(&with_id(&["a"], 1, "x", now), &p, now);
+        logs.append(&with_id(&["b"], 2, "x", now), &p, now);
+        assert_eq!(logs.publisher_id("x").map(|k| k.seq), Some(1));
     }
 
     #[test]

@@ -277,6 +277,9 @@ fn event_error(e: EventError) -> ApiError {
         EventError::BadType(_) => "invalid_type",
         EventError::ReservedType(_) => "reserved_type",
         EventError::BadId(_) => "invalid_id",
+        EventError::IdConflict(_) => {
+            return ApiError::new(StatusCode::CONFLICT, "id_conflict", e.to_string());
+        }
         EventError::TooManyChannels { limit } => {
             return too_many_channels(*limit);
         }

@@ -242,11 +242,12 @@ async fn unknown_routes_are_json_404s() {
 }
 
 /// A publisher granted only `b` tries to give its events ids the hub gives out (one
-/// it just assigned, the next it will assign) and the resume word `earliest`. None
-/// is accepted, so a subscriber of `a` that resumes from any id it received gets
-/// exactly the events after it: nothing skipped, nothing again.
+/// it just assigned, the next it will assign) and the resume word `earliest`, then
+/// the id a publisher of `a` chose. None is accepted, so a subscriber of `a` that
+/// resumes from any id it received gets exactly the events after it: nothing
+/// skipped, nothing again.
 #[tokio::test]
-async fn a_publisher_of_another_channel_cannot_forge_ids() {
+async fn a_publisher_of_another_channel_can_neither_forge_nor_take_ids() {
     let hub = TestHub::start().await;
     let on_a = hub.token(Some("pa"), &[], &["a"]);
     let on_b = hub.token(Some("pb"), &[], &["b"]);
@@ -278,11 +279,18 @@ async fn a_publisher_of_another_channel_cannot_forge_ids() {
     }
 
     let chosen = json!({"channel": "a", "data": 1, "id": "order-17-created"});
-    let (status, answer) = publish(&on_a, chosen).await;
+    let (status, answer) = publish(&on_a, chosen.clone()).await;
     assert_eq!(
         (status.as_u16(), &answer["id"]),
         (200, &json!("order-17-created"))
     );
+    let taken = json!({"channel": "b", "data": "x", "id": "order-17-created"});
+    let (status, answer) = publish(&on_b, taken).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "id_conflict");
+    // A retry of the same event stays a duplicate; ids of b's own still work.
+    let (status, answer) = publish(&on_a, chosen).await;
+    assert_eq!((status.as_u16(), &answer["duplicate"]), (200, &json!(true)));
     let (status, _) = publish(&on_b, json!({"channel": "b", "data": "x", "id": "b-own"})).await;
     assert_eq!(status, 200);
 

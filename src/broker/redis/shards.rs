@@ -91,6 +91,7 @@ impl Shards {
             BrokerError::Unavailable(why) => {
                 BrokerError::Unavailable(format!("redis shard {}: {why}", shard.url))
             }
+            other => other,
         };
         loop {
             let state: Vec<Value> = shard
