@@ -320,8 +320,25 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Events in one publish batch at most; more is answered 413.
     pub max_batch: usize,
+    /// Channels one event may name at most; more is answered 400 before any of
+    /// them is looked at.
+    pub max_channels_per_event: usize,
+    /// The memory all channel histories of a node hold together (memory and NATS
+    /// brokers), in bytes; past it the oldest events are evicted, whatever their
+    /// channel.
+    pub history_memory: usize,
     /// Events queued per connection before it counts as a slow consumer and is closed.
     pub queue_size: usize,
+}
+
+impl Limits {
+    /// The bounds an event must stay within.
+    pub fn events(&self) -> crate::core::EventLimits {
+        crate::core::EventLimits {
+            max_data_bytes: self.max_event_bytes,
+            max_channels: self.max_channels_per_event,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -333,6 +350,8 @@ impl Default for Limits {
             max_event_bytes: 64 * 1024,
             max_body_bytes: 1024 * 1024,
             max_batch: 1000,
+            max_channels_per_event: 100,
+            history_memory: crate::core::history::DEFAULT_HISTORY_MEMORY,
             queue_size: 1024,
         }
     }
@@ -587,6 +606,11 @@ impl Config {
             ("limits.max_event_bytes", self.limits.max_event_bytes),
             ("limits.max_body_bytes", self.limits.max_body_bytes),
             ("limits.max_batch", self.limits.max_batch),
+            (
+                "limits.max_channels_per_event",
+                self.limits.max_channels_per_event,
+            ),
+            ("limits.history_memory", self.limits.history_memory),
             ("limits.queue_size", self.limits.queue_size),
         ] {
             if value == 0 {
@@ -962,6 +986,26 @@ mod tests {
             assert!(e.message.contains("REDACTED"), "{e}");
             assert!(!e.to_string().contains("pw-4f1c"), "{e}");
         }
+    }
+
+    #[test]
+    fn publish_and_history_bounds_are_configured_and_checked() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.limits.max_channels_per_event, 100);
+        assert_eq!(c.limits.history_memory, 256 * 1024 * 1024);
+        let c = load(
+            "[limits]\nmax_channels_per_event = 10\n",
+            &[("HERALD_LIMITS__HISTORY_MEMORY", "1048576")],
+        )
+        .unwrap();
+        assert_eq!(c.limits.events().max_channels, 10);
+        assert_eq!(c.limits.history_memory, 1 << 20);
+        for key in ["max_channels_per_event", "history_memory"] {
+            let e = load(&format!("[limits]\n{key} = 0\n"), &[]).unwrap_err();
+            assert_eq!(e.key, format!("limits.{key}"));
+        }
+        let e = load("[limits]\nhistory_memory = '256MB'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "limits.history_memory");
     }
 
     #[test]

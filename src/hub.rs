@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Accepted, Broker, BrokerError, ResumeFrom};
-use crate::core::{ChannelName, Event, EventError, Fanout, NewEvent, Subscription};
+use crate::core::{ChannelName, Event, EventError, EventLimits, Fanout, NewEvent, Subscription};
 use crate::limits::{ConnectionLimits, Rejection, Slot};
 use crate::stats::{Gauges, Stats};
 
@@ -61,8 +61,8 @@ pub(crate) struct Inner {
 /// What the hub needs to know besides its parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HubSettings {
-    /// The largest event data, in bytes.
-    pub max_event_bytes: usize,
+    /// The limits events must keep to.
+    pub events: EventLimits,
     /// Events queued per connection before it counts as a slow consumer.
     pub queue_size: usize,
     /// Open streaming connections at most.
@@ -169,14 +169,25 @@ impl Hub {
         &self,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Accepted>, PublishError> {
-        let limit = self.inner.settings.max_event_bytes;
+        let limits = self.inner.settings.events;
         for (index, event) in events.iter().enumerate() {
             event
-                .validate(limit)
+                .validate(&limits)
                 .map_err(|error| PublishError::Invalid { index, error })?;
         }
         let n = events.len() as u64;
-        let accepted = self.inner.broker.publish(events).await?;
+        let accepted = self
+            .inner
+            .broker
+            .publish(events)
+            .await
+            .map_err(|e| match e {
+                BrokerError::IdConflict { index, id } => PublishError::Invalid {
+                    index,
+                    error: EventError::IdConflict(id),
+                },
+                e => PublishError::Unavailable(e),
+            })?;
         self.inner.stats.published(n);
         // Hold the answer (not the event) while this node's fan-out is behind, so
         // that a publisher cannot run ahead of the subscribers' writes without bound,
@@ -342,6 +353,7 @@ impl Hub {
             connections: self.inner.limits.counts(),
             channels: fanout.channel_count().saturating_sub(internal),
             history_channels: self.inner.broker.history_channels(),
+            history_bytes: self.inner.broker.history_bytes(),
             broker: self.inner.broker.kind(),
         }
     }

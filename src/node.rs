@@ -71,7 +71,7 @@ impl Node {
         let limits = &config.limits;
         let hub = Hub::new(
             HubSettings {
-                max_event_bytes: limits.max_event_bytes,
+                events: limits.events(),
                 queue_size: limits.queue_size,
                 max_connections: limits.max_connections,
                 max_connections_per_ip: limits.max_connections_per_ip,
@@ -128,7 +128,7 @@ impl Node {
             hub: hub.clone(),
             stats: stats.clone(),
             readiness: components.register(name),
-            max_event_bytes: limits.max_event_bytes,
+            event_limits: limits.events(),
             shared_broker: !single,
         };
         if let Some(postgres) = &config.postgres {
@@ -161,7 +161,7 @@ impl Node {
                 client_publish_rate: config.ws.client_publish_rate,
                 client_publish_burst: config.ws.client_publish_burst,
                 reconnect_within: config.shutdown.reconnect_within,
-                max_event_bytes: limits.max_event_bytes,
+                event_limits: limits.events(),
             },
         );
         let services = Services::new(

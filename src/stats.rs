@@ -66,6 +66,7 @@ pub struct Stats {
     resumes: AtomicU64,
     resets: AtomicU64,
     replayed: AtomicU64,
+    history_evicted: AtomicU64,
     auth_failures: AtomicU64,
     source_notifications: AtomicU64,
     source_skipped: [AtomicU64; SourceSkip::ALL.len()],
@@ -90,6 +91,7 @@ impl Default for Stats {
             resumes: AtomicU64::new(0),
             resets: AtomicU64::new(0),
             replayed: AtomicU64::new(0),
+            history_evicted: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
             source_notifications: AtomicU64::new(0),
             source_skipped: Default::default(),
@@ -135,6 +137,11 @@ impl Stats {
         if reset {
             add(&self.resets, 1);
         }
+    }
+
+    /// Events the history memory budget evicted before their count or age would.
+    pub fn history_evicted(&self, n: u64) {
+        add(&self.history_evicted, n);
     }
 
     /// A request presented a credential that was refused.
@@ -216,6 +223,7 @@ impl Stats {
             resumes: get(&self.resumes),
             replayed_events: get(&self.replayed),
             resets: get(&self.resets),
+            history_evicted: get(&self.history_evicted),
             auth_failures: get(&self.auth_failures),
             source_notifications: get(&self.source_notifications),
             source_skipped: self.source_skipped.iter().map(get).sum(),
@@ -230,6 +238,7 @@ impl Stats {
             webhooks_failed: get(&self.webhooks_failed),
             channels: gauges.channels,
             history_channels: gauges.history_channels,
+            history_bytes: gauges.history_bytes,
             broker: gauges.broker,
             rss_bytes: resident_memory_bytes(),
         }
@@ -280,6 +289,18 @@ impl Stats {
             "gauge",
             "Channels with history kept by the broker.",
             &[("", s.history_channels as u64)],
+        );
+        metric(
+            "herald_history_bytes",
+            "gauge",
+            "Approximate memory of the history this process keeps (memory and NATS brokers).",
+            &[("", s.history_bytes)],
+        );
+        metric(
+            "herald_history_evicted_total",
+            "counter",
+            "Events evicted from history by the memory budget (limits.history_memory).",
+            &[("", s.history_evicted)],
         );
         metric(
             "herald_events_published_total",
@@ -418,6 +439,8 @@ pub struct Gauges {
     pub channels: usize,
     /// Channels with history.
     pub history_channels: usize,
+    /// Approximate memory of the history kept in this process, in bytes.
+    pub history_bytes: u64,
     /// The broker kind.
     pub broker: &'static str,
 }
@@ -445,6 +468,8 @@ pub struct Snapshot {
     pub replayed_events: u64,
     /// Resumes the history could not cover.
     pub resets: u64,
+    /// Events evicted from history by the memory budget.
+    pub history_evicted: u64,
     /// Requests whose credential was refused.
     pub auth_failures: u64,
     /// Notifications (or outbox rows) an event source received.
@@ -473,6 +498,9 @@ pub struct Snapshot {
     pub channels: usize,
     /// Channels with history kept by the broker.
     pub history_channels: usize,
+    /// Approximate memory of the history kept in this process, in bytes (0 with
+    /// the Redis broker, whose history is in Redis).
+    pub history_bytes: u64,
     /// The broker kind.
     pub broker: &'static str,
     /// Resident memory of the process in bytes (0 where it cannot be read).
@@ -501,14 +529,19 @@ mod tests {
         let stats = Stats::default();
         stats.published(3);
         stats.delivered(7, 1);
+        stats.history_evicted(2);
         let gauges = Gauges {
             connections: crate::limits::ConnectionCounts {
                 open: 1,
                 ..Default::default()
             },
-            ..Default::default()
+            history_bytes: 4096,
+            ..Gauges::default()
         };
         let text = stats.prometheus(gauges);
+        assert!(text.contains("herald_history_evicted_total 2\n"));
+        assert!(text.contains("herald_history_bytes 4096\n"));
+        assert_eq!(stats.snapshot(gauges).history_evicted, 2);
         assert!(text.contains("herald_connections 1\n"));
         assert!(text.contains("herald_events_published_total 3\n"));
         assert!(text.contains("herald_deliveries_total 7\n"));

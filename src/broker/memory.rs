@@ -11,18 +11,17 @@
 //! starts: after a restart the history is gone, and an id from before it is unknown
 //! rather than silently mistaken for a position in the new sequence.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom};
+use super::{
+    Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, check_publisher_ids,
+};
+use crate::core::event::parse_hub_id;
 use crate::core::{ChannelLogs, ChannelName, Event, NewEvent, Policies, Reset, ResetReason};
-
-/// How many publisher-supplied ids are remembered for resume and de-duplication.
-const CUSTOM_ID_CAPACITY: usize = 100_000;
 
 /// The in-memory broker of a single node.
 #[derive(Debug)]
@@ -36,15 +35,14 @@ pub struct MemoryBroker {
 #[derive(Debug)]
 struct State {
     seq: u64,
+    /// The history, with the publisher ids it remembers.
     logs: ChannelLogs,
-    /// Publisher-supplied ids and their positions, oldest first in `custom_order`.
-    custom_ids: HashMap<String, u64>,
-    custom_order: VecDeque<(u64, String, SystemTime)>,
 }
 
 impl MemoryBroker {
-    /// A broker delivering to `delivery`, keeping history by `policies`.
-    pub fn new(policies: Arc<Policies>, delivery: LocalDelivery) -> Self {
+    /// A broker delivering to `delivery`, keeping history by `policies` within
+    /// `history_memory` bytes (`limits.history_memory`).
+    pub fn new(policies: Arc<Policies>, delivery: LocalDelivery, history_memory: usize) -> Self {
         let epoch = format!("{:x}", rand::random::<u32>());
         Self {
             epoch,
@@ -52,9 +50,7 @@ impl MemoryBroker {
             delivery,
             state: Mutex::new(State {
                 seq: 0,
-                logs: ChannelLogs::default(),
-                custom_ids: HashMap::new(),
-                custom_order: VecDeque::new(),
+                logs: ChannelLogs::with_budget(history_memory),
             }),
         }
     }
@@ -65,28 +61,11 @@ impl MemoryBroker {
 
     /// The position an id names, if it is one of this broker's.
     fn resolve(&self, state: &State, id: &str) -> Option<u64> {
-        if let Some(&seq) = state.custom_ids.get(id) {
-            return Some(seq);
+        if let Some(known) = state.logs.publisher_id(id) {
+            return Some(known.seq);
         }
-        let (epoch, seq) = id.split_once('-')?;
-        let seq: u64 = seq.parse().ok()?;
+        let (epoch, seq) = parse_hub_id(id)?;
         (epoch == self.epoch && seq <= state.seq).then_some(seq)
-    }
-
-    fn remember_custom_id(&self, state: &mut State, id: String, seq: u64, now: SystemTime) {
-        state.custom_ids.insert(id.clone(), seq);
-        state.custom_order.push_back((seq, id, now));
-        let cutoff = now.checked_sub(self.policies.longest_ttl());
-        while state.custom_order.len() > CUSTOM_ID_CAPACITY
-            || state
-                .custom_order
-                .front()
-                .is_some_and(|(_, _, t)| cutoff.is_some_and(|c| *t < c))
-        {
-            if let Some((_, old, _)) = state.custom_order.pop_front() {
-                state.custom_ids.remove(&old);
-            }
-        }
     }
 }
 
@@ -99,15 +78,17 @@ impl Broker for MemoryBroker {
     async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Accepted>, BrokerError> {
         let mut accepted = Vec::with_capacity(events.len());
         let mut state = self.state.lock();
+        check_publisher_ids(&events, |id| state.logs.publisher_id(id))?;
+        let mut evicted = 0;
         for new in events {
-            if let Some((id, &seq)) = new
+            if let Some((id, known)) = new
                 .id
                 .as_ref()
-                .and_then(|id| state.custom_ids.get(id).map(|seq| (id, seq)))
+                .and_then(|id| state.logs.publisher_id(id).map(|known| (id, known)))
             {
                 accepted.push(Accepted {
                     id: id.clone(),
-                    seq,
+                    seq: known.seq,
                     duplicate: true,
                 });
                 continue;
@@ -115,15 +96,9 @@ impl Broker for MemoryBroker {
             let now = SystemTime::now();
             state.seq += 1;
             let seq = state.seq;
-            let id = match &new.id {
-                Some(custom) => {
-                    self.remember_custom_id(&mut state, custom.clone(), seq, now);
-                    custom.clone()
-                }
-                None => self.id_of(seq),
-            };
+            let id = new.id.clone().unwrap_or_else(|| self.id_of(seq));
             let event = Arc::new(Event::accept(new, seq, id.clone(), now));
-            state.logs.append(&event, &self.policies, now);
+            evicted += state.logs.append(&event, &self.policies, now);
             self.delivery.deliver(&event);
             accepted.push(Accepted {
                 id,
@@ -131,6 +106,8 @@ impl Broker for MemoryBroker {
                 duplicate: false,
             });
         }
+        drop(state);
+        self.delivery.stats().history_evicted(evicted);
         Ok(accepted)
     }
 
@@ -191,6 +168,10 @@ impl Broker for MemoryBroker {
     fn history_channels(&self) -> usize {
         self.state.lock().logs.len()
     }
+
+    fn history_bytes(&self) -> u64 {
+        self.state.lock().logs.bytes() as u64
+    }
 }
 
 #[cfg(test)]
@@ -217,7 +198,11 @@ mod tests {
             ..Default::default()
         };
         let delivery = LocalDelivery::new(Fanout::new(), Arc::new(Stats::default()));
-        MemoryBroker::new(Arc::new(policies), delivery)
+        MemoryBroker::new(
+            Arc::new(policies),
+            delivery,
+            crate::core::history::DEFAULT_HISTORY_MEMORY,
+        )
     }
 
     async fn publish(b: &MemoryBroker, channels: &[&str]) -> Accepted {

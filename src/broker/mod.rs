@@ -15,11 +15,14 @@ pub mod redis;
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod wire;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::core::{ChannelName, Event, Fanout, NewEvent, Reset, ResetReason, Resumed};
+use crate::core::{
+    ChannelName, ChannelSet, Event, Fanout, KnownId, NewEvent, Reset, ResetReason, Resumed,
+};
 use crate::stats::Stats;
 
 /// The id a resuming client sends, or a request for everything still kept.
@@ -101,6 +104,46 @@ pub enum BrokerError {
     /// The broker's backing service cannot be reached; the caller should retry later.
     #[error("the broker is unavailable: {0}")]
     Unavailable(String),
+    /// An event of the batch carries a publisher id that already names another
+    /// event, on other channels (or the batch gives it to two such events). Nothing
+    /// of the batch was published, except on NATS when another node published the
+    /// other event at the same moment (then the events before it were).
+    #[error("event {index}: the id {id:?} already names another event, on other channels")]
+    IdConflict {
+        /// The place of the event in the batch.
+        index: usize,
+        /// The id.
+        id: String,
+    },
+}
+
+/// Checks that no event of a batch claims a publisher id that names another event:
+/// one on other channels, as `known` tells, or an earlier event of the batch on
+/// other channels. The same id with the same channels is a retry, and is answered as
+/// a duplicate by the broker.
+pub(crate) fn check_publisher_ids(
+    events: &[NewEvent],
+    known: impl Fn(&str) -> Option<KnownId>,
+) -> Result<(), BrokerError> {
+    let mut batch: HashMap<&str, ChannelSet> = HashMap::new();
+    for (index, event) in events.iter().enumerate() {
+        let Some(id) = event.id.as_deref() else {
+            continue;
+        };
+        let channels = ChannelSet::of(&event.channels);
+        let claimed = batch
+            .get(id)
+            .copied()
+            .or_else(|| known(id).map(|k| k.channels));
+        if claimed.is_some_and(|c| c != channels) {
+            return Err(BrokerError::IdConflict {
+                index,
+                id: id.to_owned(),
+            });
+        }
+        batch.insert(id, channels);
+    }
+    Ok(())
 }
 
 /// Moves events between publishers, history and the fan-out of every node.
@@ -111,6 +154,10 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Accepts a batch of valid events, in order: assigns positions, stores them in
     /// history, and delivers them to every node. Returns once they are accepted.
+    ///
+    /// A publisher id names one event: an event whose id is still known for the
+    /// same channels is answered as a duplicate and not published again; one whose
+    /// id is known for other channels is refused with [`BrokerError::IdConflict`].
     async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Accepted>, BrokerError>;
 
     /// The events on `channels` after `from`, and a reset for the channels whose
@@ -140,6 +187,12 @@ pub trait Broker: Send + Sync + 'static {
 
     /// How many channels have history on this broker.
     fn history_channels(&self) -> usize;
+
+    /// The approximate memory the history held in this process takes, in bytes
+    /// (0 for a broker that keeps history elsewhere).
+    fn history_bytes(&self) -> u64 {
+        0
+    }
 }
 
 /// This node's end of delivery: the fan-out plus the counters it feeds.
@@ -185,7 +238,11 @@ pub fn start(
 ) -> Result<Arc<dyn Broker>, crate::config::ConfigError> {
     use crate::config::BrokerKind;
     Ok(match config.broker_kind()? {
-        BrokerKind::Memory => Arc::new(memory::MemoryBroker::new(policies, delivery)),
+        BrokerKind::Memory => Arc::new(memory::MemoryBroker::new(
+            policies,
+            delivery,
+            config.limits.history_memory,
+        )),
         #[cfg(feature = "redis")]
         BrokerKind::Redis(url) => Arc::new(redis::RedisBroker::start(
             &url,
@@ -199,6 +256,7 @@ pub fn start(
             &config.nats,
             policies,
             delivery,
+            config.limits.history_memory,
         )?),
         #[allow(unreachable_patterns)]
         other => {

@@ -11,9 +11,10 @@
 //!
 //! Each node reads the whole stream, in order, through an ordered consumer, and
 //! applies every event to its own replica: per-channel logs kept exactly as the
-//! memory broker keeps them (size and age per namespace) and the local fan-out,
-//! under one lock. So every node delivers in position order, and a resume is served
-//! from the node's own logs. A node that starts reads what the stream still holds
+//! memory broker keeps them (size and age per namespace, all within
+//! `limits.history_memory`) and the local fan-out, under one lock. So every node
+//! delivers in position order, and a resume is served from the node's own logs. A
+//! node that starts reads what the stream still holds
 //! (it keeps events for the longest history age, and at most `nats.max_messages`)
 //! to build its logs; a position older than what it could read gets a `reset`.
 //!
@@ -29,7 +30,12 @@
 //! created again (or a stream that went back in time) starts a new epoch.
 //! Publisher-supplied ids are sent as `Nats-Msg-Id`, so JetStream drops a repeat
 //! within `nats.duplicate_window`; beyond it each node remembers the ids it applied
-//! (100,000 at most, for the longest history age), answering `duplicate` too.
+//! (while their event is in its history, then for the longest history age),
+//! answering `duplicate` too. An id names one event: before publishing events with
+//! ids a node catches up with the stream and refuses an id it knows for other
+//! channels; when JetStream answers that a message with the id is already stored
+//! (another node published it at the same moment), the node waits until it has
+//! applied that message and answers `duplicate` only if its channels are the same.
 
 mod replica;
 
@@ -48,10 +54,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::replica::{Replica, Resolved};
-use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
+use super::{
+    Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, check_publisher_ids, wire,
+};
 use crate::backoff::Backoff;
 use crate::config::{ConfigError, NatsConfig, NatsStorage, percent_decode};
-use crate::core::{ChannelName, Event, NewEvent, Policies};
+use crate::core::{ChannelName, ChannelSet, Event, NewEvent, Policies};
 
 #[derive(Debug, Clone)]
 struct Connection {
@@ -89,15 +97,16 @@ impl Drop for NatsBroker {
 }
 
 impl NatsBroker {
-    /// Starts a broker for `url` (`nats://HOST:PORT`). It connects in the
-    /// background and keeps reconnecting, so a node starts even while NATS is down
-    /// (unready until it has caught up with the stream). Must be called inside a
-    /// Tokio runtime.
+    /// Starts a broker for `url` (`nats://HOST:PORT`), keeping this node's copy of
+    /// the history within `history_memory` bytes. It connects in the background and
+    /// keeps reconnecting, so a node starts even while NATS is down (unready until
+    /// it has caught up with the stream). Must be called inside a Tokio runtime.
     pub fn start(
         url: &str,
         config: &NatsConfig,
         policies: Arc<Policies>,
         delivery: LocalDelivery,
+        history_memory: usize,
     ) -> Result<Self, ConfigError> {
         // Checked here so a bad address is a configuration error, not a retry loop.
         let (servers, login) = servers_and_login(url)?;
@@ -105,7 +114,7 @@ impl NatsBroker {
             servers,
             login,
             config: config.clone(),
-            replica: Replica::new(policies.clone(), delivery),
+            replica: Replica::new(policies.clone(), delivery, history_memory),
             policies,
             connection: Mutex::new(None),
             following: Mutex::new(Some("connecting to nats".into())),
@@ -447,13 +456,19 @@ impl Broker for NatsBroker {
             .epoch()
             .ok_or_else(|| unavailable("the stream is not known yet"))?;
         let timeout = self.shared.config.timeout;
+        if events.iter().any(|e| e.id.is_some()) {
+            // Whichever node published an id before, this node knows it once it has
+            // applied what the stream holds.
+            self.settle().await;
+            check_publisher_ids(&events, |id| replica.publisher_id(id))?;
+        }
         let mut answers: Vec<Option<Accepted>> = Vec::with_capacity(events.len());
         let mut pending = Vec::new();
         for (index, event) in events.iter().enumerate() {
-            if let Some(seq) = event.id.as_deref().and_then(|id| replica.custom_id(id)) {
+            if let Some(known) = event.id.as_deref().and_then(|id| replica.publisher_id(id)) {
                 answers.push(Some(Accepted {
                     id: event.id.clone().unwrap_or_default(),
-                    seq,
+                    seq: known.seq,
                     duplicate: true,
                 }));
                 continue;
@@ -477,6 +492,22 @@ impl Broker for NatsBroker {
         for (index, sent) in pending {
             let ack = sent.await.map_err(|e| unavailable(&e.to_string()))?;
             let event = &events[index];
+            if ack.duplicate
+                && let Some(id) = &event.id
+            {
+                // Stored already: by a retry of this event, or by another event
+                // claiming the same id at the same moment on another node.
+                self.catch_up_to(ack.sequence).await?;
+                let same = replica
+                    .publisher_id(id)
+                    .is_some_and(|k| k.channels == ChannelSet::of(&event.channels));
+                if !same {
+                    return Err(BrokerError::IdConflict {
+                        index,
+                        id: id.clone(),
+                    });
+                }
+            }
             answers[index] = Some(Accepted {
                 id: event
                     .id
@@ -565,6 +596,10 @@ impl Broker for NatsBroker {
 
     fn history_channels(&self) -> usize {
         self.shared.replica.channels()
+    }
+
+    fn history_bytes(&self) -> u64 {
+        self.shared.replica.bytes() as u64
     }
 }
 

@@ -33,8 +33,11 @@
 //! `reset` rather than events it has already seen under the same id.
 //!
 //! Publisher-supplied ids are kept in keys `id:{id}` (with the longest history age
-//! as their lifetime), which make them resumable on every node and make publishing
-//! them again a no-op answered `duplicate`.
+//! as their lifetime, so at least as long as their event is in history), holding
+//! the event's position and a digest of its channels. They make the ids resumable
+//! on every node and publishing one again with the same channels a no-op answered
+//! `duplicate`; publishing one with other channels is refused, and the script checks
+//! every id of a batch before it publishes any event of it.
 //!
 //! # Keys
 //!
@@ -63,7 +66,9 @@ use self::link::Link;
 use self::shards::{Shard, Shards};
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
 use crate::config::{ConfigError, RedisConfig, redact_url};
-use crate::core::{ChannelName, Event, NewEvent, Policies, Reset, ResetReason, Resumed};
+use crate::core::{
+    ChannelName, ChannelSet, Event, NewEvent, Policies, Reset, ResetReason, Resumed,
+};
 
 /// Channels dropped per upkeep run at most.
 const MAINTAIN_BATCH: usize = 1000;
@@ -278,7 +283,12 @@ impl Broker for RedisBroker {
             .arg(Self::ms(sh.policies.longest_ttl()).max(1))
             .arg(events.len());
         for event in &events {
+            let digest = match &event.id {
+                Some(_) => ChannelSet::of(&event.channels).to_hex(),
+                None => String::new(),
+            };
             call.arg(event.id.as_deref().unwrap_or(""))
+                .arg(digest)
                 .arg(wire::encode(event))
                 .arg(if event.ephemeral { "1" } else { "0" });
             // With shards, histories are written from the log afterwards.
@@ -299,6 +309,18 @@ impl Broker for RedisBroker {
             .first()
             .and_then(text)
             .ok_or_else(|| unexpected("publish"))?;
+        if reply.get(2).and_then(text).as_deref() == Some("conflict") {
+            let index = reply
+                .get(3)
+                .and_then(int)
+                .and_then(|i| usize::try_from(i).ok())
+                .ok_or_else(|| unexpected("publish"))?;
+            let id = events
+                .get(index)
+                .and_then(|e| e.id.clone())
+                .ok_or_else(|| unexpected("publish"))?;
+            return Err(BrokerError::IdConflict { index, id });
+        }
         let mut accepted = Vec::with_capacity(events.len());
         for (event, value) in events.iter().zip(reply.iter().skip(2)) {
             let position = int(value).ok_or_else(|| unexpected("publish"))?;
@@ -399,6 +421,7 @@ impl Broker for RedisBroker {
                             "redis shard {}: {why}",
                             shards.list[k].url
                         )),
+                        other => other,
                     })?;
                 reply.extend(part.into_iter().skip(4));
                 ordered.extend(on_shard.iter().map(|c| (*c).clone()));

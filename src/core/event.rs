@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use sha2::{Digest, Sha256};
 
 use super::channel::{ChannelError, ChannelName};
 
@@ -21,6 +22,19 @@ pub const MAX_TYPE_LEN: usize = 64;
 
 /// The longest publisher-supplied id accepted, in bytes.
 pub const MAX_ID_LEN: usize = 200;
+
+/// Words a resuming client sends in place of an id; no event may carry them as its id.
+/// `earliest` asks for everything still kept.
+pub const RESERVED_IDS: &[&str] = &["earliest"];
+
+/// The deepest nesting of arrays and objects accepted in JSON data (as serde_json
+/// allows when it reads a value), so that no reader of an event, the hub's own
+/// WebSocket path or a browser's `JSON.parse`, runs out of stack on it.
+pub const MAX_DATA_DEPTH: usize = 128;
+
+/// The rule a publisher id follows, as error messages state it.
+pub const PUBLISHER_ID_RULE: &str = "1 to 200 bytes of visible ASCII (no space or control character), \
+     not of the hub's own form {hex}-{digits} (such as 5f3a9c1e-42) and not `earliest`";
 
 /// Event types the hub itself sends; a publisher may not use them.
 pub const RESERVED_TYPES: &[&str] = &["connected", "reset", "shutdown", "token_expired", "error"];
@@ -45,9 +59,20 @@ pub enum EventError {
     /// The event type is one the hub sends itself.
     #[error("event type {0:?} is reserved for the hub's own events")]
     ReservedType(String),
-    /// The publisher-supplied id is not acceptable.
-    #[error("event id is not valid: 1 to {MAX_ID_LEN} bytes with no control characters")]
-    BadId,
+    /// The publisher-supplied id does not follow [`validate_publisher_id`]'s grammar.
+    #[error("event id {0:?} is not valid: a publisher id is {PUBLISHER_ID_RULE}")]
+    BadId(String),
+    /// The publisher-supplied id is already the id of another event, on other channels.
+    #[error(
+        "event id {0:?} is already the id of another event, on other channels: an id names one event across the hub"
+    )]
+    IdConflict(String),
+    /// The event names more channels than the configured limit.
+    #[error("the event names more than {limit} channels")]
+    TooManyChannels {
+        /// The configured limit.
+        limit: usize,
+    },
     /// The data is larger than the configured limit.
     #[error("event data is {size} bytes, more than the limit of {limit}")]
     TooLarge {
@@ -74,9 +99,16 @@ impl Payload {
     }
 
     /// JSON from text that is already valid JSON; white space outside strings is removed.
+    /// Arrays and objects nested deeper than [`MAX_DATA_DEPTH`] are refused.
     pub fn json_text(raw: &str) -> Result<Self, serde_json::Error> {
         let _: &serde_json::value::RawValue = serde_json::from_str(raw)?;
-        Ok(Self::Json(Bytes::from(minify_json(raw))))
+        minify_json(raw)
+            .map(|v| Self::Json(Bytes::from(v)))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format_args!(
+                    "the JSON nests arrays and objects deeper than {MAX_DATA_DEPTH} levels"
+                ))
+            })
     }
 
     /// Plain text.
@@ -122,11 +154,13 @@ impl std::fmt::Debug for Payload {
     }
 }
 
-/// Removes insignificant white space from valid JSON text, leaving strings intact.
-fn minify_json(raw: &str) -> Vec<u8> {
+/// Removes insignificant white space from valid JSON text, leaving strings intact;
+/// `None` when arrays and objects nest deeper than [`MAX_DATA_DEPTH`].
+fn minify_json(raw: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut in_string = false;
     let mut escaped = false;
+    let mut depth = 0usize;
     for &b in raw.as_bytes() {
         if in_string {
             out.push(b);
@@ -138,13 +172,21 @@ fn minify_json(raw: &str) -> Vec<u8> {
                 in_string = false;
             }
         } else if !matches!(b, b' ' | b'\n' | b'\r' | b'\t') {
-            if b == b'"' {
-                in_string = true;
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > MAX_DATA_DEPTH {
+                        return None;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
             }
             out.push(b);
         }
     }
-    out
+    Some(out)
 }
 
 /// An event an app asks the hub to publish.
@@ -214,26 +256,133 @@ impl NewEvent {
         self
     }
 
-    /// Checks the type, id, channels and size against the hub's rules.
-    pub fn validate(&self, max_data_bytes: usize) -> Result<(), EventError> {
+    /// Checks the channels, type, id and size against the hub's rules and `limits`.
+    pub fn validate(&self, limits: &EventLimits) -> Result<(), EventError> {
         if self.channels.is_empty() {
             return Err(EventError::NoChannel);
+        }
+        if self.channels.len() > limits.max_channels {
+            return Err(EventError::TooManyChannels {
+                limit: limits.max_channels,
+            });
         }
         if let Some(kind) = &self.kind {
             validate_type(kind)?;
         }
-        if let Some(id) = &self.id
-            && (id.is_empty() || id.len() > MAX_ID_LEN || id.chars().any(char::is_control))
-        {
-            return Err(EventError::BadId);
+        if let Some(id) = &self.id {
+            validate_publisher_id(id)?;
         }
-        if self.data.len() > max_data_bytes {
+        if self.data.len() > limits.max_data_bytes {
             return Err(EventError::TooLarge {
                 size: self.data.len(),
-                limit: max_data_bytes,
+                limit: limits.max_data_bytes,
             });
         }
         Ok(())
+    }
+}
+
+/// The configured bounds an event must stay within (`limits.max_event_bytes`,
+/// `limits.max_channels_per_event`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventLimits {
+    /// The largest data, in bytes.
+    pub max_data_bytes: usize,
+    /// The most channels one event may name.
+    pub max_channels: usize,
+}
+
+impl Default for EventLimits {
+    fn default() -> Self {
+        Self {
+            max_data_bytes: 64 * 1024,
+            max_channels: 100,
+        }
+    }
+}
+
+/// Checks a publisher-supplied event id.
+///
+/// The grammar: 1 to [`MAX_ID_LEN`] bytes of visible ASCII (`!` to `~`: no space, no
+/// control character, nothing beyond ASCII), not of the hub's own form (see
+/// [`is_hub_id`]) and not a word of [`RESERVED_IDS`] (in any case).
+///
+/// Why: the hub gives out ids of the form `{epoch}-{seq}` on every broker, and a
+/// resuming client may send `earliest`. A publisher id of either form could be
+/// given to another event than the one a subscriber saw (a publisher of one channel
+/// claiming the next positions of another), or be read as a request for the whole
+/// history, and a client resuming from it would replay or skip events of channels
+/// the publisher has no grant for. Keeping the two sets disjoint makes every id name
+/// one event. Visible ASCII is what travels unchanged in an SSE `id:` line, the
+/// `Last-Event-ID` header and a query parameter, and still admits real-world ids:
+/// UUIDs, `urn:uuid:...`, `order-17-created`, URLs such as
+/// `https://example.com/books/1`.
+pub fn validate_publisher_id(id: &str) -> Result<(), EventError> {
+    let visible =
+        !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic());
+    let reserved = RESERVED_IDS.iter().any(|w| id.eq_ignore_ascii_case(w));
+    if !visible || reserved || is_hub_id(id) {
+        return Err(EventError::BadId(id.to_owned()));
+    }
+    Ok(())
+}
+
+/// Whether `id` has the form of the ids the hub assigns itself, on every broker:
+/// `^[0-9a-f]+-[0-9]+$` (a lowercase hexadecimal epoch, a dash, a decimal position).
+pub fn is_hub_id(id: &str) -> bool {
+    let Some((epoch, seq)) = id.split_once('-') else {
+        return false;
+    };
+    !epoch.is_empty()
+        && epoch
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && !seq.is_empty()
+        && seq.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The epoch and position of a hub-assigned id; `None` for anything not exactly of
+/// the hub's form (a sign, a space or a position too large for a `u64` included).
+pub fn parse_hub_id(id: &str) -> Option<(&str, u64)> {
+    if !is_hub_id(id) {
+        return None;
+    }
+    let (epoch, seq) = id.split_once('-')?;
+    Some((epoch, seq.parse().ok()?))
+}
+
+/// A digest of a set of channels (order and repeats do not matter): what tells a
+/// publisher's retry of an event (same id, same channels) from another event that
+/// claims the same id. The same on every node, so a shared store can keep it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ChannelSet([u8; 16]);
+
+impl ChannelSet {
+    /// The digest of `channels`.
+    pub fn of(channels: &[ChannelName]) -> Self {
+        let mut names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut hash = Sha256::new();
+        // No channel name holds a ',', so the joined names are unambiguous.
+        for name in names {
+            hash.update(name.as_bytes());
+            hash.update(b",");
+        }
+        let mut digest = [0; 16];
+        digest.copy_from_slice(&hash.finalize()[..16]);
+        Self(digest)
+    }
+
+    /// Lowercase hexadecimal, 32 characters.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for ChannelSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ChannelSet({})", self.to_hex())
     }
 }
 
@@ -272,6 +421,8 @@ pub struct Event {
     pub ephemeral: bool,
     /// When the hub accepted it.
     pub time: SystemTime,
+    /// Whether `id` was chosen by the publisher (rather than assigned by the hub).
+    publisher_id: bool,
     frames: FrameCache,
 }
 
@@ -288,8 +439,15 @@ impl Event {
             retry: new.retry,
             ephemeral: new.ephemeral,
             time,
+            publisher_id: new.id.is_some(),
             frames: FrameCache::new(slots),
         }
+    }
+
+    /// Whether the id was chosen by the publisher: such ids are remembered, so that
+    /// a client can resume from them and a publisher's retry is a duplicate.
+    pub fn has_publisher_id(&self) -> bool {
+        self.publisher_id
     }
 
     /// The cached encoding of this event in `format` for the channel at `channel_index`
@@ -370,33 +528,136 @@ mod tests {
         assert!(Payload::json_text("{nope").is_err());
     }
 
+    fn limits(max_data_bytes: usize) -> EventLimits {
+        EventLimits {
+            max_data_bytes,
+            max_channels: 3,
+        }
+    }
+
     #[test]
-    fn types_ids_and_sizes_are_checked() {
+    fn types_ids_channels_and_sizes_are_checked() {
         let e = NewEvent::text(ch("a"), "hi");
-        assert!(e.validate(10).is_ok());
+        assert!(e.validate(&limits(10)).is_ok());
         assert!(matches!(
-            e.clone().with_type("bad type").validate(10),
+            e.clone().with_type("bad type").validate(&limits(10)),
             Err(EventError::BadType(_))
         ));
         assert!(matches!(
-            e.clone().with_type("reset").validate(10),
+            e.clone().with_type("reset").validate(&limits(10)),
             Err(EventError::ReservedType(_))
         ));
         assert!(matches!(
-            e.clone().with_type("presence.join").validate(10),
+            e.clone().with_type("presence.join").validate(&limits(10)),
             Err(EventError::ReservedType(_))
         ));
         assert_eq!(
-            e.clone().with_id("a\nb").validate(10),
-            Err(EventError::BadId)
+            e.clone().with_id("a\nb").validate(&limits(10)),
+            Err(EventError::BadId("a\nb".into()))
         );
-        assert_eq!(e.clone().with_id("").validate(10), Err(EventError::BadId));
-        assert!(matches!(e.validate(1), Err(EventError::TooLarge { .. })));
+        assert!(matches!(
+            e.validate(&limits(1)),
+            Err(EventError::TooLarge { .. })
+        ));
         let none = NewEvent {
             channels: vec![],
             ..NewEvent::text(ch("a"), "")
         };
-        assert_eq!(none.validate(10), Err(EventError::NoChannel));
+        assert_eq!(none.validate(&limits(10)), Err(EventError::NoChannel));
+        let four = e.clone().also_to(ch("b")).also_to(ch("c")).also_to(ch("d"));
+        assert_eq!(
+            four.validate(&limits(10)),
+            Err(EventError::TooManyChannels { limit: 3 })
+        );
+    }
+
+    #[test]
+    fn publisher_ids_accept_real_world_ids() {
+        for id in [
+            "order-17-created",
+            "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66",
+            "6e8bc430-9c3a-11d9-9669-0800200c9a66",
+            "https://example.com/books/1",
+            "https://example.com/books/1?rev=2#x",
+            "outbox-42",
+            "outbox-42.1",
+            "12",
+            "import-77",
+            "ABCDEF-12",
+            "abc-12x",
+            "abc-",
+            "-12",
+            "g1-2",
+            "earliest-1",
+            "latest",
+            &"x".repeat(MAX_ID_LEN),
+        ] {
+            assert_eq!(validate_publisher_id(id), Ok(()), "{id}");
+        }
+    }
+
+    #[test]
+    fn publisher_ids_refuse_hub_ids_reserved_words_and_invisible_bytes() {
+        for id in [
+            // Every form the brokers assign: memory (u32 epoch), Redis (16 hex digits),
+            // NATS (microseconds in hex), and the head position 0.
+            "5f3a9c1e-42",
+            "0-0",
+            "00000000deadbeef-1",
+            "6150e5a1b2c3d-18446744073709551615",
+            "1-99999999999999999999999",
+            "abcdef-007",
+            "earliest",
+            "Earliest",
+            "EARLIEST",
+            "",
+            "a b",
+            " x",
+            "tab\there",
+            "line\nbreak",
+            "nul\0",
+            "caf\u{e9}",
+            "\u{1}",
+            &"x".repeat(MAX_ID_LEN + 1),
+        ] {
+            let refused = validate_publisher_id(id);
+            assert_eq!(refused, Err(EventError::BadId(id.to_owned())), "{id:?}");
+        }
+        let message = validate_publisher_id("earliest").unwrap_err().to_string();
+        assert!(message.contains("visible ASCII") && message.contains("earliest"));
+    }
+
+    #[test]
+    fn hub_ids_parse_only_in_their_exact_form() {
+        assert_eq!(parse_hub_id("5f3a-42"), Some(("5f3a", 42)));
+        assert_eq!(parse_hub_id("5f3a-+42"), None);
+        assert_eq!(parse_hub_id("5F3A-42"), None);
+        assert_eq!(parse_hub_id("5f3a-42 "), None);
+        assert_eq!(parse_hub_id("5f3a-99999999999999999999999"), None);
+        assert!(is_hub_id("5f3a-99999999999999999999999"));
+    }
+
+    #[test]
+    fn channel_sets_ignore_order_and_repeats() {
+        let ab = ChannelSet::of(&[ch("a"), ch("b")]);
+        assert_eq!(ab, ChannelSet::of(&[ch("b"), ch("a"), ch("a")]));
+        assert_ne!(ab, ChannelSet::of(&[ch("a")]));
+        assert_ne!(ab, ChannelSet::of(&[ch("ab")]));
+        assert_eq!(ab.to_hex().len(), 32);
+    }
+
+    #[test]
+    fn data_nested_too_deep_is_refused() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(Payload::json_text(&deep(MAX_DATA_DEPTH)).is_ok());
+        let e = Payload::json_text(&deep(MAX_DATA_DEPTH + 1)).unwrap_err();
+        assert!(e.to_string().contains("deeper than 128"), "{e}");
+        assert!(Payload::json_text(&deep(100_000)).is_err());
+        let strings = format!("[\"{}\"]", "[".repeat(1000));
+        assert!(
+            Payload::json_text(&strings).is_ok(),
+            "brackets in strings do not count"
+        );
     }
 
     #[test]

@@ -11,10 +11,10 @@ pub mod policy;
 pub mod presence;
 
 pub use channel::{BROADCAST, ChannelError, ChannelName, ChannelPattern};
-pub use event::{Event, EventError, FrameFormat, NewEvent, Payload};
+pub use event::{ChannelSet, Event, EventError, EventLimits, FrameFormat, NewEvent, Payload};
 pub use fanout::{
     Delivered, Fanout, Item, Overflow, OverflowSignal, Reset, ResetReason, Subscription,
 };
-pub use history::{ChannelLog, ChannelLogs, HistoryPolicy, Resumed};
+pub use history::{ChannelLog, ChannelLogs, HistoryPolicy, KnownId, Resumed};
 pub use policy::{Denied, Grants, NamespacePolicy, Policies, SubscribeRule};
 pub use presence::{ClusterView, Member, Presence, Transition};

@@ -9,36 +9,58 @@
 //! ```
 //!
 //! A JSON string in `data` is sent as text; any other JSON value as compact JSON.
+//!
+//! Everything a request makes the hub do is bounded before it is done, and what a
+//! credential may not do is refused before the rest of the request is looked at:
+//! the body is read up to `limits.max_body_bytes` and checked as UTF-8 and JSON in
+//! one pass that keeps each field as raw text; a batch is cut at
+//! `limits.max_batch` + 1 events; the channels of an event are counted (stopping
+//! after `limits.max_channels_per_event` + 1) before any name is read, then each
+//! name is checked and its grant looked up as it is read, the first refused one
+//! answering 403, and repeats are dropped with a set. Each field is then read on
+//! its own, so an error names it.
+
+use std::cell::Cell;
+use std::collections::HashSet;
 
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::{ApiError, Services, identify};
+use crate::auth::Identity;
 use crate::core::{ChannelError, ChannelName, EventError, NewEvent, Payload};
 use crate::hub::PublishError;
 
+/// One event as sent, each field still raw JSON text borrowed from the body, so that
+/// each is read (and its error reported) on its own, and nothing is allocated per
+/// channel before the channels are counted.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PublishRequest {
-    channel: Option<String>,
-    channels: Option<Vec<String>>,
-    #[serde(default)]
-    broadcast: bool,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    data: Option<Box<RawValue>>,
-    id: Option<String>,
-    retry: Option<u32>,
+#[serde(deny_unknown_fields, expecting = "an event: a JSON object")]
+struct RawEvent<'a> {
+    #[serde(borrow, default)]
+    channel: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    channels: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    broadcast: Option<&'a RawValue>,
+    #[serde(borrow, default, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    retry: Option<&'a RawValue>,
 }
 
 /// Keeps an explicit `null` as data, apart from a missing `data` field.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
-    Box::<RawValue>::deserialize(d).map(Some)
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Reads a request body up to `limit` bytes; more is a 413.
@@ -74,10 +96,19 @@ pub(super) async fn publish(
     }
     let limits = &app.config.limits;
     let body = read_body(body, limits.max_body_bytes).await?;
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let text = std::str::from_utf8(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!(
+                "the body is not valid UTF-8 (at byte {}); JSON is UTF-8",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let first = text.bytes().find(|b| !b.is_ascii_whitespace());
     let (requests, batch) = match first {
-        Some(b'[') => (parse::<Vec<PublishRequest>>(&body)?, true),
-        Some(b'{') => (vec![parse::<PublishRequest>(&body)?], false),
+        Some(b'[') => (parse_batch(text, limits.max_batch)?, true),
+        Some(b'{') => (vec![parse_one(text)?], false),
         _ => {
             return Err(ApiError::bad_request(
                 "invalid_json",
@@ -91,33 +122,10 @@ pub(super) async fn publish(
             "the batch holds no event",
         ));
     }
-    if requests.len() > limits.max_batch {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!(
-                "the batch holds {} events; at most {} are accepted",
-                requests.len(),
-                limits.max_batch
-            ),
-        ));
-    }
+    let max_channels = limits.max_channels_per_event;
     let mut events = Vec::with_capacity(requests.len());
     for (index, request) in requests.into_iter().enumerate() {
-        let event = to_event(request).map_err(|e| at(e, index, batch))?;
-        for channel in &event.channels {
-            if !identity.may_publish(channel) {
-                return Err(at(
-                    ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "forbidden",
-                        format!("the credential does not grant publishing to {channel}"),
-                    ),
-                    index,
-                    batch,
-                ));
-            }
-        }
+        let event = to_event(request, &identity, max_channels).map_err(|e| at(e, index, batch))?;
         events.push(event);
     }
     let accepted = app.hub.publish_batch(events).await.map_err(|e| match e {
@@ -136,9 +144,117 @@ pub(super) async fn publish(
     Ok((StatusCode::OK, axum::Json(body)).into_response())
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid publish body: {e}")))
+fn invalid_json(e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_json", format!("invalid publish body: {e}"))
+}
+
+fn parse_one(text: &str) -> Result<RawEvent<'_>, ApiError> {
+    serde_json::from_str(text).map_err(invalid_json)
+}
+
+/// Reads a batch, stopping at the first event past `max`: a body of many tiny
+/// events costs no more than one of `max` + 1 of them.
+fn parse_batch(text: &str, max: usize) -> Result<Vec<RawEvent<'_>>, ApiError> {
+    let index = Cell::new(0);
+    let over = Cell::new(false);
+    let mut de = serde_json::Deserializer::from_str(text);
+    let read = Batch {
+        max,
+        index: &index,
+        over: &over,
+    }
+    .deserialize(&mut de)
+    .and_then(|events| de.end().map(|()| events));
+    read.map_err(|e| {
+        if over.get() {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch_too_large",
+                format!(
+                    "the batch holds more than {max} events; at most {max} are accepted (limits.max_batch)"
+                ),
+            )
+        } else {
+            invalid_json(format_args!("event {}: {e}", index.get()))
+        }
+    })
+}
+
+/// The events of a batch, at most `max`; `over` is set when there are more.
+struct Batch<'c> {
+    max: usize,
+    /// The place of the event being read.
+    index: &'c Cell<usize>,
+    over: &'c Cell<bool>,
+}
+
+impl<'de> DeserializeSeed<'de> for Batch<'_> {
+    type Value = Vec<RawEvent<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Batch<'_> {
+    type Value = Vec<RawEvent<'de>>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut events = Vec::new();
+        loop {
+            self.index.set(events.len());
+            if events.len() == self.max {
+                if seq.next_element::<IgnoredAny>()?.is_some() {
+                    self.over.set(true);
+                    return Err(serde::de::Error::custom("too many events"));
+                }
+                return Ok(events);
+            }
+            match seq.next_element::<RawEvent<'de>>()? {
+                Some(event) => events.push(event),
+                None => return Ok(events),
+            }
+        }
+    }
+}
+
+/// Counts the elements of a JSON array, stopping at `limit`: `Some(n)` with
+/// `n <= limit` (`limit` meaning "at least"), `None` when it is not an array.
+fn count_up_to(raw: &RawValue, limit: usize) -> Option<usize> {
+    struct Count<'c> {
+        limit: usize,
+        seen: &'c Cell<usize>,
+    }
+    impl<'de> Visitor<'de> for Count<'_> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an array")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while self.seen.get() < self.limit {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    return Ok(());
+                }
+                self.seen.set(self.seen.get() + 1);
+            }
+            // Enough counted: the rest is left unread.
+            Err(serde::de::Error::custom("enough"))
+        }
+    }
+    let seen = Cell::new(0);
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let counted = de.deserialize_seq(Count { limit, seen: &seen });
+    match counted {
+        Ok(()) => Some(seen.get()),
+        Err(_) if seen.get() == limit => Some(limit),
+        Err(_) => None,
+    }
 }
 
 /// Prefixes an error's message with the event's place in a batch.
@@ -155,7 +271,13 @@ fn event_error(e: EventError) -> ApiError {
         EventError::NoChannel => "no_channel",
         EventError::BadType(_) => "invalid_type",
         EventError::ReservedType(_) => "reserved_type",
-        EventError::BadId => "invalid_id",
+        EventError::BadId(_) => "invalid_id",
+        EventError::IdConflict(_) => {
+            return ApiError::new(StatusCode::CONFLICT, "id_conflict", e.to_string());
+        }
+        EventError::TooManyChannels { limit } => {
+            return too_many_channels(*limit);
+        }
         EventError::TooLarge { .. } => {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -167,11 +289,82 @@ fn event_error(e: EventError) -> ApiError {
     ApiError::bad_request(code, e.to_string())
 }
 
-fn to_event(request: PublishRequest) -> Result<NewEvent, ApiError> {
-    let names: Vec<String> = match (request.channel, request.channels, request.broadcast) {
-        (Some(one), None, false) => vec![one],
-        (None, Some(many), false) => many,
-        (None, None, true) => Vec::new(),
+fn too_many_channels(limit: usize) -> ApiError {
+    ApiError::bad_request(
+        "too_many_channels",
+        format!(
+            "the event names more than {limit} channels; at most {limit} are accepted (limits.max_channels_per_event)"
+        ),
+    )
+}
+
+/// A 400 naming the field that is wrong and what it should be.
+fn invalid_field(field: &str, should: &str) -> ApiError {
+    ApiError::bad_request("invalid_field", format!("`{field}` {should}"))
+}
+
+/// Reads a field that must be a JSON string.
+fn string_field(field: &str, raw: &RawValue) -> Result<String, ApiError> {
+    serde_json::from_str(raw.get()).map_err(|_| invalid_field(field, "must be a string"))
+}
+
+/// Checks one channel name and that the credential may publish to it.
+fn granted(identity: &Identity, name: &str) -> Result<ChannelName, ApiError> {
+    let channel = ChannelName::new(name)
+        .map_err(|e: ChannelError| event_error(e.into()).for_channel(name))?;
+    may_publish(identity, channel)
+}
+
+fn may_publish(identity: &Identity, channel: ChannelName) -> Result<ChannelName, ApiError> {
+    if !identity.may_publish(&channel) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the credential does not grant publishing to {channel}"),
+        )
+        .for_channel(channel.as_str()));
+    }
+    Ok(channel)
+}
+
+/// The channels of `channels`: counted first (up to `max` + 1), then each checked
+/// and its grant looked up as it is read, repeats dropped.
+fn channel_list(
+    raw: &RawValue,
+    identity: &Identity,
+    max: usize,
+) -> Result<Vec<ChannelName>, ApiError> {
+    let not_a_list = || invalid_field("channels", "must be an array of channel names");
+    let count = count_up_to(raw, max + 1).ok_or_else(not_a_list)?;
+    if count > max {
+        return Err(too_many_channels(max));
+    }
+    let names: Vec<String> = serde_json::from_str(raw.get()).map_err(|_| not_a_list())?;
+    let mut seen = HashSet::with_capacity(names.len());
+    let mut channels = Vec::with_capacity(names.len());
+    for name in &names {
+        let channel = granted(identity, name)?;
+        if seen.insert(channel.clone()) {
+            channels.push(channel);
+        }
+    }
+    Ok(channels)
+}
+
+fn to_event(
+    request: RawEvent<'_>,
+    identity: &Identity,
+    max_channels: usize,
+) -> Result<NewEvent, ApiError> {
+    let broadcast = match request.broadcast {
+        Some(raw) => serde_json::from_str::<bool>(raw.get())
+            .map_err(|_| invalid_field("broadcast", "must be true or false"))?,
+        None => false,
+    };
+    let channels = match (request.channel, request.channels, broadcast) {
+        (Some(one), None, false) => vec![granted(identity, &string_field("channel", one)?)?],
+        (None, Some(many), false) => channel_list(many, identity, max_channels)?,
+        (None, None, true) => vec![may_publish(identity, ChannelName::broadcast())?],
         (None, None, false) => {
             return Err(event_error(EventError::NoChannel)
                 .with_message("name a `channel`, a list of `channels`, or set `broadcast: true`"));
@@ -183,19 +376,25 @@ fn to_event(request: PublishRequest) -> Result<NewEvent, ApiError> {
             ));
         }
     };
-    let mut channels = Vec::with_capacity(names.len().max(1));
-    for name in &names {
-        let channel = ChannelName::new(name).map_err(|e: ChannelError| event_error(e.into()))?;
-        if !channels.contains(&channel) {
-            channels.push(channel);
-        }
-    }
-    if request.broadcast {
-        channels.push(ChannelName::broadcast());
-    }
     if channels.is_empty() {
         return Err(event_error(EventError::NoChannel));
     }
+    let kind = request
+        .kind
+        .map(|raw| string_field("type", raw))
+        .transpose()?;
+    let id = request.id.map(|raw| string_field("id", raw)).transpose()?;
+    let retry = request
+        .retry
+        .map(|raw| {
+            serde_json::from_str::<u32>(raw.get()).map_err(|_| {
+                invalid_field(
+                    "retry",
+                    "must be a whole number of milliseconds from 0 to 4294967295",
+                )
+            })
+        })
+        .transpose()?;
     let raw = request.data.ok_or_else(|| {
         ApiError::bad_request(
             "missing_data",
@@ -203,19 +402,15 @@ fn to_event(request: PublishRequest) -> Result<NewEvent, ApiError> {
         )
     })?;
     let data = match raw.get().as_bytes().first() {
-        Some(b'"') => Payload::text(
-            serde_json::from_str::<String>(raw.get())
-                .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?,
-        ),
-        _ => Payload::json_text(raw.get())
-            .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))?,
+        Some(b'"') => Payload::text(string_field("data", raw)?),
+        _ => Payload::json_text(raw.get()).map_err(|e| invalid_field("data", &e.to_string()))?,
     };
     Ok(NewEvent {
         channels,
-        kind: request.kind,
+        kind,
         data,
-        id: request.id,
-        retry: request.retry,
+        id,
+        retry,
         ephemeral: false,
     })
 }
@@ -224,5 +419,38 @@ impl ApiError {
     fn with_message(mut self, message: impl Into<String>) -> Self {
         self.message = message.into();
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(text: &str) -> Box<RawValue> {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn counting_stops_at_the_limit() {
+        assert_eq!(count_up_to(&raw("[]"), 3), Some(0));
+        assert_eq!(count_up_to(&raw("[1, 2]"), 3), Some(2));
+        assert_eq!(count_up_to(&raw("[1, 2, 3]"), 3), Some(3));
+        assert_eq!(count_up_to(&raw("[1, 2, 3, 4, 5]"), 3), Some(3));
+        assert_eq!(count_up_to(&raw("\"a\""), 3), None);
+        assert_eq!(count_up_to(&raw("{}"), 3), None);
+    }
+
+    #[test]
+    fn a_batch_is_cut_after_its_limit() {
+        let events = parse_batch("[{}, {}]", 2).unwrap();
+        assert_eq!(events.len(), 2);
+        let e = parse_batch("[{}, {}, {}, nonsense", 2).unwrap_err();
+        assert_eq!(e.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let e = parse_batch("[{}, 7]", 5).unwrap_err();
+        assert!(
+            e.message.starts_with("invalid publish body: event 1:"),
+            "{}",
+            e.message
+        );
     }
 }

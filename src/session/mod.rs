@@ -30,7 +30,7 @@ use tokio::time::{Instant, Sleep};
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::broker::{Accepted, BrokerError, ResumeFrom};
 use crate::core::{
-    ChannelError, ChannelName, Denied, EventError, Item, Member, NewEvent, Overflow,
+    ChannelError, ChannelName, Denied, EventError, EventLimits, Item, Member, NewEvent, Overflow,
     OverflowSignal, Payload, Policies, Subscription,
 };
 use crate::hooks::{ClientEvent, Hooks};
@@ -76,8 +76,8 @@ pub struct SessionSettings {
     pub client_publish_burst: u32,
     /// The reconnect delay given to clients as the hub stops is spread up to this.
     pub reconnect_within: Duration,
-    /// The largest event data, in bytes.
-    pub max_event_bytes: usize,
+    /// The limits client events must keep to.
+    pub event_limits: EventLimits,
 }
 
 /// The parts of a node sessions use.
@@ -159,6 +159,9 @@ pub enum Refusal {
     /// An unsubscribe from a channel the connection is not on.
     #[error("not subscribed to {0}")]
     NotSubscribed(ChannelName),
+    /// A client event names more channels than an event may.
+    #[error("at most {0} channels per event (limits.max_channels_per_event)")]
+    TooManyEventChannels(usize),
     /// Presence was asked of a namespace without it.
     #[error("presence is not enabled for {0}")]
     PresenceDisabled(ChannelName),
@@ -187,7 +190,7 @@ impl Refusal {
             Self::Credential(_) => "invalid_token",
             Self::InvalidChannel { .. } => "invalid_channel",
             Self::NoChannel => "no_channel",
-            Self::TooManyChannels { .. } => "too_many_channels",
+            Self::TooManyChannels { .. } | Self::TooManyEventChannels(_) => "too_many_channels",
             Self::Denied(Denied::NeedsCredential(_)) => "unauthorized",
             Self::Denied(_) => "forbidden",
             Self::Limit(Rejection::MaxConnections) => "too_many_connections",
@@ -685,9 +688,17 @@ impl Session {
         if event.channels.is_empty() {
             return Err(Refusal::NoTarget);
         }
+        let max = self.sessions.inner.settings.event_limits.max_channels;
+        if event.channels.len() > max {
+            return Err(Refusal::TooManyEventChannels(max));
+        }
         let mut channels = Vec::with_capacity(event.channels.len());
+        let mut seen = HashSet::with_capacity(event.channels.len());
         for name in &event.channels {
-            channels.push(parse_channel(name)?);
+            let channel = parse_channel(name)?;
+            if seen.insert(channel.clone()) {
+                channels.push(channel);
+            }
         }
         let shared = &self.sessions.inner;
         if !self.limit.allow() {
@@ -708,7 +719,7 @@ impl Session {
     async fn vet_and_publish(&self, mut event: NewEvent) -> Result<Accepted, Refusal> {
         let shared = &self.sessions.inner;
         event
-            .validate(shared.settings.max_event_bytes)
+            .validate(&shared.settings.event_limits)
             .map_err(Refusal::InvalidEvent)?;
         let mut keep_history = true;
         for channel in &event.channels {

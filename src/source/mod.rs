@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use crate::core::EventLimits;
 use crate::health::Readiness;
 use crate::hub::Hub;
 use crate::stats::Stats;
@@ -30,8 +31,8 @@ pub struct Sink {
     pub stats: Arc<Stats>,
     /// The source's readiness, for `/readyz`.
     pub readiness: Readiness,
-    /// The largest event data the hub accepts, in bytes.
-    pub max_event_bytes: usize,
+    /// The limits events must keep to.
+    pub event_limits: EventLimits,
     /// Whether other nodes share the broker (so one node should publish what
     /// every node reads).
     pub shared_broker: bool,

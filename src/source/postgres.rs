@@ -413,7 +413,7 @@ impl Source {
             return Vec::new();
         };
         let truncated = routing::is_truncated(&payload);
-        let limit = self.sink.max_event_bytes;
+        let limits = self.sink.event_limits;
         let mut fetched: HashMap<&str, Option<Value>> = HashMap::new();
         let mut events = Vec::new();
         for route in routes {
@@ -435,7 +435,7 @@ impl Source {
                 }
             }
             match route.apply(this) {
-                Outcome::Event(event) => match event.validate(limit) {
+                Outcome::Event(event) => match event.validate(&limits) {
                     Ok(()) => events.push(event),
                     Err(e) => self.skipped(
                         SourceSkip::InvalidEvent,

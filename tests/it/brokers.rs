@@ -9,8 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use herald::broker::{Accepted, Broker, Replay, ResumeFrom};
+use herald::broker::{Accepted, Broker, BrokerError, Replay, ResumeFrom};
 use herald::core::{ChannelName, Fanout, Item, NewEvent, ResetReason, Subscription};
+use herald::hub::{Start, Subscribe};
 
 use crate::fixture::place::{clean_redis, policies, ready};
 use crate::fixture::services::{REDIS, redis_available, unique};
@@ -237,6 +238,166 @@ for_each_broker!(
         place.clean().await;
     }
 );
+
+fn with_id(channels: &[&str], id: &str) -> NewEvent {
+    let mut new = NewEvent::text(ch(channels[0]), id).with_id(id);
+    new.channels = channels.iter().map(|c| ch(c)).collect();
+    new
+}
+
+fn conflict_at(result: Result<Vec<Accepted>, BrokerError>) -> usize {
+    match result {
+        Err(BrokerError::IdConflict { index, .. }) => index,
+        other => panic!("expected an id conflict, got {other:?}"),
+    }
+}
+
+for_each_broker!(
+    a_publisher_id_names_one_event_across_channels,
+    |kind| async move {
+        let Some((b, place)) = broker(kind, 10).await else {
+            return;
+        };
+        let first = b.publish(vec![with_id(&["a"], "order-1")]).await.unwrap();
+        let seq = first[0].seq;
+        // The same id on other channels is another event: refused, not a duplicate.
+        for channels in [&["b"][..], &["a", "b"], &["b", "a"]] {
+            let taken = b.publish(vec![with_id(channels, "order-1")]).await;
+            assert_eq!(conflict_at(taken), 0, "{channels:?}");
+        }
+        // The same id on the same channels is a retry.
+        let again = b.publish(vec![with_id(&["a"], "order-1")]).await.unwrap();
+        assert!(again[0].duplicate);
+        assert_eq!(again[0].seq, seq);
+        // A conflict anywhere in a batch publishes nothing of it, also when the
+        // batch gives one id to two events.
+        let batch = vec![with_id(&["a"], "fresh-1"), with_id(&["b"], "order-1")];
+        assert_eq!(conflict_at(b.publish(batch).await), 1);
+        let batch = vec![with_id(&["a"], "twin"), with_id(&["c"], "twin")];
+        assert_eq!(conflict_at(b.publish(batch).await), 1);
+        let r = b
+            .replay(
+                &[ch("a"), ch("b"), ch("c")],
+                ResumeFrom::After("order-1".into()),
+            )
+            .await
+            .unwrap();
+        assert!(r.events.is_empty(), "nothing of the refused batches: {r:?}");
+        assert!(r.reset.is_none());
+        // One id twice with the same channels in a batch: one event.
+        let batch = vec![with_id(&["a", "b"], "pair"), with_id(&["b", "a"], "pair")];
+        let pair = b.publish(batch).await.unwrap();
+        assert!(!pair[0].duplicate && pair[1].duplicate, "{pair:?}");
+        assert_eq!(pair[0].seq, pair[1].seq);
+        let r = b
+            .replay(&[ch("a"), ch("b")], ResumeFrom::After("order-1".into()))
+            .await
+            .unwrap();
+        assert_eq!(seqs(&r), vec![pair[0].seq]);
+        drop(b);
+        place.clean().await;
+    }
+);
+
+/// Two nodes: an id one of them published cannot be taken on the other for other
+/// channels, and a retry on the other is a duplicate.
+async fn a_publisher_id_names_one_event_on_every_node(kind: Kind) {
+    let Some(place) = Place::new(kind).await else {
+        return;
+    };
+    let a = place.broker(policies(10, Duration::from_secs(3600)), Fanout::new());
+    let b = place.broker(policies(10, Duration::from_secs(3600)), Fanout::new());
+    ready(a.as_ref()).await;
+    ready(b.as_ref()).await;
+    let first = a.publish(vec![with_id(&["x"], "shared-1")]).await.unwrap();
+    assert_eq!(
+        conflict_at(b.publish(vec![with_id(&["y"], "shared-1")]).await),
+        0
+    );
+    let again = b.publish(vec![with_id(&["x"], "shared-1")]).await.unwrap();
+    assert!(again[0].duplicate);
+    assert_eq!(again[0].seq, first[0].seq);
+    drop((a, b));
+    place.clean().await;
+}
+
+#[tokio::test]
+async fn a_publisher_id_names_one_event_on_every_redis_node() {
+    a_publisher_id_names_one_event_on_every_node(Kind::Redis).await;
+}
+
+#[tokio::test]
+async fn a_publisher_id_names_one_event_on_every_sharded_redis_node() {
+    a_publisher_id_names_one_event_on_every_node(Kind::ShardedRedis).await;
+}
+
+#[tokio::test]
+async fn a_publisher_id_names_one_event_on_every_nats_node() {
+    a_publisher_id_names_one_event_on_every_node(Kind::Nats).await;
+}
+
+/// Each node of a NATS deployment keeps its copy of the history within
+/// `limits.history_memory`, evicting the oldest events first.
+#[tokio::test]
+async fn a_nats_node_keeps_its_history_within_the_budget() {
+    const BUDGET: usize = 128 * 1024;
+    let Some(hub) = TestHub::builder()
+        .nats()
+        .config(|c| c.limits.history_memory = BUDGET)
+        .try_start()
+        .await
+    else {
+        return;
+    };
+    let place = hub.place().expect("a node of a deployment").clone();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while hub.node.ready().await.is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = hub
+        .publish(serde_json::json!({"channel": "x", "data": 0}))
+        .await;
+    hub.publish(serde_json::json!({"channel": "a", "data": 0}))
+        .await;
+    for batch in 0..2 {
+        let events: Vec<serde_json::Value> = (0..1000)
+            .map(|i| serde_json::json!({"channel": format!("many:{batch}-{i}"), "data": i}))
+            .collect();
+        let (status, answer) = hub
+            .publish_with(Some(&hub.publisher()), &serde_json::Value::Array(events))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    // Reading history waits until this node has applied everything published.
+    let newest = hub.node.hub().history(&ch("many:1-999"), 1).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    let stats = hub.node.stats();
+    assert!(stats.history_bytes <= BUDGET as u64, "{stats:?}");
+    assert!(stats.history_evicted > 1000, "{stats:?}");
+    let resume = |from| {
+        hub.node.hub().subscribe(Subscribe {
+            channels: vec![ch("a")],
+            start: Start::After(from),
+            queue: None,
+        })
+    };
+    let mut all = resume(ResumeFrom::Earliest).await.unwrap().subscription;
+    assert!(
+        all.try_next().unwrap().is_none(),
+        "the event of `a` was evicted"
+    );
+    let mut after = resume(ResumeFrom::After(before))
+        .await
+        .unwrap()
+        .subscription;
+    let Some(Item::Reset(reset)) = after.try_next().unwrap() else {
+        panic!("a reset: the event of `a` after it was evicted");
+    };
+    assert_eq!(reset.channels, vec![ch("a")]);
+    drop(hub);
+    place.clean().await;
+}
 
 for_each_broker!(
     ephemeral_events_are_delivered_but_not_kept,

@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::fixture::TestHub;
+use crate::fixture::{TestHub, json};
 
 #[tokio::test]
 async fn past_max_connections_is_503_with_retry_after() {
@@ -220,4 +220,61 @@ async fn a_stalled_reader_of_a_routed_stream_is_disconnected() {
     })
     .await;
     assert!(closed.is_ok(), "the stalled connection was closed");
+}
+
+/// Events published to thousands of distinct channels are held within
+/// `limits.history_memory`: the oldest are evicted whatever their channel, counted
+/// in `/stats` and `/metrics`, and a client resuming from before an evicted event is
+/// told so with a `reset`.
+#[tokio::test]
+async fn history_stays_within_its_memory_budget_and_evictions_reset() {
+    const BUDGET: u64 = 256 * 1024;
+    let hub = TestHub::builder()
+        .config(|c| c.limits.history_memory = BUDGET as usize)
+        .start()
+        .await;
+    let reader = hub.token(None, &["*"], &[]);
+    let before = hub.publish(json!({"channel": "x", "data": "before"})).await;
+    hub.publish(json!({"channel": "a", "data": "evicted"}))
+        .await;
+    let mut ids: Vec<String> = Vec::new();
+    for batch in 0..5 {
+        let events: Vec<Value> = (0..1000)
+            .map(|i| json!({"channel": format!("many:{}", batch * 1000 + i), "data": {"i": i}}))
+            .collect();
+        let (status, answer) = hub
+            .publish_with(Some(&hub.publisher()), &Value::Array(events))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+        ids = serde_json::from_value(answer["ids"].clone()).unwrap();
+    }
+    let stats: Value = hub.get("/stats").await.json().await.unwrap();
+    let bytes = stats["history_bytes"].as_u64().unwrap();
+    assert!(bytes <= BUDGET && bytes > BUDGET / 2, "{stats}");
+    let channels = stats["history_channels"].as_u64().unwrap();
+    assert!(channels < 1000, "{channels} channels kept");
+    let evicted = stats["history_evicted"].as_u64().unwrap();
+    assert!(evicted + channels >= 5002, "{stats}");
+    let metrics = hub.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains(&format!("herald_history_evicted_total {evicted}\n")));
+    assert!(metrics.contains("herald_history_bytes "));
+
+    let mut sse = hub
+        .subscribe_from("channel=a", Some(&reader), Some(&before))
+        .await;
+    let reset = sse.expect().await;
+    assert_eq!(reset.event, "reset", "{}", reset.data);
+    // `$broadcast`, which keeps no log, may be named too: its bucket of dropped
+    // positions is shared with channels evicted since.
+    let gaps = json(&reset)["channels"].clone();
+    assert!(gaps.as_array().unwrap().contains(&json!("a")), "{gaps}");
+    // The newest are still kept and resumable.
+    let mut sse = hub
+        .subscribe_from("channel=many:4999", Some(&reader), Some(&ids[998]))
+        .await;
+    let e = sse.expect().await;
+    assert_eq!(
+        (e.id.as_str(), e.data.as_str()),
+        (ids[999].as_str(), r#"{"i":999}"#)
+    );
 }

@@ -801,6 +801,11 @@ async fn every_bad_frame_gets_its_error_and_limits_hold() {
         answer["code"], "invalid_event",
         "a hub event name: {answer}"
     );
+    let many: Vec<String> = (0..101).map(|i| format!("chat:{i}")).collect();
+    let answer = ws
+        .request(json!({"op": "publish", "channels": many, "data": 1}))
+        .await;
+    assert_eq!(answer["code"], "too_many_channels", "{answer}");
     let answer = ws
         .request(json!({"op": "presence", "channel": "chat:1"}))
         .await;

@@ -4,7 +4,6 @@
 //! local fan-out under the same lock, so a resume read from the logs and live
 //! delivery agree on what a connection has seen.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,10 +11,8 @@ use parking_lot::Mutex;
 use tokio::sync::watch;
 
 use crate::broker::{LocalDelivery, Replay, wire};
-use crate::core::{ChannelLogs, ChannelName, Event, Policies, Reset, ResetReason};
-
-/// How many publisher-supplied ids are remembered for resume and de-duplication.
-const CUSTOM_ID_CAPACITY: usize = 100_000;
+use crate::core::event::parse_hub_id;
+use crate::core::{ChannelLogs, ChannelName, Event, KnownId, Policies, Reset, ResetReason};
 
 /// Events accepted this long before the node started are not delivered live when
 /// the node reads them while catching up (clock skew between node and server).
@@ -30,20 +27,17 @@ struct State {
     /// Positions at or before this one were never seen by this node (it started
     /// after they left the stream, or they left before it read them).
     floor: u64,
+    /// The history, with the publisher ids it remembers.
     logs: ChannelLogs,
-    custom_ids: HashMap<String, u64>,
-    custom_order: VecDeque<(u64, String, SystemTime)>,
 }
 
 impl State {
-    fn new() -> Self {
+    fn new(history_memory: usize) -> Self {
         Self {
             epoch: None,
             seq: 0,
             floor: 0,
-            logs: ChannelLogs::default(),
-            custom_ids: HashMap::new(),
-            custom_order: VecDeque::new(),
+            logs: ChannelLogs::with_budget(history_memory),
         }
     }
 }
@@ -64,18 +58,24 @@ pub(super) enum Resolved {
 pub(super) struct Replica {
     policies: Arc<Policies>,
     delivery: LocalDelivery,
+    history_memory: usize,
     started: SystemTime,
     state: Mutex<State>,
     applied: watch::Sender<u64>,
 }
 
 impl Replica {
-    pub(super) fn new(policies: Arc<Policies>, delivery: LocalDelivery) -> Self {
+    pub(super) fn new(
+        policies: Arc<Policies>,
+        delivery: LocalDelivery,
+        history_memory: usize,
+    ) -> Self {
         Self {
             policies,
             delivery,
+            history_memory,
             started: SystemTime::now(),
-            state: Mutex::new(State::new()),
+            state: Mutex::new(State::new(history_memory)),
             applied: watch::channel(0).0,
         }
     }
@@ -121,7 +121,7 @@ impl Replica {
                 );
             }
         }
-        *state = State::new();
+        *state = State::new(self.history_memory);
         state.epoch = Some(epoch.to_owned());
         drop(state);
         self.applied.send_replace(0);
@@ -151,13 +151,10 @@ impl Replica {
         state.seq = seq;
         let epoch = state.epoch.clone().unwrap_or_default();
         if let Some(decoded) = wire::decode(payload) {
-            let custom = decoded.new.id.clone();
             let event = decoded.accept(&epoch, seq, time);
             let now = SystemTime::now();
-            if let Some(custom) = custom {
-                self.remember_custom_id(state, custom, seq, now);
-            }
-            state.logs.append(&event, &self.policies, now);
+            let evicted = state.logs.append(&event, &self.policies, now);
+            self.delivery.stats().history_evicted(evicted);
             if event.time + START_SLACK >= self.started {
                 self.delivery.deliver(&event);
             }
@@ -165,37 +162,18 @@ impl Replica {
         self.applied.send_replace(seq);
     }
 
-    fn remember_custom_id(&self, state: &mut State, id: String, seq: u64, now: SystemTime) {
-        state.custom_ids.insert(id.clone(), seq);
-        state.custom_order.push_back((seq, id, now));
-        let cutoff = now.checked_sub(self.policies.longest_ttl());
-        while state.custom_order.len() > CUSTOM_ID_CAPACITY
-            || state
-                .custom_order
-                .front()
-                .is_some_and(|(_, _, t)| cutoff.is_some_and(|c| *t < c))
-        {
-            if let Some((_, old, _)) = state.custom_order.pop_front() {
-                state.custom_ids.remove(&old);
-            }
-        }
-    }
-
-    /// The position of a publisher id this node has seen.
-    pub(super) fn custom_id(&self, id: &str) -> Option<u64> {
-        self.state.lock().custom_ids.get(id).copied()
+    /// What a publisher id this node has seen names.
+    pub(super) fn publisher_id(&self, id: &str) -> Option<KnownId> {
+        self.state.lock().logs.publisher_id(id)
     }
 
     /// What `id` names here.
     pub(super) fn resolve(&self, id: &str) -> Resolved {
         let state = self.state.lock();
-        if let Some(&seq) = state.custom_ids.get(id) {
-            return Resolved::At(seq);
+        if let Some(known) = state.logs.publisher_id(id) {
+            return Resolved::At(known.seq);
         }
-        let Some((epoch, seq)) = id.split_once('-') else {
-            return Resolved::Unknown;
-        };
-        let Ok(seq) = seq.parse::<u64>() else {
+        let Some((epoch, seq)) = parse_hub_id(id) else {
             return Resolved::Unknown;
         };
         match &state.epoch {
@@ -265,5 +243,10 @@ impl Replica {
     /// How many channels have a log.
     pub(super) fn channels(&self) -> usize {
         self.state.lock().logs.len()
+    }
+
+    /// The approximate memory of the logs, in bytes.
+    pub(super) fn bytes(&self) -> usize {
+        self.state.lock().logs.bytes()
     }
 }

@@ -2,31 +2,63 @@
 -- the pub/sub message to every node, all in one atomic step.
 --
 -- ARGV: base, candidate epoch, log length, publisher-id ttl (ms), event count, then
--- per event: publisher id ('' for none), encoded event, '1' if live only, channel
--- count k, then k times: channel, history size, history ttl (ms). With shards, k is 0:
--- the histories are written by append.lua on each shard, from the log.
+-- per event: publisher id ('' for none), the digest of its set of channels, encoded
+-- event, '1' if live only, channel count k, then k times: channel, history size,
+-- history ttl (ms). With shards, k is 0: the histories are written by append.lua on
+-- each shard, from the log.
 -- Returns {epoch, time, r1, r2, ...}: ri is the position of event i, negative when
--- its publisher id was already known (the event was not published again).
+-- its publisher id was already known for the same channels (the event was not
+-- published again); or {epoch, time, 'conflict', i} (i from 0), publishing nothing,
+-- when event i claims a publisher id known for other channels.
 local epoch = current_epoch(ARGV[2])
 local now = now_ms()
 local n = tonumber(ARGV[5])
 local out = {epoch, now}
-local i = 6
 
+-- A publisher id key holds "{position} {channels digest}" (or only the position,
+-- written before digests were kept: taken as the same channels).
+local function known_digest(stored, digest)
+  return string.match(stored, '^%d+ (%x+)$') or digest
+end
+
+-- First, every id of the batch against those known and those earlier in the batch,
+-- so that a conflict publishes nothing.
+local claimed = {}
+local i = 6
+for e = 1, n do
+  local custom, digest, k = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 4])
+  if custom ~= '' then
+    local known = claimed[custom]
+    if not known then
+      local stored = redis.call('GET', base .. 'id:' .. custom)
+      if stored then
+        known = known_digest(stored, digest)
+      end
+    end
+    if known and known ~= digest then
+      return {epoch, now, 'conflict', e - 1}
+    end
+    claimed[custom] = digest
+  end
+  i = i + 5 + 3 * k
+end
+
+i = 6
 for _ = 1, n do
-  local custom, blob, live, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  i = i + 4
+  local custom, digest, blob, live, k =
+    ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
+  i = i + 5
   local known = false
   if custom ~= '' then
     known = redis.call('GET', base .. 'id:' .. custom)
   end
   if known then
-    out[#out + 1] = -tonumber(known)
+    out[#out + 1] = -tonumber(string.match(known, '^(%d+)'))
   else
     local seq = redis.call('INCR', base .. 'seq')
     local sid = s(seq) .. '-0'
     if custom ~= '' then
-      redis.call('SET', base .. 'id:' .. custom, s(seq), 'PX', ARGV[4])
+      redis.call('SET', base .. 'id:' .. custom, s(seq) .. ' ' .. digest, 'PX', ARGV[4])
     end
     if live ~= '1' then
       for c = 0, k - 1 do

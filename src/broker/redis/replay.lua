@@ -23,7 +23,8 @@ end
 if id ~= '' then
   local known = redis.call('GET', base .. 'id:' .. id)
   if known then
-    after = tonumber(known)
+    -- "{position} {channels digest}", or the position alone.
+    after = tonumber(string.match(known, '^(%d+)'))
   else
     local e, n = string.match(id, '^([0-9a-f]+)%-(%d+)$')
     if e == epoch and tonumber(n) <= head then

@@ -92,6 +92,7 @@ impl Shards {
             BrokerError::Unavailable(why) => {
                 BrokerError::Unavailable(format!("redis shard {}: {why}", shard.url))
             }
+            other => other,
         };
         loop {
             let state: Vec<Value> = shard
