@@ -15,11 +15,13 @@ mod publish;
 pub mod sse;
 mod tasks;
 pub mod ws;
+mod ws_close;
+mod ws_handshake;
 
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
@@ -182,6 +184,7 @@ pub struct ApiError {
     message: String,
     retry_after: Option<u64>,
     channel: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -193,6 +196,7 @@ impl ApiError {
             message: message.into(),
             retry_after: None,
             channel: None,
+            headers: Vec::new(),
         }
     }
 
@@ -214,6 +218,12 @@ impl ApiError {
         self
     }
 
+    /// Adds a response header, such as what a 426 asks the client to use instead.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -231,6 +241,9 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

@@ -5,7 +5,8 @@
 //! unsubscribing mid-connection, publishing client events, asking who is present.
 //! The protocol (JSON text frames) is documented in `docs/websocket.md`.
 //!
-//! Close codes: 1000 normal; 1009 a frame over `ws.max_frame_bytes`; 1012 the hub
+//! Close codes: 1000 normal; 1002 a protocol violation and 1007 text that is not
+//! UTF-8 (see `ws_close`); 1009 a message over `ws.max_frame_bytes`; 1012 the hub
 //! is restarting (reconnect after `retry_ms`); 4000 the connection fell behind
 //! (reconnect and resume); 4001 the token expired; 4008 no sign of life within
 //! `ws.ping_timeout`.
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -61,13 +62,7 @@ pub(super) async fn ws(
     info: Option<axum::Extension<ConnectionInfo>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let upgrade = upgrade.map_err(|e| {
-        ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
-            format!("this endpoint speaks WebSocket: {e}"),
-        )
-    })?;
+    let upgrade = super::ws_handshake::accept(&headers, upgrade)?;
     let info = info.map(|axum::Extension(i)| i);
     let mut opening = open(&hub, &headers, &uri, info.as_ref(), false)?;
     // Subscribed (and replayed) before the upgrade, as SSE does, so a broker that
@@ -147,6 +142,9 @@ impl RateLimit {
 /// Why the connection ends.
 enum End {
     Gone,
+    /// The client sent its close frame: the answer (its code, or 1002 for a code
+    /// it may not send) is queued and still to be written.
+    ClosedByClient,
     Close(u16, &'static str),
 }
 
@@ -202,6 +200,9 @@ impl Connection {
         // below takes.
         self.membership.leave_all();
         self.subscription.remove_all();
+        if let End::ClosedByClient = end {
+            let _ = tokio::time::timeout(CLOSE_WAIT, self.socket.close()).await;
+        }
         if let End::Close(code, reason) = end {
             let frame = CloseFrame {
                 code,
@@ -301,14 +302,11 @@ impl Connection {
                 },
                 Wake::Message(None) => return End::Gone,
                 Wake::Message(Some(Err(e))) => {
-                    let text = e.to_string();
-                    if text.contains("Space limit")
-                        || text.contains("too long")
-                        || text.contains("too big")
-                    {
-                        return End::Close(CLOSE_TOO_BIG, "frame too large");
-                    }
-                    return End::Gone;
+                    // A frame the protocol forbids is answered with its close code.
+                    return match super::ws_close::close_for(&e) {
+                        Some((code, reason)) => End::Close(code, reason),
+                        None => End::Gone,
+                    };
                 }
                 Wake::Message(Some(Ok(message))) => {
                     self.last_heard = Instant::now();
@@ -328,7 +326,7 @@ impl Connection {
                                 return End::Gone;
                             }
                         }
-                        Message::Close(_) => return End::Gone,
+                        Message::Close(_) => return End::ClosedByClient,
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }

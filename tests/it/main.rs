@@ -22,3 +22,4 @@ mod resume;
 mod shutdown;
 mod tasks;
 mod websocket;
+mod ws_protocol;
