@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use super::sse::{Opening, envelope_json, matching_channels, open, unavailable};
-use super::{ApiError, ConnectionInfo};
+use super::{ApiError, ConnectionInfo, query};
 use crate::broker::ResumeFrom;
 use crate::core::{Item, Subscription};
 use crate::hub::Hub;
@@ -44,10 +44,14 @@ const MAX_BYTES: usize = 1024 * 1024;
 /// The `timeout` query parameter: seconds, fractions allowed, capped at
 /// [`MAX_TIMEOUT`].
 fn timeout_of(query: Option<&str>) -> Result<Duration, ApiError> {
-    let Some(value) = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(key, _)| key == "timeout")
-        .map(|(_, value)| value)
-    else {
+    let mut timeout = None;
+    for pair in query::pairs(query) {
+        let (key, value) = pair?;
+        if key == "timeout" {
+            query::once(&mut timeout, "timeout", value)?;
+        }
+    }
+    let Some(value) = timeout else {
         return Ok(DEFAULT_TIMEOUT);
     };
     match value.parse::<f64>() {
@@ -235,7 +239,13 @@ mod tests {
         );
         assert_eq!(timeout_of(Some("timeout=0")).unwrap(), Duration::ZERO);
         assert_eq!(timeout_of(Some("timeout=3600")).unwrap(), MAX_TIMEOUT);
-        for bad in ["timeout=-1", "timeout=soon", "timeout=NaN", "timeout="] {
+        for bad in [
+            "timeout=-1",
+            "timeout=soon",
+            "timeout=NaN",
+            "timeout=",
+            "timeout=1&timeout=2",
+        ] {
             assert!(timeout_of(Some(bad)).is_err(), "{bad}");
         }
     }

@@ -19,7 +19,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep};
 
-use super::{ApiError, ConnectionInfo, identify, redact_token};
+use super::{ApiError, ConnectionInfo, identify, query, redact_token};
 use crate::broker::ResumeFrom;
 use crate::core::{ChannelName, Denied, Event, FrameFormat, Item, Subscription};
 use crate::hooks::Membership;
@@ -38,9 +38,12 @@ struct EventsQuery {
     envelope: bool,
 }
 
+/// Reads the query of a stream request.
 fn parse_query(query: Option<&str>) -> Result<EventsQuery, ApiError> {
     let mut q = EventsQuery::default();
-    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+    let mut envelope = None;
+    for pair in query::pairs(query) {
+        let (key, value) = pair?;
         match &*key {
             "channel" => q.channels.push(value.into_owned()),
             "channels" => q.channels.extend(
@@ -49,23 +52,25 @@ fn parse_query(query: Option<&str>) -> Result<EventsQuery, ApiError> {
                     .filter(|c| !c.is_empty())
                     .map(str::to_owned),
             ),
-            "last_event_id" | "lastEventId" => q.last_event_id = Some(value.into_owned()),
-            "token" => q.token = Some(value.into_owned()),
-            "envelope" => {
-                q.envelope = match &*value {
-                    "" | "1" | "true" => true,
-                    "0" | "false" => false,
-                    other => {
-                        return Err(ApiError::bad_request(
-                            "invalid_parameter",
-                            format!("envelope must be true or false, not {other:?}"),
-                        ));
-                    }
-                }
+            "last_event_id" | "lastEventId" => {
+                query::once(&mut q.last_event_id, "last_event_id", value)?;
             }
+            "token" => query::once(&mut q.token, "token", value)?,
+            "envelope" => query::once(&mut envelope, "envelope", value)?,
             _ => {}
         }
     }
+    q.envelope = match envelope.as_deref() {
+        None | Some("0" | "false") => false,
+        Some("" | "1" | "true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("envelope must be true or false, not {other:?}"),
+            )
+            .for_parameter("envelope"));
+        }
+    };
     Ok(q)
 }
 
@@ -855,5 +860,20 @@ mod tests {
         assert!(q.envelope);
         assert_eq!(q.token.as_deref(), Some("t"));
         assert!(parse_query(Some("envelope=maybe")).is_err());
+    }
+
+    #[test]
+    fn query_parameters_taking_one_value_may_not_repeat() {
+        for query in [
+            "channel=a&last_event_id=1&last_event_id=2",
+            "channel=a&last_event_id=1&lastEventId=2",
+            "token=a&channel=a&token=b",
+            "envelope=1&envelope=1",
+        ] {
+            assert!(parse_query(Some(query)).is_err(), "{query}");
+        }
+        let q = parse_query(Some("channel=a&channel=a&channels=a,b")).unwrap();
+        assert_eq!(q.channels, vec!["a", "a", "a", "b"]);
+        assert!(parse_query(Some("channel=%FF")).is_err());
     }
 }

@@ -4,16 +4,17 @@
 //! same id is a different task, and never visible (404).
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::ApiError;
 use super::notifications::{
     json_body, may_publish_to_user, parse_limit, publisher, query_param, user,
 };
+use super::{ApiError, path_segment};
 use crate::hub::Hub;
 use crate::store::{Invalid, NewNotification, TaskUpdate};
 
@@ -24,7 +25,7 @@ pub(super) async fn list(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let user = user(&hub, &headers, &uri)?;
-    let limit = parse_limit(query_param(&uri, "limit").as_deref())?;
+    let limit = parse_limit(query_param(&uri, "limit")?.as_deref())?;
     let tasks = hub.store().tasks(&user, limit).await?;
     Ok(axum::Json(json!({ "tasks": tasks })).into_response())
 }
@@ -32,10 +33,11 @@ pub(super) async fn list(
 /// `GET /api/tasks/{id}`: one of the user's tasks.
 pub(super) async fn get(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
+    let id = path_segment(id, "id")?;
     let user = user(&hub, &headers, &uri)?;
     let task = hub.store().task(&user, &id).await?;
     Ok(axum::Json(task).into_response())
@@ -67,12 +69,13 @@ struct TaskBody {
 /// `PUT /api/tasks/{id}`: creates (201) or updates (200) a task.
 pub(super) async fn put(
     State(hub): State<Hub>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let id = path_segment(id, "id")?;
     let identity = publisher(&hub, &headers)?;
-    let body: TaskBody = json_body(&hub, body).await?;
+    let body: TaskBody = json_body(&hub, &headers, body).await?;
     let notify = match body.notify {
         None => None,
         Some(n) => Some(

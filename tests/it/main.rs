@@ -7,6 +7,7 @@ mod auth;
 mod brokers;
 mod cli;
 mod delivery;
+mod errors;
 mod fixture;
 mod inbox;
 mod limits;
