@@ -3,11 +3,22 @@
 //! Every name and value must be UTF-8 once percent-decoded: a lossy decoding would
 //! turn `%FF` into U+FFFD and act on a name the client never sent. A parameter
 //! that takes one value may not be given twice, since the hub could only guess
-//! which one was meant. And a query is bounded before anything in it is looked at.
+//! which one was meant. And a query is bounded before anything in it is looked at:
+//! a stream request's channel names are counted as they are read, so a query of a
+//! hundred thousand names is refused after `limits.max_channels_per_connection` and
+//! a few more, not collected, checked and compared with each other first.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use super::ApiError;
+use crate::core::ChannelName;
+
+/// Beyond `limits.max_channels_per_connection`, how many more parameters (and
+/// channel names) a stream request's query may hold: room for its other
+/// parameters (`token`, `last_event_id`, `envelope`, `timeout`, a cache buster)
+/// and for a few names given twice.
+pub(super) const SPARE_PARAMETERS: usize = 16;
 
 /// The most parameters the query of a request other than a stream may hold.
 pub(super) const MAX_PARAMETERS: usize = 64;
@@ -124,6 +135,49 @@ impl<'a> Params<'a> {
     }
 }
 
+/// The 400 for a stream request whose query holds more parameters or channel
+/// names than `max_channels` (`limits.max_channels_per_connection`) allows, and
+/// more than [`SPARE_PARAMETERS`] besides.
+pub(super) fn too_many_channels(max_channels: usize) -> ApiError {
+    ApiError::bad_request(
+        "too_many_channels",
+        format!(
+            "the query holds more than {} parameters or channel names; at most {max_channels} \
+             channels per connection (limits.max_channels_per_connection)",
+            max_channels + SPARE_PARAMETERS
+        ),
+    )
+}
+
+/// The distinct channels of `names`, in their first order, each checked: a
+/// hash set keeps the work linear in the names, and it stops at the first name
+/// past `max_channels` distinct ones.
+pub(super) fn unique_channels(
+    names: &[String],
+    max_channels: usize,
+) -> Result<Vec<ChannelName>, ApiError> {
+    let mut seen = HashSet::with_capacity(names.len());
+    let mut channels = Vec::with_capacity(names.len().min(max_channels) + 2);
+    for name in names {
+        if !seen.insert(name.as_str()) {
+            continue;
+        }
+        if channels.len() == max_channels {
+            return Err(ApiError::bad_request(
+                "too_many_channels",
+                format!(
+                    "more than {max_channels} channels requested; at most {max_channels} per connection"
+                ),
+            ));
+        }
+        let channel = ChannelName::new(name).map_err(|e| {
+            ApiError::bad_request("invalid_channel", e.to_string()).for_channel(name.as_str())
+        })?;
+        channels.push(channel);
+    }
+    Ok(channels)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,5 +231,18 @@ mod tests {
         assert!(Params::parse(Some(&query)).is_ok());
         let query = "x=1&".repeat(MAX_PARAMETERS + 1);
         assert!(Params::parse(Some(&query)).is_err());
+    }
+
+    #[test]
+    fn channels_are_deduplicated_and_bounded() {
+        let names: Vec<String> = ["a", "b", "a", "c", "b"].map(String::from).to_vec();
+        let channels = unique_channels(&names, 3).unwrap();
+        let got: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
+        assert_eq!(got, ["a", "b", "c"]);
+        assert!(unique_channels(&names, 2).is_err());
+        let many: Vec<String> = (0..100_000).map(|i| format!("c{}", i % 10)).collect();
+        assert_eq!(unique_channels(&many, 10).unwrap().len(), 10);
+        let bad = ["a".to_owned(), "a b".to_owned()];
+        assert!(unique_channels(&bad, 10).is_err());
     }
 }

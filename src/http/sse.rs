@@ -38,20 +38,32 @@ struct EventsQuery {
     envelope: bool,
 }
 
-/// Reads the query of a stream request.
-fn parse_query(query: Option<&str>) -> Result<EventsQuery, ApiError> {
+/// Reads the query of a stream request. It is bounded as it is read: past
+/// `max_channels` parameters or channel names and [`query::SPARE_PARAMETERS`]
+/// more, it is refused before any name is looked at.
+fn parse_query(query: Option<&str>, max_channels: usize) -> Result<EventsQuery, ApiError> {
+    let most = max_channels + query::SPARE_PARAMETERS;
     let mut q = EventsQuery::default();
     let mut envelope = None;
-    for pair in query::pairs(query) {
+    for (read, pair) in query::pairs(query).enumerate() {
+        if read == most {
+            return Err(query::too_many_channels(max_channels));
+        }
         let (key, value) = pair?;
+        let mut push = |name: &str| {
+            if q.channels.len() == most {
+                return Err(query::too_many_channels(max_channels));
+            }
+            q.channels.push(name.to_owned());
+            Ok(())
+        };
         match &*key {
-            "channel" => q.channels.push(value.into_owned()),
-            "channels" => q.channels.extend(
-                value
-                    .split(',')
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_owned),
-            ),
+            "channel" => push(&value)?,
+            "channels" => {
+                for name in value.split(',').filter(|c| !c.is_empty()) {
+                    push(name)?;
+                }
+            }
             "last_event_id" | "lastEventId" => {
                 query::once(&mut q.last_event_id, "last_event_id", value)?;
             }
@@ -93,29 +105,10 @@ pub(super) fn open(
     info: Option<&ConnectionInfo>,
     require_channel: bool,
 ) -> Result<Opening, ApiError> {
-    let query = parse_query(uri.query())?;
-    let identity = identify(hub, headers, query.token.as_deref())?;
     let limits = &hub.config().limits;
-
-    let mut channels = Vec::with_capacity(query.channels.len() + 2);
-    for name in &query.channels {
-        let channel = ChannelName::new(name).map_err(|e| {
-            ApiError::bad_request("invalid_channel", e.to_string()).for_channel(name.as_str())
-        })?;
-        if !channels.contains(&channel) {
-            channels.push(channel);
-        }
-    }
-    if channels.len() > limits.max_channels_per_connection {
-        return Err(ApiError::bad_request(
-            "too_many_channels",
-            format!(
-                "{} channels requested; at most {} per connection",
-                channels.len(),
-                limits.max_channels_per_connection
-            ),
-        ));
-    }
+    let query = parse_query(uri.query(), limits.max_channels_per_connection)?;
+    let identity = identify(hub, headers, query.token.as_deref())?;
+    let mut channels = query::unique_channels(&query.channels, limits.max_channels_per_connection)?;
     if require_channel && channels.is_empty() && !identity.is_authenticated() {
         return Err(ApiError::bad_request(
             "no_channel",
@@ -365,7 +358,7 @@ async fn write_all_vectored(
 /// Writes an error response (status, headers and JSON body, as the router sends
 /// it, with the CORS policy's `cors_headers`) and asks the client to close the
 /// connection.
-async fn write_error(
+pub(crate) async fn write_error(
     socket: &mut tokio::net::TcpStream,
     error: ApiError,
     cors_headers: &HeaderMap,
@@ -851,15 +844,16 @@ mod tests {
 
     #[test]
     fn query_accepts_repeated_and_comma_separated_channels() {
-        let q = parse_query(Some(
-            "channel=a&channel=b&channels=c,d&last_event_id=x-1&envelope=1&token=t",
-        ))
+        let q = parse_query(
+            Some("channel=a&channel=b&channels=c,d&last_event_id=x-1&envelope=1&token=t"),
+            64,
+        )
         .unwrap();
         assert_eq!(q.channels, vec!["a", "b", "c", "d"]);
         assert_eq!(q.last_event_id.as_deref(), Some("x-1"));
         assert!(q.envelope);
         assert_eq!(q.token.as_deref(), Some("t"));
-        assert!(parse_query(Some("envelope=maybe")).is_err());
+        assert!(parse_query(Some("envelope=maybe"), 64).is_err());
     }
 
     #[test]
@@ -870,10 +864,25 @@ mod tests {
             "token=a&channel=a&token=b",
             "envelope=1&envelope=1",
         ] {
-            assert!(parse_query(Some(query)).is_err(), "{query}");
+            assert!(parse_query(Some(query), 64).is_err(), "{query}");
         }
-        let q = parse_query(Some("channel=a&channel=a&channels=a,b")).unwrap();
+        let q = parse_query(Some("channel=a&channel=a&channels=a,b"), 64).unwrap();
         assert_eq!(q.channels, vec!["a", "a", "a", "b"]);
-        assert!(parse_query(Some("channel=%FF")).is_err());
+        assert!(parse_query(Some("channel=%FF"), 64).is_err());
+    }
+
+    #[test]
+    fn queries_are_refused_past_the_channel_limit_and_a_little_more() {
+        let most = 4 + query::SPARE_PARAMETERS;
+        let names = |n: usize| (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>();
+        let query = format!("channels={}", names(most).join(","));
+        assert_eq!(parse_query(Some(&query), 4).unwrap().channels.len(), most);
+        let query = format!("channels={}", names(most + 1).join(","));
+        assert!(parse_query(Some(&query), 4).is_err());
+        let query = "x=1&".repeat(most + 1);
+        assert!(parse_query(Some(&query), 4).is_err());
+        let query = "channel=a&".repeat(100_000);
+        let error = parse_query(Some(&query), 4).unwrap_err();
+        assert!(error.message().contains("at most 4 channels"), "{error:?}");
     }
 }
