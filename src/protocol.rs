@@ -149,8 +149,17 @@ pub enum End {
     SlowConsumer,
     /// Nothing was heard from the client within the ping timeout (WebSocket).
     PingTimeout,
-    /// A frame from the client was larger than allowed (WebSocket).
-    TooBig,
+    /// The client broke the WebSocket protocol, or sent a frame larger than
+    /// allowed: the close code the RFC names for it (1002, 1007, 1009).
+    Refused {
+        /// The close code.
+        code: u16,
+        /// Why, for people.
+        reason: &'static str,
+    },
+    /// The client closed the connection (a WebSocket close frame, which the
+    /// transport answers).
+    ClosedByClient,
     /// The client went away, or the connection failed.
     Gone,
 }
@@ -187,8 +196,8 @@ impl End {
             Self::TokenExpired => Some((CLOSE_TOKEN_EXPIRED, "token expired")),
             Self::SlowConsumer => Some((CLOSE_SLOW_CONSUMER, "too slow: reconnect and resume")),
             Self::PingTimeout => Some((CLOSE_PING_TIMEOUT, "ping timeout")),
-            Self::TooBig => Some((CLOSE_TOO_BIG, "frame too large")),
-            Self::Gone => None,
+            Self::Refused { code, reason } => Some((*code, reason)),
+            Self::ClosedByClient | Self::Gone => None,
         }
     }
 }

@@ -1,12 +1,13 @@
 //! `GET /channels/{name}/history`: the events a channel still keeps, for whoever
 //! may subscribe to it.
 
-use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Uri};
 use axum::response::Json;
-use serde::Deserialize;
 
-use super::{ApiError, Services, identify};
+use super::query::Params;
+use super::{ApiError, Services, identify, path_segment};
 use crate::core::ChannelName;
 use crate::protocol::envelope_json;
 use crate::session::Refusal;
@@ -14,23 +15,19 @@ use crate::session::Refusal;
 /// The most events one history request returns.
 const MAX_LIMIT: usize = 1000;
 
-#[derive(Debug, Deserialize)]
-pub(super) struct HistoryQuery {
-    limit: Option<String>,
-    token: Option<String>,
-}
-
 /// `GET /channels/{name}/history?limit=N`: up to N (default 100, at most 1000) of the
 /// newest events kept, oldest first.
 pub(super) async fn history(
     State(app): State<Services>,
-    Path(name): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    name: Result<Path<String>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = path_segment(name, "name")?;
+    let query = Params::parse(uri.query())?;
     let channel = ChannelName::new(&name)
         .map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
-    let limit = match query.limit.as_deref() {
+    let limit = match query.one("limit")?.as_deref() {
         None => 100,
         Some(raw) => raw
             .parse::<usize>()
@@ -43,7 +40,7 @@ pub(super) async fn history(
                 )
             })?,
     };
-    let identity = identify(&app, &headers, query.token.as_deref())?;
+    let identity = identify(&app, &headers, query.one("token")?.as_deref())?;
     app.sessions
         .policies()
         .may_subscribe(&identity.grants(), &channel)
@@ -65,13 +62,15 @@ pub(super) async fn history(
 /// for whoever may subscribe to it.
 pub(super) async fn presence(
     State(app): State<Services>,
-    Path(name): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    name: Result<Path<String>, PathRejection>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let name = path_segment(name, "name")?;
+    let query = Params::parse(uri.query())?;
     let channel = ChannelName::new(&name)
         .map_err(|e| ApiError::bad_request("invalid_channel", e.to_string()))?;
-    let identity = identify(&app, &headers, query.token.as_deref())?;
+    let identity = identify(&app, &headers, query.one("token")?.as_deref())?;
     app.sessions
         .policies()
         .may_subscribe(&identity.grants(), &channel)

@@ -12,15 +12,18 @@ mod notifications;
 mod ops;
 mod poll;
 mod publish;
+mod query;
 pub mod sse;
 mod stream;
 mod tasks;
 pub mod ws;
+mod ws_close;
+mod ws_handshake;
 
 use std::net::SocketAddr;
 
 use axum::Router;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
@@ -118,7 +121,11 @@ pub fn router(app: Services) -> Router {
     if config.demo.tokens == Some(true) {
         router = router.route("/demo/token", post(demo::token));
     }
-    let router = router.fallback(not_found).with_state(app);
+    let router = router
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(app)
+        .layer(axum::middleware::map_response(json_errors));
     match cors(&config.http.cors_origins) {
         Some(layer) => router.layer(layer),
         None => router,
@@ -224,6 +231,94 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+/// A route that exists, asked with a method it does not serve; the router adds the
+/// `Allow` header listing those it does.
+async fn method_not_allowed(method: axum::http::Method) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed here; the Allow header lists what is"),
+    )
+}
+
+/// The value of path segment `name`, or a 400 naming it when it cannot be read
+/// (it is not UTF-8 once percent-decoded).
+fn path_segment(
+    segment: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
+    name: &'static str,
+) -> Result<String, ApiError> {
+    use axum::extract::path::ErrorKind;
+    use axum::extract::rejection::PathRejection;
+    segment
+        .map(|axum::extract::Path(value)| value)
+        .map_err(|rejection| {
+            let message = match &rejection {
+                PathRejection::FailedToDeserializePathParams(e)
+                    if matches!(e.kind(), ErrorKind::InvalidUtf8InPathParam { .. }) =>
+                {
+                    format!("the path segment `{name}` is not UTF-8 once percent-decoded")
+                }
+                other => format!("the path segment `{name}`: {}", other.body_text()),
+            };
+            ApiError::new(rejection.status(), "invalid_parameter", message).for_parameter(name)
+        })
+}
+
+/// Gives an error response that is not JSON (one the framework made itself, such as
+/// a rejection by an extractor) the hub's JSON body, keeping its status and
+/// headers, so that a client meets one shape of error whatever refused it.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
+    let message = match std::str::from_utf8(&text).map(str::trim) {
+        Ok(text) if !text.is_empty() => text.to_owned(),
+        _ => status
+            .canonical_reason()
+            .unwrap_or("refused")
+            .to_lowercase(),
+    };
+    let mut out = ApiError::new(status, error_code(status), message).into_response();
+    for name in parts.headers.keys() {
+        if name == header::CONTENT_TYPE || name == header::CONTENT_LENGTH {
+            continue;
+        }
+        if !out.headers().contains_key(name) {
+            for value in parts.headers.get_all(name) {
+                out.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The code of an error the hub did not name itself, after its status.
+fn error_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        411 => "length_required",
+        413 => "payload_too_large",
+        414 => "uri_too_long",
+        415 => "unsupported_media_type",
+        422 => "unprocessable",
+        426 => "upgrade_required",
+        431 => "headers_too_large",
+        500..=599 => "internal_error",
+        _ => "refused",
+    }
+}
+
 /// An API error: its status, a stable code, and a message for people.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -231,7 +326,16 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     retry_after: Option<u64>,
+    /// What few errors carry, apart, so that an error stays small to return.
+    detail: Option<Box<Detail>>,
+}
+
+/// The rarer parts of an [`ApiError`].
+#[derive(Debug, Clone, Default)]
+struct Detail {
     channel: Option<String>,
+    parameter: Option<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
@@ -242,7 +346,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
-            channel: None,
+            detail: None,
         }
     }
 
@@ -260,27 +364,56 @@ impl ApiError {
     /// Names the channel the error is about (`error.channel` in the body), so that
     /// a client subscribing to several can tell which one was refused.
     pub fn for_channel(mut self, channel: impl Into<String>) -> Self {
-        self.channel = Some(channel.into());
+        self.detail().channel = Some(channel.into());
         self
+    }
+
+    /// Names the query parameter or path segment the error is about
+    /// (`error.parameter` in the body).
+    pub fn for_parameter(mut self, name: impl Into<String>) -> Self {
+        self.detail().parameter = Some(name.into());
+        self
+    }
+
+    /// Adds a response header, such as what a 426 asks the client to use instead.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.detail().headers.push((name, value));
+        self
+    }
+
+    fn detail(&mut self) -> &mut Detail {
+        self.detail.get_or_insert_with(Box::default)
     }
 
     /// The status code.
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// The message for people.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = serde_json::json!({"error": {"code": self.code, "message": self.message}});
-        if let Some(channel) = self.channel {
+        let detail = self.detail.map(|d| *d).unwrap_or_default();
+        if let Some(channel) = detail.channel {
             body["error"]["channel"] = channel.into();
+        }
+        if let Some(parameter) = detail.parameter {
+            body["error"]["parameter"] = parameter.into();
         }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        for (name, value) in detail.headers {
+            response.headers_mut().insert(name, value);
         }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -416,6 +549,47 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[tokio::test]
+    async fn errors_made_by_the_framework_get_the_json_body() {
+        let mut plain = (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Expected request with `Content-Type: application/json`",
+        )
+            .into_response();
+        plain
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        let response = json_errors(plain).await;
+        assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "unsupported_media_type");
+        assert_eq!(
+            body["error"]["message"],
+            "Expected request with `Content-Type: application/json`"
+        );
+
+        let empty = json_errors(StatusCode::METHOD_NOT_ALLOWED.into_response()).await;
+        let body = axum::body::to_bytes(empty.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "method_not_allowed");
+        assert_eq!(body["error"]["message"], "method not allowed");
+
+        // Answers that are not errors, and JSON errors, pass as they are.
+        let ok = json_errors("fine".into_response()).await;
+        assert_eq!(
+            ok.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+        let mine = ApiError::bad_request("invalid_json", "x").into_response();
+        let kept = json_errors(mine).await;
+        assert_eq!(kept.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::publish::read_body;
+use super::query::Params;
 use super::{ApiError, Services, identify};
 use crate::auth::Identity;
 use crate::core::ChannelName;
@@ -27,7 +28,7 @@ const DEFAULT_LIMIT: u32 = 50;
 
 /// The user a request is from; 401 without a user token.
 pub(super) fn user(app: &Services, headers: &HeaderMap, uri: &Uri) -> Result<String, ApiError> {
-    let token = query_param(uri, "token");
+    let token = query_param(uri, "token")?;
     let identity = identify(app, headers, token.as_deref())?;
     identity.user.ok_or_else(|| {
         ApiError::new(
@@ -75,11 +76,9 @@ pub(super) fn may_publish_to_user(
     may_publish(identity, &channel)
 }
 
-/// The value of query parameter `name`, if given.
-pub(super) fn query_param(uri: &Uri, name: &str) -> Option<String> {
-    form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
+/// The value of query parameter `name`, if given (once).
+pub(super) fn query_param(uri: &Uri, name: &str) -> Result<Option<String>, ApiError> {
+    Params::parse(uri.query())?.one(name)
 }
 
 impl From<StoreError> for ApiError {
@@ -124,27 +123,49 @@ pub(super) fn parse_limit(value: Option<&str>) -> Result<u32, ApiError> {
     }
 }
 
-/// Reads a JSON body of type `T`, with field errors as 400s.
+/// Reads a JSON body of type `T`, with field errors as 400s. The body must say it
+/// is JSON: a cross-origin page can send `text/plain` (or a form) without the
+/// browser asking the hub first, and so without CORS having a say, while
+/// `application/json` needs that permission.
 pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
     app: &Services,
+    headers: &HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
+    if !is_json(headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON, sent with `Content-Type: application/json`",
+        ));
+    }
     let bytes = read_body(body, app.config.limits.max_body_bytes).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid body: {e}")))
 }
 
+/// Whether the `Content-Type` is `application/json` or `application/*+json`.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(essence) = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+    else {
+        return false;
+    };
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|subtype| subtype.ends_with("+json"))
+}
+
 fn parse_list_query(uri: &Uri) -> Result<ListQuery, ApiError> {
-    let (mut page, mut cursor, mut limit, mut unread) = (None, None, None, None);
-    for (key, value) in form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
-        match &*key {
-            "page" => page = Some(value.into_owned()),
-            "cursor" => cursor = Some(value.into_owned()),
-            "limit" => limit = Some(value.into_owned()),
-            "unread" => unread = Some(value.into_owned()),
-            _ => {}
-        }
-    }
+    let params = Params::parse(uri.query())?;
+    let page = params.one("page")?;
+    let cursor = params.one("cursor")?;
+    let limit = params.one("limit")?;
+    let unread = params.one("unread")?;
     let limit = parse_limit(limit.as_deref())?;
     let unread_only = match unread.as_deref() {
         None | Some("false" | "0") => false,
@@ -249,7 +270,7 @@ async fn selection(
     body: Body,
 ) -> Result<(String, Target), ApiError> {
     let user = user(app, headers, uri)?;
-    let target = json_body::<Selection>(app, body).await?.target()?;
+    let target = json_body::<Selection>(app, headers, body).await?.target()?;
     Ok((user, target))
 }
 
@@ -317,7 +338,7 @@ pub(super) async fn create(
     body: Body,
 ) -> Result<Response, ApiError> {
     let identity = publisher(&app, &headers)?;
-    let body: NotificationBody = json_body(&app, body).await?;
+    let body: NotificationBody = json_body(&app, &headers, body).await?;
     let max = app.config.limits.max_batch;
     let users = match (&body.user, &body.users) {
         (Some(one), None) => vec![one.clone()],
@@ -358,7 +379,7 @@ pub(super) async fn broadcast(
     body: Body,
 ) -> Result<Response, ApiError> {
     let identity = publisher(&app, &headers)?;
-    let body: NotificationBody = json_body(&app, body).await?;
+    let body: NotificationBody = json_body(&app, &headers, body).await?;
     if body.user.is_some() || body.users.is_some() {
         return Err(Invalid::new("user", "a broadcast goes to every user; name none").into());
     }

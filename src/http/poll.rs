@@ -21,7 +21,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
-use super::{ApiError, ConnectionInfo, Services, stream};
+use super::{ApiError, ConnectionInfo, Services, query, stream};
 use crate::core::{ChannelName, Item};
 use crate::protocol::{End, ResetNotice, envelope_json, event_json, matching_channels};
 use crate::session::{Heartbeat, Session, SessionOptions, Step};
@@ -41,12 +41,21 @@ const MAX_EVENTS: usize = 1000;
 const MAX_BYTES: usize = 1024 * 1024;
 
 /// The `timeout` query parameter: seconds, fractions allowed, capped at
-/// [`MAX_TIMEOUT`].
-fn timeout_of(query: Option<&str>) -> Result<Duration, ApiError> {
-    let Some(value) = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
-        .find(|(key, _)| key == "timeout")
-        .map(|(_, value)| value)
-    else {
+/// [`MAX_TIMEOUT`]. The query is bounded as for the rest of the request (see
+/// [`stream::parse_query`]): past `max_channels` parameters and a few more, it is
+/// refused.
+fn timeout_of(query: Option<&str>, max_channels: usize) -> Result<Duration, ApiError> {
+    let mut timeout = None;
+    for (read, pair) in query::pairs(query).enumerate() {
+        if read == max_channels + query::SPARE_PARAMETERS {
+            return Err(query::too_many_channels(max_channels));
+        }
+        let (key, value) = pair?;
+        if key == "timeout" {
+            query::once(&mut timeout, "timeout", value)?;
+        }
+    }
+    let Some(value) = timeout else {
         return Ok(DEFAULT_TIMEOUT);
     };
     match value.parse::<f64>() {
@@ -161,13 +170,15 @@ pub(super) async fn poll(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let info = request.extensions().get::<ConnectionInfo>().cloned();
-    let timeout = timeout_of(request.uri().query())?;
+    let max_channels = app.config.limits.max_channels_per_connection;
+    let timeout = timeout_of(request.uri().query(), max_channels)?;
     let (open, _) = stream::read(
         request.uri(),
         &headers,
         &app.config.auth.cookie,
         info.as_ref(),
         true,
+        max_channels,
     )?;
     let admitted = app.sessions.admit(open)?;
     let user = admitted.identity().user.clone();
@@ -208,16 +219,22 @@ mod tests {
 
     #[test]
     fn timeout_defaults_caps_and_refuses_nonsense() {
-        assert_eq!(timeout_of(None).unwrap(), DEFAULT_TIMEOUT);
-        assert_eq!(timeout_of(Some("channel=a")).unwrap(), DEFAULT_TIMEOUT);
+        assert_eq!(timeout_of(None, 64).unwrap(), DEFAULT_TIMEOUT);
+        assert_eq!(timeout_of(Some("channel=a"), 64).unwrap(), DEFAULT_TIMEOUT);
         assert_eq!(
-            timeout_of(Some("timeout=1.5")).unwrap(),
+            timeout_of(Some("timeout=1.5"), 64).unwrap(),
             Duration::from_millis(1500)
         );
-        assert_eq!(timeout_of(Some("timeout=0")).unwrap(), Duration::ZERO);
-        assert_eq!(timeout_of(Some("timeout=3600")).unwrap(), MAX_TIMEOUT);
-        for bad in ["timeout=-1", "timeout=soon", "timeout=NaN", "timeout="] {
-            assert!(timeout_of(Some(bad)).is_err(), "{bad}");
+        assert_eq!(timeout_of(Some("timeout=0"), 64).unwrap(), Duration::ZERO);
+        assert_eq!(timeout_of(Some("timeout=3600"), 64).unwrap(), MAX_TIMEOUT);
+        for bad in [
+            "timeout=-1",
+            "timeout=soon",
+            "timeout=NaN",
+            "timeout=",
+            "timeout=1&timeout=2",
+        ] {
+            assert!(timeout_of(Some(bad), 64).is_err(), "{bad}");
         }
     }
 }

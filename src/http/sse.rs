@@ -107,7 +107,14 @@ impl SseStream {
         info: Option<&ConnectionInfo>,
     ) -> Result<Self, ApiError> {
         let config = &app.config;
-        let (request, envelope) = stream::read(uri, headers, &config.auth.cookie, info, true)?;
+        let (request, envelope) = stream::read(
+            uri,
+            headers,
+            &config.auth.cookie,
+            info,
+            true,
+            config.limits.max_channels_per_connection,
+        )?;
         let options = SessionOptions {
             heartbeat: Heartbeat::WhenIdle(config.sse.heartbeat),
             presence: true,

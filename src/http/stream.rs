@@ -5,7 +5,7 @@
 
 use axum::http::{HeaderMap, StatusCode, Uri};
 
-use super::{ApiError, ConnectionInfo, credential};
+use super::{ApiError, ConnectionInfo, credential, query};
 use crate::session::{OpenRequest, Refusal};
 
 /// What a streaming request accepts in its query string.
@@ -17,34 +17,54 @@ pub(super) struct StreamQuery {
     pub(super) envelope: bool,
 }
 
-pub(super) fn parse_query(query: Option<&str>) -> Result<StreamQuery, ApiError> {
+/// Reads the query of a stream request. It is bounded as it is read: past
+/// `max_channels` parameters or channel names and [`query::SPARE_PARAMETERS`]
+/// more, it is refused before any name is looked at.
+pub(super) fn parse_query(
+    query: Option<&str>,
+    max_channels: usize,
+) -> Result<StreamQuery, ApiError> {
+    let most = max_channels + query::SPARE_PARAMETERS;
     let mut q = StreamQuery::default();
-    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+    let mut envelope = None;
+    for (read, pair) in query::pairs(query).enumerate() {
+        if read == most {
+            return Err(query::too_many_channels(max_channels));
+        }
+        let (key, value) = pair?;
+        let mut push = |name: &str| {
+            if q.channels.len() == most {
+                return Err(query::too_many_channels(max_channels));
+            }
+            q.channels.push(name.to_owned());
+            Ok(())
+        };
         match &*key {
-            "channel" => q.channels.push(value.into_owned()),
-            "channels" => q.channels.extend(
-                value
-                    .split(',')
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_owned),
-            ),
-            "last_event_id" | "lastEventId" => q.last_event_id = Some(value.into_owned()),
-            "token" => q.token = Some(value.into_owned()),
-            "envelope" => {
-                q.envelope = match &*value {
-                    "" | "1" | "true" => true,
-                    "0" | "false" => false,
-                    other => {
-                        return Err(ApiError::bad_request(
-                            "invalid_parameter",
-                            format!("envelope must be true or false, not {other:?}"),
-                        ));
-                    }
+            "channel" => push(&value)?,
+            "channels" => {
+                for name in value.split(',').filter(|c| !c.is_empty()) {
+                    push(name)?;
                 }
             }
+            "last_event_id" | "lastEventId" => {
+                query::once(&mut q.last_event_id, "last_event_id", value)?;
+            }
+            "token" => query::once(&mut q.token, "token", value)?,
+            "envelope" => query::once(&mut envelope, "envelope", value)?,
             _ => {}
         }
     }
+    q.envelope = match envelope.as_deref() {
+        None | Some("0" | "false") => false,
+        Some("" | "1" | "true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("envelope must be true or false, not {other:?}"),
+            )
+            .for_parameter("envelope"));
+        }
+    };
     Ok(q)
 }
 
@@ -73,15 +93,17 @@ pub(super) fn open_request(
     })
 }
 
-/// Reads a streaming request whose query has the usual parameters.
+/// Reads a streaming request whose query has the usual parameters, at most
+/// `max_channels` channel names (and a few more parameters).
 pub(super) fn read(
     uri: &Uri,
     headers: &HeaderMap,
     cookie: &str,
     info: Option<&ConnectionInfo>,
     require_channel: bool,
+    max_channels: usize,
 ) -> Result<(OpenRequest, bool), ApiError> {
-    let query = parse_query(uri.query())?;
+    let query = parse_query(uri.query(), max_channels)?;
     let envelope = query.envelope;
     Ok((
         open_request(query, headers, cookie, info, require_channel)?,
@@ -141,15 +163,46 @@ mod tests {
 
     #[test]
     fn query_accepts_repeated_and_comma_separated_channels() {
-        let q = parse_query(Some(
-            "channel=a&channel=b&channels=c,d&last_event_id=x-1&envelope=1&token=t",
-        ))
+        let q = parse_query(
+            Some("channel=a&channel=b&channels=c,d&last_event_id=x-1&envelope=1&token=t"),
+            64,
+        )
         .unwrap();
         assert_eq!(q.channels, vec!["a", "b", "c", "d"]);
         assert_eq!(q.last_event_id.as_deref(), Some("x-1"));
         assert!(q.envelope);
         assert_eq!(q.token.as_deref(), Some("t"));
-        assert!(parse_query(Some("envelope=maybe")).is_err());
+        assert!(parse_query(Some("envelope=maybe"), 64).is_err());
+    }
+
+    #[test]
+    fn query_parameters_taking_one_value_may_not_repeat() {
+        for query in [
+            "channel=a&last_event_id=1&last_event_id=2",
+            "channel=a&last_event_id=1&lastEventId=2",
+            "token=a&channel=a&token=b",
+            "envelope=1&envelope=1",
+        ] {
+            assert!(parse_query(Some(query), 64).is_err(), "{query}");
+        }
+        let q = parse_query(Some("channel=a&channel=a&channels=a,b"), 64).unwrap();
+        assert_eq!(q.channels, vec!["a", "a", "a", "b"]);
+        assert!(parse_query(Some("channel=%FF"), 64).is_err());
+    }
+
+    #[test]
+    fn queries_are_refused_past_the_channel_limit_and_a_little_more() {
+        let most = 4 + query::SPARE_PARAMETERS;
+        let names = |n: usize| (0..n).map(|i| format!("c{i}")).collect::<Vec<_>>();
+        let query = format!("channels={}", names(most).join(","));
+        assert_eq!(parse_query(Some(&query), 4).unwrap().channels.len(), most);
+        let query = format!("channels={}", names(most + 1).join(","));
+        assert!(parse_query(Some(&query), 4).is_err());
+        let query = "x=1&".repeat(most + 1);
+        assert!(parse_query(Some(&query), 4).is_err());
+        let query = "channel=a&".repeat(100_000);
+        let error = parse_query(Some(&query), 4).unwrap_err();
+        assert!(error.message().contains("at most 4 channels"), "{error:?}");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! same id is a different task, and never visible (404).
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +14,7 @@ use serde_json::json;
 use super::notifications::{
     json_body, may_publish_to_user, parse_limit, publisher, query_param, user,
 };
-use super::{ApiError, Services};
+use super::{ApiError, Services, path_segment};
 use crate::store::{Invalid, NewNotification, TaskUpdate};
 
 /// `GET /api/tasks`: the user's tasks, most recently updated first.
@@ -23,7 +24,7 @@ pub(super) async fn list(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let user = user(&app, &headers, &uri)?;
-    let limit = parse_limit(query_param(&uri, "limit").as_deref())?;
+    let limit = parse_limit(query_param(&uri, "limit")?.as_deref())?;
     let tasks = app.inbox.store().tasks(&user, limit).await?;
     Ok(axum::Json(json!({ "tasks": tasks })).into_response())
 }
@@ -31,10 +32,11 @@ pub(super) async fn list(
 /// `GET /api/tasks/{id}`: one of the user's tasks.
 pub(super) async fn get(
     State(app): State<Services>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     uri: Uri,
 ) -> Result<Response, ApiError> {
+    let id = path_segment(id, "id")?;
     let user = user(&app, &headers, &uri)?;
     let task = app.inbox.store().task(&user, &id).await?;
     Ok(axum::Json(task).into_response())
@@ -66,12 +68,13 @@ struct TaskBody {
 /// `PUT /api/tasks/{id}`: creates (201) or updates (200) a task.
 pub(super) async fn put(
     State(app): State<Services>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let id = path_segment(id, "id")?;
     let identity = publisher(&app, &headers)?;
-    let body: TaskBody = json_body(&app, body).await?;
+    let body: TaskBody = json_body(&app, &headers, body).await?;
     let notify = match body.notify {
         None => None,
         Some(n) => Some(

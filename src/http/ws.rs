@@ -5,7 +5,8 @@
 //! unsubscribing mid-connection, publishing client events, asking who is present.
 //! The protocol (JSON text frames) is documented in `docs/websocket.md`.
 //!
-//! Close codes: 1000 normal; 1009 a frame over `ws.max_frame_bytes`; 1012 the hub
+//! Close codes: 1000 normal; 1002 a protocol violation and 1007 text that is not
+//! UTF-8 (see `ws_close`); 1009 a message over `ws.max_frame_bytes`; 1012 the hub
 //! is restarting (reconnect after `retry_ms`); 4000 the connection fell behind
 //! (reconnect and resume); 4001 the token expired; 4008 no sign of life within
 //! `ws.ping_timeout`.
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
@@ -51,16 +52,17 @@ pub(super) async fn ws(
     info: Option<axum::Extension<ConnectionInfo>>,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let upgrade = upgrade.map_err(|e| {
-        ApiError::new(
-            StatusCode::UPGRADE_REQUIRED,
-            "upgrade_required",
-            format!("this endpoint speaks WebSocket: {e}"),
-        )
-    })?;
+    let upgrade = super::ws_handshake::accept(&headers, upgrade)?;
     let info = info.map(|axum::Extension(i)| i);
     let config = app.config.clone();
-    let (request, _) = stream::read(&uri, &headers, &config.auth.cookie, info.as_ref(), false)?;
+    let (request, _) = stream::read(
+        &uri,
+        &headers,
+        &config.auth.cookie,
+        info.as_ref(),
+        false,
+        config.limits.max_channels_per_connection,
+    )?;
     // Subscribed (and replayed) before the upgrade, as SSE does, so a broker that
     // cannot serve it is an HTTP error rather than a socket that closes at once.
     let options = SessionOptions {
@@ -119,6 +121,11 @@ impl Connection {
         // The connection is over for its channels now, whatever the close handshake
         // below takes.
         self.session.close();
+        if end == End::ClosedByClient {
+            // The library has queued its answer (the client's code, or 1002 for a
+            // code a client may not send): write it.
+            let _ = tokio::time::timeout(CLOSE_WAIT, self.socket.close()).await;
+        }
         if let Some((code, reason)) = end.close_code() {
             let frame = CloseFrame {
                 code,
@@ -176,14 +183,11 @@ impl Connection {
                 },
                 Wake::Message(None) => return End::Gone,
                 Wake::Message(Some(Err(e))) => {
-                    let text = e.to_string();
-                    if text.contains("Space limit")
-                        || text.contains("too long")
-                        || text.contains("too big")
-                    {
-                        return End::TooBig;
-                    }
-                    return End::Gone;
+                    // A frame the protocol forbids is answered with its close code.
+                    return match super::ws_close::close_for(&e) {
+                        Some((code, reason)) => End::Refused { code, reason },
+                        None => End::Gone,
+                    };
                 }
                 Wake::Message(Some(Ok(message))) => {
                     self.last_heard = Instant::now();
@@ -201,7 +205,7 @@ impl Connection {
                                 return End::Gone;
                             }
                         }
-                        Message::Close(_) => return End::Gone,
+                        Message::Close(_) => return End::ClosedByClient,
                         Message::Ping(_) | Message::Pong(_) => {}
                     }
                 }

@@ -197,7 +197,7 @@ async fn write_all_vectored(
 /// Writes an error response (status, headers and JSON body, as the router sends
 /// it, with the CORS policy's `cors_headers`) and asks the client to close the
 /// connection.
-async fn write_error(
+pub(super) async fn write_error(
     socket: &mut TcpStream,
     error: ApiError,
     cors_headers: &HeaderMap,

@@ -12,12 +12,15 @@
 //! buffers (two of 8 KiB each) or task state of its own, which more than halves the
 //! memory an idle connection costs. Every other request, and a stream the hub
 //! refuses, goes to the router over HTTP/1.1 with the bytes already read put back.
+//! A request target longer than the HTTP server takes is answered here, 414 with
+//! the usual JSON body, where the HTTP server would drop the connection unanswered.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::http::HeaderMap;
 use bytes::{Buf, Bytes};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -42,6 +45,19 @@ const HEAD_READ_BYTES: usize = 1024;
 
 /// Beyond this a head is left to the HTTP server to refuse.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// The longest request target the HTTP server takes (it drops a longer one without
+/// an answer); a longer one is refused here, with a 414 and a JSON body.
+const MAX_TARGET_BYTES: usize = u16::MAX as usize - 1;
+
+/// Room for a request target with the method and version around it.
+const MAX_REQUEST_LINE: usize = MAX_TARGET_BYTES + 32;
+
+/// How long, and for how many bytes, a connection refused before its request was
+/// read whole goes on reading it (and dropping it), so that closing the connection
+/// does not reset it before the client has read the answer.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
 /// Serves `node` on `listener` until [`Node::shutdown`] is called, then drains
 /// open connections for at most the configured grace period.
@@ -97,6 +113,11 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
             let Ok(Ok(Some(head))) = head else {
                 return;
             };
+            if target_too_long(&head) {
+                drop(head);
+                refuse_long_target(&mut stream, &cors_headers).await;
+                return;
+            }
             if let Some((uri, headers)) = direct::direct_stream(&head, cors) {
                 // Only the stream's own state stays for the connection's life.
                 drop(head);
@@ -181,10 +202,12 @@ async fn serve_http<S>(
     }
 }
 
-/// Reads until the end of a request head (or `MAX_HEAD_BYTES`, or the end of the
-/// stream). `None` when the client closed before sending anything.
+/// Reads until the end of a request head (or `MAX_HEAD_BYTES` once the request
+/// line is whole, or `MAX_REQUEST_LINE` while it is not, or the end of the stream).
+/// `None` when the client closed before sending anything.
 async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::with_capacity(HEAD_READ_BYTES);
+    let mut line_whole = false;
     loop {
         if buf.capacity() == buf.len() {
             buf.reserve(buf.len());
@@ -193,10 +216,52 @@ async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
         if stream.read_buf(&mut buf).await? == 0 {
             return Ok((!buf.is_empty()).then_some(buf));
         }
-        if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") || buf.len() >= MAX_HEAD_BYTES {
+        line_whole = line_whole || buf[from..].contains(&b'\n');
+        if buf[from..].windows(4).any(|w| w == b"\r\n\r\n")
+            || (buf.len() >= MAX_HEAD_BYTES && line_whole)
+            || buf.len() >= MAX_REQUEST_LINE
+        {
             return Ok(Some(buf));
         }
     }
+}
+
+/// Whether the request target of `head` is longer than the HTTP server takes.
+fn target_too_long(head: &[u8]) -> bool {
+    let Some(end) = head.iter().position(|&b| b == b'\n') else {
+        return head.len() >= MAX_REQUEST_LINE;
+    };
+    head[..end]
+        .split(|&b| b == b' ')
+        .nth(1)
+        .is_some_and(|target| target.len() > MAX_TARGET_BYTES)
+}
+
+/// Answers a request whose target is too long with a 414 and closes the
+/// connection, reading what the client still sends for a while first.
+async fn refuse_long_target(stream: &mut TcpStream, cors_headers: &HeaderMap) {
+    let error = crate::http::ApiError::new(
+        axum::http::StatusCode::URI_TOO_LONG,
+        "uri_too_long",
+        format!("the request target is longer than {MAX_TARGET_BYTES} bytes"),
+    );
+    if direct::write_error(stream, error, cors_headers)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut sink = vec![0u8; 16 * 1024];
+    let drain = async {
+        let mut read = 0;
+        while read < LINGER_BYTES {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// A TCP stream with bytes already read from it put back in front.
@@ -249,5 +314,30 @@ impl AsyncWrite for Prefixed {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_targets_past_the_http_servers_limit_are_too_long() {
+        let head = |target_len: usize| {
+            format!(
+                "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
+                "a".repeat(target_len - 1)
+            )
+            .into_bytes()
+        };
+        assert!(!target_too_long(&head(100)));
+        assert!(!target_too_long(&head(MAX_TARGET_BYTES)));
+        assert!(target_too_long(&head(MAX_TARGET_BYTES + 1)));
+        let unfinished = [b"GET /".as_slice(), &vec![b'a'; MAX_REQUEST_LINE]].concat();
+        assert!(target_too_long(&unfinished));
+        assert!(
+            !target_too_long(&unfinished[..MAX_TARGET_BYTES]),
+            "the client stopped early"
+        );
     }
 }

@@ -278,3 +278,134 @@ async fn history_stays_within_its_memory_budget_and_evictions_reset() {
         (ids[999].as_str(), r#"{"i":999}"#)
     );
 }
+
+/// Sends `GET {target}` on a raw connection (the target may be longer than an HTTP
+/// client will send) and returns the status and JSON body of the answer.
+async fn raw_get(hub: &TestHub, target: &str) -> (u16, Value) {
+    let stream = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let request = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+    // Written while the answer is read: the hub may answer before it has it all.
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(request.as_bytes()).await;
+        write
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(crate::fixture::PATIENCE, read.read_to_end(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    drop(writer.await.unwrap());
+    let answer = String::from_utf8(answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a response");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    (
+        head[9..12].parse().unwrap(),
+        serde_json::from_str(body).unwrap(),
+    )
+}
+
+/// A query of a hundred thousand channel names is far past what the HTTP layer
+/// reads: it is refused, with the usual JSON body, instead of dropped unanswered.
+#[tokio::test]
+async fn a_query_of_a_hundred_thousand_channels_is_refused_with_json() {
+    let hub = TestHub::start().await;
+    let query = "channel=a&".repeat(100_000);
+    for path in ["/events", "/ws", "/poll"] {
+        let (status, body) = raw_get(&hub, &format!("{path}?{query}")).await;
+        assert_eq!(status, 414, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "uri_too_long");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("65534 bytes"),
+            "{body}"
+        );
+    }
+}
+
+/// The longest queries the HTTP layer takes, full of channel names, are refused
+/// once the names pass `limits.max_channels_per_connection` and a few more, on
+/// every stream endpoint and both paths of `/events`, with the limit named.
+#[tokio::test]
+async fn stream_queries_past_the_channel_limit_are_refused_before_their_names_are_read() {
+    let hub = TestHub::builder()
+        .config(|c| c.http.cors_origins = vec!["https://app.example".into()])
+        .start()
+        .await;
+    let token = hub.token(Some("ana"), &["*"], &[]);
+    // About 60 KB: one channel named 6,000 times, or 30,000 names in one list.
+    let repeated = format!("token={token}&{}", "channel=a&".repeat(6_000));
+    let listed = format!("token={token}&channels={}", "a,".repeat(30_000));
+    // Short enough for `/events` to be served directly on the socket.
+    let short = format!("token={token}&channels={}", "b,".repeat(6_000));
+    for query in [&repeated, &listed, &short] {
+        let url = |path: &str| format!("{}{path}?{query}", hub.url);
+        for (endpoint, request) in [
+            ("/events", hub.http.get(url("/events"))),
+            (
+                "/events with Origin",
+                hub.http
+                    .get(url("/events"))
+                    .header("origin", "https://app.example"),
+            ),
+            (
+                "/ws",
+                hub.http
+                    .get(url("/ws"))
+                    .header("upgrade", "websocket")
+                    .header("connection", "upgrade")
+                    .header("sec-websocket-version", "13")
+                    .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ),
+            ("/poll", hub.http.get(url("/poll"))),
+        ] {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 400, "{endpoint}, {} bytes", query.len());
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "too_many_channels", "{endpoint}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(
+                    "at most 64 channels per connection (limits.max_channels_per_connection)"
+                ),
+                "{endpoint}: {message}"
+            );
+        }
+    }
+
+    // Up to 16 more names than the limit may come, so long as at most 64 differ.
+    let names: Vec<String> = (0..64).map(|i| format!("c{i}")).collect();
+    let poll = |names: &[String]| {
+        hub.http.get(format!(
+            "{}/poll?token={token}&timeout=0&channels={}",
+            hub.url,
+            names.join(",")
+        ))
+    };
+    let with_repeats = [names.clone(), names[..16].to_vec()].concat();
+    let answer: Value = poll(&with_repeats)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["channels"].as_array().unwrap().len(),
+        64 + 2,
+        "{answer}"
+    );
+    let one_more = [with_repeats, vec!["c0".to_owned()]].concat();
+    assert_eq!(poll(&one_more).send().await.unwrap().status(), 400);
+    let distinct: Vec<String> = (0..65).map(|i| format!("c{i}")).collect();
+    let response = poll(&distinct).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_channels");
+}
