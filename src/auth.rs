@@ -30,8 +30,9 @@ use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{AuthConfig, ConfigError};
 use crate::core::{ChannelName, ChannelPattern, Grants};
+use crate::settings::ConfigError;
+use std::path::PathBuf;
 
 /// The grants carried in a token's `herald` claim.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -214,7 +215,7 @@ impl std::fmt::Debug for Authenticator {
 /// Most credentials kept as verified; beyond it an arbitrary one makes room.
 const VERIFIED_CAPACITY: usize = 4096;
 
-/// The largest `auth.leeway` (see [`crate::config::AuthConfig::leeway`]): clock skew
+/// The largest `auth.leeway` (see [`AuthConfig::leeway`]): clock skew
 /// is a matter of seconds, and a far larger leeway would make time checks overflow.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(3600);
 
@@ -490,10 +491,87 @@ fn read_jwks(path: &Path) -> Result<Vec<(Option<String>, Algorithm, DecodingKey)
     Ok(keys)
 }
 
+/// Credentials the hub accepts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The HS256 secret (`HERALD_JWT_SECRET`).
+    pub jwt_secret: Option<String>,
+    /// A PEM file with an RSA or EC public key, for RS256 or ES256 tokens.
+    pub jwt_public_key: Option<PathBuf>,
+    /// A JWKS file with RS256 or ES256 public keys, chosen by the token's `kid`.
+    pub jwks: Option<PathBuf>,
+    /// The `iss` a token must carry, if set: a token without one is refused.
+    pub issuer: Option<String>,
+    /// The `aud` a token must carry, if set: a token without one is refused.
+    pub audience: Option<String>,
+    /// Tolerated clock skew when checking `exp` and `nbf` (5 s by default, at most
+    /// 1 h): a token is accepted this long after its `exp` and before its `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// The cookie a browser may carry its token in.
+    pub cookie: String,
+    /// Static keys for publishing servers.
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwks: None,
+            issuer: None,
+            audience: None,
+            leeway: Duration::from_secs(5),
+            cookie: "herald_token".into(),
+            api_keys: Vec::new(),
+        }
+    }
+}
+
+/// A static API key for a publishing server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// A name for logs.
+    pub name: String,
+    /// The key itself.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The SHA-256 of the key in hexadecimal, to keep the key out of the file.
+    #[serde(default)]
+    pub key_sha256: Option<String>,
+    /// Channels the key may publish to.
+    #[serde(default)]
+    pub publish: Vec<ChannelPattern>,
+}
+
+impl AuthConfig {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
+            return Err(ConfigError::new(
+                "auth.jwt_secret",
+                "must be at least 16 characters (32 or more random characters recommended)",
+            ));
+        }
+        if self.leeway > MAX_LEEWAY {
+            return Err(ConfigError::new(
+                "auth.leeway",
+                "must be at most 1h: it only covers clock differences between the token issuer and the hub",
+            ));
+        }
+        if self.cookie.is_empty() {
+            return Err(ConfigError::new("auth.cookie", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ApiKeyConfig;
 
     fn auth() -> Authenticator {
         let config = AuthConfig {

@@ -1,53 +1,47 @@
 //! Configuration: a TOML file, `HERALD_*` environment overrides, then command-line
 //! flags, checked as a whole before the hub starts.
 //!
-//! Every error names the key it is about (`limits.max_connections`, `auth.jwks`), so
-//! an operator knows what to fix; the binary exits with status 64 on one.
+//! Each component owns the type of its own section and checks it
+//! ([`AuthConfig`] in `auth`, [`Limits`] in `limits`, [`RedisConfig`] in `broker`,
+//! ...); this module composes the sections into [`Config`], reads them from the
+//! file and the environment, checks what spans sections, and resolves the whole
+//! once ([`Config::resolve`]) into what the components receive: no component
+//! imports this module.
+//!
+//! Every error names the key it is about (`limits.max_connections`, `auth.jwks`), or
+//! the environment variable that set it, so an operator knows what to fix; the
+//! binary exits with status 64 on one.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::core::{ChannelPattern, HistoryPolicy, NamespacePolicy, Policies, SubscribeRule};
+use crate::core::{HistoryPolicy, NamespacePolicy, Policies, SubscribeRule};
 
-mod brokers;
 mod redact;
-mod store;
-pub use brokers::{
-    BrokerKind, NatsConfig, NatsStorage, RedisConfig, RedisMessageFormat, RedisRoute,
-    RedisSourceConfig,
-};
-pub(crate) use redact::percent_decode;
+
+pub use crate::auth::{ApiKeyConfig, AuthConfig};
+pub use crate::broker::{BrokerKind, BrokerSettings, NatsConfig, NatsStorage, RedisConfig};
+pub use crate::http::HttpConfig;
+pub use crate::http::demo::DemoConfig;
+pub use crate::http::sse::SseConfig;
+pub use crate::http::ws::WsConfig;
+pub use crate::hub::ShutdownConfig;
+pub use crate::limits::Limits;
+pub use crate::presence::PresenceConfig;
+pub use crate::settings::ConfigError;
+pub use crate::source::postgres::PostgresConfig;
+pub use crate::source::{RedisMessageFormat, RedisRoute, RedisSourceConfig};
+pub use crate::store::StoreConfig;
+pub use crate::webhooks::WebhooksConfig;
 pub use redact::{
     Hidden, REDACTED, Redacted, SECRET_KEYS, SECRET_PLACEHOLDER, Secrets, redact_url,
 };
-pub use store::StoreConfig;
-
-/// A configuration problem, naming the key it is about.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("configuration key `{key}`: {message}")]
-pub struct ConfigError {
-    /// The dotted key, e.g. `limits.max_connections`.
-    pub key: String,
-    /// What is wrong with it.
-    pub message: String,
-}
-
-impl ConfigError {
-    /// An error about `key`. URL credentials in the message are hidden
-    /// ([`redact_url`]): messages quote values, which may be URLs with passwords.
-    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: redact_url(&message.into()),
-        }
-    }
-}
 
 /// The whole configuration of a hub. Its `Debug` form is [`Config::redacted`]'s, as
 /// JSON: a configuration printed by mistake (a log line, a failed assertion) shows
@@ -92,7 +86,7 @@ pub struct Config {
     pub demo: DemoConfig,
     /// The PostgreSQL event source; off unless the section is present.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub postgres: Option<crate::source::postgres::PostgresConfig>,
+    pub postgres: Option<PostgresConfig>,
     /// Where notifications and tasks are stored (SQLite unless set otherwise).
     pub store: StoreConfig,
 }
@@ -131,230 +125,20 @@ impl Default for Config {
     }
 }
 
-/// Credentials the hub accepts.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthConfig {
-    /// The HS256 secret (`HERALD_JWT_SECRET`).
-    pub jwt_secret: Option<String>,
-    /// A PEM file with an RSA or EC public key, for RS256 or ES256 tokens.
-    pub jwt_public_key: Option<PathBuf>,
-    /// A JWKS file with RS256 or ES256 public keys, chosen by the token's `kid`.
-    pub jwks: Option<PathBuf>,
-    /// The `iss` a token must carry, if set: a token without one is refused.
-    pub issuer: Option<String>,
-    /// The `aud` a token must carry, if set: a token without one is refused.
-    pub audience: Option<String>,
-    /// Tolerated clock skew when checking `exp` and `nbf` (5 s by default, at most
-    /// 1 h): a token is accepted this long after its `exp` and before its `nbf`.
-    #[serde(with = "humantime_serde")]
-    pub leeway: Duration,
-    /// The cookie a browser may carry its token in.
-    pub cookie: String,
-    /// Static keys for publishing servers.
-    pub api_keys: Vec<ApiKeyConfig>,
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            jwt_secret: None,
-            jwt_public_key: None,
-            jwks: None,
-            issuer: None,
-            audience: None,
-            leeway: Duration::from_secs(5),
-            cookie: "herald_token".into(),
-            api_keys: Vec::new(),
-        }
-    }
-}
-
-/// A static API key for a publishing server.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyConfig {
-    /// A name for logs.
-    pub name: String,
-    /// The key itself.
-    #[serde(default)]
-    pub key: Option<String>,
-    /// The SHA-256 of the key in hexadecimal, to keep the key out of the file.
-    #[serde(default)]
-    pub key_sha256: Option<String>,
-    /// Channels the key may publish to.
-    #[serde(default)]
-    pub publish: Vec<ChannelPattern>,
-}
-
-/// HTTP settings shared by every endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Origins of web apps served elsewhere that may use the hub from the browser
-    /// (`https://app.example.com`), with cookies and the Authorization header; `*`
-    /// allows any origin but without cookies. Empty: same origin only.
-    pub cors_origins: Vec<String>,
-}
-
-/// Server-Sent Events settings.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct SseConfig {
-    /// How often an idle stream gets a heartbeat comment.
-    #[serde(with = "humantime_serde")]
-    pub heartbeat: Duration,
-    /// The reconnection delay suggested to clients (`retry:`).
-    #[serde(with = "humantime_serde")]
-    pub retry: Duration,
-}
-
-impl Default for SseConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat: Duration::from_secs(30),
-            retry: Duration::from_secs(3),
-        }
-    }
-}
-
-/// The WebSocket transport.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct WsConfig {
-    /// How often the hub pings each client.
-    #[serde(with = "humantime_serde")]
-    pub ping_interval: Duration,
-    /// A client that sends nothing (not even a pong) for this long is dead and closed.
-    #[serde(with = "humantime_serde")]
-    pub ping_timeout: Duration,
-    /// The largest frame a client may send, in bytes.
-    pub max_frame_bytes: usize,
-    /// Events a client may publish per second, on average.
-    pub client_publish_rate: f64,
-    /// Events a client may publish in a burst above the rate.
-    pub client_publish_burst: u32,
-}
-
-impl Default for WsConfig {
-    fn default() -> Self {
-        Self {
-            ping_interval: Duration::from_secs(25),
-            ping_timeout: Duration::from_secs(60),
-            max_frame_bytes: 64 * 1024,
-            client_publish_rate: 10.0,
-            client_publish_burst: 20,
-        }
-    }
-}
-
-/// Presence shared between nodes (Redis or NATS broker): each node announces
-/// itself every `heartbeat`; a node not heard from for `node_timeout` is taken
-/// for dead and its users leave on every node.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct PresenceConfig {
-    /// How often each node says it is alive.
-    #[serde(with = "humantime_serde")]
-    pub heartbeat: Duration,
-    /// A node silent for this long is dead: its users leave everywhere.
-    #[serde(with = "humantime_serde")]
-    pub node_timeout: Duration,
-}
-
-impl Default for PresenceConfig {
-    fn default() -> Self {
-        Self {
-            heartbeat: Duration::from_secs(5),
-            node_timeout: Duration::from_secs(15),
-        }
-    }
-}
-
-/// Signed HTTP callbacks to the application: joins, leaves, client events.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct WebhooksConfig {
-    /// Where to POST; no webhooks when unset.
-    pub url: Option<String>,
-    /// The HMAC-SHA256 key that signs each request (`X-Herald-Signature`).
-    pub secret: Option<String>,
-    /// Which notifications to send: `join`, `leave`, `client_event`.
-    pub events: Vec<String>,
-    /// How long one request may take.
-    #[serde(with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Further attempts after a failed one.
-    pub retries: u32,
-    /// Joins and leaves are gathered for this long and sent as one batch.
-    #[serde(with = "humantime_serde")]
-    pub batch_window: Duration,
-}
-
-impl Default for WebhooksConfig {
-    fn default() -> Self {
-        Self {
-            url: None,
-            secret: None,
-            events: vec!["join".into(), "leave".into(), "client_event".into()],
-            timeout: Duration::from_secs(5),
-            retries: 2,
-            batch_window: Duration::from_millis(200),
-        }
-    }
-}
-
-/// Limits that protect the hub.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Open streaming connections at most; past it, 503 with `Retry-After`.
-    pub max_connections: usize,
-    /// Open streaming connections per client address at most (0: no limit); past it, 429.
-    pub max_connections_per_ip: usize,
-    /// Channels one connection may subscribe to.
-    pub max_channels_per_connection: usize,
-    /// The largest event data, in bytes; larger is answered 413.
-    pub max_event_bytes: usize,
-    /// The largest publish request body, in bytes; larger is answered 413.
-    pub max_body_bytes: usize,
-    /// Events in one publish batch at most; more is answered 413.
-    pub max_batch: usize,
-    /// Channels one event may name at most; more is answered 400 before any of
-    /// them is looked at.
-    pub max_channels_per_event: usize,
-    /// The memory all channel histories of a node hold together (memory and NATS
-    /// brokers), in bytes; past it the oldest events are evicted, whatever their
-    /// channel.
-    pub history_memory: usize,
-    /// Events queued per connection before it counts as a slow consumer and is closed.
-    pub queue_size: usize,
-}
-
-impl Limits {
-    /// The bounds an event must stay within.
-    pub fn events(&self) -> crate::core::EventLimits {
-        crate::core::EventLimits {
-            max_data_bytes: self.max_event_bytes,
-            max_channels: self.max_channels_per_event,
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_connections: 10_000,
-            max_connections_per_ip: 0,
-            max_channels_per_connection: 64,
-            max_event_bytes: 64 * 1024,
-            max_body_bytes: 1024 * 1024,
-            max_batch: 1000,
-            max_channels_per_event: 100,
-            history_memory: crate::core::history::DEFAULT_HISTORY_MEMORY,
-            queue_size: 1024,
-        }
-    }
+/// A checked configuration with what is derived from it, resolved once by
+/// [`Config::resolve`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// The broker and its section.
+    pub broker: BrokerSettings,
+    /// The channel policies of `[channels]`, `[namespaces]` and the demo app.
+    pub policies: Policies,
+    /// The Redis the `[redis_source]` reads, when it is configured.
+    pub redis_source_url: Option<String>,
+    /// The sections as checked.
+    pub config: Config,
 }
 
 /// The default channel policy.
@@ -409,57 +193,12 @@ pub struct NamespaceConfig {
     pub client_history: Option<bool>,
 }
 
-/// Graceful shutdown.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct ShutdownConfig {
-    /// How long open connections get to finish before the hub exits.
-    #[serde(with = "humantime_serde")]
-    pub grace: Duration,
-    /// The reconnection delay suggested to clients as the hub stops; each client gets
-    /// a random delay up to this, so they do not all come back at once.
-    #[serde(with = "humantime_serde")]
-    pub reconnect_within: Duration,
-}
-
-impl Default for ShutdownConfig {
-    fn default() -> Self {
-        Self {
-            grace: Duration::from_secs(10),
-            reconnect_within: Duration::from_secs(5),
-        }
-    }
-}
-
 /// The namespace of the demo app's channels (`demo:board`, `demo:chat`). With
 /// `demo.enabled` it defaults to presence on and live-only client events.
 pub const DEMO_NAMESPACE: &str = "demo";
 
-/// The demo app.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct DemoConfig {
-    /// Serve the demo app at `/`, and give the `demo` namespace presence and
-    /// live-only client events unless `[namespaces.demo]` says otherwise.
-    pub enabled: bool,
-    /// Let the demo app mint itself tokens (`POST /demo/token`). Never on a hub
-    /// reachable by untrusted users: anyone could publish to `demo:*` and user
-    /// channels. On by itself only with a generated development secret.
-    pub tokens: Option<bool>,
-}
-
-impl Default for DemoConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            tokens: None,
-        }
-    }
-}
-
-/// Top-level keys an environment variable may set; other `HERALD_*` variables (used
-/// by scripts and tests) are not configuration.
-/// Keys whose environment value is always text, even when it looks like a number.
+/// Keys whose environment value is always text, even when it looks like a number
+/// (a test checks the list against every text setting of the configuration).
 const STRING_KEYS: &[&str] = &[
     "listen",
     "broker",
@@ -483,8 +222,13 @@ const STRING_KEYS: &[&str] = &[
     "store.kind",
     "store.path",
     "store.url",
+    "nats.storage",
+    "channels.subscribe",
 ];
 
+/// The top-level keys an environment variable may set; other `HERALD_*` variables
+/// (used by scripts and tests) are not configuration. A test checks it against the
+/// fields of [`Config`].
 const SECTIONS: &[&str] = &[
     "listen",
     "broker",
@@ -505,6 +249,29 @@ const SECTIONS: &[&str] = &[
     "postgres",
     "store",
 ];
+
+/// One `HERALD_*` environment variable setting one key, named after the variable
+/// in errors (`... (from environment variable HERALD_LIMITS__MAX_CONNECTIONS)`).
+struct EnvVar {
+    name: String,
+    key: String,
+    value: figment::value::Value,
+}
+
+impl figment::Provider for EnvVar {
+    fn metadata(&self) -> figment::Metadata {
+        figment::Metadata::named(format!("environment variable {}", self.name))
+    }
+
+    fn data(
+        &self,
+    ) -> Result<figment::value::Map<figment::Profile, figment::value::Dict>, figment::Error> {
+        let dict = figment::util::nest(&self.key, self.value.clone())
+            .into_dict()
+            .unwrap_or_default();
+        Ok(figment::Profile::Global.collect(dict))
+    }
+}
 
 impl Config {
     /// Loads defaults, then `file` (if any), then `HERALD_*` variables, and checks
@@ -549,14 +316,15 @@ impl Config {
                 raw.parse()
                     .unwrap_or_else(|never: std::convert::Infallible| match never {})
             };
-            figment = figment.merge(Serialized::global(&key, value));
+            figment = figment.merge(EnvVar { name, key, value });
         }
         let config: Config = figment.extract().map_err(from_figment)?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks values that parse but make no sense.
+    /// Checks values that parse but make no sense: each section by its own check,
+    /// then what spans sections.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         let broker = self.broker_kind()?;
@@ -565,118 +333,14 @@ impl Config {
         if let Some(source) = &self.redis_source {
             source.validate(&broker)?;
         }
-        if self.auth.jwt_secret.as_ref().is_some_and(|s| s.len() < 16) {
-            return Err(ConfigError::new(
-                "auth.jwt_secret",
-                "must be at least 16 characters (32 or more random characters recommended)",
-            ));
-        }
-        for (i, origin) in self.http.cors_origins.iter().enumerate() {
-            let valid = origin == "*"
-                || ((origin.starts_with("http://") || origin.starts_with("https://"))
-                    && !origin
-                        .trim_end_matches('/')
-                        .contains(|c: char| c.is_whitespace())
-                    && origin
-                        .split("://")
-                        .nth(1)
-                        .is_some_and(|h| !h.is_empty() && !h.contains('/')));
-            if !valid {
-                return Err(ConfigError::new(
-                    format!("http.cors_origins[{i}]"),
-                    format!("{origin:?} is not an origin such as https://app.example.com (or *)"),
-                ));
-            }
-        }
-        if self.auth.leeway > crate::auth::MAX_LEEWAY {
-            return Err(ConfigError::new(
-                "auth.leeway",
-                "must be at most 1h: it only covers clock differences between the token issuer and the hub",
-            ));
-        }
-        if self.auth.cookie.is_empty() {
-            return Err(ConfigError::new("auth.cookie", "must not be empty"));
-        }
-        for (key, value) in [
-            ("limits.max_connections", self.limits.max_connections),
-            (
-                "limits.max_channels_per_connection",
-                self.limits.max_channels_per_connection,
-            ),
-            ("limits.max_event_bytes", self.limits.max_event_bytes),
-            ("limits.max_body_bytes", self.limits.max_body_bytes),
-            ("limits.max_batch", self.limits.max_batch),
-            (
-                "limits.max_channels_per_event",
-                self.limits.max_channels_per_event,
-            ),
-            ("limits.history_memory", self.limits.history_memory),
-            ("limits.queue_size", self.limits.queue_size),
-        ] {
-            if value == 0 {
-                return Err(ConfigError::new(key, "must be greater than 0"));
-            }
-        }
-        for (key, value) in [
-            ("sse.heartbeat", self.sse.heartbeat),
-            ("shutdown.grace", self.shutdown.grace),
-        ] {
-            if value.is_zero() {
-                return Err(ConfigError::new(key, "must be longer than 0s"));
-            }
-        }
-        if self.ws.ping_interval.is_zero() || self.ws.ping_timeout <= self.ws.ping_interval {
-            return Err(ConfigError::new(
-                "ws.ping_timeout",
-                "must be longer than ws.ping_interval (and the interval longer than 0s)",
-            ));
-        }
-        if self.presence.heartbeat.is_zero() {
-            return Err(ConfigError::new(
-                "presence.heartbeat",
-                "must be longer than 0s",
-            ));
-        }
-        if self.presence.node_timeout < self.presence.heartbeat * 2 {
-            return Err(ConfigError::new(
-                "presence.node_timeout",
-                "must be at least twice presence.heartbeat",
-            ));
-        }
-        if self.ws.client_publish_rate.is_nan() || self.ws.client_publish_rate <= 0.0 {
-            return Err(ConfigError::new(
-                "ws.client_publish_rate",
-                "must be greater than 0",
-            ));
-        }
-        if self.ws.max_frame_bytes < 256 {
-            return Err(ConfigError::new(
-                "ws.max_frame_bytes",
-                "must be at least 256",
-            ));
-        }
-        if let Some(url) = &self.webhooks.url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::new(
-                    "webhooks.url",
-                    format!("{url:?} is not an http:// or https:// URL"),
-                ));
-            }
-            if self.webhooks.secret.as_ref().is_none_or(|s| s.len() < 16) {
-                return Err(ConfigError::new(
-                    "webhooks.secret",
-                    "is needed with webhooks.url, at least 16 characters: requests are signed with it",
-                ));
-            }
-        }
-        for (i, event) in self.webhooks.events.iter().enumerate() {
-            if !["join", "leave", "client_event"].contains(&event.as_str()) {
-                return Err(ConfigError::new(
-                    format!("webhooks.events[{i}]"),
-                    format!("unknown notification {event:?}: use join, leave or client_event"),
-                ));
-            }
-        }
+        self.auth.validate()?;
+        self.http.validate()?;
+        self.limits.validate()?;
+        self.sse.validate()?;
+        self.shutdown.validate()?;
+        self.ws.validate()?;
+        self.presence.validate()?;
+        self.webhooks.validate()?;
         if self.channels.history_ttl.is_zero() {
             return Err(ConfigError::new(
                 "channels.history_ttl",
@@ -714,6 +378,32 @@ impl Config {
         }
         self.store.validate()?;
         Ok(())
+    }
+
+    /// Checks the configuration and resolves what is derived from it, once: the
+    /// listen address, the broker, the channel policies. Components receive their
+    /// sections and these, never the configuration as a whole.
+    pub fn resolve(self) -> Result<Settings, ConfigError> {
+        self.validate()?;
+        let listen = self.listen_addr()?;
+        let broker = BrokerSettings {
+            kind: self.broker_kind()?,
+            redis: self.redis.clone(),
+            nats: self.nats.clone(),
+            history_memory: self.limits.history_memory,
+        };
+        let redis_source_url = self
+            .redis_source
+            .as_ref()
+            .and_then(|source| source.url(&broker.kind))
+            .map(str::to_owned);
+        Ok(Settings {
+            listen,
+            policies: self.policies(),
+            broker,
+            redis_source_url,
+            config: self,
+        })
     }
 
     /// The broker the `broker` key selects. With `redis.shards`, `broker` is
@@ -869,6 +559,19 @@ mod tests {
         let p = load("[demo]\nenabled = false\n", &[]).unwrap().policies();
         assert!(!p.of(&demo).presence);
         assert!(!p.of(&demo).client_publish);
+    }
+
+    #[test]
+    fn an_environment_variable_error_names_the_variable() {
+        let e = load("", &[("HERALD_LIMITS__MAX_CONNECTIONS", "many")]).unwrap_err();
+        assert_eq!(e.key, "limits.max_connections");
+        assert!(
+            e.message
+                .contains("environment variable HERALD_LIMITS__MAX_CONNECTIONS"),
+            "{e}"
+        );
+        let e = load("", &[("HERALD_SSE__HEARTBEAT", "often")]).unwrap_err();
+        assert!(e.message.contains("HERALD_SSE__HEARTBEAT"), "{e}");
     }
 
     #[test]

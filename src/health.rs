@@ -52,7 +52,7 @@ impl Readiness {
     /// The part is not working, and why (shown by `/readyz`, URL credentials
     /// hidden).
     pub fn unready(&self, reason: impl Into<String>) {
-        *self.state.lock() = Some(crate::config::redact_url(&reason.into()));
+        *self.state.lock() = Some(crate::redact::redact_url(&reason.into()));
     }
 }
 

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{Accepted, Broker, BrokerError, ResumeFrom};
 use crate::core::{ChannelName, Event, EventError, EventLimits, Fanout, NewEvent, Subscription};
 use crate::limits::{ConnectionLimits, Rejection, Slot};
+use crate::settings::ConfigError;
 use crate::stats::{Gauges, Stats};
 
 /// How often history is expired and idle channels forgotten.
@@ -428,4 +430,36 @@ pub struct Subscribed {
     /// The position it started after: the client's last event id, or the hub's
     /// position for [`Start::Head`] (`None` when the broker could not tell it).
     pub position: Option<String>,
+}
+
+/// Graceful shutdown.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// How long open connections get to finish before the hub exits.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// The reconnection delay suggested to clients as the hub stops; each client gets
+    /// a random delay up to this, so they do not all come back at once.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_within: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(10),
+            reconnect_within: Duration::from_secs(5),
+        }
+    }
+}
+
+impl ShutdownConfig {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.grace.is_zero() {
+            return Err(ConfigError::new("shutdown.grace", "must be longer than 0s"));
+        }
+        Ok(())
+    }
 }

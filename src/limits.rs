@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::settings::ConfigError;
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 
 /// Why a connection was refused before it started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +124,83 @@ impl Drop for Slot {
                 }
             }
         }
+    }
+}
+
+/// Limits that protect the hub.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open streaming connections at most; past it, 503 with `Retry-After`.
+    pub max_connections: usize,
+    /// Open streaming connections per client address at most (0: no limit); past it, 429.
+    pub max_connections_per_ip: usize,
+    /// Channels one connection may subscribe to.
+    pub max_channels_per_connection: usize,
+    /// The largest event data, in bytes; larger is answered 413.
+    pub max_event_bytes: usize,
+    /// The largest publish request body, in bytes; larger is answered 413.
+    pub max_body_bytes: usize,
+    /// Events in one publish batch at most; more is answered 413.
+    pub max_batch: usize,
+    /// Channels one event may name at most; more is answered 400 before any of
+    /// them is looked at.
+    pub max_channels_per_event: usize,
+    /// The memory all channel histories of a node hold together (memory and NATS
+    /// brokers), in bytes; past it the oldest events are evicted, whatever their
+    /// channel.
+    pub history_memory: usize,
+    /// Events queued per connection before it counts as a slow consumer and is closed.
+    pub queue_size: usize,
+}
+
+impl Limits {
+    /// The bounds an event must stay within.
+    pub fn events(&self) -> crate::core::EventLimits {
+        crate::core::EventLimits {
+            max_data_bytes: self.max_event_bytes,
+            max_channels: self.max_channels_per_event,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            max_connections_per_ip: 0,
+            max_channels_per_connection: 64,
+            max_event_bytes: 64 * 1024,
+            max_body_bytes: 1024 * 1024,
+            max_batch: 1000,
+            max_channels_per_event: 100,
+            history_memory: crate::core::history::DEFAULT_HISTORY_MEMORY,
+            queue_size: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("limits.max_connections", self.max_connections),
+            (
+                "limits.max_channels_per_connection",
+                self.max_channels_per_connection,
+            ),
+            ("limits.max_event_bytes", self.max_event_bytes),
+            ("limits.max_body_bytes", self.max_body_bytes),
+            ("limits.max_batch", self.max_batch),
+            ("limits.max_channels_per_event", self.max_channels_per_event),
+            ("limits.history_memory", self.history_memory),
+            ("limits.queue_size", self.queue_size),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(key, "must be greater than 0"));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -12,11 +12,11 @@ use axum::Router;
 
 use crate::auth::Authenticator;
 use crate::broker::LocalDelivery;
-use crate::config::{BrokerKind, Config, ConfigError};
+use crate::config::{BrokerKind, Config, ConfigError, Settings};
 use crate::core::{ChannelName, Fanout, Member};
 use crate::health::Components;
 use crate::hooks::Hooks;
-use crate::http::Services;
+use crate::http::{HttpSettings, Services};
 use crate::hub::{Hub, HubSettings};
 use crate::inbox::Inbox;
 use crate::presence::{Roster, SyncSettings};
@@ -38,7 +38,7 @@ impl std::fmt::Debug for Node {
         f.debug_struct("Node")
             .field("node", &services.hub.node())
             .field("broker", &services.hub.broker_kind())
-            .field("config", &services.config)
+            .field("config", &self.inner.config)
             .finish()
     }
 }
@@ -47,26 +47,32 @@ struct Inner {
     services: Services,
     hooks: Hooks,
     roster: Roster,
+    config: Config,
 }
 
 impl Node {
     /// Builds a node from a configuration, checking it first. Must be called inside
     /// a Tokio runtime: the node's background tasks start here.
     pub fn new(mut config: Config) -> Result<Self, ConfigError> {
-        config.validate()?;
         for key in config.disarm_placeholders() {
             tracing::warn!(
                 "{key} holds the placeholder `herald check-config` prints for a hidden \
                  secret; using a random secret known to no one until the real one is set"
             );
         }
-        let broker_kind = config.broker_kind()?;
+        let Settings {
+            broker: broker_settings,
+            policies,
+            redis_source_url,
+            config,
+            ..
+        } = config.resolve()?;
         let auth = Arc::new(Authenticator::from_config(&config.auth)?);
-        let policies = Arc::new(config.policies());
+        let policies = Arc::new(policies);
         let stats = Arc::new(Stats::default());
         let fanout = Fanout::new();
         let delivery = LocalDelivery::new(fanout.clone(), stats.clone());
-        let broker = crate::broker::start(&config, policies.clone(), delivery)?;
+        let broker = crate::broker::start(&broker_settings, policies.clone(), delivery)?;
         let name = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         let limits = &config.limits;
         let hub = Hub::new(
@@ -94,7 +100,7 @@ impl Node {
         let inbox = Inbox::new(store, hub.clone());
 
         let hooks = Hooks::start();
-        let single = matches!(broker_kind, BrokerKind::Memory);
+        let single = matches!(broker_settings.kind, BrokerKind::Memory);
         let roster = crate::presence::start(
             &hub,
             SyncSettings {
@@ -135,13 +141,11 @@ impl Node {
             crate::source::postgres::spawn(sink("postgres source"), postgres.clone());
         }
         #[cfg(feature = "redis")]
-        if let Some(source) = &config.redis_source
-            && let Some(url) = source.url(&broker_kind)
-        {
+        if let (Some(source), Some(url)) = (&config.redis_source, redis_source_url) {
             crate::source::redis::spawn(
                 sink("redis source"),
                 source.clone(),
-                url.to_owned(),
+                url,
                 &config.redis.prefix,
             );
         }
@@ -164,6 +168,14 @@ impl Node {
                 event_limits: limits.events(),
             },
         );
+        let http = HttpSettings {
+            http: config.http.clone(),
+            sse: config.sse.clone(),
+            ws: config.ws.clone(),
+            demo: config.demo.clone(),
+            limits: config.limits.clone(),
+            cookie: config.auth.cookie.clone(),
+        };
         let services = Services::new(
             hub,
             sessions,
@@ -171,13 +183,14 @@ impl Node {
             auth,
             stats,
             components,
-            Arc::new(config),
+            Arc::new(http),
         );
         Ok(Self {
             inner: Arc::new(Inner {
                 services,
                 hooks,
                 roster,
+                config,
             }),
         })
     }
@@ -221,7 +234,7 @@ impl Node {
 
     /// The configuration the node runs with.
     pub fn config(&self) -> &Config {
-        &self.inner.services.config
+        &self.inner.config
     }
 
     /// Whether the node can accept events now (what `/readyz` says).

@@ -49,6 +49,7 @@ use crate::core::{
     ChannelName, ClusterView, Item, Member, NewEvent, Payload, Presence, Subscription, Transition,
 };
 use crate::hub::{Hub, Start, Subscribe, WeakHub};
+use crate::settings::ConfigError;
 
 /// The event type of presence log messages.
 const SYNC_TYPE: &str = "presence.sync";
@@ -524,6 +525,48 @@ async fn announce(hub: &Hub, transition: Transition) {
     event.kind = Some(kind.to_owned());
     if let Err(e) = hub.publish_internal(event).await {
         tracing::warn!(error = %e, "presence event not published");
+    }
+}
+
+/// Presence shared between nodes (Redis or NATS broker): each node announces
+/// itself every `heartbeat`; a node not heard from for `node_timeout` is taken
+/// for dead and its users leave on every node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct PresenceConfig {
+    /// How often each node says it is alive.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// A node silent for this long is dead: its users leave everywhere.
+    #[serde(with = "humantime_serde")]
+    pub node_timeout: Duration,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(5),
+            node_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl PresenceConfig {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat.is_zero() {
+            return Err(ConfigError::new(
+                "presence.heartbeat",
+                "must be longer than 0s",
+            ));
+        }
+        if self.node_timeout < self.heartbeat * 2 {
+            return Err(ConfigError::new(
+                "presence.node_timeout",
+                "must be at least twice presence.heartbeat",
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -22,10 +22,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::config::WebhooksConfig;
 use crate::core::Payload;
 use crate::hooks::{ActivityKind, ChannelActivity, ClientEvent, HookResult};
+use crate::settings::ConfigError;
 use crate::stats::Stats;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The webhook sender of a hub.
@@ -48,7 +49,7 @@ impl std::fmt::Debug for Webhooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Part of the hub's `Debug`: the secret and URL credentials stay out.
         f.debug_struct("Webhooks")
-            .field("url", &crate::config::redact_url(&self.url))
+            .field("url", &crate::redact::redact_url(&self.url))
             .field("node", &self.node)
             .finish_non_exhaustive()
     }
@@ -184,7 +185,7 @@ impl Webhooks {
                     return Ok((status, answer));
                 }
                 // The error quotes the URL, whose query may hold a token.
-                Err(e) => last_error = crate::config::redact_url(&e.to_string()),
+                Err(e) => last_error = crate::redact::redact_url(&e.to_string()),
             }
         }
         self.stats.webhook_failed();
@@ -247,6 +248,68 @@ async fn batcher(
         if let Err(e) = webhooks.send(&body).await {
             tracing::warn!(error = %e, "webhook not delivered");
         }
+    }
+}
+
+/// Signed HTTP callbacks to the application: joins, leaves, client events.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Where to POST; no webhooks when unset.
+    pub url: Option<String>,
+    /// The HMAC-SHA256 key that signs each request (`X-Herald-Signature`).
+    pub secret: Option<String>,
+    /// Which notifications to send: `join`, `leave`, `client_event`.
+    pub events: Vec<String>,
+    /// How long one request may take.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Further attempts after a failed one.
+    pub retries: u32,
+    /// Joins and leaves are gathered for this long and sent as one batch.
+    #[serde(with = "humantime_serde")]
+    pub batch_window: Duration,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: None,
+            events: vec!["join".into(), "leave".into(), "client_event".into()],
+            timeout: Duration::from_secs(5),
+            retries: 2,
+            batch_window: Duration::from_millis(200),
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    "webhooks.url",
+                    format!("{url:?} is not an http:// or https:// URL"),
+                ));
+            }
+            if self.secret.as_ref().is_none_or(|s| s.len() < 16) {
+                return Err(ConfigError::new(
+                    "webhooks.secret",
+                    "is needed with webhooks.url, at least 16 characters: requests are signed with it",
+                ));
+            }
+        }
+        for (i, event) in self.events.iter().enumerate() {
+            if !["join", "leave", "client_event"].contains(&event.as_str()) {
+                return Err(ConfigError::new(
+                    format!("webhooks.events[{i}]"),
+                    format!("unknown notification {event:?}: use join, leave or client_event"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -12,8 +12,11 @@ pub mod memory;
 pub mod nats;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod settings;
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod wire;
+
+pub use settings::{BrokerKind, NatsConfig, NatsStorage, RedisConfig};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -229,38 +232,50 @@ impl LocalDelivery {
     }
 }
 
-/// Starts the broker the configuration names. Must be called inside a Tokio
-/// runtime; brokers for several nodes connect in the background.
+/// The resolved settings of a broker: which one, and its section.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// Which broker (the `broker` key, resolved with `redis.shards`).
+    pub kind: BrokerKind,
+    /// `[redis]`.
+    pub redis: RedisConfig,
+    /// `[nats]`.
+    pub nats: NatsConfig,
+    /// The memory all in-process histories may hold together, in bytes.
+    pub history_memory: usize,
+}
+
+/// Starts the broker `settings` name. Must be called inside a Tokio runtime;
+/// brokers for several nodes connect in the background.
 pub fn start(
-    config: &crate::config::Config,
+    settings: &BrokerSettings,
     policies: Arc<crate::core::Policies>,
     delivery: LocalDelivery,
-) -> Result<Arc<dyn Broker>, crate::config::ConfigError> {
-    use crate::config::BrokerKind;
-    Ok(match config.broker_kind()? {
+) -> Result<Arc<dyn Broker>, crate::settings::ConfigError> {
+    Ok(match &settings.kind {
         BrokerKind::Memory => Arc::new(memory::MemoryBroker::new(
             policies,
             delivery,
-            config.limits.history_memory,
+            settings.history_memory,
         )),
         #[cfg(feature = "redis")]
         BrokerKind::Redis(url) => Arc::new(redis::RedisBroker::start(
-            &url,
-            &config.redis,
+            url,
+            &settings.redis,
             policies,
             delivery,
         )?),
         #[cfg(feature = "nats")]
         BrokerKind::Nats(url) => Arc::new(nats::NatsBroker::start(
-            &url,
-            &config.nats,
+            url,
+            &settings.nats,
             policies,
             delivery,
-            config.limits.history_memory,
+            settings.history_memory,
         )?),
         #[allow(unreachable_patterns)]
         other => {
-            return Err(crate::config::ConfigError::new(
+            return Err(crate::settings::ConfigError::new(
                 "broker",
                 format!("{other:?} is not available in this build"),
             ));

@@ -57,9 +57,11 @@ use self::replica::{Replica, Resolved};
 use super::{
     Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, check_publisher_ids, wire,
 };
+use super::{NatsConfig, NatsStorage};
 use crate::backoff::Backoff;
-use crate::config::{ConfigError, NatsConfig, NatsStorage, percent_decode};
 use crate::core::{ChannelName, ChannelSet, Event, NewEvent, Policies};
+use crate::redact::percent_decode;
+use crate::settings::ConfigError;
 
 #[derive(Debug, Clone)]
 struct Connection {

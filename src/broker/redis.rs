@@ -64,11 +64,13 @@ use tokio_util::sync::CancellationToken;
 
 use self::link::Link;
 use self::shards::{Shard, Shards};
+use super::RedisConfig;
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
-use crate::config::{ConfigError, RedisConfig, redact_url};
 use crate::core::{
     ChannelName, ChannelSet, Event, NewEvent, Policies, Reset, ResetReason, Resumed,
 };
+use crate::redact::redact_url;
+use crate::settings::ConfigError;
 
 /// Channels dropped per upkeep run at most.
 const MAINTAIN_BATCH: usize = 1000;

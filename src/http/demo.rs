@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::publish::read_body;
 use super::{ApiError, Services};
@@ -98,4 +98,26 @@ pub(super) async fn token(
         "subscribe": claims.herald.subscribe,
         "publish": claims.herald.publish,
     })))
+}
+
+/// The demo app.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Serve the demo app at `/`, and give the `demo` namespace presence and
+    /// live-only client events unless `[namespaces.demo]` says otherwise.
+    pub enabled: bool,
+    /// Let the demo app mint itself tokens (`POST /demo/token`). Never on a hub
+    /// reachable by untrusted users: anyone could publish to `demo:*` and user
+    /// channels. On by itself only with a generated development secret.
+    pub tokens: Option<bool>,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tokens: None,
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! auth cookie, or a `token` query parameter (which the hub never logs).
 
 mod channels;
-mod demo;
+pub mod demo;
 mod notifications;
 mod ops;
 mod poll;
@@ -31,12 +31,17 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use crate::auth::{AuthError, Authenticator, Identity};
-use crate::config::Config;
 use crate::health::Components;
 use crate::hub::Hub;
 use crate::inbox::Inbox;
+use crate::limits::Limits;
 use crate::session::Sessions;
+use crate::settings::ConfigError;
 use crate::stats::Stats;
+use demo::DemoConfig;
+use serde::{Deserialize, Serialize};
+use sse::SseConfig;
+use ws::WsConfig;
 
 /// Facts about the TCP connection a request came on, put in the request's
 /// extensions by the server (`herald::serve`). Absent when the router is served by
@@ -61,7 +66,25 @@ pub struct Services {
     pub(crate) auth: Arc<Authenticator>,
     pub(crate) stats: Arc<Stats>,
     pub(crate) components: Components,
-    pub(crate) config: Arc<Config>,
+    pub(crate) settings: Arc<HttpSettings>,
+}
+
+/// What the HTTP face applies: its own sections, and the limits and cookie name of
+/// others.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[sse]`.
+    pub sse: SseConfig,
+    /// `[ws]`.
+    pub ws: WsConfig,
+    /// `[demo]`.
+    pub demo: DemoConfig,
+    /// `[limits]`.
+    pub limits: Limits,
+    /// The cookie a browser may carry its token in (`auth.cookie`).
+    pub cookie: String,
 }
 
 impl Services {
@@ -73,7 +96,7 @@ impl Services {
         auth: Arc<Authenticator>,
         stats: Arc<Stats>,
         components: Components,
-        config: Arc<Config>,
+        settings: Arc<HttpSettings>,
     ) -> Self {
         Self {
             hub,
@@ -82,7 +105,7 @@ impl Services {
             auth,
             stats,
             components,
-            config,
+            settings,
         }
     }
 
@@ -111,7 +134,7 @@ pub fn router(app: Services) -> Router {
     for (path, _) in API_ROUTES {
         router = router.route(path, api_route(path));
     }
-    let config = app.config.clone();
+    let config = app.settings.clone();
     if config.demo.enabled {
         router = router
             .route("/", get(demo::index))
@@ -478,7 +501,7 @@ fn identify(
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Identity, ApiError> {
-    let token = credential(headers, query_token, &app.config.auth.cookie)?;
+    let token = credential(headers, query_token, &app.settings.cookie)?;
     Ok(app.sessions.identify(token)?)
 }
 
@@ -495,6 +518,40 @@ pub fn redact_token(uri: &axum::http::Uri) -> String {
         })
         .collect();
     format!("{}?{}", uri.path(), redacted.join("&"))
+}
+
+/// HTTP settings shared by every endpoint.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Origins of web apps served elsewhere that may use the hub from the browser
+    /// (`https://app.example.com`), with cookies and the Authorization header; `*`
+    /// allows any origin but without cookies. Empty: same origin only.
+    pub cors_origins: Vec<String>,
+}
+
+impl HttpConfig {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (i, origin) in self.cors_origins.iter().enumerate() {
+            let valid = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin
+                        .trim_end_matches('/')
+                        .contains(|c: char| c.is_whitespace())
+                    && origin
+                        .split("://")
+                        .nth(1)
+                        .is_some_and(|h| !h.is_empty() && !h.contains('/')));
+            if !valid {
+                return Err(ConfigError::new(
+                    format!("http.cors_origins[{i}]"),
+                    format!("{origin:?} is not an origin such as https://app.example.com (or *)"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -139,7 +139,7 @@ pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
             "the body must be JSON, sent with `Content-Type: application/json`",
         ));
     }
-    let bytes = read_body(body, app.config.limits.max_body_bytes).await?;
+    let bytes = read_body(body, app.settings.limits.max_body_bytes).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid body: {e}")))
 }
@@ -339,7 +339,7 @@ pub(super) async fn create(
 ) -> Result<Response, ApiError> {
     let identity = publisher(&app, &headers)?;
     let body: NotificationBody = json_body(&app, &headers, body).await?;
-    let max = app.config.limits.max_batch;
+    let max = app.settings.limits.max_batch;
     let users = match (&body.user, &body.users) {
         (Some(one), None) => vec![one.clone()],
         (None, Some(many)) if !many.is_empty() && many.len() <= max => {

@@ -16,7 +16,7 @@ pub(super) async fn readyz(
     State(app): State<Services>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     app.ready().await.map_err(|e| {
-        let why = crate::config::redact_url(&e);
+        let why = crate::redact::redact_url(&e);
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
     })?;
     Ok(Json(serde_json::json!({"status": "ready"})))

@@ -170,12 +170,12 @@ pub(super) async fn poll(
     request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let info = request.extensions().get::<ConnectionInfo>().cloned();
-    let max_channels = app.config.limits.max_channels_per_connection;
+    let max_channels = app.settings.limits.max_channels_per_connection;
     let timeout = timeout_of(request.uri().query(), max_channels)?;
     let (open, _) = stream::read(
         request.uri(),
         &headers,
-        &app.config.auth.cookie,
+        &app.settings.cookie,
         info.as_ref(),
         true,
         max_channels,

@@ -94,7 +94,7 @@ pub(super) async fn publish(
             "publishing needs a publisher token or an API key (Authorization: Bearer ...)",
         ));
     }
-    let limits = &app.config.limits;
+    let limits = &app.settings.limits;
     let body = read_body(body, limits.max_body_bytes).await?;
     let text = std::str::from_utf8(&body).map_err(|e| {
         ApiError::bad_request(

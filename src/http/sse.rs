@@ -27,6 +27,8 @@ use super::{ApiError, ConnectionInfo, Services, redact_token, stream};
 use crate::core::{ChannelName, Event, FrameFormat, Item, OverflowSignal};
 use crate::protocol::{End, HubMessage, ResetNotice, envelope_json, event_json, matching_channels};
 use crate::session::{Heartbeat, Session, SessionOptions, Step};
+use crate::settings::ConfigError;
+use serde::{Deserialize, Serialize};
 
 /// Frames ready at once are joined into writes of up to this many bytes.
 const COALESCE_BYTES: usize = 64 * 1024;
@@ -106,11 +108,11 @@ impl SseStream {
         uri: &axum::http::Uri,
         info: Option<&ConnectionInfo>,
     ) -> Result<Self, ApiError> {
-        let config = &app.config;
+        let config = &app.settings;
         let (request, envelope) = stream::read(
             uri,
             headers,
-            &config.auth.cookie,
+            &config.cookie,
             info,
             true,
             config.limits.max_channels_per_connection,
@@ -328,6 +330,37 @@ fn encode_message(message: &HubMessage, id: Option<&str>, retry: Option<Duration
     put_data(&mut out, &data);
     out.put_u8(b'\n');
     out.freeze()
+}
+
+/// Server-Sent Events settings.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SseConfig {
+    /// How often an idle stream gets a heartbeat comment.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// The reconnection delay suggested to clients (`retry:`).
+    #[serde(with = "humantime_serde")]
+    pub retry: Duration,
+}
+
+impl Default for SseConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(30),
+            retry: Duration::from_secs(3),
+        }
+    }
+}
+
+impl SseConfig {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat.is_zero() {
+            return Err(ConfigError::new("sse.heartbeat", "must be longer than 0s"));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

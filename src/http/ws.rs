@@ -19,7 +19,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::SinkExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -31,6 +31,7 @@ use crate::session::{Added, ClientPublish, Heartbeat, Refusal, Session, SessionO
 pub use crate::protocol::{
     CLOSE_PING_TIMEOUT, CLOSE_RESTART, CLOSE_SLOW_CONSUMER, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_BIG,
 };
+use crate::settings::ConfigError;
 
 /// Bytes reserved for each read from a client. Client frames are small (a
 /// subscribe, a typing event), and the default of the WebSocket library (128 KiB,
@@ -54,11 +55,11 @@ pub(super) async fn ws(
 ) -> Result<Response, ApiError> {
     let upgrade = super::ws_handshake::accept(&headers, upgrade)?;
     let info = info.map(|axum::Extension(i)| i);
-    let config = app.config.clone();
+    let config = app.settings.clone();
     let (request, _) = stream::read(
         &uri,
         &headers,
-        &config.auth.cookie,
+        &config.cookie,
         info.as_ref(),
         false,
         config.limits.max_channels_per_connection,
@@ -412,4 +413,59 @@ pub fn encode_event(event: &Event, channel_index: usize) -> Bytes {
         "event",
         &[],
     ))
+}
+
+/// The WebSocket transport.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// How often the hub pings each client.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// A client that sends nothing (not even a pong) for this long is dead and closed.
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// The largest frame a client may send, in bytes.
+    pub max_frame_bytes: usize,
+    /// Events a client may publish per second, on average.
+    pub client_publish_rate: f64,
+    /// Events a client may publish in a burst above the rate.
+    pub client_publish_burst: u32,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(25),
+            ping_timeout: Duration::from_secs(60),
+            max_frame_bytes: 64 * 1024,
+            client_publish_rate: 10.0,
+            client_publish_burst: 20,
+        }
+    }
+}
+
+impl WsConfig {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ping_interval.is_zero() || self.ping_timeout <= self.ping_interval {
+            return Err(ConfigError::new(
+                "ws.ping_timeout",
+                "must be longer than ws.ping_interval (and the interval longer than 0s)",
+            ));
+        }
+        if self.client_publish_rate.is_nan() || self.client_publish_rate <= 0.0 {
+            return Err(ConfigError::new(
+                "ws.client_publish_rate",
+                "must be greater than 0",
+            ));
+        }
+        if self.max_frame_bytes < 256 {
+            return Err(ConfigError::new(
+                "ws.max_frame_bytes",
+                "must be at least 256",
+            ));
+        }
+        Ok(())
+    }
 }

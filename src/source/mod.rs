@@ -21,6 +21,9 @@ use crate::stats::Stats;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod redis_settings;
+
+pub use redis_settings::{RedisMessageFormat, RedisRoute, RedisSourceConfig};
 
 /// Where an event source publishes, and what it needs to know of its node.
 #[derive(Debug, Clone)]

@@ -33,10 +33,10 @@ use tokio_postgres::NoTls;
 use self::routing::{Outcome, Router};
 use super::Sink;
 use crate::backoff::Backoff;
-use crate::config::ConfigError;
 use crate::core::NewEvent;
 use crate::health::Readiness;
 use crate::hub::PublishError;
+use crate::settings::ConfigError;
 use crate::stats::SourceSkip;
 
 /// How long a health check, a fetch or a connection attempt may take.
@@ -94,7 +94,7 @@ impl Default for PostgresConfig {
 impl std::fmt::Debug for PostgresConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresConfig")
-            .field("url", &crate::config::redact_url(&self.url))
+            .field("url", &crate::redact::redact_url(&self.url))
             .field("mode", &self.mode)
             .field("reconnect_min", &self.reconnect_min)
             .field("reconnect_max", &self.reconnect_max)

@@ -23,8 +23,8 @@ use redis::Value;
 use serde_json::Value as Json;
 
 use super::Sink;
+use super::{RedisMessageFormat, RedisRoute, RedisSourceConfig};
 use crate::backoff::{Backoff, pause};
-use crate::config::{RedisMessageFormat, RedisRoute, RedisSourceConfig};
 use crate::core::{ChannelName, NewEvent, Payload};
 use crate::health::Readiness;
 use crate::hub::PublishError;

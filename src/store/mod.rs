@@ -16,7 +16,10 @@
 //! ordered, and paged with a cursor, by id alone.
 
 pub mod postgres;
+mod settings;
 pub mod sqlite;
+
+pub use settings::StoreConfig;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// Longest title, in characters.
 pub const MAX_TITLE_CHARS: usize = 200;
@@ -510,7 +513,7 @@ pub enum StoreError {
 /// A database error of either store, as [`StoreError::Unavailable`].
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     // Logged and shown by /readyz: a driver's message may quote the database URL.
-    StoreError::Unavailable(crate::config::redact_url(&e.to_string()))
+    StoreError::Unavailable(crate::redact::redact_url(&e.to_string()))
 }
 
 /// Which database, from the `[store]` section.

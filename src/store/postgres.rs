@@ -16,7 +16,7 @@ use super::{
     Change, Cleaned, Kind, ListQuery, NewNotification, Notification, Page, Retention, Status,
     StoreError, Target, Task, TaskChange, TaskUpdate, raised, sqlite::merge, stamp, unavailable,
 };
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// How long a request waits for a pooled connection, or for a new one.
 const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -21,7 +21,7 @@ use super::{
     Change, Cleaned, Kind, ListQuery, NewNotification, Notification, Page, Retention, Status,
     StoreError, Target, Task, TaskChange, TaskUpdate, raised, stamp, unavailable,
 };
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// Read connections of a file database.
 const READERS: usize = 4;

@@ -18,9 +18,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Map, Value};
 
 use super::{PostgresConfig, RouteConfig, trigger};
-use crate::config::ConfigError;
 use crate::core::event::validate_type;
 use crate::core::{ChannelName, NewEvent, Payload};
+use crate::settings::ConfigError;
 use crate::stats::SourceSkip;
 
 /// A dotted path into a JSON payload: `team_id`, `new.team_id`, `new.tags.0`.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
-use crate::store::{Backend, Retention};
+use super::{Backend, Retention};
+use crate::settings::ConfigError;
 
 /// Where the notification inbox and tasks are stored, and their retention.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
