@@ -244,190 +244,231 @@ impl Stats {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric of [`METRICS`].
     pub fn prometheus(&self, gauges: Gauges) -> String {
-        let s = self.snapshot(gauges);
-        let mut out = String::with_capacity(2048);
-        let mut metric = |name: &str, kind: &str, help: &str, rows: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in rows {
-                let _ = writeln!(out, "{name}{labels} {value}");
+        let snapshot = self.snapshot(gauges);
+        let mut out = String::with_capacity(4096);
+        for metric in METRICS {
+            let kind = match metric.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+            };
+            let name = metric.name;
+            let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} {kind}", metric.help);
+            match metric.read {
+                Read::One(read) => {
+                    let _ = writeln!(out, "{name} {}", read(&snapshot));
+                }
+                Read::ByReason(read) => {
+                    for (reason, value) in read(self, &gauges) {
+                        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
+                    }
+                }
             }
-        };
-        metric(
-            "herald_connections",
-            "gauge",
-            "Open streaming connections.",
-            &[("", s.connections)],
-        );
-        metric(
-            "herald_connections_total",
-            "counter",
-            "Streaming connections accepted.",
-            &[("", s.connections_total)],
-        );
-        metric(
-            "herald_connections_rejected_total",
-            "counter",
-            "Streaming connections refused by a limit.",
-            &[
-                (
-                    "{reason=\"max_connections\"}",
-                    gauges.connections.rejected_max,
-                ),
-                ("{reason=\"per_ip\"}", gauges.connections.rejected_per_ip),
-            ],
-        );
-        metric(
-            "herald_channels",
-            "gauge",
-            "Channels with at least one subscriber on this node.",
-            &[("", s.channels as u64)],
-        );
-        metric(
-            "herald_history_channels",
-            "gauge",
-            "Channels with history kept by the broker.",
-            &[("", s.history_channels as u64)],
-        );
-        metric(
-            "herald_history_bytes",
-            "gauge",
-            "Approximate memory of the history this process keeps (memory and NATS brokers).",
-            &[("", s.history_bytes)],
-        );
-        metric(
-            "herald_history_evicted_total",
-            "counter",
-            "Events evicted from history by the memory budget (limits.history_memory).",
-            &[("", s.history_evicted)],
-        );
-        metric(
-            "herald_events_published_total",
-            "counter",
-            "Events accepted for publication.",
-            &[("", s.events_published)],
-        );
-        metric(
-            "herald_deliveries_total",
-            "counter",
-            "Events queued to connections.",
-            &[("", s.events_delivered)],
-        );
-        metric(
-            "herald_slow_consumer_disconnects_total",
-            "counter",
-            "Connections closed because their queue overflowed.",
-            &[("", s.slow_consumer_disconnects)],
-        );
-        metric(
-            "herald_resumes_total",
-            "counter",
-            "Connections that resumed from a last event id.",
-            &[("", s.resumes)],
-        );
-        metric(
-            "herald_replayed_events_total",
-            "counter",
-            "Events replayed from history on resume.",
-            &[("", s.replayed_events)],
-        );
-        metric(
-            "herald_resets_total",
-            "counter",
-            "Resumes the history could not cover.",
-            &[("", s.resets)],
-        );
-        metric(
-            "herald_auth_failures_total",
-            "counter",
-            "Requests whose credential was refused.",
-            &[("", s.auth_failures)],
-        );
-        metric(
-            "herald_source_notifications_total",
-            "counter",
-            "Notifications (or outbox rows) an event source received.",
-            &[("", s.source_notifications)],
-        );
-        let skipped: Vec<(String, u64)> = SourceSkip::ALL
-            .iter()
-            .map(|&why| {
-                (
-                    format!("{{reason=\"{}\"}}", why.label()),
-                    self.source_skips(why),
-                )
-            })
-            .collect();
-        let skipped: Vec<(&str, u64)> = skipped.iter().map(|(l, v)| (l.as_str(), *v)).collect();
-        metric(
-            "herald_source_skipped_total",
-            "counter",
-            "Notifications (or routes of one) an event source skipped, by reason.",
-            &skipped,
-        );
-        metric(
-            "herald_source_outbox_rows_total",
-            "counter",
-            "Outbox rows published and recorded as done.",
-            &[("", s.source_outbox_rows)],
-        );
-        metric(
-            "herald_source_connections_total",
-            "counter",
-            "Connections an event source made to its service (the first and every reconnection).",
-            &[("", s.source_connections)],
-        );
-        metric(
-            "herald_broker_reconnects_total",
-            "counter",
-            "Reconnections of the broker to its service after losing it.",
-            &[("", s.broker_reconnects)],
-        );
-        metric(
-            "herald_broker_caught_up_events_total",
-            "counter",
-            "Events this node missed live and delivered from the broker's log instead.",
-            &[("", s.broker_caught_up)],
-        );
-        metric(
-            "herald_broker_closed_connections_total",
-            "counter",
-            "Connections closed because this node may have missed events for them.",
-            &[("", s.broker_closed)],
-        );
-        metric(
-            "herald_client_events_total",
-            "counter",
-            "Events clients asked to publish.",
-            &[("", s.client_events)],
-        );
-        metric(
-            "herald_client_events_refused_total",
-            "counter",
-            "Client events refused (not allowed, rate limit, hook).",
-            &[("", s.client_events_refused)],
-        );
-        metric(
-            "herald_webhooks_total",
-            "counter",
-            "Webhook requests sent, retries included.",
-            &[("", s.webhooks_sent)],
-        );
-        metric(
-            "herald_webhook_failures_total",
-            "counter",
-            "Webhooks not delivered after their retries.",
-            &[("", s.webhooks_failed)],
-        );
-        metric(
-            "herald_process_resident_memory_bytes",
-            "gauge",
-            "Resident memory of the hub process.",
-            &[("", s.rss_bytes)],
-        );
+        }
         out
     }
+}
+
+/// Every Prometheus metric of the hub: its name, type, help, and how to read it
+/// from a [`Snapshot`] (or, for the counters kept by reason, from the counters).
+/// `/metrics` is this table rendered; a metric is added here and nowhere else.
+const METRICS: &[Metric] = &[
+    Metric {
+        name: "herald_connections",
+        kind: Kind::Gauge,
+        help: "Open streaming connections.",
+        read: Read::One(|s| s.connections),
+    },
+    Metric {
+        name: "herald_connections_total",
+        kind: Kind::Counter,
+        help: "Streaming connections accepted.",
+        read: Read::One(|s| s.connections_total),
+    },
+    Metric {
+        name: "herald_connections_rejected_total",
+        kind: Kind::Counter,
+        help: "Streaming connections refused by a limit.",
+        read: Read::ByReason(rejected),
+    },
+    Metric {
+        name: "herald_channels",
+        kind: Kind::Gauge,
+        help: "Channels with at least one subscriber on this node.",
+        read: Read::One(|s| s.channels as u64),
+    },
+    Metric {
+        name: "herald_history_channels",
+        kind: Kind::Gauge,
+        help: "Channels with history kept by the broker.",
+        read: Read::One(|s| s.history_channels as u64),
+    },
+    Metric {
+        name: "herald_history_bytes",
+        kind: Kind::Gauge,
+        help: "Approximate memory of the history this process keeps (memory and NATS brokers).",
+        read: Read::One(|s| s.history_bytes),
+    },
+    Metric {
+        name: "herald_history_evicted_total",
+        kind: Kind::Counter,
+        help: "Events evicted from history by the memory budget (limits.history_memory).",
+        read: Read::One(|s| s.history_evicted),
+    },
+    Metric {
+        name: "herald_events_published_total",
+        kind: Kind::Counter,
+        help: "Events accepted for publication.",
+        read: Read::One(|s| s.events_published),
+    },
+    Metric {
+        name: "herald_deliveries_total",
+        kind: Kind::Counter,
+        help: "Events queued to connections.",
+        read: Read::One(|s| s.events_delivered),
+    },
+    Metric {
+        name: "herald_slow_consumer_disconnects_total",
+        kind: Kind::Counter,
+        help: "Connections closed because their queue overflowed.",
+        read: Read::One(|s| s.slow_consumer_disconnects),
+    },
+    Metric {
+        name: "herald_resumes_total",
+        kind: Kind::Counter,
+        help: "Connections that resumed from a last event id.",
+        read: Read::One(|s| s.resumes),
+    },
+    Metric {
+        name: "herald_replayed_events_total",
+        kind: Kind::Counter,
+        help: "Events replayed from history on resume.",
+        read: Read::One(|s| s.replayed_events),
+    },
+    Metric {
+        name: "herald_resets_total",
+        kind: Kind::Counter,
+        help: "Resumes the history could not cover.",
+        read: Read::One(|s| s.resets),
+    },
+    Metric {
+        name: "herald_auth_failures_total",
+        kind: Kind::Counter,
+        help: "Requests whose credential was refused.",
+        read: Read::One(|s| s.auth_failures),
+    },
+    Metric {
+        name: "herald_source_notifications_total",
+        kind: Kind::Counter,
+        help: "Notifications (or outbox rows) an event source received.",
+        read: Read::One(|s| s.source_notifications),
+    },
+    Metric {
+        name: "herald_source_skipped_total",
+        kind: Kind::Counter,
+        help: "Notifications (or routes of one) an event source skipped, by reason.",
+        read: Read::ByReason(skipped),
+    },
+    Metric {
+        name: "herald_source_outbox_rows_total",
+        kind: Kind::Counter,
+        help: "Outbox rows published and recorded as done.",
+        read: Read::One(|s| s.source_outbox_rows),
+    },
+    Metric {
+        name: "herald_source_connections_total",
+        kind: Kind::Counter,
+        help: "Connections an event source made to its service (the first and every reconnection).",
+        read: Read::One(|s| s.source_connections),
+    },
+    Metric {
+        name: "herald_broker_reconnects_total",
+        kind: Kind::Counter,
+        help: "Reconnections of the broker to its service after losing it.",
+        read: Read::One(|s| s.broker_reconnects),
+    },
+    Metric {
+        name: "herald_broker_caught_up_events_total",
+        kind: Kind::Counter,
+        help: "Events this node missed live and delivered from the broker's log instead.",
+        read: Read::One(|s| s.broker_caught_up),
+    },
+    Metric {
+        name: "herald_broker_closed_connections_total",
+        kind: Kind::Counter,
+        help: "Connections closed because this node may have missed events for them.",
+        read: Read::One(|s| s.broker_closed),
+    },
+    Metric {
+        name: "herald_client_events_total",
+        kind: Kind::Counter,
+        help: "Events clients asked to publish.",
+        read: Read::One(|s| s.client_events),
+    },
+    Metric {
+        name: "herald_client_events_refused_total",
+        kind: Kind::Counter,
+        help: "Client events refused (not allowed, rate limit, hook).",
+        read: Read::One(|s| s.client_events_refused),
+    },
+    Metric {
+        name: "herald_webhooks_total",
+        kind: Kind::Counter,
+        help: "Webhook requests sent, retries included.",
+        read: Read::One(|s| s.webhooks_sent),
+    },
+    Metric {
+        name: "herald_webhook_failures_total",
+        kind: Kind::Counter,
+        help: "Webhooks not delivered after their retries.",
+        read: Read::One(|s| s.webhooks_failed),
+    },
+    Metric {
+        name: "herald_process_resident_memory_bytes",
+        kind: Kind::Gauge,
+        help: "Resident memory of the hub process.",
+        read: Read::One(|s| s.rss_bytes),
+    },
+];
+
+/// One metric of [`METRICS`].
+struct Metric {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+    read: Read,
+}
+
+/// A metric's Prometheus type.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+}
+
+/// How a metric's value is read.
+enum Read {
+    /// One value, from the snapshot.
+    One(fn(&Snapshot) -> u64),
+    /// One value per reason (a bounded set of label values), from the counters.
+    ByReason(fn(&Stats, &Gauges) -> Vec<(&'static str, u64)>),
+}
+
+/// Connections refused, by the limit that refused them.
+fn rejected(_: &Stats, gauges: &Gauges) -> Vec<(&'static str, u64)> {
+    vec![
+        ("max_connections", gauges.connections.rejected_max),
+        ("per_ip", gauges.connections.rejected_per_ip),
+    ]
+}
+
+/// Notifications an event source skipped, by reason.
+fn skipped(stats: &Stats, _: &Gauges) -> Vec<(&'static str, u64)> {
+    SourceSkip::ALL
+        .iter()
+        .map(|&why| (why.label(), stats.source_skips(why)))
+        .collect()
 }
 
 /// Values that are read from elsewhere when a snapshot is taken.
