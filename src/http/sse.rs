@@ -110,7 +110,7 @@ impl SseStream {
         let (request, envelope) = stream::read(
             uri,
             headers,
-            &config.auth.cookie,
+            &app.cookie,
             info,
             true,
             config.limits.max_channels_per_connection,

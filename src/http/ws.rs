@@ -58,7 +58,7 @@ pub(super) async fn ws(
     let (request, _) = stream::read(
         &uri,
         &headers,
-        &config.auth.cookie,
+        &app.cookie,
         info.as_ref(),
         false,
         config.limits.max_channels_per_connection,
