@@ -6,7 +6,7 @@
 //! ([`ApiError`]), with `channel` when it concerns one channel. Credentials come from
 //! the `Authorization: Bearer` header, a `token` query parameter (which the hub never
 //! logs) or the auth cookie; the cookie only from the pages allowed to use it
-//! ([`origin`]).
+//! ([`origin`]), and never to publish.
 
 mod channels;
 mod demo;
@@ -501,6 +501,41 @@ fn identify(
     Ok(app.sessions.identify(token)?)
 }
 
+/// Who a request that publishes or creates for others is from: the credential of
+/// the `Authorization` header only (a publisher JWT or an API key). The cookie
+/// (which a browser sends from any page) and `?token=` (which ends up in logs and
+/// browser history) are not read; without the header the request is anonymous.
+fn identify_publisher(app: &Services, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    Ok(app.sessions.identify(bearer(headers)?)?)
+}
+
+/// 415 unless the body says it is JSON (`application/json` or
+/// `application/*+json`): a page on another origin can send `text/plain` or a form
+/// without the browser asking the hub first, and so without CORS having a say,
+/// while `application/json` needs that permission.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let json = essence.is_some_and(|essence| {
+        essence == "application/json"
+            || essence
+                .strip_prefix("application/")
+                .is_some_and(|subtype| subtype.ends_with("+json"))
+    });
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON, sent with `Content-Type: application/json`",
+        ))
+    }
+}
+
 /// The request URI with the `token` query parameter's value hidden, for logs.
 pub fn redact_token(uri: &axum::http::Uri) -> String {
     let Some(query) = uri.query() else {
@@ -562,6 +597,22 @@ mod tests {
         );
         h.remove(header::AUTHORIZATION);
         assert_eq!(credential(&h, None, &c).unwrap(), Some("tok"));
+    }
+
+    #[test]
+    fn bodies_must_say_they_are_json() {
+        let with = |t: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(t));
+            require_json(&h).is_ok()
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!with("multipart/form-data; boundary=x"));
+        assert!(require_json(&HeaderMap::new()).is_err());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The auth cookie, which a browser sends from any page, is taken only from the
 //! hub's own pages and those of `http.cors_origins`: another site can neither open
 //! a stream or a WebSocket as the user (reading their channels, publishing client
-//! events) nor change their inbox. A token in the `Authorization` header or
-//! `?token=` is not affected.
+//! events) nor change their inbox, and no cookie ever publishes. A token in the
+//! `Authorization` header or `?token=` is not affected.
 
 use futures_util::StreamExt;
 use reqwest::{Method, RequestBuilder, StatusCode};
@@ -319,6 +319,71 @@ async fn a_websocket_takes_the_cookie_only_from_allowed_origins() {
     assert_eq!(connected_user(&mut socket).await, "ana");
 }
 
+#[tokio::test]
+async fn no_cookie_publishes_and_publishing_takes_json_only() {
+    let hub = hub_for_app().await;
+    let publisher = hub.token(Some("pub"), &[], &["news"]);
+    let mut reader = hub
+        .subscribe("channel=news", Some(&hub.token(None, &["news"], &[])))
+        .await;
+    let body = r#"{"channel": "news", "data": "forged"}"#;
+    let post = |content_type: &str, origin: &str| {
+        hub.http
+            .post(format!("{}/publish", hub.url))
+            .header("cookie", cookie(&publisher))
+            .header("content-type", content_type)
+            .header("origin", origin)
+            .body(body)
+    };
+    // A form on another site, and even a page the hub trusts: the cookie is not a
+    // publisher's credential.
+    for (content_type, origin) in [
+        ("text/plain", EVIL),
+        ("application/x-www-form-urlencoded", EVIL),
+        ("application/json", APP),
+        ("application/json", hub.url.as_str()),
+    ] {
+        let (status, answer) = send(post(content_type, origin)).await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{content_type} from {origin}: {answer}"
+        );
+        assert_eq!(answer["error"]["code"], "unauthorized");
+    }
+    let (status, answer) = send(
+        hub.http
+            .post(format!("{}/publish?token={publisher}", hub.url))
+            .json(&json!({"channel": "news", "data": "forged"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "?token=: {answer}");
+    // With the header, the body must still say it is JSON.
+    let (status, answer) = send(
+        hub.http
+            .post(format!("{}/publish", hub.url))
+            .bearer_auth(&publisher)
+            .header("content-type", "text/plain")
+            .body(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{answer}");
+    assert_eq!(answer["error"]["code"], "unsupported_media_type");
+
+    let (status, answer) = send(
+        hub.http
+            .post(format!("{}/publish", hub.url))
+            .bearer_auth(&publisher)
+            .header("origin", EVIL)
+            .json(&json!({"channel": "news", "data": "real"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // The first event the reader gets is the real one: nothing else was published.
+    let event = reader.expect().await;
+    assert_eq!(event.data, "real");
+}
+
 /// `method path` with `body` as JSON and the cookie of `token`, from `origin`.
 fn with_cookie(
     hub: &TestHub,
@@ -446,6 +511,48 @@ async fn another_site_cannot_change_the_users_inbox_with_the_cookie() {
 }
 
 #[tokio::test]
+async fn a_cookie_never_creates_notifications_or_tasks() {
+    let hub = hub_for_app().await;
+    // A token that could publish to alice, in the cookie.
+    let publisher = hub.token(Some("ops"), &[], &["user:*", "$broadcast"]);
+    let alice = hub.token(Some("alice"), &[], &[]);
+    let notification = json!({"user": "alice", "title": "t", "message": "m", "type": "info"});
+    let broadcast = json!({"title": "t", "message": "m", "type": "info"});
+    let task = json!({"user": "alice", "title": "Export", "status": "running"});
+    let creations = [
+        (Method::POST, "/api/notifications", &notification),
+        (Method::POST, "/api/notifications/broadcast", &broadcast),
+        (Method::PUT, "/api/tasks/t1", &task),
+    ];
+    for (method, path, body) in &creations {
+        for origin in [EVIL, APP] {
+            let request = with_cookie(&hub, method.clone(), path, &publisher, Some(origin), body);
+            let (status, answer) = send(request).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} from {origin}: {answer}"
+            );
+        }
+    }
+    let notifications = hub.get_json("/api/notifications", &alice).await;
+    assert_eq!(notifications["notifications"], json!([]), "{notifications}");
+    let tasks = hub.get_json("/api/tasks", &alice).await;
+    assert_eq!(tasks["tasks"], json!([]), "{tasks}");
+    // The same requests with the token in the header work.
+    for (method, path, body) in &creations {
+        let request = hub
+            .http
+            .request(method.clone(), format!("{}{path}", hub.url))
+            .bearer_auth(&publisher)
+            .header("origin", EVIL)
+            .json(body);
+        let (status, answer) = send(request).await;
+        assert_eq!(status, StatusCode::CREATED, "{method} {path}: {answer}");
+    }
+}
+
+#[tokio::test]
 async fn reads_take_the_cookie_only_from_allowed_origins() {
     let hub = TestHub::builder()
         .config(|c| {
@@ -490,4 +597,35 @@ fn data_of(history: &Value) -> Vec<String> {
         .iter()
         .map(|e| e["data"].as_str().unwrap_or_default().to_owned())
         .collect()
+}
+
+#[tokio::test]
+async fn demo_tokens_are_asked_for_in_json() {
+    let hub = TestHub::builder()
+        .config(|c| c.demo.tokens = Some(true))
+        .start()
+        .await;
+    let url = format!("{}/demo/token", hub.url);
+    let (status, body) = send(
+        hub.http
+            .post(&url)
+            .header("content-type", "text/plain")
+            .header("origin", EVIL)
+            .body(r#"{"user": "ana"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{body}");
+    let (status, body) = send(hub.http.post(&url).json(&json!({"user": "ana"}))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let token = body["token"].as_str().unwrap();
+    // The demo page is the hub's own: it may use the cookie.
+    let sse = hub
+        .http
+        .get(format!("{}/events?channel=demo:board", hub.url))
+        .header("cookie", cookie(token))
+        .header("origin", hub.url.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), StatusCode::OK);
 }
