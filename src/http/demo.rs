@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Json, Response};
 use serde::{Deserialize, Serialize};
 
 use super::publish::read_body;
-use super::{ApiError, Services};
+use super::{ApiError, Services, require_json};
 use crate::auth::Claims;
 use crate::core::ChannelPattern;
 
@@ -56,10 +56,17 @@ struct TokenRequest {
 /// subscribe to and publish on `demo:*` (the task board, the chat with presence and
 /// typing) and publish to its own user channel, which lets the page raise its own
 /// notifications and drive its own tasks. Only mounted when `demo.tokens` is on.
+///
+/// It takes no credential (it hands one to anyone who asks, which is why it is for
+/// development only) and sets no cookie, so a request from another site gains
+/// nothing it could not get by asking itself; its body must still be sent as JSON,
+/// like every JSON body the hub takes.
 pub(super) async fn token(
     State(app): State<Services>,
+    headers: axum::http::HeaderMap,
     body: axum::body::Body,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    require_json(&headers)?;
     let body = read_body(body, 4096).await?;
     let request: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(

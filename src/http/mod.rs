@@ -3,13 +3,16 @@
 //! axum [`Router`].
 //!
 //! Every error is a 4xx or 5xx with a JSON body `{"error":{"code","message"}}`
-//! ([`ApiError`]), with `channel` when it concerns one channel. Credentials come from the `Authorization: Bearer` header, the
-//! auth cookie, or a `token` query parameter (which the hub never logs).
+//! ([`ApiError`]), with `channel` when it concerns one channel. Credentials come from
+//! the `Authorization: Bearer` header, a `token` query parameter (which the hub never
+//! logs) or the auth cookie; the cookie only from the pages allowed to use it
+//! ([`origin`]), and never to publish.
 
 mod channels;
 pub mod demo;
 mod notifications;
 mod ops;
+mod origin;
 mod poll;
 mod publish;
 mod query;
@@ -39,6 +42,7 @@ use crate::session::Sessions;
 use crate::settings::ConfigError;
 use crate::stats::Stats;
 use demo::DemoConfig;
+use origin::CookieAuth;
 use serde::{Deserialize, Serialize};
 use sse::SseConfig;
 use ws::WsConfig;
@@ -67,6 +71,8 @@ pub struct Services {
     pub(crate) stats: Arc<Stats>,
     pub(crate) components: Components,
     pub(crate) settings: Arc<HttpSettings>,
+    /// The auth cookie and the pages that may use it.
+    pub(crate) cookie: Arc<CookieAuth>,
 }
 
 /// What the HTTP face applies: its own sections, and the limits and cookie name of
@@ -98,6 +104,10 @@ impl Services {
         components: Components,
         settings: Arc<HttpSettings>,
     ) -> Self {
+        let cookie = Arc::new(CookieAuth::new(
+            &settings.cookie,
+            &settings.http.cors_origins,
+        ));
         Self {
             hub,
             sessions,
@@ -106,6 +116,7 @@ impl Services {
             stats,
             components,
             settings,
+            cookie,
         }
     }
 
@@ -458,51 +469,94 @@ impl From<AuthError> for ApiError {
     }
 }
 
+/// The token of the `Authorization: Bearer` header, if the request has one; 401
+/// when the header is something else.
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().unwrap_or_default();
+    value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "the Authorization header must be `Bearer <token>`",
+            )
+        })
+}
+
 /// The credential a request carries: bearer header, then `token` query parameter,
-/// then the auth cookie.
+/// then the auth cookie. The cookie is taken only when the page that made the
+/// request may use it ([`CookieAuth::check`]): a 403 otherwise, since the browser
+/// would send it from any page.
 fn credential<'a>(
     headers: &'a HeaderMap,
     query_token: Option<&'a str>,
-    cookie: &str,
+    cookie: &CookieAuth,
 ) -> Result<Option<&'a str>, ApiError> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().unwrap_or_default();
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_token",
-                    "the Authorization header must be `Bearer <token>`",
-                )
-            })?;
+    if let Some(token) = bearer(headers)? {
         return Ok(Some(token));
     }
     if let Some(token) = query_token.filter(|t| !t.is_empty()) {
         return Ok(Some(token));
     }
-    let from_cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == cookie)
-        .map(|(_, value)| value);
-    Ok(from_cookie.filter(|t| !t.is_empty()))
+    let Some(token) = cookie.value(headers) else {
+        return Ok(None);
+    };
+    cookie.check(headers)?;
+    Ok(Some(token))
 }
 
-/// Who the request is from: anonymous without a credential, 401 with a bad one.
+/// Who the request is from: anonymous without a credential, 401 with a bad one,
+/// 403 with the cookie from a page that may not use it.
 fn identify(
     app: &Services,
     headers: &HeaderMap,
     query_token: Option<&str>,
 ) -> Result<Identity, ApiError> {
-    let token = credential(headers, query_token, &app.settings.cookie)?;
+    let token = credential(headers, query_token, &app.cookie)?;
     Ok(app.sessions.identify(token)?)
+}
+
+/// Who a request that publishes or creates for others is from: the credential of
+/// the `Authorization` header only (a publisher JWT or an API key). The cookie
+/// (which a browser sends from any page) and `?token=` (which ends up in logs and
+/// browser history) are not read; without the header the request is anonymous.
+fn identify_publisher(app: &Services, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    Ok(app.sessions.identify(bearer(headers)?)?)
+}
+
+/// 415 unless the body says it is JSON (`application/json` or
+/// `application/*+json`): a page on another origin can send `text/plain` or a form
+/// without the browser asking the hub first, and so without CORS having a say,
+/// while `application/json` needs that permission.
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let json = essence.is_some_and(|essence| {
+        essence == "application/json"
+            || essence
+                .strip_prefix("application/")
+                .is_some_and(|subtype| subtype.ends_with("+json"))
+    });
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON, sent with `Content-Type: application/json`",
+        ))
+    }
 }
 
 /// The request URI with the `token` query parameter's value hidden, for logs.
@@ -560,18 +614,62 @@ mod tests {
 
     #[test]
     fn credentials_come_from_header_query_or_cookie() {
+        let c = CookieAuth::new("c", &[]);
         let mut h = HeaderMap::new();
-        assert_eq!(credential(&h, None, "c").unwrap(), None);
-        assert_eq!(credential(&h, Some("q"), "c").unwrap(), Some("q"));
+        assert_eq!(credential(&h, None, &c).unwrap(), None);
+        assert_eq!(credential(&h, Some("q"), &c).unwrap(), Some("q"));
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; c=tok"));
-        assert_eq!(credential(&h, None, "c").unwrap(), Some("tok"));
+        assert_eq!(credential(&h, None, &c).unwrap(), Some("tok"));
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer hdr"),
         );
-        assert_eq!(credential(&h, Some("q"), "c").unwrap(), Some("hdr"));
+        assert_eq!(credential(&h, Some("q"), &c).unwrap(), Some("hdr"));
+        assert_eq!(bearer(&h).unwrap(), Some("hdr"));
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic x"));
-        assert!(credential(&h, None, "c").is_err());
+        assert!(credential(&h, None, &c).is_err());
+    }
+
+    #[test]
+    fn the_cookie_of_another_origin_is_refused_but_tokens_are_not() {
+        let c = CookieAuth::new("c", &[]);
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("c=tok"));
+        h.insert(header::HOST, HeaderValue::from_static("hub.example"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://evil.example"),
+        );
+        let refused = credential(&h, None, &c).unwrap_err();
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(credential(&h, Some("q"), &c).unwrap(), Some("q"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer hdr"),
+        );
+        assert_eq!(credential(&h, None, &c).unwrap(), Some("hdr"));
+        h.insert(
+            header::ORIGIN,
+            HeaderValue::from_static("https://hub.example"),
+        );
+        h.remove(header::AUTHORIZATION);
+        assert_eq!(credential(&h, None, &c).unwrap(), Some("tok"));
+    }
+
+    #[test]
+    fn bodies_must_say_they_are_json() {
+        let with = |t: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(t));
+            require_json(&h).is_ok()
+        };
+        assert!(with("application/json"));
+        assert!(with("Application/JSON; charset=utf-8"));
+        assert!(with("application/merge-patch+json"));
+        assert!(!with("text/plain"));
+        assert!(!with("application/x-www-form-urlencoded"));
+        assert!(!with("multipart/form-data; boundary=x"));
+        assert!(require_json(&HeaderMap::new()).is_err());
     }
 
     #[test]

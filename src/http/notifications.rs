@@ -2,7 +2,9 @@
 //!
 //! A signed-in user (a JWT with `sub`) lists, counts, marks read and deletes their
 //! own notifications; a publisher (an API key, or a JWT whose publish grants cover
-//! `user:{id}`, or `$broadcast` for a broadcast) creates them. Another user's id
+//! `user:{id}`, or `$broadcast` for a broadcast, in the `Authorization` header)
+//! creates them. A user's auth cookie is taken only from the pages allowed to use
+//! it, so another site cannot mark read or delete as the user. Another user's id
 //! is answered like an unknown one: 404. The OpenAPI document of these routes is
 //! `docs/openapi.json`, served at `/api/openapi.json`.
 
@@ -15,7 +17,7 @@ use serde_json::json;
 
 use super::publish::read_body;
 use super::query::Params;
-use super::{ApiError, Services, identify};
+use super::{ApiError, Services, identify, identify_publisher, require_json};
 use crate::auth::Identity;
 use crate::core::ChannelName;
 use crate::store::{
@@ -39,14 +41,16 @@ pub(super) fn user(app: &Services, headers: &HeaderMap, uri: &Uri) -> Result<Str
     })
 }
 
-/// The publisher a request is from; 401 without a credential.
+/// The publisher a request is from, by its `Authorization` header only (see
+/// [`identify_publisher`]); 401 without one.
 pub(super) fn publisher(app: &Services, headers: &HeaderMap) -> Result<Identity, ApiError> {
-    let identity = identify(app, headers, None)?;
+    let identity = identify_publisher(app, headers)?;
     if !identity.is_authenticated() {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "this needs a publisher token or an API key (Authorization: Bearer ...)",
+            "this needs a publisher token or an API key in the Authorization header \
+             (Bearer ...); the auth cookie and ?token= are not accepted here",
         ));
     }
     Ok(identity)
@@ -124,40 +128,16 @@ pub(super) fn parse_limit(value: Option<&str>) -> Result<u32, ApiError> {
 }
 
 /// Reads a JSON body of type `T`, with field errors as 400s. The body must say it
-/// is JSON: a cross-origin page can send `text/plain` (or a form) without the
-/// browser asking the hub first, and so without CORS having a say, while
-/// `application/json` needs that permission.
+/// is JSON ([`require_json`]).
 pub(super) async fn json_body<T: serde::de::DeserializeOwned>(
     app: &Services,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<T, ApiError> {
-    if !is_json(headers) {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "the body must be JSON, sent with `Content-Type: application/json`",
-        ));
-    }
+    require_json(headers)?;
     let bytes = read_body(body, app.settings.limits.max_body_bytes).await?;
     serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid body: {e}")))
-}
-
-/// Whether the `Content-Type` is `application/json` or `application/*+json`.
-fn is_json(headers: &HeaderMap) -> bool {
-    let Some(essence) = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase())
-    else {
-        return false;
-    };
-    essence == "application/json"
-        || essence
-            .strip_prefix("application/")
-            .is_some_and(|subtype| subtype.ends_with("+json"))
 }
 
 fn parse_list_query(uri: &Uri) -> Result<ListQuery, ApiError> {

@@ -175,7 +175,7 @@ pub(super) async fn poll(
     let (open, _) = stream::read(
         request.uri(),
         &headers,
-        &app.settings.cookie,
+        &app.cookie,
         info.as_ref(),
         true,
         max_channels,

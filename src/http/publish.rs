@@ -1,5 +1,7 @@
 //! `POST /publish`: one event or a batch, from a server holding a publisher JWT or
-//! an API key.
+//! an API key, sent in the `Authorization` header with a body sent as JSON. The
+//! auth cookie is not read here: a browser sends it from any page, and a form on
+//! another site could then publish as the user.
 //!
 //! ```json
 //! {"channel": "orders", "type": "order.created", "data": {"id": 17}}
@@ -31,7 +33,7 @@ use serde::de::{DeserializeSeed, IgnoredAny, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use super::{ApiError, Services, identify};
+use super::{ApiError, Services, identify_publisher, require_json};
 use crate::auth::Identity;
 use crate::core::{ChannelError, ChannelName, EventError, NewEvent, Payload};
 use crate::hub::PublishError;
@@ -86,14 +88,16 @@ pub(super) async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let identity = identify(&app, &headers, None)?;
+    let identity = identify_publisher(&app, &headers)?;
     if !identity.is_authenticated() {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "publishing needs a publisher token or an API key (Authorization: Bearer ...)",
+            "publishing needs a publisher token or an API key in the Authorization header \
+             (Bearer ...); the auth cookie and ?token= are not accepted here",
         ));
     }
+    require_json(&headers)?;
     let limits = &app.settings.limits;
     let body = read_body(body, limits.max_body_bytes).await?;
     let text = std::str::from_utf8(&body).map_err(|e| {

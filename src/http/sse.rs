@@ -112,7 +112,7 @@ impl SseStream {
         let (request, envelope) = stream::read(
             uri,
             headers,
-            &config.cookie,
+            &app.cookie,
             info,
             true,
             config.limits.max_channels_per_connection,

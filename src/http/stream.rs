@@ -5,6 +5,7 @@
 
 use axum::http::{HeaderMap, StatusCode, Uri};
 
+use super::origin::CookieAuth;
 use super::{ApiError, ConnectionInfo, credential, query};
 use crate::session::{OpenRequest, Refusal};
 
@@ -71,10 +72,14 @@ pub(super) fn parse_query(
 /// The session's view of a streaming request: its credential (bearer header, then
 /// `token` parameter, then the auth cookie), channels, last event id (the header
 /// before the parameter) and the client's address.
+///
+/// The cookie counts only from a page allowed to use it ([`CookieAuth::check`]),
+/// else the request is refused (403) before anything is opened: a WebSocket before
+/// its upgrade, a stream on either path it is served by.
 pub(super) fn open_request(
     query: StreamQuery,
     headers: &HeaderMap,
-    cookie: &str,
+    cookie: &CookieAuth,
     info: Option<&ConnectionInfo>,
     require_channel: bool,
 ) -> Result<OpenRequest, ApiError> {
@@ -98,7 +103,7 @@ pub(super) fn open_request(
 pub(super) fn read(
     uri: &Uri,
     headers: &HeaderMap,
-    cookie: &str,
+    cookie: &CookieAuth,
     info: Option<&ConnectionInfo>,
     require_channel: bool,
     max_channels: usize,

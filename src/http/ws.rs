@@ -59,7 +59,7 @@ pub(super) async fn ws(
     let (request, _) = stream::read(
         &uri,
         &headers,
-        &config.cookie,
+        &app.cookie,
         info.as_ref(),
         false,
         config.limits.max_channels_per_connection,

@@ -222,6 +222,7 @@ async fn bad_publishes_get_clear_errors() {
         .http
         .post(format!("{}/publish", hub.url))
         .bearer_auth(hub.publisher())
+        .header("content-type", "application/json")
         .body("{\"channel\": \"a\", ")
         .send()
         .await
@@ -435,6 +436,7 @@ async fn every_other_cost_a_publish_controls_is_bounded_and_named() {
             .http
             .post(format!("{}/publish", hub.url))
             .bearer_auth(&p)
+            .header("content-type", "application/json")
             .body(body)
             .send()
             .await
