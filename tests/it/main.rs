@@ -23,4 +23,5 @@ mod resume;
 mod shutdown;
 mod tasks;
 mod websocket;
+mod wire;
 mod ws_protocol;
