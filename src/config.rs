@@ -188,13 +188,32 @@ pub struct ApiKeyConfig {
 }
 
 /// HTTP settings shared by every endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Origins of web apps served elsewhere that may use the hub from the browser
     /// (`https://app.example.com`), with cookies and the Authorization header; `*`
     /// allows any origin but without cookies. Empty: same origin only.
     pub cors_origins: Vec<String>,
+    /// How long a client has to send a request head, counted from when the
+    /// connection opens or its previous response ends (so also how long a
+    /// keep-alive connection may sit idle).
+    #[serde(with = "humantime_serde")]
+    pub head_timeout: Duration,
+    /// How long a client has to send a request body, counted from the end of its
+    /// head.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            cors_origins: Vec::new(),
+            head_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// Server-Sent Events settings.
@@ -620,6 +639,8 @@ impl Config {
         for (key, value) in [
             ("sse.heartbeat", self.sse.heartbeat),
             ("shutdown.grace", self.shutdown.grace),
+            ("http.head_timeout", self.http.head_timeout),
+            ("http.body_timeout", self.http.body_timeout),
         ] {
             if value.is_zero() {
                 return Err(ConfigError::new(key, "must be longer than 0s"));

@@ -38,6 +38,8 @@ use crate::inbox::Inbox;
 use crate::session::Sessions;
 use crate::stats::Stats;
 
+pub(crate) use publish::BodyTimeout;
+
 /// Facts about the TCP connection a request came on, put in the request's
 /// extensions by the server (`herald::serve`). Absent when the router is served by
 /// other means (then per-address limits do not apply).

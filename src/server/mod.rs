@@ -6,10 +6,10 @@
 //! otherwise keep it open). On shutdown it stops accepting, lets streams end with
 //! their reconnect hint, and waits at most `shutdown.grace` for connections to close.
 //!
-//! A connection's first request head is read here first, into a small buffer, and
-//! checked ([`head`]): a head the HTTP server would refuse without a body, or drop,
-//! is answered here with the hub's JSON error (400, 414, 431) and the connection
-//! closed. A plain `GET /events` is then served directly
+//! A connection's first request head is read here first, into a small buffer, within
+//! `http.head_timeout`, and checked ([`head`]): a head the HTTP server would refuse
+//! without a body, or drop, is answered here with the hub's JSON error (400, 408,
+//! 414, 431) and the connection closed. A plain `GET /events` is then served directly
 //! on the socket ([`direct`]): a streaming connection lives for hours, and this way
 //! it holds no HTTP framework buffers (two of 8 KiB each) or task state of its own,
 //! which more than halves the memory an idle connection costs. Every other request
@@ -19,6 +19,10 @@
 //! request can be answered: bytes that came with the request are refused (400
 //! `pipelined_request`) before the stream starts, and bytes that come later close it,
 //! on both paths alike.
+//!
+//! Connections waiting on their client (for a head, or for a body, which must arrive
+//! within `http.body_timeout`) are bounded in number as well as in time
+//! ([`waiting`]).
 
 use std::io;
 use std::pin::Pin;
@@ -42,17 +46,20 @@ use crate::node::Node;
 
 mod direct;
 mod head;
+mod waiting;
 
 use head::Verdict;
-
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+use waiting::{ClientBody, Waiting};
 
 /// How long, and for how many bytes, a connection refused before its request was
 /// read whole goes on reading it (and dropping it), so that closing the connection
 /// does not reset it before the client has read the answer.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
+/// The fewest connections that may wait on their client at once, whatever
+/// `limits.max_connections` is.
+const MIN_WAITING: usize = 1024;
 
 /// Serves `node` on `listener` until [`Node::shutdown`] is called, then drains
 /// open connections for at most the configured grace period.
@@ -65,6 +72,11 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
     // streams, and the response head of those streams.
     let cors_headers = std::sync::Arc::new(cors_headers_without_origin(&config.http.cors_origins));
     let stream_head = direct::response_head(&cors_headers);
+    let timeouts = Timeouts {
+        head: config.http.head_timeout,
+        body: config.http.body_timeout,
+    };
+    let waiting = Waiting::new(MIN_WAITING.max(config.limits.max_connections / 2));
     let connections = TaskTracker::new();
     let close_all = CancellationToken::new();
     loop {
@@ -73,25 +85,37 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    // Out of file descriptors or a connection reset before accept:
-                    // wait a little rather than spin, and keep serving.
+                    // Out of file descriptors (or a connection reset before accept):
+                    // a connection still waiting on its client gives its own up, or
+                    // else wait a little rather than spin, and keep serving.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let freed = out_of_files(&e) && waiting.close_oldest();
+                    let pause = if freed { 5 } else { 50 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
         let close = close_all.child_token();
+        // Counted from the accept, so that a flood of connections that send nothing
+        // is bounded before any of them is read.
+        let waiting_for_head = waiting.enter(&close);
         let info = ConnectionInfo {
             peer,
             close: close.clone(),
         };
         let router = router.clone();
+        let body_waiting = waiting.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(info.clone());
+            let close = &info.close;
+            let request = request.map(|body| {
+                let body = ClientBody::new(body, timeouts.body, || body_waiting.enter(close));
+                axum::body::Body::new(body)
+            });
             let mut router = router.clone();
-            async move { router.call(request.map(axum::body::Body::new)).await }
+            async move { router.call(request).await }
         });
         let hub = hub.clone();
         let cors = !config.http.cors_origins.is_empty();
@@ -102,13 +126,25 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
             let mut stream = stream;
             let mut head = Vec::new();
             let read = tokio::select! {
-                read = tokio::time::timeout(HEADER_READ_TIMEOUT, head::read(&mut stream, &mut head)) => read,
+                read = tokio::time::timeout(timeouts.head, head::read(&mut stream, &mut head)) => read,
                 _ = close.cancelled() => return,
                 _ = hub.shutting_down() => return,
             };
+            drop(waiting_for_head);
             let verdict = match read {
                 Ok(Ok(())) => head::check(&head),
-                Ok(Err(_)) | Err(_) => return,
+                Ok(Err(_)) => return,
+                // A client that has sent part of a head is told why it is closed; a
+                // connection that sent nothing (a browser's spare one) just is.
+                Err(_) if head.is_empty() => return,
+                Err(_) => Verdict::Refuse(crate::http::ApiError::new(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request head did not arrive within {}",
+                        humantime::format_duration(timeouts.head)
+                    ),
+                )),
             };
             let checked = match verdict {
                 Verdict::Serve(checked) => checked,
@@ -147,7 +183,7 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
             };
             // Boxed, so that a directly served stream's task does not carry the
             // space of an HTTP connection's state.
-            Box::pin(serve_http(io, service, hub, close)).await;
+            Box::pin(serve_http(io, service, hub, close, timeouts.head)).await;
         });
     }
     drop(listener);
@@ -166,10 +202,29 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether an `accept` failed for want of file descriptors (EMFILE, ENFILE).
+fn out_of_files(error: &io::Error) -> bool {
+    cfg!(unix) && matches!(error.raw_os_error(), Some(23 | 24))
+}
+
+/// How long a client has for a request head and for a request body.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    head: Duration,
+    body: Duration,
+}
+
 /// Serves HTTP/1.1 on a connection until it closes, `close` is cancelled, or the
-/// hub shuts down (then open requests may finish).
-async fn serve_http<S>(io: Prefixed, service: S, hub: Hub, close: CancellationToken)
-where
+/// hub shuts down (then open requests may finish). A later request head must
+/// arrive within `head_timeout` of the previous response, which also closes an idle
+/// connection.
+async fn serve_http<S>(
+    io: Prefixed,
+    service: S,
+    hub: Hub,
+    close: CancellationToken,
+    head_timeout: Duration,
+) where
     S: hyper::service::HttpService<Incoming> + Send,
     S::Future: Send + 'static,
     S::ResBody: Send + 'static,
@@ -184,7 +239,7 @@ where
     let pipeline_flush = io.last.is_none();
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(head_timeout)
         // The first head was checked against the same limits, so that the HTTP
         // server never refuses it with a bare status.
         .max_headers(head::MAX_HEADERS)

@@ -1,6 +1,7 @@
 //! The HTTP wire as a client that does not play by the rules sees it: pipelined and
-//! malformed requests get an answer with the hub's JSON error body and a close, and
-//! streams never take a request after them.
+//! malformed requests get an answer with the hub's JSON error body and a close,
+//! streams never take a request after them, and slow or idle clients are closed
+//! after the configured timeouts without delaying anyone else.
 
 use std::time::Duration;
 
@@ -325,6 +326,131 @@ async fn malformed_heads_get_a_json_error() {
         assert_eq!(got, status, "{what}: {body}");
         assert_eq!(body["error"]["code"], code, "{what}");
         drop(socket);
+    }
+    round_trip(&hub, "a").await;
+}
+
+/// A head or a body that stops arriving midway is answered 408, with the JSON body,
+/// once its timeout passes, and the connection closed.
+#[tokio::test]
+async fn a_request_that_stops_midway_gets_a_408() {
+    let hub = TestHub::builder()
+        .config(|c| {
+            c.http.head_timeout = Duration::from_millis(500);
+            c.http.body_timeout = Duration::from_millis(500);
+        })
+        .start()
+        .await;
+    let stopped_head = "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Ty".to_owned();
+    let stopped_body = format!(
+        "POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"channel\":",
+        hub.publisher()
+    );
+    for (what, request) in [("head", stopped_head), ("body", stopped_body)] {
+        let mut socket = connect(&hub).await;
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let answer = until_closed(&mut socket, PATIENCE).await;
+        let (status, body) = json_error(&answer);
+        assert_eq!(status, 408, "{what}: {body}");
+        assert_eq!(body["error"]["code"], "request_timeout", "{what}");
+    }
+}
+
+/// A client that sends one byte now and then, of its head or of its body, is closed
+/// once `http.head_timeout` or `http.body_timeout` has passed, as is a connection
+/// that sends nothing or sits idle after a request; and while 500 of each kind are
+/// open, a subscriber still gets what a publisher sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_closed_after_their_timeouts_without_delaying_others() {
+    const SLOW: usize = 500;
+    let hub = TestHub::builder()
+        .config(|c| {
+            c.http.head_timeout = Duration::from_secs(3);
+            c.http.body_timeout = Duration::from_secs(3);
+        })
+        .start()
+        .await;
+    let slow_body_head = format!(
+        "POST /publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n[",
+        hub.publisher()
+    );
+    let mut slow = Vec::new();
+    for i in 0..2 * SLOW {
+        let first = if i % 2 == 0 {
+            "POST /publish HTTP/1.1\r\nHost: x\r\nX-Slow: ".to_owned()
+        } else {
+            slow_body_head.clone()
+        };
+        let mut socket = connect(&hub).await;
+        socket.write_all(first.as_bytes()).await.unwrap();
+        slow.push(tokio::spawn(trickle(socket)));
+    }
+    let mut quiet = connect(&hub).await;
+    let mut idle = connect(&hub).await;
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    until_received(&mut idle, "\r\n\r\n").await;
+
+    round_trip(&hub, "a").await;
+
+    for (i, trickler) in slow.into_iter().enumerate() {
+        assert!(
+            trickler.await.unwrap(),
+            "slow {} {i} was never closed",
+            if i % 2 == 0 { "head" } else { "body" }
+        );
+    }
+    until_closed(&mut quiet, PATIENCE).await;
+    until_closed(&mut idle, PATIENCE).await;
+    connections_return_to_zero(&hub).await;
+}
+
+/// Sends a byte every 200 ms until the hub closes the connection (true), or gives up
+/// after twice [`PATIENCE`] (false).
+async fn trickle(mut socket: TcpStream) -> bool {
+    let deadline = Instant::now() + 2 * PATIENCE;
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        tokio::select! {
+            read = socket.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            },
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                if socket.write_all(b"a").await.is_err() {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Connections that send nothing are bounded in number too, not only in time: past
+/// the cap on connections waiting for their request (at least 1,024), the one that
+/// has waited longest is closed, so a flood of them cannot hold every file
+/// descriptor, and a client that sends its request is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_cap_on_waiting_connections_the_oldest_are_closed() {
+    const CAP: usize = 1024;
+    const OVER: usize = 50;
+    let hub = TestHub::builder()
+        .config(|c| c.limits.max_connections = 100)
+        .start()
+        .await;
+    let mut idle = Vec::new();
+    for _ in 0..CAP + OVER {
+        idle.push(connect(&hub).await);
+    }
+    for (i, socket) in idle.iter_mut().take(OVER).enumerate() {
+        let sent = until_closed(socket, PATIENCE).await;
+        assert!(
+            sent.is_empty(),
+            "idle {i} was closed without an answer: {sent}"
+        );
     }
     round_trip(&hub, "a").await;
 }
