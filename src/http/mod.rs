@@ -32,6 +32,7 @@ use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::{AuthError, Authenticator, Identity};
 use crate::health::Components;
@@ -46,6 +47,8 @@ use origin::CookieAuth;
 use serde::{Deserialize, Serialize};
 use sse::SseConfig;
 use ws::WsConfig;
+
+pub(crate) use publish::BodyTimeout;
 
 /// Facts about the TCP connection a request came on, put in the request's
 /// extensions by the server (`herald::serve`). Absent when the router is served by
@@ -575,18 +578,45 @@ pub fn redact_token(uri: &axum::http::Uri) -> String {
 }
 
 /// HTTP settings shared by every endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Origins of web apps served elsewhere that may use the hub from the browser
     /// (`https://app.example.com`), with cookies and the Authorization header; `*`
     /// allows any origin but without cookies. Empty: same origin only.
     pub cors_origins: Vec<String>,
+    /// How long a client has to send a request head, counted from when the
+    /// connection opens or its previous response ends (so also how long a
+    /// keep-alive connection may sit idle).
+    #[serde(with = "humantime_serde")]
+    pub head_timeout: Duration,
+    /// How long a client has to send a request body, counted from the end of its
+    /// head.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            cors_origins: Vec::new(),
+            head_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl HttpConfig {
     /// Checks the section.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("http.head_timeout", self.head_timeout),
+            ("http.body_timeout", self.body_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::new(key, "must be longer than 0s"));
+            }
+        }
         for (i, origin) in self.cors_origins.iter().enumerate() {
             let valid = origin == "*"
                 || ((origin.starts_with("http://") || origin.starts_with("https://"))

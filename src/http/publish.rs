@@ -65,9 +65,28 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
     <&RawValue>::deserialize(d).map(Some)
 }
 
-/// Reads a request body up to `limit` bytes; more is a 413.
+/// A request body that did not arrive whole within `http.body_timeout`: the server
+/// fails the body with it, and [`read_body`] answers 408.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {}", humantime::format_duration(*.0))]
+pub(crate) struct BodyTimeout(pub(crate) std::time::Duration);
+
+/// Reads a request body up to `limit` bytes; more is a 413, and a body that takes
+/// too long a 408 that closes the connection.
 pub(super) async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut causes = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source());
+        if let Some(timeout) = causes.find_map(|e| e.downcast_ref::<BodyTimeout>()) {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                timeout.to_string(),
+            )
+            .with_header(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
         if too_large {

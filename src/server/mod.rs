@@ -6,14 +6,23 @@
 //! otherwise keep it open). On shutdown it stops accepting, lets streams end with
 //! their reconnect hint, and waits at most `shutdown.grace` for connections to close.
 //!
-//! A connection's request head is read first, into a small buffer. A plain
-//! `GET /events` is served directly on the socket ([`direct`]):
-//! a streaming connection lives for hours, and this way it holds no HTTP framework
-//! buffers (two of 8 KiB each) or task state of its own, which more than halves the
-//! memory an idle connection costs. Every other request, and a stream the hub
-//! refuses, goes to the router over HTTP/1.1 with the bytes already read put back.
-//! A request target longer than the HTTP server takes is answered here, 414 with
-//! the usual JSON body, where the HTTP server would drop the connection unanswered.
+//! A connection's first request head is read here first, into a small buffer, within
+//! `http.head_timeout`, and checked ([`head`]): a head the HTTP server would refuse
+//! without a body, or drop, is answered here with the hub's JSON error (400, 408,
+//! 414, 431) and the connection closed. A plain `GET /events` is then served directly
+//! on the socket ([`direct`]): a streaming connection lives for hours, and this way
+//! it holds no HTTP framework buffers (two of 8 KiB each) or task state of its own,
+//! which more than halves the memory an idle connection costs. Every other request
+//! goes to the router over HTTP/1.1 with the bytes already read put back.
+//!
+//! A stream is a response that never ends, so nothing its client sends after the
+//! request can be answered: bytes that came with the request are refused (400
+//! `pipelined_request`) before the stream starts, and bytes that come later close it,
+//! on both paths alike.
+//!
+//! Connections waiting on their client (for a head, or for a body, which must arrive
+//! within `http.body_timeout`) are bounded in number as well as in time
+//! ([`waiting`]).
 
 use std::io;
 use std::pin::Pin;
@@ -36,28 +45,21 @@ use crate::hub::Hub;
 use crate::node::Node;
 
 mod direct;
+mod head;
+mod waiting;
 
-/// How long a client may take to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The first read of a request head; a longer head grows the buffer.
-const HEAD_READ_BYTES: usize = 1024;
-
-/// Beyond this a head is left to the HTTP server to refuse.
-const MAX_HEAD_BYTES: usize = 16 * 1024;
-
-/// The longest request target the HTTP server takes (it drops a longer one without
-/// an answer); a longer one is refused here, with a 414 and a JSON body.
-const MAX_TARGET_BYTES: usize = u16::MAX as usize - 1;
-
-/// Room for a request target with the method and version around it.
-const MAX_REQUEST_LINE: usize = MAX_TARGET_BYTES + 32;
+use head::Verdict;
+use waiting::{ClientBody, Waiting};
 
 /// How long, and for how many bytes, a connection refused before its request was
 /// read whole goes on reading it (and dropping it), so that closing the connection
 /// does not reset it before the client has read the answer.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
+/// The fewest connections that may wait on their client at once, whatever
+/// `limits.max_connections` is.
+const MIN_WAITING: usize = 1024;
 
 /// Serves `node` on `listener` until [`Node::shutdown`] is called, then drains
 /// open connections for at most the configured grace period.
@@ -70,6 +72,11 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
     // streams, and the response head of those streams.
     let cors_headers = std::sync::Arc::new(cors_headers_without_origin(&config.http.cors_origins));
     let stream_head = direct::response_head(&cors_headers);
+    let timeouts = Timeouts {
+        head: config.http.head_timeout,
+        body: config.http.body_timeout,
+    };
+    let waiting = Waiting::new(MIN_WAITING.max(config.limits.max_connections / 2));
     let connections = TaskTracker::new();
     let close_all = CancellationToken::new();
     loop {
@@ -78,25 +85,37 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    // Out of file descriptors or a connection reset before accept:
-                    // wait a little rather than spin, and keep serving.
+                    // Out of file descriptors (or a connection reset before accept):
+                    // a connection still waiting on its client gives its own up, or
+                    // else wait a little rather than spin, and keep serving.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let freed = out_of_files(&e) && waiting.close_oldest();
+                    let pause = if freed { 5 } else { 50 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
                     continue;
                 }
             },
         };
         let _ = stream.set_nodelay(true);
         let close = close_all.child_token();
+        // Counted from the accept, so that a flood of connections that send nothing
+        // is bounded before any of them is read.
+        let waiting_for_head = waiting.enter(&close);
         let info = ConnectionInfo {
             peer,
             close: close.clone(),
         };
         let router = router.clone();
+        let body_waiting = waiting.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(info.clone());
+            let close = &info.close;
+            let request = request.map(|body| {
+                let body = ClientBody::new(body, timeouts.body, || body_waiting.enter(close));
+                axum::body::Body::new(body)
+            });
             let mut router = router.clone();
-            async move { router.call(request.map(axum::body::Body::new)).await }
+            async move { router.call(request).await }
         });
         let hub = hub.clone();
         let cors = !config.http.cors_origins.is_empty();
@@ -105,19 +124,37 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
         let app = app.clone();
         connections.spawn(async move {
             let mut stream = stream;
-            let head = tokio::select! {
-                head = tokio::time::timeout(HEADER_READ_TIMEOUT, read_head(&mut stream)) => head,
+            let mut head = Vec::new();
+            let read = tokio::select! {
+                read = tokio::time::timeout(timeouts.head, head::read(&mut stream, &mut head)) => read,
                 _ = close.cancelled() => return,
                 _ = hub.shutting_down() => return,
             };
-            let Ok(Ok(Some(head))) = head else {
-                return;
+            drop(waiting_for_head);
+            let verdict = match read {
+                Ok(Ok(())) => head::check(&head),
+                Ok(Err(_)) => return,
+                // A client that has sent part of a head is told why it is closed; a
+                // connection that sent nothing (a browser's spare one) just is.
+                Err(_) if head.is_empty() => return,
+                Err(_) => Verdict::Refuse(crate::http::ApiError::new(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!(
+                        "the request head did not arrive within {}",
+                        humantime::format_duration(timeouts.head)
+                    ),
+                )),
             };
-            if target_too_long(&head) {
-                drop(head);
-                refuse_long_target(&mut stream, &cors_headers).await;
-                return;
-            }
+            let checked = match verdict {
+                Verdict::Serve(checked) => checked,
+                Verdict::Refuse(error) => {
+                    drop(head);
+                    refuse(&mut stream, error, &cors_headers).await;
+                    return;
+                }
+                Verdict::Unfinished => return,
+            };
             if let Some((uri, headers)) = direct::direct_stream(&head, cors) {
                 // Only the stream's own state stays for the connection's life.
                 drop(head);
@@ -138,18 +175,15 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
                 .await;
                 return;
             }
-            // Answers to pipelined requests (a publisher with several in flight) go
-            // out in one write; but hyper then buffers a response body without bound,
-            // so a stream to a reader that stopped reading would grow in memory
-            // instead of falling behind and being closed.
-            let pipeline_flush = !direct::is_stream_request(&head);
             let io = Prefixed {
                 prefix: Bytes::from(head),
                 inner: stream,
+                // Nothing may follow a stream's request: what does closes it.
+                last: checked.stream.then(|| close.clone()),
             };
             // Boxed, so that a directly served stream's task does not carry the
             // space of an HTTP connection's state.
-            Box::pin(serve_http(io, service, hub, close, pipeline_flush)).await;
+            Box::pin(serve_http(io, service, hub, close, timeouts.head)).await;
         });
     }
     drop(listener);
@@ -168,14 +202,28 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether an `accept` failed for want of file descriptors (EMFILE, ENFILE).
+fn out_of_files(error: &io::Error) -> bool {
+    cfg!(unix) && matches!(error.raw_os_error(), Some(23 | 24))
+}
+
+/// How long a client has for a request head and for a request body.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    head: Duration,
+    body: Duration,
+}
+
 /// Serves HTTP/1.1 on a connection until it closes, `close` is cancelled, or the
-/// hub shuts down (then open requests may finish).
+/// hub shuts down (then open requests may finish). A later request head must
+/// arrive within `head_timeout` of the previous response, which also closes an idle
+/// connection.
 async fn serve_http<S>(
     io: Prefixed,
     service: S,
     hub: Hub,
     close: CancellationToken,
-    pipeline_flush: bool,
+    head_timeout: Duration,
 ) where
     S: hyper::service::HttpService<Incoming> + Send,
     S::Future: Send + 'static,
@@ -184,9 +232,18 @@ async fn serve_http<S>(
     <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    // Answers to pipelined requests (a publisher with several in flight) go out in
+    // one write; but hyper then buffers a response body without bound, so a stream
+    // (which takes nothing after its request anyway) flushes each chunk, falling
+    // behind and being closed when its reader stops reading instead of growing.
+    let pipeline_flush = io.last.is_none();
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(head_timeout)
+        // The first head was checked against the same limits, so that the HTTP
+        // server never refuses it with a bare status.
+        .max_headers(head::MAX_HEADERS)
+        .max_buf_size(head::MAX_HEAD_BYTES + 16 * 1024)
         .pipeline_flush(pipeline_flush)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
@@ -202,49 +259,9 @@ async fn serve_http<S>(
     }
 }
 
-/// Reads until the end of a request head (or `MAX_HEAD_BYTES` once the request
-/// line is whole, or `MAX_REQUEST_LINE` while it is not, or the end of the stream).
-/// `None` when the client closed before sending anything.
-async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
-    let mut buf = Vec::with_capacity(HEAD_READ_BYTES);
-    let mut line_whole = false;
-    loop {
-        if buf.capacity() == buf.len() {
-            buf.reserve(buf.len());
-        }
-        let from = buf.len().saturating_sub(3);
-        if stream.read_buf(&mut buf).await? == 0 {
-            return Ok((!buf.is_empty()).then_some(buf));
-        }
-        line_whole = line_whole || buf[from..].contains(&b'\n');
-        if buf[from..].windows(4).any(|w| w == b"\r\n\r\n")
-            || (buf.len() >= MAX_HEAD_BYTES && line_whole)
-            || buf.len() >= MAX_REQUEST_LINE
-        {
-            return Ok(Some(buf));
-        }
-    }
-}
-
-/// Whether the request target of `head` is longer than the HTTP server takes.
-fn target_too_long(head: &[u8]) -> bool {
-    let Some(end) = head.iter().position(|&b| b == b'\n') else {
-        return head.len() >= MAX_REQUEST_LINE;
-    };
-    head[..end]
-        .split(|&b| b == b' ')
-        .nth(1)
-        .is_some_and(|target| target.len() > MAX_TARGET_BYTES)
-}
-
-/// Answers a request whose target is too long with a 414 and closes the
+/// Answers a request refused before it was read whole with `error` and closes the
 /// connection, reading what the client still sends for a while first.
-async fn refuse_long_target(stream: &mut TcpStream, cors_headers: &HeaderMap) {
-    let error = crate::http::ApiError::new(
-        axum::http::StatusCode::URI_TOO_LONG,
-        "uri_too_long",
-        format!("the request target is longer than {MAX_TARGET_BYTES} bytes"),
-    );
+async fn refuse(stream: &mut TcpStream, error: crate::http::ApiError, cors_headers: &HeaderMap) {
     if direct::write_error(stream, error, cors_headers)
         .await
         .is_err()
@@ -268,6 +285,9 @@ async fn refuse_long_target(stream: &mut TcpStream, cors_headers: &HeaderMap) {
 struct Prefixed {
     prefix: Bytes,
     inner: TcpStream,
+    /// Set when the request put back is a stream's, after which the client may send
+    /// nothing: a byte more cancels this (closing the connection) and fails the read.
+    last: Option<CancellationToken>,
 }
 
 impl AsyncRead for Prefixed {
@@ -283,7 +303,19 @@ impl AsyncRead for Prefixed {
             this.prefix.advance(n);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        if let Some(close) = &this.last
+            && buf.filled().len() > before
+        {
+            buf.set_filled(before);
+            close.cancel();
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the client sent more after a stream request",
+            )));
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -314,30 +346,5 @@ impl AsyncWrite for Prefixed {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_targets_past_the_http_servers_limit_are_too_long() {
-        let head = |target_len: usize| {
-            format!(
-                "GET /{} HTTP/1.1\r\nHost: x\r\n\r\n",
-                "a".repeat(target_len - 1)
-            )
-            .into_bytes()
-        };
-        assert!(!target_too_long(&head(100)));
-        assert!(!target_too_long(&head(MAX_TARGET_BYTES)));
-        assert!(target_too_long(&head(MAX_TARGET_BYTES + 1)));
-        let unfinished = [b"GET /".as_slice(), &vec![b'a'; MAX_REQUEST_LINE]].concat();
-        assert!(target_too_long(&unfinished));
-        assert!(
-            !target_too_long(&unfinished[..MAX_TARGET_BYTES]),
-            "the client stopped early"
-        );
     }
 }

@@ -24,4 +24,5 @@ mod resume;
 mod shutdown;
 mod tasks;
 mod websocket;
+mod wire;
 mod ws_protocol;
