@@ -8,6 +8,11 @@
 #
 #   bench/nchan.sh [RUNS]                  # default 3 runs per workload and server
 #   WORKLOADS="floor a b c d scale1 scale3" bench/nchan.sh 3
+#   HERALD_BEFORE=/path/to/older/herald WORKLOADS="a b c d" bench/nchan.sh 3
+#
+# With HERALD_BEFORE, an older build of Herald (the binary at that path) runs each
+# workload too, interleaved with the others, and a second table compares the two
+# builds: how a change moved each figure, measured side by side in one run.
 #
 # Output: raw reports in bench/results-YYYYMMDD-nchan.jsonl (one JSON object per run),
 # the table in bench/nchan-YYYYMMDD.md, and the same table between the
@@ -55,6 +60,12 @@ hub=./target/release/herald
 load=./target/release/herald-loadgen
 floor=./target/release/herald-floor
 token=$("$hub" token --sub bench --subscribe '*' --publish '*' --ttl 7200)
+
+servers="herald nchan"
+if [ -n "${HERALD_BEFORE:-}" ]; then
+  [ -x "$HERALD_BEFORE" ] || { say "HERALD_BEFORE=$HERALD_BEFORE is not an executable"; exit 1; }
+  servers="herald before nchan"
+fi
 
 tmp=$(mktemp -d)
 pids=()
@@ -122,6 +133,15 @@ http {
 EOF
 }
 
+start_before() { # port
+  local port=$1
+  env HERALD_LIMITS__MAX_CONNECTIONS=19000 HERALD_LOG=warn \
+    taskset -c 0 "$HERALD_BEFORE" serve --listen "127.0.0.1:$port" >"$tmp/before-$port.log" 2>&1 &
+  server_pid=$!
+  pids+=("$server_pid")
+  wait_http "http://127.0.0.1:$port/healthz"
+}
+
 start_nchan() { # port
   nginx_conf "$1"
   taskset -c 0 nginx -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" >"$tmp/nginx/stdout.log" 2>&1 &
@@ -145,7 +165,7 @@ loadgen() { # server port args...
   local server=$1 port=$2; shift 2
   local common=(--url "http://127.0.0.1:$port" --hub-pid "$server_pid" --threads 1 --json --quiet
     --connect-timeout 30)
-  if [ "$server" = herald ]; then
+  if [ "$server" != nchan ]; then
     taskset -c 1 "$load" "${common[@]}" --token "$token" "$@" 2>"$tmp/loadgen.err"
   else
     taskset -c 1 "$load" "${common[@]}" --subscribe-path '/sub/{channel}' \
@@ -157,7 +177,11 @@ loadgen() { # server port args...
 run_one() { # workload run server args...
   local name=$1 i=$2 server=$3; shift 3
   local port; port=$(free_port)
-  if [ "$server" = herald ]; then start_herald "$port"; else start_nchan "$port"; fi
+  case $server in
+    herald) start_herald "$port" ;;
+    before) start_before "$port" ;;
+    *) start_nchan "$port" ;;
+  esac
   local report
   if ! report=$(loadgen "$server" "$port" "$@"); then
     say "$server $name run $i failed:"; cat "$tmp/loadgen.err" >&2
@@ -206,7 +230,7 @@ for i in $(seq 1 "$runs"); do
   for w in a b c d; do
     case " $workloads " in *" $w "*) ;; *) continue ;; esac
     declare -n args="args_$w"
-    for server in herald nchan; do run_one "$w" "$i" "$server" "${args[@]}"; done
+    for server in $servers; do run_one "$w" "$i" "$server" "${args[@]}"; done
     unset -n args
   done
 done

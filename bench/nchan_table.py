@@ -95,6 +95,17 @@ for label, w, path, scale, unit, kind, target in figures:
     out.append(f"| {label} ({unit}) | {cell(h)} | {cell(n)} | {r} | {goal} | {mark} |")
 
 out.append("")
+if any(server == "before" for (_, server) in by):
+    out.append("The same figures for the previous build of Herald (`HERALD_BEFORE`), run "
+               "interleaved with the others. Ratio = this build / the previous one.\n")
+    out.append("| figure | previous build | this build | this/previous |")
+    out.append("|---|---|---|---|")
+    for label, w, path, scale, unit, _, _ in figures:
+        b, h = stats(w, "before", path, scale), stats(w, "herald", path, scale)
+        ratio = h[0] / b[0] if h and b and b[0] else None
+        r = f"{ratio:.2f}" if ratio is not None else "–"
+        out.append(f"| {label} ({unit}) | {cell(b)} | {cell(h)} | {r} |")
+    out.append("")
 floor_writes = by[("floor_writes", "floor")]
 if floor_writes:
     rounds = [r["round_ms_median"] for r in floor_writes]
@@ -115,8 +126,10 @@ if all(h and g for _, h, g in cpu):
         out.append(f"| {server} | {cell(h)} | {cell(g)} | {1e6 / g[0]:,.0f}/s |")
     out.append("")
 loss = []
-for server in ("herald", "nchan"):
+for server in ("herald", "before", "nchan"):
     reports = [r for (w, s), rs in by.items() if s == server and w in "abcd" for r in rs]
+    if not reports and server == "before":
+        continue
     lost = sum(r["lost"] for r in reports)
     dup = sum(r["duplicates"] for r in reports)
     errors = sum(r["connect_errors"] + r["publish_errors"] for r in reports)
