@@ -232,6 +232,19 @@ impl RedisBroker {
     }
 }
 
+/// The epoch and the head position a replay script answered with.
+fn epoch_and_head(reply: &[Value]) -> Result<(String, u64), BrokerError> {
+    let epoch = reply
+        .get(1)
+        .and_then(text)
+        .ok_or_else(|| unexpected("replay"))?;
+    let head = reply
+        .get(2)
+        .and_then(int)
+        .ok_or_else(|| unexpected("replay"))?;
+    Ok((epoch, head as u64))
+}
+
 fn text(value: &Value) -> Option<String> {
     match value {
         Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
@@ -386,14 +399,7 @@ impl Broker for RedisBroker {
             .first()
             .and_then(text)
             .ok_or_else(|| unexpected("replay"))?;
-        let epoch = reply
-            .get(1)
-            .and_then(text)
-            .ok_or_else(|| unexpected("replay"))?;
-        let head = reply
-            .get(2)
-            .and_then(int)
-            .ok_or_else(|| unexpected("replay"))? as u64;
+        let (epoch, head) = epoch_and_head(&reply)?;
         let head_id = format!("{epoch}-{head}");
         if status == "unknown" {
             return Ok(Replay {
@@ -466,14 +472,7 @@ impl Broker for RedisBroker {
         let reply = self
             .replay_on(&sh.link, &Shared::candidate_epoch(), "", &[])
             .await?;
-        let epoch = reply
-            .get(1)
-            .and_then(text)
-            .ok_or_else(|| unexpected("replay"))?;
-        let head = reply
-            .get(2)
-            .and_then(int)
-            .ok_or_else(|| unexpected("replay"))?;
+        let (epoch, head) = epoch_and_head(&reply)?;
         Ok(format!("{epoch}-{head}"))
     }
 
