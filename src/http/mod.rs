@@ -8,6 +8,7 @@
 
 mod channels;
 mod demo;
+pub(crate) mod fuzzing;
 mod notifications;
 mod ops;
 mod poll;

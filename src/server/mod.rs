@@ -36,6 +36,7 @@ use crate::hub::Hub;
 use crate::node::Node;
 
 mod direct;
+pub(crate) mod fuzzing;
 
 /// How long a client may take to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -205,7 +206,7 @@ async fn serve_http<S>(
 /// Reads until the end of a request head (or `MAX_HEAD_BYTES` once the request
 /// line is whole, or `MAX_REQUEST_LINE` while it is not, or the end of the stream).
 /// `None` when the client closed before sending anything.
-async fn read_head(stream: &mut TcpStream) -> io::Result<Option<Vec<u8>>> {
+async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::with_capacity(HEAD_READ_BYTES);
     let mut line_whole = false;
     loop {

@@ -1,0 +1,127 @@
+//! The request-head reader and classifier, reached from [`crate::fuzzing`].
+
+use std::io;
+
+use axum::http::{HeaderMap, Uri};
+use tokio::io::AsyncRead;
+
+/// See [`crate::fuzzing::read_head`].
+pub(crate) async fn read_head(
+    stream: &mut (impl AsyncRead + Unpin),
+) -> io::Result<Option<Vec<u8>>> {
+    super::read_head(stream).await
+}
+
+/// See [`crate::fuzzing::target_too_long`].
+pub(crate) fn target_too_long(head: &[u8]) -> bool {
+    super::target_too_long(head)
+}
+
+/// See [`crate::fuzzing::direct_stream`].
+pub(crate) fn direct_stream(head: &[u8], cors: bool) -> Option<(Uri, HeaderMap)> {
+    super::direct::direct_stream(head, cors)
+}
+
+/// See [`crate::fuzzing::is_stream_request`].
+pub(crate) fn is_stream_request(head: &[u8]) -> bool {
+    super::direct::is_stream_request(head)
+}
+
+/// The bounds [`read_head`] reads within: `MAX_HEAD_BYTES` once the request line
+/// is whole, `MAX_REQUEST_LINE` while it is not.
+pub(crate) const HEAD_BOUNDS: (usize, usize) = (super::MAX_HEAD_BYTES, super::MAX_REQUEST_LINE);
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use futures_util::FutureExt;
+    use proptest::prelude::*;
+    use tokio::io::ReadBuf;
+
+    use super::*;
+
+    /// A client that sends `data` in pieces of the given sizes, then either closes
+    /// or waits, sending nothing more.
+    struct Client {
+        data: Vec<u8>,
+        sizes: Vec<usize>,
+        closes: bool,
+    }
+
+    impl AsyncRead for Client {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if self.data.is_empty() && !self.closes {
+                return Poll::Pending;
+            }
+            let size = if self.sizes.is_empty() {
+                usize::MAX
+            } else {
+                self.sizes.remove(0)
+            };
+            let n = size.max(1).min(self.data.len()).min(buf.remaining());
+            buf.put_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Reads a head, `None` when the reader waits for more.
+    fn read(data: &[u8], sizes: &[usize], closes: bool) -> Option<Option<Vec<u8>>> {
+        let mut client = Client {
+            data: data.to_vec(),
+            sizes: sizes.to_vec(),
+            closes,
+        };
+        read_head(&mut client)
+            .now_or_never()
+            .map(|r| r.expect("no error"))
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::cases(256))]
+
+        /// Whatever a client sends, in whatever pieces, what is read as its head is
+        /// a prefix of it, bounded.
+        #[test]
+        fn a_head_is_a_bounded_prefix_of_what_was_sent(
+            data in proptest::collection::vec(any::<u8>(), 0..2048),
+            sizes in proptest::collection::vec(1usize..600, 0..8),
+        ) {
+            let head = read(&data, &sizes, true).expect("a closed client is not waited for");
+            match head {
+                None => prop_assert!(data.is_empty()),
+                Some(head) => {
+                    prop_assert!(data.starts_with(&head));
+                    prop_assert!(!head.is_empty());
+                }
+            }
+        }
+
+        /// Any bytes are classified without panicking, and what is served directly
+        /// is a stream request, complete, with nothing the direct path cannot serve.
+        #[test]
+        fn any_head_is_classified_and_only_plain_streams_are_served_directly(
+            head in proptest::collection::vec(any::<u8>(), 0..512),
+            prefix in prop_oneof![Just(&b""[..]), Just(&b"GET /events?"[..]), Just(&b"GET /events HTTP/1.1\r\n"[..])],
+            cors in any::<bool>(),
+        ) {
+            let head = [prefix, &head].concat();
+            let _ = target_too_long(&head);
+            if let Some((uri, headers)) = direct_stream(&head, cors) {
+                prop_assert_eq!(uri.path(), "/events");
+                prop_assert!(is_stream_request(&head));
+                prop_assert!(head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n"));
+                for refused in ["transfer-encoding", "upgrade", "expect"] {
+                    prop_assert!(!headers.contains_key(refused));
+                }
+                prop_assert!(!cors || !headers.contains_key("origin"));
+            }
+        }
+    }
+}
