@@ -83,6 +83,19 @@ mod tests {
             .map(|r| r.expect("no error"))
     }
 
+    /// A header name (a token) and a value of visible ASCII and spaces.
+    fn header() -> impl Strategy<Value = (String, String)> {
+        ("[A-Za-z][A-Za-z0-9-]{0,20}", "[!-~]([ -~]{0,40}[!-~])?").prop_filter(
+            "headers the direct path refuses",
+            |(name, _)| {
+                !matches!(
+                    name.to_ascii_lowercase().as_str(),
+                    "content-length" | "transfer-encoding" | "upgrade" | "expect" | "origin"
+                )
+            },
+        )
+    }
+
     proptest! {
         #![proptest_config(crate::fuzzing::cases(256))]
 
@@ -100,6 +113,37 @@ mod tests {
                     prop_assert!(data.starts_with(&head));
                     prop_assert!(!head.is_empty());
                 }
+            }
+        }
+
+        /// A whole head, its lines ended by `\r\n` or by bare `\n` (as the HTTP
+        /// server takes both), is read whole, without waiting for more; and a plain
+        /// `GET /events` is then served directly, with its headers as sent.
+        #[test]
+        fn a_whole_head_is_read_without_waiting_and_served_as_sent(
+            query in "[a-z0-9=&]{0,40}",
+            headers in proptest::collection::vec(header(), 0..10),
+            bare in any::<bool>(),
+            sizes in proptest::collection::vec(1usize..64, 0..8),
+        ) {
+            let eol = if bare { "\n" } else { "\r\n" };
+            let mut text = format!("GET /events?{query} HTTP/1.1{eol}");
+            for (name, value) in &headers {
+                text.push_str(&format!("{name}: {value}{eol}"));
+            }
+            text.push_str(eol);
+            let head = read(text.as_bytes(), &sizes, false)
+                .expect("a whole head is not waited on")
+                .expect("a head");
+            prop_assert_eq!(&head, text.as_bytes());
+            prop_assert!(!target_too_long(&head));
+            prop_assert!(is_stream_request(&head));
+            let (uri, parsed) = direct_stream(&head, true).expect("served directly");
+            prop_assert_eq!(uri.path(), "/events");
+            prop_assert_eq!(uri.query().unwrap_or_default(), query.as_str());
+            prop_assert_eq!(parsed.len(), headers.len());
+            for (name, value) in &headers {
+                prop_assert!(parsed.get_all(name.as_str()).iter().any(|v| v == value.as_str()));
             }
         }
 

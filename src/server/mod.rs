@@ -218,7 +218,11 @@ async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<V
             return Ok((!buf.is_empty()).then_some(buf));
         }
         line_whole = line_whole || buf[from..].contains(&b'\n');
-        if buf[from..].windows(4).any(|w| w == b"\r\n\r\n")
+        // A blank line ends the head, its line ends `\r\n` or a bare `\n` as
+        // the HTTP server also takes them: a head ended by bare ones would otherwise
+        // wait here, unanswered, for bytes its client will never send.
+        if buf[from..].windows(2).any(|w| w == b"\n\n")
+            || buf[from..].windows(3).any(|w| w == b"\n\r\n")
             || (buf.len() >= MAX_HEAD_BYTES && line_whole)
             || buf.len() >= MAX_REQUEST_LINE
         {

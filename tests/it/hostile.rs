@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::fixture::{PATIENCE, TestHub};
@@ -380,4 +381,30 @@ async fn hostile_requests_get_4xx_answers_and_the_hub_stays_up() {
 
     let health = hub.get("/healthz").await;
     assert_eq!(health.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_head_whose_lines_end_in_bare_line_feeds_is_answered() {
+    let hub = TestHub::start().await;
+    let mut socket = tokio::net::TcpStream::connect(hub.addr).await.unwrap();
+    // The client keeps the connection open: the head alone must be enough.
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\nHost: herald\n\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, socket.read(&mut buf))
+            .await
+            .expect("an answer before the header timeout")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
 }
