@@ -721,6 +721,20 @@ mod tests {
                 prop_assert_eq!(parse_hub_id(&id), Some((epoch.as_str(), seq)));
             }
 
+            /// A number, however large or small, is data passed on as written.
+            #[test]
+            fn numbers_are_passed_on_as_written(
+                mantissa in "-?[1-9][0-9]{0,30}(\\.[0-9]{1,10})?",
+                exponent in proptest::option::of(-99999i32..99999),
+            ) {
+                let number = match exponent {
+                    Some(e) => format!("{mantissa}e{e}"),
+                    None => mantissa,
+                };
+                let payload = Payload::json_text(&format!("[ {number} ]")).expect("valid JSON");
+                prop_assert_eq!(payload.as_str(), format!("[{number}]"));
+            }
+
             /// JSON data, however it is laid out, is kept as the same value on one
             /// line (an SSE `data:` line cannot hold a line break).
             #[test]

@@ -408,3 +408,50 @@ async fn a_head_whose_lines_end_in_bare_line_feeds_is_answered() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+#[tokio::test]
+async fn data_no_json_value_holds_comes_back_from_history_as_published() {
+    let hub = TestHub::start().await;
+    let data = [
+        // Within the hub's depth limit, but wrapped in an envelope one level deeper
+        // than a JSON reader with the usual recursion limit takes apart.
+        format!("{}{}", "[".repeat(127), "]".repeat(127)),
+        // Valid JSON, passed on as written, beyond what a double holds.
+        r#"{"n":1e400}"#.to_owned(),
+    ];
+    for data in &data {
+        let body = format!(r#"{{"channel":"orders","data":{data}}}"#);
+        let response = hub
+            .http
+            .post(format!("{}/publish", hub.url))
+            .bearer_auth(hub.publisher())
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    let text = hub
+        .http
+        .get(format!("{}/channels/orders/history", hub.url))
+        .bearer_auth(hub.token(Some("ana"), &["*"], &[]))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    #[derive(serde::Deserialize)]
+    struct History<'a> {
+        #[serde(borrow)]
+        events: Vec<&'a serde_json::value::RawValue>,
+    }
+    let history: History = serde_json::from_str(&text).unwrap();
+    assert_eq!(history.events.len(), data.len(), "{text}");
+    for (event, data) in history.events.iter().zip(&data) {
+        let event = event.get();
+        assert!(event.contains(&format!(r#""data":{data}"#)), "{event}");
+    }
+}
