@@ -53,9 +53,15 @@ pub(super) fn direct_stream(head: &[u8], cors: bool) -> Option<(Uri, HeaderMap)>
     Some((path.parse().ok()?, headers))
 }
 
-/// Whether a request head asks for an SSE stream (served directly or not).
+/// Whether a request head asks for an SSE stream (served directly or not). Empty
+/// lines before the request line are skipped, as the HTTP parsers skip them.
 pub(super) fn is_stream_request(head: &[u8]) -> bool {
-    head.strip_prefix(b"GET /events")
+    let start = head
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(head.len());
+    head[start..]
+        .strip_prefix(b"GET /events")
         .is_some_and(|rest| matches!(rest.first(), Some(b'?' | b' ')))
 }
 

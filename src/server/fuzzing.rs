@@ -124,10 +124,13 @@ mod tests {
             query in "[a-z0-9=&]{0,40}",
             headers in proptest::collection::vec(header(), 0..10),
             bare in any::<bool>(),
+            leading in 0usize..2,
             sizes in proptest::collection::vec(1usize..64, 0..8),
         ) {
             let eol = if bare { "\n" } else { "\r\n" };
-            let mut text = format!("GET /events?{query} HTTP/1.1{eol}");
+            // Empty lines before the request line are skipped by HTTP parsers.
+            let mut text = eol.repeat(leading);
+            text.push_str(&format!("GET /events?{query} HTTP/1.1{eol}"));
             for (name, value) in &headers {
                 text.push_str(&format!("{name}: {value}{eol}"));
             }
