@@ -999,4 +999,141 @@ mod tests {
         });
         assert_eq!(bad.unwrap_err().key, "auth.api_keys[0].key_sha256");
     }
+
+    mod properties {
+        use base64::Engine;
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use hmac::{Hmac, Mac};
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::*;
+        use crate::fuzzing::json_value;
+
+        /// `header.claims.signature` of these bytes, signed HS256 with `secret`.
+        fn signed(header: &[u8], claims: &[u8], secret: &str) -> String {
+            let input = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(header),
+                URL_SAFE_NO_PAD.encode(claims)
+            );
+            let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+            mac.update(input.as_bytes());
+            format!(
+                "{input}.{}",
+                URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+            )
+        }
+
+        /// A header: the usual one, another algorithm, or any JSON.
+        fn header() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                Just(br#"{"alg":"HS256","typ":"JWT"}"#.to_vec()),
+                prop_oneof![
+                    Just("none"),
+                    Just("HS384"),
+                    Just("RS256"),
+                    Just("ES256"),
+                    Just("hs256")
+                ]
+                .prop_map(|alg| json!({"alg": alg}).to_string().into_bytes()),
+                json_value().prop_map(|v| v.to_string().into_bytes()),
+                proptest::collection::vec(any::<u8>(), 0..24),
+            ]
+        }
+
+        /// Claims: each of Herald's, of its own type or of any type, or any JSON.
+        fn claims() -> impl Strategy<Value = Vec<u8>> {
+            let any_or = |own: BoxedStrategy<Value>| {
+                proptest::option::of(prop_oneof![3 => own, 1 => json_value()])
+            };
+            let patterns = proptest::collection::vec("[a-z:*]{0,6}", 0..3).prop_map(Value::from);
+            let object = (
+                any_or(".{0,6}".prop_map(Value::from).boxed()),
+                any_or((0u64..4_000_000_000).prop_map(Value::from).boxed()),
+                any_or((0u64..4_000_000_000).prop_map(Value::from).boxed()),
+                any_or(patterns.clone().boxed()),
+                any_or(patterns.boxed()),
+            )
+                .prop_map(|(sub, exp, nbf, subscribe, publish)| {
+                    let mut claims = serde_json::Map::new();
+                    let mut herald = serde_json::Map::new();
+                    for (top, key, value) in [
+                        (true, "sub", sub),
+                        (true, "exp", exp),
+                        (true, "nbf", nbf),
+                        (false, "subscribe", subscribe),
+                        (false, "publish", publish),
+                    ] {
+                        let map = if top { &mut claims } else { &mut herald };
+                        if let Some(value) = value {
+                            map.insert(key.into(), value);
+                        }
+                    }
+                    claims.insert("herald".into(), Value::Object(herald));
+                    Value::Object(claims).to_string().into_bytes()
+                });
+            prop_oneof![3 => object, 1 => json_value().prop_map(|v| v.to_string().into_bytes())]
+        }
+
+        proptest! {
+            #![proptest_config(crate::fuzzing::cases(256))]
+
+            /// No text authenticates without the secret: not arbitrary text, not
+            /// three base64 segments, not any header and claims signed with another.
+            #[test]
+            fn nothing_unsigned_authenticates(
+                text in prop_oneof![".{0,40}", "[A-Za-z0-9_-]{0,20}\\.[A-Za-z0-9_-]{0,40}\\.[A-Za-z0-9_-]{0,43}"],
+                header in header(),
+                claims in claims(),
+            ) {
+                let a = auth();
+                prop_assume!(text != "k-123");
+                prop_assert!(a.authenticate(&text).is_err());
+                let forged = signed(&header, &claims, "another-secret-that-is-long-enough");
+                prop_assert!(a.authenticate(&forged).is_err());
+            }
+
+            /// Any header and claims signed with the secret are taken or refused,
+            /// never more: taken, the token's `exp` is still to come, its `sub`
+            /// names a usable user channel and its grants are valid patterns.
+            #[test]
+            fn signed_claims_are_taken_only_when_acceptable(header in header(), claims in claims()) {
+                let a = auth();
+                let token = signed(&header, &claims, SECRET);
+                if let Ok(identity) = a.authenticate(&token) {
+                    let exp = identity.expires_at.expect("exp is required");
+                    prop_assert!(!a.expired(exp, unix_now()));
+                    if let Some(user) = &identity.user {
+                        prop_assert!(ChannelName::user(user).is_ok());
+                    }
+                    let claims: Value = serde_json::from_slice(&claims).unwrap();
+                    let subscribe = identity.subscribe.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+                    let sent = claims["herald"]["subscribe"].as_array().cloned().unwrap_or_default();
+                    prop_assert_eq!(subscribe.len(), sent.len());
+                    prop_assert!(identity.expires_in().is_some_and(|left| left <= LONGEST_EXPIRY));
+                }
+            }
+
+            /// Minted claims authenticate as exactly what they grant.
+            #[test]
+            fn minted_claims_authenticate_as_they_grant(
+                sub in proptest::option::of("[a-z0-9]{1,10}"),
+                subscribe in proptest::collection::vec("[a-z]{1,4}(:\\*|:[0-9])?|\\*", 0..4),
+                publish in proptest::collection::vec("[a-z]{1,4}(:\\*)?", 0..4),
+                ttl in 60u64..100_000_000,
+            ) {
+                let a = auth();
+                let mut claims = Claims::new(sub.clone(), Duration::from_secs(ttl));
+                claims.herald.subscribe = subscribe.iter().map(|p| ChannelPattern::parse(p).unwrap()).collect();
+                claims.herald.publish = publish.iter().map(|p| ChannelPattern::parse(p).unwrap()).collect();
+                let identity = a.authenticate(&a.mint(&claims).unwrap()).unwrap();
+                prop_assert_eq!(identity.user, sub);
+                prop_assert_eq!(identity.subscribe, claims.herald.subscribe);
+                prop_assert_eq!(identity.publish, claims.herald.publish);
+                prop_assert_eq!(identity.expires_at, claims.exp);
+                prop_assert_eq!(identity.credential, Credential::Token);
+            }
+        }
+    }
 }

@@ -52,6 +52,8 @@ pub mod backoff;
 pub mod broker;
 pub mod config;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod hooks;
 pub mod http;

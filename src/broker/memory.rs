@@ -366,4 +366,87 @@ mod tests {
             "nothing was missed after the newest event"
         );
     }
+
+    mod properties {
+        use futures_util::FutureExt;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Resolves `id` as the broker should: a publisher id it still knows, or an
+        /// id of its own epoch up to its head.
+        fn reference(id: &str, epoch: &str, head: u64, publisher: &[(String, u64)]) -> Option<u64> {
+            if let Some((_, seq)) = publisher.iter().find(|(p, _)| p == id) {
+                return Some(*seq);
+            }
+            let (e, seq) = id.split_once('-')?;
+            let own = e == epoch && !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit());
+            let seq: u64 = seq.parse().ok()?;
+            (own && seq <= head).then_some(seq)
+        }
+
+        proptest! {
+            #![proptest_config(crate::fuzzing::cases(128))]
+
+            /// Any `Last-Event-ID` resumes after the position it names, as a plain
+            /// reference resolves it, or gets an `unknown_id` reset; never an error.
+            #[test]
+            fn any_id_resumes_after_what_it_names_or_resets(
+                n in 0u64..12,
+                pick in prop_oneof![
+                    (0u64..16).prop_map(Choice::Own),
+                    (0u64..12).prop_map(Choice::Publisher),
+                    ".{0,12}".prop_map(Choice::Text),
+                    "[0-9a-f]{1,8}-[0-9]{1,3}".prop_map(Choice::Text),
+                ],
+            ) {
+                let b = broker(100);
+                let mut publisher = Vec::new();
+                for i in 0..n {
+                    let mut new = NewEvent::text(ch("a"), "x");
+                    if i % 3 == 0 {
+                        new = new.with_id(format!("order-{i}"));
+                    }
+                    let accepted = b.publish(vec![new]).now_or_never().expect("ready").expect("published");
+                    if i % 3 == 0 {
+                        publisher.push((format!("order-{i}"), accepted[0].seq));
+                    }
+                }
+                let id = match pick {
+                    Choice::Own(seq) => format!("{}-{seq}", b.epoch),
+                    Choice::Publisher(i) => format!("order-{i}"),
+                    Choice::Text(text) => text,
+                };
+                let replay = b
+                    .replay(&[ch("a")], ResumeFrom::parse(&id))
+                    .now_or_never()
+                    .expect("ready")
+                    .expect("the memory broker is always available");
+                if id == "earliest" {
+                    prop_assert_eq!(seqs(&replay), (1..=n).collect::<Vec<_>>());
+                    return Ok(());
+                }
+                match reference(&id, &b.epoch, n, &publisher) {
+                    Some(after) => {
+                        prop_assert!(replay.reset.is_none());
+                        prop_assert_eq!(seqs(&replay), (after + 1..=n).collect::<Vec<_>>());
+                        prop_assert_eq!(replay.after_seq, after);
+                    }
+                    None => {
+                        let reset = replay.reset.expect("a reset");
+                        prop_assert_eq!(reset.reason, ResetReason::UnknownId);
+                        prop_assert!(replay.events.is_empty());
+                        prop_assert_eq!(replay.after_seq, n);
+                    }
+                }
+            }
+        }
+
+        #[derive(Debug, Clone)]
+        enum Choice {
+            Own(u64),
+            Publisher(u64),
+            Text(String),
+        }
+    }
 }

@@ -282,3 +282,23 @@ pub fn start(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::cases(256))]
+
+        /// Any `Last-Event-ID` reads back as the client sent it; only `earliest`
+        /// asks for everything kept.
+        #[test]
+        fn a_last_event_id_reads_back_as_sent(id in prop_oneof![".{0,40}", Just("earliest".to_owned())]) {
+            let from = ResumeFrom::parse(&id);
+            prop_assert_eq!(from.as_id(), id.as_str());
+            prop_assert_eq!(from == ResumeFrom::Earliest, id == "earliest");
+        }
+    }
+}

@@ -294,4 +294,65 @@ mod tests {
         assert!(ChannelPattern::parse("a b*").is_err());
         assert_eq!(prefix.to_string(), "team:*");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// What a pattern covers, read straight from its text.
+        fn reference_matches(pattern: &str, channel: &str) -> bool {
+            match pattern.strip_suffix('*') {
+                Some(prefix) => channel.starts_with(prefix),
+                None => pattern == channel,
+            }
+        }
+
+        /// Names built from few characters, so that patterns and names often share
+        /// prefixes; with the characters names may not hold.
+        fn text() -> impl Strategy<Value = String> {
+            "[ab:$*, \t\u{0}\u{85}\u{a0}é]{0,8}"
+        }
+
+        proptest! {
+            #![proptest_config(crate::fuzzing::cases(256))]
+
+            /// A name accepted is exactly the string given and follows every rule;
+            /// its namespace and user read from it.
+            #[test]
+            fn an_accepted_name_is_what_was_given(name in prop_oneof![text(), ".{0,210}", "user:.{0,4}"]) {
+                if let Ok(channel) = ChannelName::new(&name) {
+                    prop_assert_eq!(channel.as_str(), name.as_str());
+                    prop_assert_eq!(channel.to_string(), name.clone());
+                    prop_assert!(!name.is_empty() && name.len() <= MAX_CHANNEL_LEN);
+                    prop_assert!(!name.starts_with('$'));
+                    prop_assert!(!name.chars().any(|c| c.is_control() || c.is_whitespace() || c == '*' || c == ','));
+                    prop_assert_eq!(channel.namespace(), name.split_once(':').map(|(ns, _)| ns));
+                    if let Some(user) = channel.user_id() {
+                        prop_assert_eq!(ChannelName::user(user), Ok(channel.clone()));
+                    }
+                    prop_assert_eq!(ChannelName::from_broker(&name), Some(channel));
+                }
+            }
+
+            /// A pattern displays as written and reads back the same; what it covers
+            /// is what its text says.
+            #[test]
+            fn patterns_match_as_a_reference_implementation_does(
+                pattern in prop_oneof![text(), "[ab:]{0,4}\\*", Just("*".to_owned())],
+                channel in text(),
+            ) {
+                if let Ok(p) = ChannelPattern::parse(&pattern) {
+                    prop_assert_eq!(p.to_string(), pattern.clone());
+                    prop_assert!(ChannelPattern::parse(&p.to_string()) == Ok(p.clone()));
+                    prop_assert_eq!(p.matches(&channel), reference_matches(&pattern, &channel));
+                } else {
+                    // Refused: a `*` not at the end, or a body that is no name.
+                    let body = pattern.strip_suffix('*').unwrap_or(&pattern);
+                    prop_assert!(pattern != "*");
+                    prop_assert!(body.contains('*') || check_chars(body).is_err());
+                }
+            }
+        }
+    }
 }

@@ -681,4 +681,72 @@ mod tests {
         assert_eq!((&a[..], &b[..]), (&b"a"[..], &b"b"[..]));
         assert_eq!(e.channel_index(|c| c.as_str() == "b"), 1);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(crate::fuzzing::cases(256))]
+
+            /// An id is a publisher's exactly when it follows the stated grammar;
+            /// publisher ids and the hub's own never overlap.
+            #[test]
+            fn publisher_ids_follow_the_grammar_and_never_look_like_the_hubs(
+                id in prop_oneof![
+                    "[!-~]{1,8}",
+                    "[0-9a-f]{1,4}-[0-9]{1,4}",
+                    "(?i:earliest)",
+                    ".{0,8}",
+                    "[!-~]{195,205}",
+                ],
+            ) {
+                let grammar = !id.is_empty()
+                    && id.len() <= MAX_ID_LEN
+                    && id.bytes().all(|b| b.is_ascii_graphic())
+                    && !id.eq_ignore_ascii_case("earliest")
+                    && !is_hub_id(&id);
+                prop_assert_eq!(validate_publisher_id(&id).is_ok(), grammar);
+                if parse_hub_id(&id).is_some() {
+                    prop_assert!(validate_publisher_id(&id).is_err());
+                }
+            }
+
+            /// Every id of the hub's form parses back to its epoch and position.
+            #[test]
+            fn hub_ids_parse_back(epoch in "[0-9a-f]{1,8}", seq in any::<u64>()) {
+                let id = format!("{epoch}-{seq}");
+                prop_assert!(is_hub_id(&id));
+                prop_assert_eq!(parse_hub_id(&id), Some((epoch.as_str(), seq)));
+            }
+
+            /// A number, however large or small, is data passed on as written.
+            #[test]
+            fn numbers_are_passed_on_as_written(
+                mantissa in "-?[1-9][0-9]{0,30}(\\.[0-9]{1,10})?",
+                exponent in proptest::option::of(-99999i32..99999),
+            ) {
+                let number = match exponent {
+                    Some(e) => format!("{mantissa}e{e}"),
+                    None => mantissa,
+                };
+                let payload = Payload::json_text(&format!("[ {number} ]")).expect("valid JSON");
+                prop_assert_eq!(payload.as_str(), format!("[{number}]"));
+            }
+
+            /// JSON data, however it is laid out, is kept as the same value on one
+            /// line (an SSE `data:` line cannot hold a line break).
+            #[test]
+            fn json_data_keeps_its_value_on_one_line(value in crate::fuzzing::json_value()) {
+                let pretty = serde_json::to_string_pretty(&value).expect("serialisable");
+                let payload = Payload::json_text(&pretty).expect("valid and shallow JSON");
+                prop_assert!(!payload.as_bytes().contains(&b'\n'));
+                prop_assert!(!payload.as_bytes().contains(&b'\r'));
+                let kept: serde_json::Value = serde_json::from_slice(payload.as_bytes()).expect("JSON");
+                let sent: serde_json::Value = serde_json::from_str(&pretty).expect("JSON");
+                prop_assert_eq!(kept, sent);
+            }
+        }
+    }
 }

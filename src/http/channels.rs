@@ -5,6 +5,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Uri};
 use axum::response::Json;
+use serde_json::value::RawValue;
 
 use super::query::Params;
 use super::{ApiError, Services, identify, path_segment};
@@ -22,7 +23,7 @@ pub(super) async fn history(
     name: Result<Path<String>, PathRejection>,
     uri: Uri,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     let name = path_segment(name, "name")?;
     let query = Params::parse(uri.query())?;
     let channel = ChannelName::new(&name)
@@ -46,16 +47,21 @@ pub(super) async fn history(
         .may_subscribe(&identity.grants(), &channel)
         .map_err(Refusal::Denied)?;
     let events = app.hub.history(&channel, limit).await?;
-    let events: Vec<serde_json::Value> = events
+    // Each envelope goes out as the text the streams send, not parsed and written
+    // again: data a JSON reader takes apart only with effort (nested deep, say)
+    // would otherwise come back as `null`.
+    let events = events
         .iter()
-        .map(|e| {
-            let envelope = envelope_json(e, Some(&channel));
-            serde_json::from_str(&envelope).unwrap_or_default()
-        })
+        .filter_map(|e| RawValue::from_string(envelope_json(e, Some(&channel))).ok())
         .collect();
-    Ok(Json(
-        serde_json::json!({"channel": channel, "events": events}),
-    ))
+    Ok(Json(History { channel, events }))
+}
+
+/// The answer to a history request.
+#[derive(serde::Serialize)]
+pub(super) struct History {
+    channel: ChannelName,
+    events: Vec<Box<RawValue>>,
 }
 
 /// `GET /channels/{name}/presence`: who is on the channel (namespaces with presence),

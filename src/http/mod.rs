@@ -10,6 +10,7 @@
 
 mod channels;
 pub mod demo;
+pub(crate) mod fuzzing;
 mod notifications;
 mod ops;
 mod origin;

@@ -44,7 +44,7 @@ const MAX_BYTES: usize = 1024 * 1024;
 /// [`MAX_TIMEOUT`]. The query is bounded as for the rest of the request (see
 /// [`stream::parse_query`]): past `max_channels` parameters and a few more, it is
 /// refused.
-fn timeout_of(query: Option<&str>, max_channels: usize) -> Result<Duration, ApiError> {
+pub(super) fn timeout_of(query: Option<&str>, max_channels: usize) -> Result<Duration, ApiError> {
     let mut timeout = None;
     for (read, pair) in query::pairs(query).enumerate() {
         if read == max_channels + query::SPARE_PARAMETERS {
@@ -235,6 +235,37 @@ mod tests {
             "timeout=1&timeout=2",
         ] {
             assert!(timeout_of(Some(bad), 64).is_err(), "{bad}");
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(crate::fuzzing::cases(256))]
+
+            /// A number of seconds from 0 waits that long, at most the cap; anything
+            /// else in `timeout` is a 400.
+            #[test]
+            fn a_timeout_is_its_seconds_capped_or_refused(
+                seconds in prop_oneof![0.0f64..100.0, any::<f64>()],
+                junk in "[^&]{0,12}",
+            ) {
+                let query = format!("channel=a&timeout={seconds}");
+                let got = timeout_of(Some(&query), 64);
+                if seconds.is_finite() && seconds >= 0.0 {
+                    let want = Duration::from_secs_f64(seconds.min(MAX_TIMEOUT.as_secs_f64()));
+                    prop_assert_eq!(got.expect("a number of seconds"), want);
+                } else {
+                    prop_assert!(got.is_err());
+                }
+                match timeout_of(Some(&format!("timeout={junk}")), 64) {
+                    Ok(timeout) => prop_assert!(timeout <= MAX_TIMEOUT),
+                    Err(e) => prop_assert_eq!(e.status().as_u16(), 400),
+                }
+            }
         }
     }
 }

@@ -119,7 +119,32 @@ pub(super) async fn publish(
     require_json(&headers)?;
     let limits = &app.settings.limits;
     let body = read_body(body, limits.max_body_bytes).await?;
-    let text = std::str::from_utf8(&body).map_err(|e| {
+    let (events, batch) = events_of(&body, &identity, limits)?;
+    let accepted = app.hub.publish_batch(events).await.map_err(|e| match e {
+        PublishError::Invalid { index, error } => at(event_error(error), index, batch),
+        PublishError::Unavailable(e) => e.into(),
+    })?;
+    let body = if batch {
+        serde_json::json!({"ids": accepted.iter().map(|a| &a.id).collect::<Vec<_>>()})
+    } else {
+        match accepted.first() {
+            Some(a) if a.duplicate => serde_json::json!({"id": a.id, "duplicate": true}),
+            Some(a) => serde_json::json!({"id": a.id}),
+            None => serde_json::json!({}),
+        }
+    };
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+/// The events of a publish body that `identity` may publish, within `limits`, and
+/// whether the body was a batch; a 4xx naming what is wrong otherwise. The hub
+/// still checks each event's type, id and size ([`NewEvent::validate`]).
+pub(super) fn events_of(
+    body: &[u8],
+    identity: &Identity,
+    limits: &crate::config::Limits,
+) -> Result<(Vec<NewEvent>, bool), ApiError> {
+    let text = std::str::from_utf8(body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!(
@@ -148,23 +173,10 @@ pub(super) async fn publish(
     let max_channels = limits.max_channels_per_event;
     let mut events = Vec::with_capacity(requests.len());
     for (index, request) in requests.into_iter().enumerate() {
-        let event = to_event(request, &identity, max_channels).map_err(|e| at(e, index, batch))?;
+        let event = to_event(request, identity, max_channels).map_err(|e| at(e, index, batch))?;
         events.push(event);
     }
-    let accepted = app.hub.publish_batch(events).await.map_err(|e| match e {
-        PublishError::Invalid { index, error } => at(event_error(error), index, batch),
-        PublishError::Unavailable(e) => e.into(),
-    })?;
-    let body = if batch {
-        serde_json::json!({"ids": accepted.iter().map(|a| &a.id).collect::<Vec<_>>()})
-    } else {
-        match accepted.first() {
-            Some(a) if a.duplicate => serde_json::json!({"id": a.id, "duplicate": true}),
-            Some(a) => serde_json::json!({"id": a.id}),
-            None => serde_json::json!({}),
-        }
-    };
-    Ok((StatusCode::OK, axum::Json(body)).into_response())
+    Ok((events, batch))
 }
 
 fn invalid_json(e: impl std::fmt::Display) -> ApiError {
@@ -475,5 +487,175 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::*;
+        use crate::auth::Credential;
+        use crate::config::Limits;
+        use crate::core::ChannelPattern;
+        use crate::fuzzing::json_value;
+
+        fn identity(patterns: &[&str]) -> Identity {
+            Identity {
+                publish: patterns
+                    .iter()
+                    .map(|p| ChannelPattern::parse(p).unwrap())
+                    .collect(),
+                credential: Credential::ApiKey("backend".into()),
+                ..Identity::anonymous()
+            }
+        }
+
+        fn limits() -> Limits {
+            Limits {
+                max_batch: 4,
+                max_channels_per_event: 3,
+                max_event_bytes: 256,
+                ..Limits::default()
+            }
+        }
+
+        /// A field's value: of its own type, or any JSON at all.
+        fn field(own: BoxedStrategy<Value>) -> impl Strategy<Value = Option<Value>> {
+            proptest::option::of(prop_oneof![3 => own, 1 => json_value()])
+        }
+
+        /// An event object whose every field may be missing, right or of any type.
+        fn event() -> impl Strategy<Value = Value> {
+            let name = prop_oneof![
+                "[a-z]{1,6}(:[0-9])?",
+                "orders:[0-9]",
+                "\\$[a-z]{1,8}",
+                ".{0,4}"
+            ];
+            (
+                field(name.clone().prop_map(Value::from).boxed()),
+                field(
+                    proptest::collection::vec(name, 0..5)
+                        .prop_map(Value::from)
+                        .boxed(),
+                ),
+                field(any::<bool>().prop_map(Value::from).boxed()),
+                field("[a-z.:_-]{0,10}".prop_map(Value::from).boxed()),
+                field(json_value().boxed()),
+                field("[!-~]{0,10}".prop_map(Value::from).boxed()),
+                field(any::<i64>().prop_map(Value::from).boxed()),
+            )
+                .prop_map(|(channel, channels, broadcast, kind, data, id, retry)| {
+                    let mut event = serde_json::Map::new();
+                    for (key, value) in [
+                        ("channel", channel),
+                        ("channels", channels),
+                        ("broadcast", broadcast),
+                        ("type", kind),
+                        ("data", data),
+                        ("id", id),
+                        ("retry", retry),
+                    ] {
+                        if let Some(value) = value {
+                            event.insert(key.to_owned(), value);
+                        }
+                    }
+                    Value::Object(event)
+                })
+        }
+
+        /// A body: one event, a batch, any JSON, nesting past every limit, or any
+        /// bytes at all.
+        fn body() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                event().prop_map(|e| e.to_string().into_bytes()),
+                proptest::collection::vec(event(), 0..7)
+                    .prop_map(|b| Value::from(b).to_string().into_bytes()),
+                json_value().prop_map(|v| v.to_string().into_bytes()),
+                (1usize..300).prop_map(|n| format!(
+                    "{{\"channel\":\"a\",\"data\":{}{}}}",
+                    "[".repeat(n),
+                    "]".repeat(n)
+                )
+                .into_bytes()),
+                proptest::collection::vec(any::<u8>(), 0..64),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(crate::fuzzing::cases(256))]
+
+            /// Any body is events the credential may publish, within every limit,
+            /// or a 4xx; what the hub checks next is a 4xx too.
+            #[test]
+            fn any_body_is_granted_events_within_limits_or_a_4xx(
+                body in body(),
+                narrow in any::<bool>(),
+            ) {
+                let identity = if narrow { identity(&["orders:*"]) } else { identity(&["*"]) };
+                let limits = limits();
+                match events_of(&body, &identity, &limits) {
+                    Err(e) => prop_assert!(e.status().is_client_error(), "{:?}", e),
+                    Ok((events, batch)) => {
+                        prop_assert!(!events.is_empty() && events.len() <= limits.max_batch);
+                        prop_assert!(batch || events.len() == 1);
+                        for event in &events {
+                            prop_assert!(!event.channels.is_empty());
+                            prop_assert!(event.channels.len() <= limits.max_channels_per_event);
+                            for (i, channel) in event.channels.iter().enumerate() {
+                                prop_assert!(identity.may_publish(channel));
+                                prop_assert!(!event.channels[..i].contains(channel));
+                            }
+                            if event.data.is_json() {
+                                // A JSON reader takes it, unless it nests past that
+                                // reader's own limit or holds a number past its range
+                                // (passed on as written).
+                                if let Err(e) = serde_json::from_slice::<Value>(event.data.as_bytes()) {
+                                    let e = e.to_string();
+                                    prop_assert!(e.contains("recursion limit") || e.contains("out of range"), "{}", e);
+                                }
+                                prop_assert!(!event.data.as_bytes().contains(&b'\n'));
+                            }
+                            if let Err(e) = event.validate(&limits.events()) {
+                                prop_assert!(event_error(e).status().is_client_error());
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// A well-formed event is read as it was sent: its channel, type, id,
+            /// retry and data (a string as text, anything else as the same JSON).
+            #[test]
+            fn a_well_formed_event_is_read_as_sent(
+                channel in "[a-z]{1,8}",
+                kind in proptest::option::of("[a-z][a-z._-]{0,8}"),
+                id in proptest::option::of("[a-z]{1,4}:[!-~]{0,8}"),
+                retry in proptest::option::of(any::<u32>()),
+                data in json_value(),
+            ) {
+                let mut sent = json!({"channel": channel, "data": data});
+                if let Some(kind) = &kind { sent["type"] = kind.as_str().into(); }
+                if let Some(id) = &id { sent["id"] = id.as_str().into(); }
+                if let Some(retry) = retry { sent["retry"] = retry.into(); }
+                let body = serde_json::to_vec_pretty(&sent).unwrap();
+                let (events, batch) = events_of(&body, &identity(&["*"]), &Limits::default())
+                    .expect("a well-formed event");
+                prop_assert!(!batch);
+                let event = &events[0];
+                prop_assert_eq!(event.channels.iter().map(|c| c.as_str()).collect::<Vec<_>>(), vec![channel.as_str()]);
+                prop_assert_eq!(&event.kind, &kind);
+                prop_assert_eq!(&event.id, &id);
+                prop_assert_eq!(event.retry, retry);
+                match &data {
+                    Value::String(text) => prop_assert_eq!(event.data.as_str(), text.as_str()),
+                    _ => {
+                        let read: Value = serde_json::from_slice(event.data.as_bytes()).unwrap();
+                        let want: Value = serde_json::from_slice(&body).unwrap();
+                        prop_assert_eq!(&read, &want["data"]);
+                    }
+                }
+            }
+        }
     }
 }

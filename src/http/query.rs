@@ -201,4 +201,52 @@ mod tests {
         let query = "x=1&".repeat(MAX_PARAMETERS + 1);
         assert!(Params::parse(Some(&query)).is_err());
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(crate::fuzzing::cases(256))]
+
+            /// Any names and values, form-encoded as a browser or HTTP client does,
+            /// decode to exactly what was encoded.
+            #[test]
+            fn encoded_pairs_decode_to_what_was_encoded(
+                sent in proptest::collection::vec((".{0,12}", ".{0,12}"), 0..8),
+            ) {
+                let query = form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(&sent)
+                    .finish();
+                let got = decoded(&query).expect("UTF-8 pairs");
+                prop_assert_eq!(got, sent);
+            }
+
+            /// Any query is read or refused with a 400 naming what was wrong, and one
+            /// read holds at most the bounded number of parameters.
+            #[test]
+            fn any_query_is_read_within_bounds_or_refused(
+                pieces in proptest::collection::vec(
+                    prop_oneof!["%[0-9A-Fa-f]{2}", "[=&+%]", "[a-z]{1,3}", "."],
+                    0..200,
+                ),
+            ) {
+                let query = pieces.concat();
+                for pair in pairs(Some(&query)) {
+                    if let Err(e) = pair {
+                        prop_assert_eq!(e.status().as_u16(), 400);
+                        prop_assert!(e.message().contains("UTF-8"));
+                    }
+                }
+                match Params::parse(Some(&query)) {
+                    Ok(params) => {
+                        prop_assert!(params.pairs.len() <= MAX_PARAMETERS);
+                        let _ = params.one("limit");
+                    }
+                    Err(e) => prop_assert_eq!(e.status().as_u16(), 400),
+                }
+            }
+        }
+    }
 }

@@ -56,21 +56,9 @@ pub(super) async fn ws(
     let upgrade = super::ws_handshake::accept(&headers, upgrade)?;
     let info = info.map(|axum::Extension(i)| i);
     let config = app.settings.clone();
-    let (request, _) = stream::read(
-        &uri,
-        &headers,
-        &app.cookie,
-        info.as_ref(),
-        false,
-        config.limits.max_channels_per_connection,
-    )?;
     // Subscribed (and replayed) before the upgrade, as SSE does, so a broker that
     // cannot serve it is an HTTP error rather than a socket that closes at once.
-    let options = SessionOptions {
-        heartbeat: Heartbeat::Every(config.ws.ping_interval),
-        presence: true,
-    };
-    let session = app.sessions.admit(request)?.start(options).await?;
+    let session = open_session(&app, &uri, &headers, info.as_ref()).await?;
     let max = config.ws.max_frame_bytes;
     Ok(upgrade
         .read_buffer_size(READ_BUFFER)
@@ -87,6 +75,30 @@ pub(super) async fn ws(
             connection.run(close).await;
         })
         .into_response())
+}
+
+/// The session of a WebSocket request: its query and headers read as for any
+/// stream, admitted and started.
+pub(super) async fn open_session(
+    app: &Services,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    info: Option<&ConnectionInfo>,
+) -> Result<Session, ApiError> {
+    let config = &app.settings;
+    let (request, _) = stream::read(
+        uri,
+        headers,
+        &app.cookie,
+        info,
+        false,
+        config.limits.max_channels_per_connection,
+    )?;
+    let options = SessionOptions {
+        heartbeat: Heartbeat::Every(config.ws.ping_interval),
+        presence: true,
+    };
+    Ok(app.sessions.admit(request)?.start(options).await?)
 }
 
 /// A frame from the client.
@@ -194,7 +206,7 @@ impl Connection {
                     self.last_heard = Instant::now();
                     match message {
                         Message::Text(text) => {
-                            let reply = self.handle(text.as_str()).await;
+                            let reply = handle(&mut self.session, text.as_str()).await;
                             if !self.send_text(reply.to_string()).await {
                                 return End::Gone;
                             }
@@ -285,94 +297,97 @@ impl Connection {
             Ok(Ok(()))
         )
     }
+}
 
-    /// Answers one client frame.
-    async fn handle(&mut self, text: &str) -> Value {
-        let frame: ClientFrame = match serde_json::from_str(text) {
-            Ok(frame) => frame,
-            Err(e) => {
-                let id = serde_json::from_str::<Value>(text)
-                    .ok()
-                    .and_then(|v| v.get("id").cloned());
-                return error(id, "invalid_frame", &format!("not a valid frame: {e}"));
-            }
-        };
-        let id = frame.id.clone();
-        let result = match frame.op.as_str() {
-            "subscribe" => self.subscribe(frame).await,
-            "unsubscribe" => self.unsubscribe(frame),
-            "publish" => self.publish(frame).await,
-            "presence" => self.presence(frame),
-            "ping" => Ok(json!({"type": "pong"})),
-            other => Err((
-                "unknown_op",
-                format!(
-                    "unknown op {other:?}: use subscribe, unsubscribe, publish, presence or ping"
-                ),
-            )),
-        };
-        match result {
-            Ok(mut reply) => {
-                if let Some(id) = id {
-                    reply["id"] = id;
-                }
-                reply
-            }
-            Err((code, message)) => error(id, code, &message),
+/// Answers one client frame of `session`'s connection.
+pub(super) async fn handle(session: &mut Session, text: &str) -> Value {
+    let frame: ClientFrame = match serde_json::from_str(text) {
+        Ok(frame) => frame,
+        Err(e) => {
+            let id = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|v| v.get("id").cloned());
+            return error(id, "invalid_frame", &format!("not a valid frame: {e}"));
         }
-    }
-
-    fn channel_of(frame: &ClientFrame) -> Result<&str, (&'static str, String)> {
-        frame
-            .channel
-            .as_deref()
-            .ok_or(("missing_channel", "the frame names no `channel`".to_owned()))
-    }
-
-    async fn subscribe(&mut self, frame: ClientFrame) -> Result<Value, (&'static str, String)> {
-        let name = Self::channel_of(&frame)?;
-        let added = self
-            .session
-            .subscribe(name, frame.last_event_id.as_deref())
-            .await
-            .map_err(refused)?;
-        let mut ack = json!({"type": "ack", "op": "subscribe", "channel": name});
-        if added == Added::Already {
-            ack["already"] = true.into();
+    };
+    let id = frame.id.clone();
+    let result = match frame.op.as_str() {
+        "subscribe" => subscribe(session, frame).await,
+        "unsubscribe" => unsubscribe(session, frame),
+        "publish" => publish(session, frame).await,
+        "presence" => presence(session, frame),
+        "ping" => Ok(json!({"type": "pong"})),
+        other => Err((
+            "unknown_op",
+            format!("unknown op {other:?}: use subscribe, unsubscribe, publish, presence or ping"),
+        )),
+    };
+    match result {
+        Ok(mut reply) => {
+            if let Some(id) = id {
+                reply["id"] = id;
+            }
+            reply
         }
-        Ok(ack)
+        Err((code, message)) => error(id, code, &message),
     }
+}
 
-    fn unsubscribe(&mut self, frame: ClientFrame) -> Result<Value, (&'static str, String)> {
-        let name = Self::channel_of(&frame)?;
-        self.session.unsubscribe(name).map_err(refused)?;
-        Ok(json!({"type": "ack", "op": "unsubscribe", "channel": name}))
-    }
+fn channel_of(frame: &ClientFrame) -> Result<&str, (&'static str, String)> {
+    frame
+        .channel
+        .as_deref()
+        .ok_or(("missing_channel", "the frame names no `channel`".to_owned()))
+}
 
-    async fn publish(&mut self, frame: ClientFrame) -> Result<Value, (&'static str, String)> {
-        let channels: Vec<String> = match (frame.channel, frame.channels) {
-            (Some(one), None) => vec![one],
-            (None, Some(many)) if !many.is_empty() => many,
-            _ => return Err(refused(Refusal::NoTarget)),
-        };
-        let data = match frame.data.unwrap_or(Value::Null) {
-            Value::String(text) => Payload::text(text),
-            other => Payload::json(&other).map_err(|e| ("invalid_data", e.to_string()))?,
-        };
-        let event = ClientPublish {
-            channels,
-            kind: frame.kind,
-            data,
-        };
-        let accepted = self.session.publish(event).await.map_err(refused)?;
-        Ok(json!({"type": "ack", "op": "publish", "event_id": accepted.id}))
+async fn subscribe(
+    session: &mut Session,
+    frame: ClientFrame,
+) -> Result<Value, (&'static str, String)> {
+    let name = channel_of(&frame)?;
+    let added = session
+        .subscribe(name, frame.last_event_id.as_deref())
+        .await
+        .map_err(refused)?;
+    let mut ack = json!({"type": "ack", "op": "subscribe", "channel": name});
+    if added == Added::Already {
+        ack["already"] = true.into();
     }
+    Ok(ack)
+}
 
-    fn presence(&mut self, frame: ClientFrame) -> Result<Value, (&'static str, String)> {
-        let name = Self::channel_of(&frame)?;
-        let (channel, users) = self.session.presence(name).map_err(refused)?;
-        Ok(json!({"type": "presence", "channel": channel, "users": users}))
-    }
+fn unsubscribe(session: &mut Session, frame: ClientFrame) -> Result<Value, (&'static str, String)> {
+    let name = channel_of(&frame)?;
+    session.unsubscribe(name).map_err(refused)?;
+    Ok(json!({"type": "ack", "op": "unsubscribe", "channel": name}))
+}
+
+async fn publish(
+    session: &mut Session,
+    frame: ClientFrame,
+) -> Result<Value, (&'static str, String)> {
+    let channels: Vec<String> = match (frame.channel, frame.channels) {
+        (Some(one), None) => vec![one],
+        (None, Some(many)) if !many.is_empty() => many,
+        _ => return Err(refused(Refusal::NoTarget)),
+    };
+    let data = match frame.data.unwrap_or(Value::Null) {
+        Value::String(text) => Payload::text(text),
+        other => Payload::json(&other).map_err(|e| ("invalid_data", e.to_string()))?,
+    };
+    let event = ClientPublish {
+        channels,
+        kind: frame.kind,
+        data,
+    };
+    let accepted = session.publish(event).await.map_err(refused)?;
+    Ok(json!({"type": "ack", "op": "publish", "event_id": accepted.id}))
+}
+
+fn presence(session: &Session, frame: ClientFrame) -> Result<Value, (&'static str, String)> {
+    let name = channel_of(&frame)?;
+    let (channel, users) = session.presence(name).map_err(refused)?;
+    Ok(json!({"type": "presence", "channel": channel, "users": users}))
 }
 
 /// A refusal as the code and message of an error frame.
@@ -467,5 +482,128 @@ impl WsConfig {
             ));
         }
         Ok(())
+    }
+}
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use axum::http::{HeaderValue, Uri};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::auth::Claims;
+    use crate::core::ChannelPattern;
+    use crate::fuzzing::json_value;
+    use crate::node::Node;
+
+    /// A node whose clients may publish and see presence, and a token granting
+    /// every channel; with the runtime the node lives in.
+    fn node() -> &'static (tokio::runtime::Runtime, Node, String) {
+        static NODE: OnceLock<(tokio::runtime::Runtime, Node, String)> = OnceLock::new();
+        NODE.get_or_init(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let mut config = crate::Config::default();
+            config.auth.jwt_secret = Some("websocket-frames-secret-0123456789".into());
+            config.store.path = ":memory:".into();
+            config.channels.client_publish = true;
+            config.channels.presence = true;
+            let node = runtime.block_on(async { Node::new(config).unwrap() });
+            let mut claims = Claims::new(Some("ana".into()), Duration::from_secs(3600));
+            let all = vec![ChannelPattern::parse("*").unwrap()];
+            claims.herald.subscribe = all.clone();
+            claims.herald.publish = all;
+            let token = node.authenticator().mint(&claims).unwrap();
+            (runtime, node, token)
+        })
+    }
+
+    /// A frame: an object with a known op or not, each field of its own type or of
+    /// any type, or any text at all.
+    fn frame() -> impl Strategy<Value = String> {
+        let op = prop_oneof![
+            Just(json!("subscribe")),
+            Just(json!("unsubscribe")),
+            Just(json!("publish")),
+            Just(json!("presence")),
+            Just(json!("ping")),
+            json_value(),
+        ];
+        let name = prop_oneof![
+            "[a-z]{1,5}(:[0-9])?",
+            "user:[a-z]{1,3}",
+            "\\$[a-z]{1,8}",
+            ".{0,4}"
+        ];
+        let any_or = |own: BoxedStrategy<Value>| {
+            proptest::option::of(prop_oneof![3 => own, 1 => json_value()])
+        };
+        let object = (
+            op,
+            any_or(json_value().boxed()),
+            any_or(name.clone().prop_map(Value::from).boxed()),
+            any_or(
+                proptest::collection::vec(name, 0..4)
+                    .prop_map(Value::from)
+                    .boxed(),
+            ),
+            any_or(".{0,12}".prop_map(Value::from).boxed()),
+            any_or("[a-z.]{0,8}".prop_map(Value::from).boxed()),
+            any_or(json_value().boxed()),
+        )
+            .prop_map(|(op, id, channel, channels, last_event_id, kind, data)| {
+                let mut frame = serde_json::Map::new();
+                frame.insert("op".into(), op);
+                for (key, value) in [
+                    ("id", id),
+                    ("channel", channel),
+                    ("channels", channels),
+                    ("last_event_id", last_event_id),
+                    ("type", kind),
+                    ("data", data),
+                ] {
+                    if let Some(value) = value {
+                        frame.insert(key.into(), value);
+                    }
+                }
+                Value::Object(frame).to_string()
+            });
+        prop_oneof![4 => object, 1 => json_value().prop_map(|v| v.to_string()), 1 => ".{0,40}"]
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzzing::cases(128))]
+
+        /// Every text frame gets one JSON reply of a known type; an error carries
+        /// a code and a message; a frame's `id`, whatever it is, comes back with it.
+        #[test]
+        fn every_text_frame_gets_a_reply_of_a_known_type(
+            frames in proptest::collection::vec(frame(), 1..6),
+        ) {
+            let (runtime, node, token) = node();
+            let uri = Uri::from_static("/ws?channel=orders");
+            let mut headers = HeaderMap::new();
+            headers.insert("authorization", HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+            runtime.block_on(async {
+                let mut session = open_session(node.services(), &uri, &headers, None).await.unwrap();
+                for text in &frames {
+                    let reply = handle(&mut session, text).await;
+                    let kind = reply["type"].as_str().unwrap_or_default();
+                    prop_assert!(matches!(kind, "ack" | "error" | "pong" | "presence"), "{}", reply);
+                    if kind == "error" {
+                        prop_assert!(reply["code"].is_string() && reply["message"].is_string());
+                    }
+                    if let Some(id) = serde_json::from_str::<Value>(text).ok().as_ref().and_then(|v| v.get("id")) {
+                        prop_assert_eq!(&reply["id"], id);
+                    }
+                    while let Ok(Some(_)) = session.try_next() {}
+                }
+                session.close();
+                Ok(())
+            })?;
+        }
     }
 }

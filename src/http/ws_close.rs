@@ -101,4 +101,104 @@ mod tests {
         // An error that is not the WebSocket library's.
         assert_eq!(close_for(&axum::Error::new(std::fmt::Error)), None);
     }
+
+    mod properties {
+        use std::io::{self, Cursor, Read, Write};
+
+        use proptest::prelude::*;
+        use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
+
+        use super::*;
+
+        /// A client's bytes to read; what the server writes back is dropped.
+        struct Wire(Cursor<Vec<u8>>);
+
+        impl Read for Wire {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                self.0.read(buf)
+            }
+        }
+
+        impl Write for Wire {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+
+        /// The close code the hub sends after reading `bytes` from a client, with
+        /// the limits the hub sets on frames.
+        fn close_after(bytes: Vec<u8>) -> Option<u16> {
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(1024))
+                .max_frame_size(Some(1024));
+            let mut socket =
+                WebSocket::from_raw_socket(Wire(Cursor::new(bytes)), Role::Server, Some(config));
+            let error = loop {
+                if let Err(e) = socket.read() {
+                    break e;
+                }
+            };
+            close_for(&axum::Error::new(error)).map(|(code, reason)| {
+                assert!(reason.len() <= 123, "{reason}");
+                code
+            })
+        }
+
+        /// One frame on the wire: its first byte (FIN, RSV and opcode) as given,
+        /// masked or not, with its payload.
+        fn encode(first: u8, masked: bool, payload: &[u8]) -> Vec<u8> {
+            let mut out = vec![first];
+            let mask_bit = if masked { 0x80 } else { 0 };
+            match payload.len() {
+                n @ 0..=125 => out.push(mask_bit | n as u8),
+                n => {
+                    out.push(mask_bit | 126);
+                    out.extend_from_slice(&(n as u16).to_be_bytes());
+                }
+            }
+            let key = [0x37, 0xfa, 0x21, 0x3d];
+            if masked {
+                out.extend_from_slice(&key);
+            }
+            out.extend(
+                payload
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| if masked { b ^ key[i % 4] } else { *b }),
+            );
+            out
+        }
+
+        proptest! {
+            #![proptest_config(crate::fuzzing::cases(256))]
+
+            /// Whatever frames a client sends, the socket ends in 1002, 1007, 1009 or
+            /// nothing (the client went away); a first frame with reserved bits set
+            /// or without a mask is a protocol error, 1002.
+            #[test]
+            fn any_client_frames_close_with_a_code_the_protocol_names(
+                frames in proptest::collection::vec((any::<u8>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..200)), 1..5),
+                junk in proptest::collection::vec(any::<u8>(), 0..32),
+            ) {
+                let (first, masked, _) = frames[0].clone();
+                let mut bytes: Vec<u8> = frames.iter().flat_map(|(f, m, p)| encode(*f, *m, p)).collect();
+                bytes.extend(junk);
+                let code = close_after(bytes);
+                prop_assert!(matches!(code, None | Some(1002 | 1007 | 1009)), "{:?}", code);
+                if first & 0x70 != 0 || !masked {
+                    prop_assert_eq!(code, Some(1002));
+                }
+            }
+
+            /// Any bytes at all end the same way.
+            #[test]
+            fn any_bytes_close_with_a_code_the_protocol_names(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+                let code = close_after(bytes);
+                prop_assert!(matches!(code, None | Some(1002 | 1007 | 1009)), "{:?}", code);
+            }
+        }
+    }
 }

@@ -10,8 +10,7 @@
 use std::io;
 
 use axum::http::{StatusCode, Uri};
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::http::ApiError;
 
@@ -29,14 +28,17 @@ pub(super) const MAX_HEADER_BYTES: usize = 64 * 1024;
 pub(super) const MAX_TARGET_BYTES: usize = u16::MAX as usize - 1;
 
 /// Room for a request target with the method and version around it.
-const MAX_REQUEST_LINE: usize = MAX_TARGET_BYTES + 32;
+pub(super) const MAX_REQUEST_LINE: usize = MAX_TARGET_BYTES + 32;
 
 /// The largest head there can be: the longest request line and header lines.
 pub(super) const MAX_HEAD_BYTES: usize = MAX_REQUEST_LINE + MAX_HEADER_BYTES;
 
 /// Reads into `buf` until the end of a request head, a head longer than the limits,
 /// or the end of the stream. Cancel-safe: what was read is in `buf`.
-pub(super) async fn read(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<()> {
+pub(super) async fn read(
+    stream: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+) -> io::Result<()> {
     buf.reserve(HEAD_READ_BYTES);
     let mut line_end = None;
     loop {

@@ -45,6 +45,7 @@ use crate::hub::Hub;
 use crate::node::Node;
 
 mod direct;
+pub(crate) mod fuzzing;
 mod head;
 mod waiting;
 

@@ -9,6 +9,7 @@ mod cli;
 mod delivery;
 mod errors;
 mod fixture;
+mod hostile;
 mod inbox;
 mod limits;
 #[cfg(all(feature = "redis", feature = "nats"))]
