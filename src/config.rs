@@ -27,10 +27,10 @@ mod redact;
 
 pub use crate::auth::{ApiKeyConfig, AuthConfig};
 pub use crate::broker::{BrokerKind, BrokerSettings, NatsConfig, NatsStorage, RedisConfig};
-pub use crate::http::HttpConfig;
 pub use crate::http::demo::DemoConfig;
 pub use crate::http::sse::SseConfig;
 pub use crate::http::ws::WsConfig;
+pub use crate::http::{ForwardedHeader, HttpConfig};
 pub use crate::hub::ShutdownConfig;
 pub use crate::limits::Limits;
 pub use crate::presence::PresenceConfig;
@@ -213,6 +213,8 @@ const STRING_KEYS: &[&str] = &[
     "auth.issuer",
     "auth.audience",
     "auth.cookie",
+    "http.trusted_proxies",
+    "http.forwarded_header",
     "webhooks.url",
     "webhooks.secret",
     "postgres.url",
@@ -605,6 +607,16 @@ mod tests {
             )
             .is_ok()
         );
+        let e = load("[http]\ntrusted_proxies = ['10.0.0.0/8', 'proxy']\n", &[]).unwrap_err();
+        assert_eq!(e.key, "http.trusted_proxies[1]");
+        let e = load("", &[("HERALD_HTTP__TRUSTED_PROXIES", "10.0.0.0/33")]).unwrap_err();
+        assert_eq!(e.key, "http.trusted_proxies[0]");
+        let c = load("", &[("HERALD_HTTP__TRUSTED_PROXIES", "10.0.0.0/8, ::1")]).unwrap();
+        assert_eq!(c.http.trusted_proxies, ["10.0.0.0/8", "::1"]);
+        let e = load("[http]\nforwarded_header = 'x-real-ip'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "http.forwarded_header");
+        let c = load("", &[("HERALD_HTTP__FORWARDED_HEADER", "forwarded")]).unwrap();
+        assert_eq!(c.http.forwarded_header, ForwardedHeader::Forwarded);
         let e = load("broker = 'kafka'\n", &[]).unwrap_err();
         assert_eq!(e.key, "broker");
         let e = load("[store]\nkind = 'mysql'\n", &[]).unwrap_err();

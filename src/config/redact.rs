@@ -382,6 +382,8 @@ mod tests {
         "auth.api_keys[].key_sha256",
         "auth.api_keys[].publish[]",
         "http.cors_origins[]",
+        "http.trusted_proxies[]",
+        "http.forwarded_header",
         "webhooks.events[]",
         "channels.subscribe",
         "namespaces.*.subscribe",
@@ -471,6 +473,7 @@ mod tests {
             },
         ];
         c.http.cors_origins = vec!["https://app.example.com".into()];
+        c.http.trusted_proxies = vec!["10.0.0.0/8".into(), "::1".into()];
         c.webhooks.url = Some(
             "https://hook:pw-webhook-url-c2a9@app.example.com/hooks?token=tok-webhook-query-3d3d"
                 .into(),
@@ -578,8 +581,10 @@ mod tests {
             .into_iter()
             .filter(|k| !k.contains("[]") && !k.contains('*'))
             .collect();
-        // A list of URLs that the environment gives as comma-separated text.
-        scalar_text.insert("redis.shards".to_owned());
+        // Lists that the environment gives as comma-separated text.
+        for list in ["redis.shards", "http.trusted_proxies"] {
+            scalar_text.insert(list.to_owned());
+        }
         let listed: BTreeSet<String> = super::super::STRING_KEYS
             .iter()
             .map(|k| (*k).to_owned())

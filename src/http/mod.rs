@@ -14,6 +14,7 @@ mod notifications;
 mod ops;
 mod origin;
 mod poll;
+pub(crate) mod proxies;
 mod publish;
 mod query;
 pub mod sse;
@@ -48,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use sse::SseConfig;
 use ws::WsConfig;
 
+pub use proxies::ForwardedHeader;
 pub(crate) use publish::BodyTimeout;
 
 /// Facts about the TCP connection a request came on, put in the request's
@@ -55,8 +57,13 @@ pub(crate) use publish::BodyTimeout;
 /// other means (then per-address limits do not apply).
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
-    /// The client's address.
+    /// The client's address: the TCP peer's, or, when that is a trusted proxy
+    /// (`http.trusted_proxies`), the address the proxy forwarded for this request
+    /// (with port 0 when it named none). Per-address limits and logs use it.
     pub peer: SocketAddr,
+    /// The TCP peer itself: the same as `peer` unless a trusted proxy forwarded the
+    /// request.
+    pub tcp_peer: SocketAddr,
     /// Cancelling it closes the TCP connection at once, even when the peer has
     /// stopped reading.
     pub close: CancellationToken,
@@ -594,6 +601,16 @@ pub struct HttpConfig {
     /// head.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// Reverse proxies, as networks (`10.0.0.0/8`, `fd00::/8`) or single addresses,
+    /// whose forwarded client address is believed: a request whose TCP peer is in
+    /// one counts as coming from the address the proxy names in
+    /// [`HttpConfig::forwarded_header`] (see [`proxies`]). Empty: forwarded
+    /// headers are ignored. In the environment, comma-separated.
+    #[serde(deserialize_with = "crate::settings::list_or_commas")]
+    pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies set the client's address in:
+    /// `x-forwarded-for` or `forwarded` (RFC 7239). The other is not read.
+    pub forwarded_header: ForwardedHeader,
 }
 
 impl Default for HttpConfig {
@@ -602,6 +619,8 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             head_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
         }
     }
 }
@@ -616,6 +635,10 @@ impl HttpConfig {
             if value.is_zero() {
                 return Err(ConfigError::new(key, "must be longer than 0s"));
             }
+        }
+        for (i, proxy) in self.trusted_proxies.iter().enumerate() {
+            proxies::IpNet::parse(proxy)
+                .map_err(|e| ConfigError::new(format!("http.trusted_proxies[{i}]"), e))?;
         }
         for (i, origin) in self.cors_origins.iter().enumerate() {
             let valid = origin == "*"

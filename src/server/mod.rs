@@ -15,6 +15,11 @@
 //! which more than halves the memory an idle connection costs. Every other request
 //! goes to the router over HTTP/1.1 with the bytes already read put back.
 //!
+//! Behind a reverse proxy listed in `http.trusted_proxies`, each request's
+//! [`ConnectionInfo::peer`] is the client the proxy names in its forwarded header
+//! ([`crate::http::proxies`]), on both paths, so per-address limits and logs see
+//! clients rather than the proxy.
+//!
 //! A stream is a response that never ends, so nothing its client sends after the
 //! request can be answered: bytes that came with the request are refused (400
 //! `pipelined_request`) before the stream starts, and bytes that come later close it,
@@ -40,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
+use crate::http::proxies::TrustedProxies;
 use crate::http::{ConnectionInfo, cors_headers_without_origin};
 use crate::hub::Hub;
 use crate::node::Node;
@@ -77,6 +83,10 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
         body: config.http.body_timeout,
     };
     let waiting = Waiting::new(MIN_WAITING.max(config.limits.max_connections / 2));
+    let proxies = std::sync::Arc::new(TrustedProxies::new(
+        &config.http.trusted_proxies,
+        config.http.forwarded_header,
+    ));
     let connections = TaskTracker::new();
     let close_all = CancellationToken::new();
     loop {
@@ -101,13 +111,22 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
         // Counted from the accept, so that a flood of connections that send nothing
         // is bounded before any of them is read.
         let waiting_for_head = waiting.enter(&close);
+        // Behind a trusted proxy the client is named anew by each request: a proxy
+        // carries many clients' requests over one kept-alive connection.
+        let proxy = proxies.trusts(peer.ip()).then(|| proxies.clone());
         let info = ConnectionInfo {
             peer,
+            tcp_peer: peer,
             close: close.clone(),
         };
         let router = router.clone();
         let body_waiting = waiting.clone();
+        let request_proxy = proxy.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let mut info = info.clone();
+            if let Some(proxies) = &request_proxy {
+                info.peer = proxies.client(peer, request.headers());
+            }
             request.extensions_mut().insert(info.clone());
             let close = &info.close;
             let request = request.map(|body| {
@@ -159,8 +178,13 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
                 // Only the stream's own state stays for the connection's life.
                 drop(head);
                 drop(service);
+                let client = match &proxy {
+                    Some(proxies) => proxies.client(peer, &headers),
+                    None => peer,
+                };
                 let info = ConnectionInfo {
-                    peer,
+                    peer: client,
+                    tcp_peer: peer,
                     close: close.clone(),
                 };
                 direct::serve(

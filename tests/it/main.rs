@@ -19,6 +19,7 @@ mod poll;
 mod postgres;
 #[cfg(all(feature = "redis", feature = "nats"))]
 mod presence;
+mod proxies;
 mod publish;
 mod resume;
 mod shutdown;
