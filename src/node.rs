@@ -64,6 +64,7 @@ impl Node {
             broker: broker_settings,
             policies,
             redis_source_url,
+            publish_rates,
             config,
             ..
         } = config.resolve()?;
@@ -175,6 +176,7 @@ impl Node {
             demo: config.demo.clone(),
             limits: config.limits.clone(),
             cookie: config.auth.cookie.clone(),
+            publish_rates,
         };
         let services = Services::new(
             hub,

@@ -488,6 +488,8 @@ mod tests {
                 presence: Some(true),
                 client_publish: Some(true),
                 client_history: Some(false),
+                publish_rate: Some(5.0),
+                publish_burst: Some(10),
             },
         );
         c.demo.tokens = Some(false);

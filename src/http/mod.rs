@@ -39,7 +39,7 @@ use crate::auth::{AuthError, Authenticator, Identity};
 use crate::health::Components;
 use crate::hub::Hub;
 use crate::inbox::Inbox;
-use crate::limits::Limits;
+use crate::limits::{Limits, PublishLimiter, PublishRates};
 use crate::session::Sessions;
 use crate::settings::ConfigError;
 use crate::stats::Stats;
@@ -83,6 +83,8 @@ pub struct Services {
     pub(crate) settings: Arc<HttpSettings>,
     /// The auth cookie and the pages that may use it.
     pub(crate) cookie: Arc<CookieAuth>,
+    /// The rate limits of publishers over HTTP, and their buckets.
+    pub(crate) publish_limiter: Arc<PublishLimiter>,
 }
 
 /// What the HTTP face applies: its own sections, and the limits and cookie name of
@@ -101,6 +103,8 @@ pub struct HttpSettings {
     pub limits: Limits,
     /// The cookie a browser may carry its token in (`auth.cookie`).
     pub cookie: String,
+    /// The rate limits of `POST /publish`.
+    pub publish_rates: PublishRates,
 }
 
 impl Services {
@@ -118,6 +122,7 @@ impl Services {
             &settings.cookie,
             &settings.http.cors_origins,
         ));
+        let publish_limiter = Arc::new(PublishLimiter::new(&settings.publish_rates));
         Self {
             hub,
             sessions,
@@ -127,6 +132,7 @@ impl Services {
             components,
             settings,
             cookie,
+            publish_limiter,
         }
     }
 
@@ -379,6 +385,7 @@ pub struct ApiError {
 struct Detail {
     channel: Option<String>,
     parameter: Option<String>,
+    limit: Option<String>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -419,6 +426,13 @@ impl ApiError {
         self
     }
 
+    /// Names the configuration key of the limit that refused the request
+    /// (`error.limit` in the body), such as `limits.publish_rate`.
+    pub fn for_limit(mut self, key: impl Into<String>) -> Self {
+        self.detail().limit = Some(key.into());
+        self
+    }
+
     /// Adds a response header, such as what a 426 asks the client to use instead.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.detail().headers.push((name, value));
@@ -449,6 +463,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(parameter) = detail.parameter {
             body["error"]["parameter"] = parameter.into();
+        }
+        if let Some(limit) = detail.limit {
+            body["error"]["limit"] = limit.into();
         }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {

@@ -21,6 +21,7 @@ mod postgres;
 mod presence;
 mod proxies;
 mod publish;
+mod publish_limits;
 mod resume;
 mod shutdown;
 mod tasks;
