@@ -31,7 +31,7 @@ pub use crate::broker::{BrokerKind, BrokerSettings, NatsConfig, NatsStorage, Red
 pub use crate::http::demo::DemoConfig;
 pub use crate::http::sse::SseConfig;
 pub use crate::http::ws::WsConfig;
-pub use crate::http::{ForwardedHeader, HttpConfig};
+pub use crate::http::{ForwardedHeader, HttpConfig, OpsConfig};
 pub use crate::hub::ShutdownConfig;
 pub use crate::limits::Limits;
 pub use crate::presence::PresenceConfig;
@@ -90,6 +90,8 @@ pub struct Config {
     pub postgres: Option<PostgresConfig>,
     /// Where notifications and tasks are stored (SQLite unless set otherwise).
     pub store: StoreConfig,
+    /// Where `/stats` and `/metrics` are served and who may read them.
+    pub ops: OpsConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -122,6 +124,7 @@ impl Default for Config {
             demo: DemoConfig::default(),
             postgres: None,
             store: StoreConfig::default(),
+            ops: OpsConfig::default(),
         }
     }
 }
@@ -236,6 +239,8 @@ const STRING_KEYS: &[&str] = &[
     "store.url",
     "nats.storage",
     "channels.subscribe",
+    "ops.listen",
+    "ops.token",
 ];
 
 /// The top-level keys an environment variable may set; other `HERALD_*` variables
@@ -260,6 +265,7 @@ const SECTIONS: &[&str] = &[
     "demo",
     "postgres",
     "store",
+    "ops",
 ];
 
 /// One `HERALD_*` environment variable setting one key, named after the variable
@@ -353,6 +359,16 @@ impl Config {
         self.ws.validate()?;
         self.presence.validate()?;
         self.webhooks.validate()?;
+        self.ops.validate()?;
+        if let Some(ops) = self.ops.listen_addr()?
+            && ops.port() != 0
+            && ops == self.listen_addr()?
+        {
+            return Err(ConfigError::new(
+                "ops.listen",
+                format!("is the main `listen` address {ops}; give the counters another port"),
+            ));
+        }
         if self.channels.history_ttl.is_zero() {
             return Err(ConfigError::new(
                 "channels.history_ttl",
@@ -665,6 +681,19 @@ mod tests {
         assert_eq!(e.key, "http.forwarded_header");
         let c = load("", &[("HERALD_HTTP__FORWARDED_HEADER", "forwarded")]).unwrap();
         assert_eq!(c.http.forwarded_header, ForwardedHeader::Forwarded);
+        let e = load("[ops]\nlisten = 'localhost:9090'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "ops.listen");
+        let e = load(
+            "listen = '127.0.0.1:8080'\n[ops]\nlisten = '127.0.0.1:8080'\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "ops.listen");
+        let e = load("", &[("HERALD_OPS__TOKEN", "1234")]).unwrap_err();
+        assert_eq!(e.key, "ops.token");
+        assert!(!e.to_string().contains("1234"), "{e}");
+        let c = load("", &[("HERALD_OPS__TOKEN", "1234567890123456")]).unwrap();
+        assert_eq!(c.ops.token.as_deref(), Some("1234567890123456"));
         let e = load("broker = 'kafka'\n", &[]).unwrap_err();
         assert_eq!(e.key, "broker");
         let e = load("[store]\nkind = 'mysql'\n", &[]).unwrap_err();

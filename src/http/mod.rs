@@ -11,7 +11,7 @@
 mod channels;
 pub mod demo;
 mod notifications;
-mod ops;
+pub mod ops;
 mod origin;
 mod poll;
 pub(crate) mod proxies;
@@ -49,6 +49,8 @@ use serde::{Deserialize, Serialize};
 use sse::SseConfig;
 use ws::WsConfig;
 
+use ops::OpsAccess;
+pub use ops::OpsConfig;
 pub use proxies::ForwardedHeader;
 pub(crate) use publish::BodyTimeout;
 
@@ -85,6 +87,8 @@ pub struct Services {
     pub(crate) cookie: Arc<CookieAuth>,
     /// The rate limits of publishers over HTTP, and their buckets.
     pub(crate) publish_limiter: Arc<PublishLimiter>,
+    /// Who may read `/stats` and `/metrics`.
+    pub(crate) ops_access: OpsAccess,
 }
 
 /// What the HTTP face applies: its own sections, and the limits and cookie name of
@@ -105,6 +109,8 @@ pub struct HttpSettings {
     pub cookie: String,
     /// The rate limits of `POST /publish`.
     pub publish_rates: PublishRates,
+    /// `[ops]`.
+    pub ops: OpsConfig,
 }
 
 impl Services {
@@ -123,6 +129,7 @@ impl Services {
             &settings.http.cors_origins,
         ));
         let publish_limiter = Arc::new(PublishLimiter::new(&settings.publish_rates));
+        let ops_access = OpsAccess::new(&settings.ops);
         Self {
             hub,
             sessions,
@@ -133,6 +140,7 @@ impl Services {
             settings,
             cookie,
             publish_limiter,
+            ops_access,
         }
     }
 
@@ -145,7 +153,8 @@ impl Services {
 }
 
 /// The HTTP routes of a node, ready to serve or to nest into an application's
-/// router.
+/// router. With `ops.listen` set, `/stats` and `/metrics` are left out: they are
+/// served by [`ops_router`] alone.
 pub fn router(app: Services) -> Router {
     let mut router = Router::new()
         .route("/events", get(sse::events))
@@ -155,9 +164,12 @@ pub fn router(app: Services) -> Router {
         .route("/publish", post(publish::publish))
         .route("/channels/{name}/history", get(channels::history))
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/stats", get(ops::stats))
-        .route("/metrics", get(ops::metrics));
+        .route("/readyz", get(ops::readyz));
+    if app.settings.ops.listen.is_none() {
+        router = router
+            .route("/stats", get(ops::stats))
+            .route("/metrics", get(ops::metrics));
+    }
     for (path, _) in API_ROUTES {
         router = router.route(path, api_route(path));
     }
@@ -180,6 +192,21 @@ pub fn router(app: Services) -> Router {
         Some(layer) => router.layer(layer),
         None => router,
     }
+}
+
+/// The operational routes of a node alone, `/healthz`, `/readyz`, `/stats` and
+/// `/metrics`, for an address of their own (`ops.listen`). `/stats` and `/metrics`
+/// need `ops.token` when it is set, here as on the main router.
+pub fn ops_router(app: Services) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/stats", get(ops::stats))
+        .route("/metrics", get(ops::metrics))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(app)
+        .layer(axum::middleware::map_response(json_errors))
 }
 
 /// The headers the router's CORS policy for `origins` puts on a response to a

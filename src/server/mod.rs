@@ -28,6 +28,9 @@
 //! Connections waiting on their client (for a head, or for a body, which must arrive
 //! within `http.body_timeout`) are bounded in number as well as in time
 //! ([`waiting`]).
+//!
+//! [`serve_ops`] serves the operational routes on an address of their own
+//! (`ops.listen`).
 
 use std::io;
 use std::pin::Pin;
@@ -223,6 +226,50 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
         );
         close_all.cancel();
     }
+    Ok(())
+}
+
+/// Serves the node's operational routes ([`Node::ops_router`]: `/healthz`, `/readyz`,
+/// `/stats`, `/metrics`) on `listener`, the address of `ops.listen`, until
+/// [`Node::shutdown`] is called; open requests then get `shutdown.grace` to finish.
+/// A request head must arrive within `http.head_timeout`, as on the main listener.
+pub async fn serve_ops(listener: TcpListener, node: Node) -> io::Result<()> {
+    let router = node.ops_router();
+    let hub = node.hub().clone();
+    let config = node.config();
+    let head_timeout = config.http.head_timeout;
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = hub.shutting_down() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the ops listener");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let hub = hub.clone();
+        connections.spawn(async move {
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = hub.shutting_down() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    connections.close();
+    // What is left is a scrape or a probe in flight; it is not waited for longer.
+    let _ = tokio::time::timeout(config.shutdown.grace, connections.wait()).await;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ mod limits;
 #[cfg(all(feature = "redis", feature = "nats"))]
 mod nodes;
 mod ops;
+mod ops_access;
 mod origin;
 mod poll;
 mod postgres;
