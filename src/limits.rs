@@ -237,13 +237,22 @@ const PUBLISHERS_KEPT: usize = 10_000;
 /// one and is forgotten whenever the table reaches [`PUBLISHERS_KEPT`] publishers;
 /// if all are still in use, the least recently seen quarter is forgotten (they
 /// start again with a full burst).
-#[derive(Debug)]
 pub struct PublishLimiter {
     /// Scope 0: namespaces without their own rate; then one per namespace with one.
     scopes: Vec<Scope>,
     by_namespace: HashMap<String, usize>,
     publishers: Mutex<HashMap<String, Publisher>>,
     capacity: usize,
+}
+
+/// Its scopes and how many publishers it keeps, not who they are.
+impl std::fmt::Debug for PublishLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishLimiter")
+            .field("scopes", &self.scopes)
+            .field("publishers", &self.publishers())
+            .finish()
+    }
 }
 
 /// One scope of a [`PublishLimiter`].
