@@ -22,15 +22,16 @@ use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::core::{HistoryPolicy, NamespacePolicy, Policies, SubscribeRule};
+use crate::limits::{PublishRates, Rate};
 
 mod redact;
 
 pub use crate::auth::{ApiKeyConfig, AuthConfig};
 pub use crate::broker::{BrokerKind, BrokerSettings, NatsConfig, NatsStorage, RedisConfig};
-pub use crate::http::HttpConfig;
 pub use crate::http::demo::DemoConfig;
 pub use crate::http::sse::SseConfig;
 pub use crate::http::ws::WsConfig;
+pub use crate::http::{ForwardedHeader, HttpConfig, OpsConfig};
 pub use crate::hub::ShutdownConfig;
 pub use crate::limits::Limits;
 pub use crate::presence::PresenceConfig;
@@ -89,6 +90,8 @@ pub struct Config {
     pub postgres: Option<PostgresConfig>,
     /// Where notifications and tasks are stored (SQLite unless set otherwise).
     pub store: StoreConfig,
+    /// Where `/stats` and `/metrics` are served and who may read them.
+    pub ops: OpsConfig,
 }
 
 impl std::fmt::Debug for Config {
@@ -121,6 +124,7 @@ impl Default for Config {
             demo: DemoConfig::default(),
             postgres: None,
             store: StoreConfig::default(),
+            ops: OpsConfig::default(),
         }
     }
 }
@@ -137,6 +141,8 @@ pub struct Settings {
     pub policies: Policies,
     /// The Redis the `[redis_source]` reads, when it is configured.
     pub redis_source_url: Option<String>,
+    /// The rate limits of publishing over HTTP, from `[limits]` and `[namespaces]`.
+    pub publish_rates: PublishRates,
     /// The sections as checked.
     pub config: Config,
 }
@@ -191,6 +197,13 @@ pub struct NamespaceConfig {
     pub client_publish: Option<bool>,
     /// Keep events published by clients in history.
     pub client_history: Option<bool>,
+    /// Events each publisher may publish over HTTP per second to the namespace's
+    /// channels, in a bucket of their own (0: no limit); with only `publish_burst`
+    /// set, `limits.publish_rate`.
+    pub publish_rate: Option<f64>,
+    /// Events each publisher may publish to the namespace's channels at once; with
+    /// only `publish_rate` set, `limits.publish_burst`.
+    pub publish_burst: Option<u32>,
 }
 
 /// The namespace of the demo app's channels (`demo:board`, `demo:chat`). With
@@ -213,6 +226,8 @@ const STRING_KEYS: &[&str] = &[
     "auth.issuer",
     "auth.audience",
     "auth.cookie",
+    "http.trusted_proxies",
+    "http.forwarded_header",
     "webhooks.url",
     "webhooks.secret",
     "postgres.url",
@@ -224,6 +239,8 @@ const STRING_KEYS: &[&str] = &[
     "store.url",
     "nats.storage",
     "channels.subscribe",
+    "ops.listen",
+    "ops.token",
 ];
 
 /// The top-level keys an environment variable may set; other `HERALD_*` variables
@@ -248,6 +265,7 @@ const SECTIONS: &[&str] = &[
     "demo",
     "postgres",
     "store",
+    "ops",
 ];
 
 /// One `HERALD_*` environment variable setting one key, named after the variable
@@ -341,6 +359,16 @@ impl Config {
         self.ws.validate()?;
         self.presence.validate()?;
         self.webhooks.validate()?;
+        self.ops.validate()?;
+        if let Some(ops) = self.ops.listen_addr()?
+            && ops.port() != 0
+            && ops == self.listen_addr()?
+        {
+            return Err(ConfigError::new(
+                "ops.listen",
+                format!("is the main `listen` address {ops}; give the counters another port"),
+            ));
+        }
         if self.channels.history_ttl.is_zero() {
             return Err(ConfigError::new(
                 "channels.history_ttl",
@@ -372,6 +400,19 @@ impl Config {
                     "must be longer than 0s",
                 ));
             }
+            crate::limits::check_publish_rate(
+                &format!("namespaces.{name}"),
+                ns.publish_rate,
+                ns.publish_burst,
+            )?;
+            if ns.publish_burst.is_some()
+                && ns.publish_rate.unwrap_or(self.limits.publish_rate) == 0.0
+            {
+                return Err(ConfigError::new(
+                    format!("namespaces.{name}.publish_burst"),
+                    "has no effect without a publish_rate (in the namespace or in [limits])",
+                ));
+            }
         }
         if let Some(postgres) = &self.postgres {
             postgres.validate()?;
@@ -400,6 +441,7 @@ impl Config {
         Ok(Settings {
             listen,
             policies: self.policies(),
+            publish_rates: self.publish_rates(),
             broker,
             redis_source_url,
             config: self,
@@ -432,6 +474,30 @@ impl Config {
                 format!("{:?} is not an address such as 127.0.0.1:8080", self.listen),
             )
         })
+    }
+
+    /// The rate limits of publishing over HTTP: `limits.publish_rate` for every
+    /// namespace but those with a `publish_rate` or `publish_burst` of their own,
+    /// which have their own buckets (what they leave out coming from `[limits]`).
+    pub fn publish_rates(&self) -> PublishRates {
+        let rate =
+            |per_second: f64, burst: u32| (per_second > 0.0).then_some(Rate { per_second, burst });
+        let limits = &self.limits;
+        PublishRates {
+            default: rate(limits.publish_rate, limits.publish_burst),
+            namespaces: self
+                .namespaces
+                .iter()
+                .filter(|(_, ns)| ns.publish_rate.is_some() || ns.publish_burst.is_some())
+                .map(|(name, ns)| {
+                    let own = rate(
+                        ns.publish_rate.unwrap_or(limits.publish_rate),
+                        ns.publish_burst.unwrap_or(limits.publish_burst),
+                    );
+                    (name.clone(), own)
+                })
+                .collect(),
+        }
     }
 
     /// The channel policies this configuration describes.
@@ -605,6 +671,29 @@ mod tests {
             )
             .is_ok()
         );
+        let e = load("[http]\ntrusted_proxies = ['10.0.0.0/8', 'proxy']\n", &[]).unwrap_err();
+        assert_eq!(e.key, "http.trusted_proxies[1]");
+        let e = load("", &[("HERALD_HTTP__TRUSTED_PROXIES", "10.0.0.0/33")]).unwrap_err();
+        assert_eq!(e.key, "http.trusted_proxies[0]");
+        let c = load("", &[("HERALD_HTTP__TRUSTED_PROXIES", "10.0.0.0/8, ::1")]).unwrap();
+        assert_eq!(c.http.trusted_proxies, ["10.0.0.0/8", "::1"]);
+        let e = load("[http]\nforwarded_header = 'x-real-ip'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "http.forwarded_header");
+        let c = load("", &[("HERALD_HTTP__FORWARDED_HEADER", "forwarded")]).unwrap();
+        assert_eq!(c.http.forwarded_header, ForwardedHeader::Forwarded);
+        let e = load("[ops]\nlisten = 'localhost:9090'\n", &[]).unwrap_err();
+        assert_eq!(e.key, "ops.listen");
+        let e = load(
+            "listen = '127.0.0.1:8080'\n[ops]\nlisten = '127.0.0.1:8080'\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "ops.listen");
+        let e = load("", &[("HERALD_OPS__TOKEN", "1234")]).unwrap_err();
+        assert_eq!(e.key, "ops.token");
+        assert!(!e.to_string().contains("1234"), "{e}");
+        let c = load("", &[("HERALD_OPS__TOKEN", "1234567890123456")]).unwrap();
+        assert_eq!(c.ops.token.as_deref(), Some("1234567890123456"));
         let e = load("broker = 'kafka'\n", &[]).unwrap_err();
         assert_eq!(e.key, "broker");
         let e = load("[store]\nkind = 'mysql'\n", &[]).unwrap_err();
@@ -709,6 +798,53 @@ mod tests {
         }
         let e = load("[limits]\nhistory_memory = '256MB'\n", &[]).unwrap_err();
         assert_eq!(e.key, "limits.history_memory");
+    }
+
+    #[test]
+    fn publish_rates_are_off_by_default_and_namespaces_may_have_their_own() {
+        assert_eq!(
+            load("", &[]).unwrap().publish_rates(),
+            PublishRates::default()
+        );
+        let c = load(
+            "[limits]\npublish_rate = 10\npublish_burst = 20\n\
+             [namespaces.chat]\npublish_rate = 0.5\n\
+             [namespaces.bulk]\npublish_burst = 500\n\
+             [namespaces.free]\npublish_rate = 0\n\
+             [namespaces.other]\nhistory_size = 1\n",
+            &[],
+        )
+        .unwrap();
+        let rates = c.publish_rates();
+        let rate = |per_second, burst| Some(Rate { per_second, burst });
+        assert_eq!(rates.default, rate(10.0, 20));
+        assert_eq!(rates.namespaces["chat"], rate(0.5, 20));
+        assert_eq!(rates.namespaces["bulk"], rate(10.0, 500));
+        assert_eq!(rates.namespaces["free"], None);
+        assert!(!rates.namespaces.contains_key("other"));
+        let c = load("", &[("HERALD_LIMITS__PUBLISH_RATE", "2.5")]).unwrap();
+        assert_eq!(c.publish_rates().default, rate(2.5, 100));
+        for (toml, key) in [
+            ("[limits]\npublish_rate = -1\n", "limits.publish_rate"),
+            ("[limits]\npublish_rate = 'fast'\n", "limits.publish_rate"),
+            ("[limits]\npublish_burst = 0\n", "limits.publish_burst"),
+            ("[limits]\npublish_burst = -3\n", "limits.publish_burst"),
+            (
+                "[namespaces.chat]\npublish_rate = -2\n",
+                "namespaces.chat.publish_rate",
+            ),
+            (
+                "[namespaces.chat]\npublish_burst = 0\n",
+                "namespaces.chat.publish_burst",
+            ),
+            (
+                "[namespaces.chat]\npublish_burst = 5\n",
+                "namespaces.chat.publish_burst",
+            ),
+        ] {
+            let e = load(toml, &[]).unwrap_err();
+            assert_eq!(e.key, key, "{toml}: {e}");
+        }
     }
 
     #[test]

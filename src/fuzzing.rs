@@ -35,22 +35,7 @@ pub async fn read_head(stream: &mut (impl AsyncRead + Unpin)) -> io::Result<Opti
 /// be longer by what one read brings).
 pub const HEAD_BOUNDS: (usize, usize) = crate::server::fuzzing::HEAD_BOUNDS;
 
-/// What the server does with the bytes of a connection's first request head.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeadVerdict {
-    /// It serves the request; `stream` when it asks for an event stream.
-    Serve {
-        /// Whether the request asks for an event stream.
-        stream: bool,
-    },
-    /// It answers with this status (a 4xx and the JSON error) and closes.
-    Refuse {
-        /// The status.
-        status: u16,
-    },
-    /// The head is not whole: the server waits for more (or the client left).
-    Unfinished,
-}
+pub use crate::server::fuzzing::HeadVerdict;
 
 /// Checks a connection's first request head as the server does before anything
 /// serves it.

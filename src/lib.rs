@@ -76,4 +76,4 @@ pub use crate::config::{Config, ConfigError};
 pub use crate::core::{ChannelName, Event, NewEvent, Payload};
 pub use crate::hub::{Hub, PublishError};
 pub use crate::node::Node;
-pub use crate::server::serve;
+pub use crate::server::{serve, serve_ops};

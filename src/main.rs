@@ -233,13 +233,32 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .init();
     let capped = raise_file_limit(&mut config);
     let addr = config.listen_addr()?;
+    let ops_addr = config.ops.listen_addr()?;
     runtime()?.block_on(async move {
         let listener = listen(addr)
             .with_context(|| format!("cannot listen on {addr} (configuration key `listen`)"))?;
         let local = listener.local_addr()?;
+        let ops_listener = ops_addr
+            .map(|addr| {
+                listen(addr).with_context(|| {
+                    format!("cannot listen on {addr} (configuration key `ops.listen`)")
+                })
+            })
+            .transpose()?;
         let node = Node::new(config)?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "herald {} listening on http://{local}", env!("CARGO_PKG_VERSION"))?;
+        let ops = match ops_listener {
+            Some(ops_listener) => {
+                writeln!(
+                    out,
+                    "ops on http://{} (/stats, /metrics, /healthz, /readyz)",
+                    ops_listener.local_addr()?
+                )?;
+                Some(tokio::spawn(herald::serve_ops(ops_listener, node.clone())))
+            }
+            None => None,
+        };
         if let Some(notice) = &capped {
             writeln!(out, "warning: {notice}")?;
             tracing::warn!("{notice}");
@@ -265,6 +284,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             std::process::exit(1);
         });
         herald::serve(listener, node).await?;
+        if let Some(ops) = ops {
+            ops.await.context("the ops listener")??;
+        }
         tracing::info!("stopped");
         Ok(())
     })

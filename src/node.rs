@@ -64,6 +64,7 @@ impl Node {
             broker: broker_settings,
             policies,
             redis_source_url,
+            publish_rates,
             config,
             ..
         } = config.resolve()?;
@@ -175,6 +176,8 @@ impl Node {
             demo: config.demo.clone(),
             limits: config.limits.clone(),
             cookie: config.auth.cookie.clone(),
+            publish_rates,
+            ops: config.ops.clone(),
         };
         let services = Services::new(
             hub,
@@ -204,6 +207,13 @@ impl Node {
     /// router.
     pub fn router(&self) -> Router {
         crate::http::router(self.inner.services.clone())
+    }
+
+    /// The operational routes alone (`/healthz`, `/readyz`, `/stats`, `/metrics`),
+    /// for an address of their own: with `ops.listen` set, [`Node::router`] leaves
+    /// `/stats` and `/metrics` out. [`crate::serve_ops`] serves them.
+    pub fn ops_router(&self) -> Router {
+        crate::http::ops_router(self.inner.services.clone())
     }
 
     /// The notification inbox and tasks.

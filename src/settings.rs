@@ -24,3 +24,24 @@ impl ConfigError {
         }
     }
 }
+
+/// A list, or one string of comma-separated items (as an environment variable).
+pub(crate) fn list_or_commas<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Items {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match <Items as serde::Deserialize>::deserialize(d)? {
+        Items::List(items) => items,
+        Items::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}

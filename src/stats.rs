@@ -79,6 +79,7 @@ pub struct Stats {
     client_events_refused: AtomicU64,
     webhooks_sent: AtomicU64,
     webhooks_failed: AtomicU64,
+    publish_rate_limited: AtomicU64,
 }
 
 impl Default for Stats {
@@ -104,6 +105,7 @@ impl Default for Stats {
             client_events_refused: AtomicU64::new(0),
             webhooks_sent: AtomicU64::new(0),
             webhooks_failed: AtomicU64::new(0),
+            publish_rate_limited: AtomicU64::new(0),
         }
     }
 }
@@ -209,6 +211,11 @@ impl Stats {
         add(&self.webhooks_failed, 1);
     }
 
+    /// A publish request was refused by a publisher rate limit.
+    pub fn publish_rate_limited(&self) {
+        add(&self.publish_rate_limited, 1);
+    }
+
     /// A point-in-time copy of every counter, plus the gauges passed in.
     pub fn snapshot(&self, gauges: Gauges) -> Snapshot {
         Snapshot {
@@ -236,6 +243,7 @@ impl Stats {
             client_events_refused: get(&self.client_events_refused),
             webhooks_sent: get(&self.webhooks_sent),
             webhooks_failed: get(&self.webhooks_failed),
+            publish_rate_limited: get(&self.publish_rate_limited),
             channels: gauges.channels,
             history_channels: gauges.history_channels,
             history_bytes: gauges.history_bytes,
@@ -321,6 +329,12 @@ const METRICS: &[Metric] = &[
         kind: Kind::Counter,
         help: "Events accepted for publication.",
         read: Read::One(|s| s.events_published),
+    },
+    Metric {
+        name: "herald_publish_rate_limited_total",
+        kind: Kind::Counter,
+        help: "Publish requests refused by a publisher rate limit (limits.publish_rate, namespaces.*.publish_rate).",
+        read: Read::One(|s| s.publish_rate_limited),
     },
     Metric {
         name: "herald_deliveries_total",
@@ -535,6 +549,8 @@ pub struct Snapshot {
     pub webhooks_sent: u64,
     /// Webhooks not delivered after their retries.
     pub webhooks_failed: u64,
+    /// Publish requests refused by a publisher rate limit.
+    pub publish_rate_limited: u64,
     /// Channels with at least one subscriber on this node.
     pub channels: usize,
     /// Channels with history kept by the broker.
@@ -571,6 +587,7 @@ mod tests {
         stats.published(3);
         stats.delivered(7, 1);
         stats.history_evicted(2);
+        stats.publish_rate_limited();
         let gauges = Gauges {
             connections: crate::limits::ConnectionCounts {
                 open: 1,
@@ -581,6 +598,8 @@ mod tests {
         };
         let text = stats.prometheus(gauges);
         assert!(text.contains("herald_history_evicted_total 2\n"));
+        assert!(text.contains("herald_publish_rate_limited_total 1\n"));
+        assert_eq!(stats.snapshot(gauges).publish_rate_limited, 1);
         assert!(text.contains("herald_history_bytes 4096\n"));
         assert_eq!(stats.snapshot(gauges).history_evicted, 2);
         assert!(text.contains("herald_connections 1\n"));

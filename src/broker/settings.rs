@@ -93,27 +93,8 @@ pub struct RedisConfig {
     /// each; in the environment, comma-separated). The first one also orders
     /// events and carries the fan-out between nodes. Every node lists the same
     /// servers in the same order. Empty: the one server of `broker`.
-    #[serde(deserialize_with = "list_or_commas")]
+    #[serde(deserialize_with = "crate::settings::list_or_commas")]
     pub shards: Vec<String>,
-}
-
-/// A list, or one string of comma-separated items (as an environment variable).
-fn list_or_commas<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Items {
-        List(Vec<String>),
-        Text(String),
-    }
-    Ok(match Items::deserialize(d)? {
-        Items::List(items) => items,
-        Items::Text(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
 }
 
 impl Default for RedisConfig {

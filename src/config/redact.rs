@@ -9,8 +9,9 @@
 //! - [`Config::redacted`] is the configuration with every secret replaced by a stand-in
 //!   that is accepted back as configuration but is not the secret: URL passwords read
 //!   `REDACTED`, a plain API key is shown as its `key_sha256` (accepted the same way),
-//!   `auth.jwt_secret` and `webhooks.secret` become [`SECRET_PLACEHOLDER`], which a hub
-//!   never signs or verifies with ([`Config::disarm_placeholders`]).
+//!   `auth.jwt_secret`, `webhooks.secret` and `ops.token` become
+//!   [`SECRET_PLACEHOLDER`], which a hub never signs, verifies or lets anyone in with
+//!   ([`Config::disarm_placeholders`]).
 //! - [`Config::secrets`] lists the secret values themselves, so a log writer can
 //!   mask them wherever a library happens to print one.
 //!
@@ -27,15 +28,20 @@ use super::{Config, ConfigError};
 use crate::redact::{Boundary, percent_decode, scan};
 pub use crate::redact::{REDACTED, redact_url};
 
-/// What stands in for `auth.jwt_secret` and `webhooks.secret`: long enough to pass
-/// the configuration check, so printed configurations are accepted back, and
-/// replaced by [`Config::disarm_placeholders`] before a hub starts, so no hub signs
-/// or verifies with a value printed for anyone to read.
+/// What stands in for `auth.jwt_secret`, `webhooks.secret` and `ops.token`: long
+/// enough to pass the configuration check, so printed configurations are accepted
+/// back, and replaced by [`Config::disarm_placeholders`] before a hub starts, so no
+/// hub signs, verifies or admits with a value printed for anyone to read.
 pub const SECRET_PLACEHOLDER: &str = "REDACTED-REDACTED";
 
 /// Settings whose whole value is a secret, as paths where `[]` stands for any
 /// element of a list.
-pub const SECRET_KEYS: &[&str] = &["auth.jwt_secret", "auth.api_keys[].key", "webhooks.secret"];
+pub const SECRET_KEYS: &[&str] = &[
+    "auth.jwt_secret",
+    "auth.api_keys[].key",
+    "webhooks.secret",
+    "ops.token",
+];
 
 /// Maps whose keys are names chosen by the operator rather than settings.
 const FREE_MAPS: &[&str] = &["namespaces", "postgres.routes[].when"];
@@ -170,13 +176,15 @@ impl Config {
     /// Replaces each [`SECRET_PLACEHOLDER`] (as printed by `herald check-config`)
     /// with a random secret known to no one, and returns the keys it replaced. A
     /// printed configuration then starts, but no token signed with the printed value
-    /// is accepted and no webhook is signed with it: HS256 tokens are refused and
-    /// webhook receivers refuse the signatures until the real secret is set.
+    /// is accepted, no webhook is signed with it and it does not open `/metrics`:
+    /// HS256 tokens and the printed ops token are refused and webhook receivers
+    /// refuse the signatures until the real secret is set.
     pub fn disarm_placeholders(&mut self) -> Vec<&'static str> {
         let mut replaced = Vec::new();
         for (key, value) in [
             ("auth.jwt_secret", &mut self.auth.jwt_secret),
             ("webhooks.secret", &mut self.webhooks.secret),
+            ("ops.token", &mut self.ops.token),
         ] {
             if value.as_deref() == Some(SECRET_PLACEHOLDER) {
                 let random: String = (0..48)
@@ -382,6 +390,8 @@ mod tests {
         "auth.api_keys[].key_sha256",
         "auth.api_keys[].publish[]",
         "http.cors_origins[]",
+        "http.trusted_proxies[]",
+        "http.forwarded_header",
         "webhooks.events[]",
         "channels.subscribe",
         "namespaces.*.subscribe",
@@ -400,6 +410,7 @@ mod tests {
         "postgres.routes[].fetch.columns[]",
         "store.kind",
         "store.path",
+        "ops.listen",
     ];
 
     /// Text settings that hold URLs (or connection strings), whose credentials are
@@ -425,6 +436,7 @@ mod tests {
         "webhook-secret-0a0a-0123456789",
         "pw-postgres-6b6b",
         "pw-store-1e1e",
+        "ops-token-8c8c-0123456789",
     ];
 
     /// A configuration with every setting given a value, secrets from [`PLANTED`].
@@ -471,6 +483,7 @@ mod tests {
             },
         ];
         c.http.cors_origins = vec!["https://app.example.com".into()];
+        c.http.trusted_proxies = vec!["10.0.0.0/8".into(), "::1".into()];
         c.webhooks.url = Some(
             "https://hook:pw-webhook-url-c2a9@app.example.com/hooks?token=tok-webhook-query-3d3d"
                 .into(),
@@ -485,6 +498,8 @@ mod tests {
                 presence: Some(true),
                 client_publish: Some(true),
                 client_history: Some(false),
+                publish_rate: Some(5.0),
+                publish_burst: Some(10),
             },
         );
         c.demo.tokens = Some(false);
@@ -511,6 +526,8 @@ mod tests {
         });
         c.store.kind = "postgres".into();
         c.store.url = Some("postgres://store:pw-store-1e1e@127.0.0.1:5432/inbox".into());
+        c.ops.listen = Some("127.0.0.1:9090".into());
+        c.ops.token = Some("ops-token-8c8c-0123456789".into());
         c.validate().expect("the full configuration is valid");
         c
     }
@@ -578,8 +595,10 @@ mod tests {
             .into_iter()
             .filter(|k| !k.contains("[]") && !k.contains('*'))
             .collect();
-        // A list of URLs that the environment gives as comma-separated text.
-        scalar_text.insert("redis.shards".to_owned());
+        // Lists that the environment gives as comma-separated text.
+        for list in ["redis.shards", "http.trusted_proxies"] {
+            scalar_text.insert(list.to_owned());
+        }
         let listed: BTreeSet<String> = super::super::STRING_KEYS
             .iter()
             .map(|k| (*k).to_owned())
@@ -642,6 +661,7 @@ mod tests {
             "webhooks.secret",
             "postgres.url",
             "store.url",
+            "ops.token",
         ] {
             assert!(hidden.contains(&key), "{key} not in {hidden:?}");
             assert!(
@@ -696,9 +716,13 @@ mod tests {
         let mut disarmed = reloaded.clone();
         assert_eq!(
             disarmed.disarm_placeholders(),
-            ["auth.jwt_secret", "webhooks.secret"]
+            ["auth.jwt_secret", "webhooks.secret", "ops.token"]
         );
-        for secret in [&disarmed.auth.jwt_secret, &disarmed.webhooks.secret] {
+        for secret in [
+            &disarmed.auth.jwt_secret,
+            &disarmed.webhooks.secret,
+            &disarmed.ops.token,
+        ] {
             let secret = secret.as_deref().unwrap();
             assert!(
                 secret != SECRET_PLACEHOLDER && secret.len() >= 32,

@@ -1,4 +1,4 @@
-//! The HTTP layer's parsers of client input, reached from [`crate::fuzzing`].
+//! The HTTP layer's parsers of client input, reached from `herald::fuzzing`.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -8,14 +8,14 @@ use serde_json::Value;
 
 use super::{ApiError, Services};
 use crate::auth::Identity;
-use crate::config::Limits;
 use crate::core::NewEvent;
+use crate::limits::Limits;
 use crate::session::{OpenRequest, Session};
 
-/// See [`crate::fuzzing::StreamQuery`].
+/// See `herald::fuzzing::StreamQuery`.
 pub(crate) type StreamQuery = (Vec<String>, Option<String>, Option<String>, bool);
 
-/// See [`crate::fuzzing::stream_query`].
+/// See `herald::fuzzing::stream_query`.
 pub(crate) fn stream_query(
     query: Option<&str>,
     max_channels: usize,
@@ -24,7 +24,7 @@ pub(crate) fn stream_query(
         .map(|q| (q.channels, q.last_event_id, q.token, q.envelope))
 }
 
-/// See [`crate::fuzzing::stream_request`].
+/// See `herald::fuzzing::stream_request`.
 pub(crate) fn stream_request(
     uri: &Uri,
     headers: &HeaderMap,
@@ -36,24 +36,24 @@ pub(crate) fn stream_request(
     super::stream::read(uri, headers, &cookie, None, require_channel, max_channels)
 }
 
-/// See [`crate::fuzzing::query_pairs`].
+/// See `herald::fuzzing::query_pairs`.
 pub(crate) fn query_pairs(
     query: Option<&str>,
 ) -> impl Iterator<Item = Result<(Cow<'_, str>, Cow<'_, str>), ApiError>> {
     super::query::pairs(query)
 }
 
-/// See [`crate::fuzzing::query_param`].
+/// See `herald::fuzzing::query_param`.
 pub(crate) fn query_param(query: Option<&str>, name: &str) -> Result<Option<String>, ApiError> {
     super::query::Params::parse(query)?.one(name)
 }
 
-/// See [`crate::fuzzing::poll_timeout`].
+/// See `herald::fuzzing::poll_timeout`.
 pub(crate) fn poll_timeout(query: Option<&str>, max_channels: usize) -> Result<Duration, ApiError> {
     super::poll::timeout_of(query, max_channels)
 }
 
-/// See [`crate::fuzzing::publish_body`].
+/// See `herald::fuzzing::publish_body`.
 pub(crate) fn publish_body(
     body: &[u8],
     identity: &Identity,
@@ -62,7 +62,7 @@ pub(crate) fn publish_body(
     super::publish::events_of(body, identity, limits)
 }
 
-/// See [`crate::fuzzing::ws_session`].
+/// See `herald::fuzzing::ws_session`.
 pub(crate) async fn ws_session(
     app: &Services,
     uri: &Uri,
@@ -71,12 +71,12 @@ pub(crate) async fn ws_session(
     super::ws::open_session(app, uri, headers, None).await
 }
 
-/// See [`crate::fuzzing::ws_frame`].
+/// See `herald::fuzzing::ws_frame`.
 pub(crate) async fn ws_frame(session: &mut Session, text: &str) -> Value {
     super::ws::handle(session, text).await
 }
 
-/// See [`crate::fuzzing::ws_close_code`].
+/// See `herald::fuzzing::ws_close_code`.
 pub(crate) fn ws_close_code(error: &axum::Error) -> Option<(u16, &'static str)> {
     super::ws_close::close_for(error)
 }

@@ -12,9 +12,10 @@ mod channels;
 pub mod demo;
 pub(crate) mod fuzzing;
 mod notifications;
-mod ops;
+pub mod ops;
 mod origin;
 mod poll;
+pub(crate) mod proxies;
 mod publish;
 mod query;
 pub mod sse;
@@ -39,7 +40,7 @@ use crate::auth::{AuthError, Authenticator, Identity};
 use crate::health::Components;
 use crate::hub::Hub;
 use crate::inbox::Inbox;
-use crate::limits::Limits;
+use crate::limits::{Limits, PublishLimiter, PublishRates};
 use crate::session::Sessions;
 use crate::settings::ConfigError;
 use crate::stats::Stats;
@@ -49,6 +50,9 @@ use serde::{Deserialize, Serialize};
 use sse::SseConfig;
 use ws::WsConfig;
 
+use ops::OpsAccess;
+pub use ops::OpsConfig;
+pub use proxies::ForwardedHeader;
 pub(crate) use publish::BodyTimeout;
 
 /// Facts about the TCP connection a request came on, put in the request's
@@ -56,8 +60,13 @@ pub(crate) use publish::BodyTimeout;
 /// other means (then per-address limits do not apply).
 #[derive(Debug, Clone)]
 pub struct ConnectionInfo {
-    /// The client's address.
+    /// The client's address: the TCP peer's, or, when that is a trusted proxy
+    /// (`http.trusted_proxies`), the address the proxy forwarded for this request
+    /// (with port 0 when it named none). Per-address limits and logs use it.
     pub peer: SocketAddr,
+    /// The TCP peer itself: the same as `peer` unless a trusted proxy forwarded the
+    /// request.
+    pub tcp_peer: SocketAddr,
     /// Cancelling it closes the TCP connection at once, even when the peer has
     /// stopped reading.
     pub close: CancellationToken,
@@ -77,6 +86,10 @@ pub struct Services {
     pub(crate) settings: Arc<HttpSettings>,
     /// The auth cookie and the pages that may use it.
     pub(crate) cookie: Arc<CookieAuth>,
+    /// The rate limits of publishers over HTTP, and their buckets.
+    pub(crate) publish_limiter: Arc<PublishLimiter>,
+    /// Who may read `/stats` and `/metrics`.
+    pub(crate) ops_access: OpsAccess,
 }
 
 /// What the HTTP face applies: its own sections, and the limits and cookie name of
@@ -95,6 +108,10 @@ pub struct HttpSettings {
     pub limits: Limits,
     /// The cookie a browser may carry its token in (`auth.cookie`).
     pub cookie: String,
+    /// The rate limits of `POST /publish`.
+    pub publish_rates: PublishRates,
+    /// `[ops]`.
+    pub ops: OpsConfig,
 }
 
 impl Services {
@@ -112,6 +129,8 @@ impl Services {
             &settings.cookie,
             &settings.http.cors_origins,
         ));
+        let publish_limiter = Arc::new(PublishLimiter::new(&settings.publish_rates));
+        let ops_access = OpsAccess::new(&settings.ops);
         Self {
             hub,
             sessions,
@@ -121,6 +140,8 @@ impl Services {
             components,
             settings,
             cookie,
+            publish_limiter,
+            ops_access,
         }
     }
 
@@ -133,7 +154,8 @@ impl Services {
 }
 
 /// The HTTP routes of a node, ready to serve or to nest into an application's
-/// router.
+/// router. With `ops.listen` set, `/stats` and `/metrics` are left out: they are
+/// served by [`ops_router`] alone.
 pub fn router(app: Services) -> Router {
     let mut router = Router::new()
         .route("/events", get(sse::events))
@@ -143,9 +165,12 @@ pub fn router(app: Services) -> Router {
         .route("/publish", post(publish::publish))
         .route("/channels/{name}/history", get(channels::history))
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/stats", get(ops::stats))
-        .route("/metrics", get(ops::metrics));
+        .route("/readyz", get(ops::readyz));
+    if app.settings.ops.listen.is_none() {
+        router = router
+            .route("/stats", get(ops::stats))
+            .route("/metrics", get(ops::metrics));
+    }
     for (path, _) in API_ROUTES {
         router = router.route(path, api_route(path));
     }
@@ -168,6 +193,21 @@ pub fn router(app: Services) -> Router {
         Some(layer) => router.layer(layer),
         None => router,
     }
+}
+
+/// The operational routes of a node alone, `/healthz`, `/readyz`, `/stats` and
+/// `/metrics`, for an address of their own (`ops.listen`). `/stats` and `/metrics`
+/// need `ops.token` when it is set, here as on the main router.
+pub fn ops_router(app: Services) -> Router {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/stats", get(ops::stats))
+        .route("/metrics", get(ops::metrics))
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .with_state(app)
+        .layer(axum::middleware::map_response(json_errors))
 }
 
 /// The headers the router's CORS policy for `origins` puts on a response to a
@@ -373,6 +413,7 @@ pub struct ApiError {
 struct Detail {
     channel: Option<String>,
     parameter: Option<String>,
+    limit: Option<String>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -413,6 +454,13 @@ impl ApiError {
         self
     }
 
+    /// Names the configuration key of the limit that refused the request
+    /// (`error.limit` in the body), such as `limits.publish_rate`.
+    pub fn for_limit(mut self, key: impl Into<String>) -> Self {
+        self.detail().limit = Some(key.into());
+        self
+    }
+
     /// Adds a response header, such as what a 426 asks the client to use instead.
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.detail().headers.push((name, value));
@@ -443,6 +491,9 @@ impl IntoResponse for ApiError {
         }
         if let Some(parameter) = detail.parameter {
             body["error"]["parameter"] = parameter.into();
+        }
+        if let Some(limit) = detail.limit {
+            body["error"]["limit"] = limit.into();
         }
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(seconds) = self.retry_after {
@@ -595,6 +646,16 @@ pub struct HttpConfig {
     /// head.
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// Reverse proxies, as networks (`10.0.0.0/8`, `fd00::/8`) or single addresses,
+    /// whose forwarded client address is believed: a request whose TCP peer is in
+    /// one counts as coming from the address the proxy names in
+    /// [`HttpConfig::forwarded_header`] (see [`proxies`]). Empty: forwarded
+    /// headers are ignored. In the environment, comma-separated.
+    #[serde(deserialize_with = "crate::settings::list_or_commas")]
+    pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies set the client's address in:
+    /// `x-forwarded-for` or `forwarded` (RFC 7239). The other is not read.
+    pub forwarded_header: ForwardedHeader,
 }
 
 impl Default for HttpConfig {
@@ -603,6 +664,8 @@ impl Default for HttpConfig {
             cors_origins: Vec::new(),
             head_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
+            trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
         }
     }
 }
@@ -617,6 +680,10 @@ impl HttpConfig {
             if value.is_zero() {
                 return Err(ConfigError::new(key, "must be longer than 0s"));
             }
+        }
+        for (i, proxy) in self.trusted_proxies.iter().enumerate() {
+            proxies::IpNet::parse(proxy)
+                .map_err(|e| ConfigError::new(format!("http.trusted_proxies[{i}]"), e))?;
         }
         for (i, origin) in self.cors_origins.iter().enumerate() {
             let valid = origin == "*"

@@ -14,10 +14,16 @@
 //! 2. else, with an `Origin`, it must be one of `http.cors_origins` (`*` does not
 //!    count: a wildcard CORS policy never allows credentials either) or the hub's
 //!    own origin, `http://` or `https://` followed by the request's `Host`. The
-//!    scheme is not known here (TLS usually ends at a proxy) and forwarded headers
-//!    (`X-Forwarded-Proto`, `Forwarded`) are only as trustworthy as the proxy that
-//!    sets them, which the hub cannot tell, so it does not read them. `null` (a
-//!    sandboxed page, a redirect across origins) is never allowed;
+//!    scheme is not known here (TLS usually ends at a proxy). Forwarded headers
+//!    (`X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded: proto=/host=`) are not
+//!    read, not even from a proxy of `http.trusted_proxies`: a client address is a
+//!    chain each proxy appends to, so the hub can stop at what a trusted proxy saw
+//!    itself ([`super::proxies`]), but a host or a scheme is a single value, and a
+//!    proxy that does not set it passes on what the client wrote, which the hub
+//!    cannot tell apart. The `Host` a proxy passes on is all this rule needs, and
+//!    `Sec-Fetch-Site` covers one that rewrites it (for all but WebSocket
+//!    handshakes). `null` (a sandboxed page, a redirect across origins) is never
+//!    allowed;
 //! 3. else, without an `Origin`, `Sec-Fetch-Site` must be absent or `none`. A
 //!    browser sends `Origin` with every WebSocket handshake and every cross-origin
 //!    request it lets a page read, and current browsers send `Sec-Fetch-Site` with

@@ -21,6 +21,11 @@
 //! name is checked and its grant looked up as it is read, the first refused one
 //! answering 403, and repeats are dropped with a set. Each field is then read on
 //! its own, so an error names it.
+//!
+//! Then, before anything is published, the events are charged to the publisher's
+//! rate limits (`limits.publish_rate`, `namespaces.NAME.publish_rate`): each event
+//! takes a token from the bucket of each namespace its channels are in, and a
+//! request is let through whole or answered 429 with `Retry-After`.
 
 use std::cell::Cell;
 use std::collections::HashSet;
@@ -34,9 +39,10 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use super::{ApiError, Services, identify_publisher, require_json};
-use crate::auth::Identity;
+use crate::auth::{Credential, Identity};
 use crate::core::{ChannelError, ChannelName, EventError, NewEvent, Payload};
 use crate::hub::PublishError;
+use crate::limits::{Rate, RateLimited};
 
 /// One event as sent, each field still raw JSON text borrowed from the body, so that
 /// each is read (and its error reported) on its own, and nothing is allocated per
@@ -120,6 +126,10 @@ pub(super) async fn publish(
     let limits = &app.settings.limits;
     let body = read_body(body, limits.max_body_bytes).await?;
     let (events, batch) = events_of(&body, &identity, limits)?;
+    if let Err(limited) = app.publish_limiter.charge(&publisher(&identity), &events) {
+        app.stats.publish_rate_limited();
+        return Err(rate_limited(&limited));
+    }
     let accepted = app.hub.publish_batch(events).await.map_err(|e| match e {
         PublishError::Invalid { index, error } => at(event_error(error), index, batch),
         PublishError::Unavailable(e) => e.into(),
@@ -142,7 +152,7 @@ pub(super) async fn publish(
 pub(super) fn events_of(
     body: &[u8],
     identity: &Identity,
-    limits: &crate::config::Limits,
+    limits: &crate::limits::Limits,
 ) -> Result<(Vec<NewEvent>, bool), ApiError> {
     let text = std::str::from_utf8(body).map_err(|e| {
         ApiError::bad_request(
@@ -177,6 +187,51 @@ pub(super) fn events_of(
         events.push(event);
     }
     Ok((events, batch))
+}
+
+/// Whose buckets a publish request draws on: an API key by its name, a token by
+/// its `sub`. Tokens without a `sub` share one set of buckets.
+fn publisher(identity: &Identity) -> String {
+    match (&identity.credential, &identity.user) {
+        (Credential::ApiKey(name), _) => format!("key {name}"),
+        (_, Some(sub)) => format!("sub {sub}"),
+        (_, None) => "token".to_owned(),
+    }
+}
+
+/// A 429 naming the rate that refused a publish request, with how long to wait;
+/// a 413 when the request holds more events than the burst ever lets through.
+fn rate_limited(limited: &RateLimited) -> ApiError {
+    let Rate { per_second, burst } = limited.rate;
+    let scope = match &limited.namespace {
+        Some(ns) => format!("channels of namespace {ns}"),
+        None => "channels of namespaces without their own limit".to_owned(),
+    };
+    let Some(wait) = limited.retry_after else {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "the request holds {} events for {scope}, more than the {burst} a publisher \
+                 may send at once ({}); send at most {burst} per request",
+                limited.needed,
+                limited.burst_key()
+            ),
+        )
+        .for_limit(limited.burst_key());
+    };
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "publishing faster than {per_second} events per second (bursts of {burst}) to \
+             {scope} ({}); retry in {seconds} s",
+            limited.rate_key(),
+        ),
+    )
+    .for_limit(limited.rate_key())
+    .retry_after(seconds)
 }
 
 fn invalid_json(e: impl std::fmt::Display) -> ApiError {

@@ -124,6 +124,7 @@ impl SseStream {
         let session = app.sessions.admit(request)?.start(options).await?;
         tracing::debug!(
             connection = session.connection_id(),
+            client = ?info.map(|i| i.peer.ip()),
             uri = %redact_token(uri),
             user = session.identity().user.as_deref().unwrap_or("-"),
             "stream opened"

@@ -1,4 +1,4 @@
-//! The request-head reader and classifier, reached from [`crate::fuzzing`].
+//! The request-head reader and classifier, reached from `herald::fuzzing`.
 
 use std::io;
 
@@ -7,7 +7,7 @@ use tokio::io::AsyncRead;
 
 use super::head::{self, Verdict};
 
-/// See [`crate::fuzzing::read_head`].
+/// See `herald::fuzzing::read_head`.
 pub(crate) async fn read_head(
     stream: &mut (impl AsyncRead + Unpin),
 ) -> io::Result<Option<Vec<u8>>> {
@@ -16,9 +16,25 @@ pub(crate) async fn read_head(
     Ok((!buf.is_empty()).then_some(buf))
 }
 
-/// See [`crate::fuzzing::check_head`].
-pub(crate) fn check_head(bytes: &[u8]) -> crate::fuzzing::HeadVerdict {
-    use crate::fuzzing::HeadVerdict;
+/// What the server does with the bytes of a connection's first request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadVerdict {
+    /// It serves the request; `stream` when it asks for an event stream.
+    Serve {
+        /// Whether the request asks for an event stream.
+        stream: bool,
+    },
+    /// It answers with this status (a 4xx and the JSON error) and closes.
+    Refuse {
+        /// The status.
+        status: u16,
+    },
+    /// The head is not whole: the server waits for more (or the client left).
+    Unfinished,
+}
+
+/// See `herald::fuzzing::check_head`.
+pub(crate) fn check_head(bytes: &[u8]) -> HeadVerdict {
     match head::check(bytes) {
         Verdict::Serve(checked) => HeadVerdict::Serve {
             stream: checked.stream,
@@ -30,7 +46,7 @@ pub(crate) fn check_head(bytes: &[u8]) -> crate::fuzzing::HeadVerdict {
     }
 }
 
-/// See [`crate::fuzzing::direct_stream`].
+/// See `herald::fuzzing::direct_stream`.
 pub(crate) fn direct_stream(head: &[u8], cors: bool) -> Option<(Uri, HeaderMap)> {
     super::direct::direct_stream(head, cors)
 }

@@ -15,6 +15,11 @@
 //! which more than halves the memory an idle connection costs. Every other request
 //! goes to the router over HTTP/1.1 with the bytes already read put back.
 //!
+//! Behind a reverse proxy listed in `http.trusted_proxies`, each request's
+//! [`ConnectionInfo::peer`] is the client the proxy names in its forwarded header
+//! ([`crate::http::proxies`]), on both paths, so per-address limits and logs see
+//! clients rather than the proxy.
+//!
 //! A stream is a response that never ends, so nothing its client sends after the
 //! request can be answered: bytes that came with the request are refused (400
 //! `pipelined_request`) before the stream starts, and bytes that come later close it,
@@ -23,6 +28,9 @@
 //! Connections waiting on their client (for a head, or for a body, which must arrive
 //! within `http.body_timeout`) are bounded in number as well as in time
 //! ([`waiting`]).
+//!
+//! [`serve_ops`] serves the operational routes on an address of their own
+//! (`ops.listen`).
 
 use std::io;
 use std::pin::Pin;
@@ -40,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
 
+use crate::http::proxies::TrustedProxies;
 use crate::http::{ConnectionInfo, cors_headers_without_origin};
 use crate::hub::Hub;
 use crate::node::Node;
@@ -78,6 +87,10 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
         body: config.http.body_timeout,
     };
     let waiting = Waiting::new(MIN_WAITING.max(config.limits.max_connections / 2));
+    let proxies = std::sync::Arc::new(TrustedProxies::new(
+        &config.http.trusted_proxies,
+        config.http.forwarded_header,
+    ));
     let connections = TaskTracker::new();
     let close_all = CancellationToken::new();
     loop {
@@ -102,13 +115,22 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
         // Counted from the accept, so that a flood of connections that send nothing
         // is bounded before any of them is read.
         let waiting_for_head = waiting.enter(&close);
+        // Behind a trusted proxy the client is named anew by each request: a proxy
+        // carries many clients' requests over one kept-alive connection.
+        let proxy = proxies.trusts(peer.ip()).then(|| proxies.clone());
         let info = ConnectionInfo {
             peer,
+            tcp_peer: peer,
             close: close.clone(),
         };
         let router = router.clone();
         let body_waiting = waiting.clone();
+        let request_proxy = proxy.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let mut info = info.clone();
+            if let Some(proxies) = &request_proxy {
+                info.peer = proxies.client(peer, request.headers());
+            }
             request.extensions_mut().insert(info.clone());
             let close = &info.close;
             let request = request.map(|body| {
@@ -160,8 +182,13 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
                 // Only the stream's own state stays for the connection's life.
                 drop(head);
                 drop(service);
+                let client = match &proxy {
+                    Some(proxies) => proxies.client(peer, &headers),
+                    None => peer,
+                };
                 let info = ConnectionInfo {
-                    peer,
+                    peer: client,
+                    tcp_peer: peer,
                     close: close.clone(),
                 };
                 direct::serve(
@@ -200,6 +227,50 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
         );
         close_all.cancel();
     }
+    Ok(())
+}
+
+/// Serves the node's operational routes ([`Node::ops_router`]: `/healthz`, `/readyz`,
+/// `/stats`, `/metrics`) on `listener`, the address of `ops.listen`, until
+/// [`Node::shutdown`] is called; open requests then get `shutdown.grace` to finish.
+/// A request head must arrive within `http.head_timeout`, as on the main listener.
+pub async fn serve_ops(listener: TcpListener, node: Node) -> io::Result<()> {
+    let router = node.ops_router();
+    let hub = node.hub().clone();
+    let config = node.config();
+    let head_timeout = config.http.head_timeout;
+    let connections = TaskTracker::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = hub.shutting_down() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed on the ops listener");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let hub = hub.clone();
+        connections.spawn(async move {
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = hub.shutting_down() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = connection.await;
+        });
+    }
+    drop(listener);
+    connections.close();
+    // What is left is a scrape or a probe in flight; it is not waited for longer.
+    let _ = tokio::time::timeout(config.shutdown.grace, connections.wait()).await;
     Ok(())
 }
 

@@ -35,7 +35,7 @@ use crate::core::{
 };
 use crate::hooks::{ClientEvent, Hooks};
 use crate::hub::{Admission, Hub, PublishError, Start, Subscribe, Subscribed};
-use crate::limits::Rejection;
+use crate::limits::{RateLimit, Rejection};
 use crate::presence::Roster;
 use crate::protocol::{Connected, End, reconnect_delay};
 use crate::stats::Stats;
@@ -703,7 +703,7 @@ impl Session {
         let shared = &self.sessions.inner;
         if !self.limit.allow() {
             shared.stats.client_event(false);
-            return Err(Refusal::RateLimited(self.limit.rate));
+            return Err(Refusal::RateLimited(self.limit.rate()));
         }
         let mut new = NewEvent::new(channels[0].clone(), event.data);
         new.channels = channels;
@@ -760,39 +760,5 @@ impl Session {
             membership.leave_all();
         }
         self.subscription.remove_all();
-    }
-}
-
-/// A per-connection token bucket for client events.
-#[derive(Debug)]
-struct RateLimit {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    at: Instant,
-}
-
-impl RateLimit {
-    fn new(rate: f64, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        Self {
-            rate,
-            burst,
-            tokens: burst,
-            at: Instant::now(),
-        }
-    }
-
-    fn allow(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }

@@ -15,12 +15,15 @@ mod limits;
 #[cfg(all(feature = "redis", feature = "nats"))]
 mod nodes;
 mod ops;
+mod ops_access;
 mod origin;
 mod poll;
 mod postgres;
 #[cfg(all(feature = "redis", feature = "nats"))]
 mod presence;
+mod proxies;
 mod publish;
+mod publish_limits;
 mod resume;
 mod shutdown;
 mod tasks;
