@@ -15,7 +15,7 @@ use herald::hub::{Start, Subscribe};
 
 use crate::fixture::place::{clean_redis, policies, ready};
 use crate::fixture::services::{REDIS, redis_available, unique};
-use crate::fixture::{Kind, PATIENCE, Place, TestHub};
+use crate::fixture::{Kind, PATIENCE, Place, TestHub, eventually};
 
 fn ch(name: &str) -> ChannelName {
     ChannelName::new(name).unwrap()
@@ -350,11 +350,7 @@ async fn a_nats_node_keeps_its_history_within_the_budget() {
         return;
     };
     let place = hub.place().expect("a node of a deployment").clone();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while hub.node.ready().await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the node to be ready", || hub.node.ready()).await;
     let before = hub
         .publish(serde_json::json!({"channel": "x", "data": 0}))
         .await;
@@ -524,11 +520,7 @@ async fn in_process_hubs_on_one_place_share_events(kind: Kind) {
     let place = a.place().expect("a node of a deployment").clone();
     let b = TestHub::builder().on(&place).start().await;
     for hub in [&a, &b] {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while hub.node.ready().await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "never ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("the node to be ready", || hub.node.ready()).await;
     }
     let token = b.token(Some("reader"), &["room"], &[]);
     let mut on_b = b.subscribe("channel=room", Some(&token)).await;
@@ -627,6 +619,25 @@ async fn messages_published_to_redis_channels_are_delivered() {
         .await;
     let client = redis::Client::open(format!("redis://{}", REDIS)).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // The source subscribes shortly after the hub starts: probe until a probe
+    // reaches it (its PUBLISH counts a receiver), then read that one probe.
+    let probe = conn.clone();
+    eventually("the source to subscribe", || {
+        let mut conn = probe.clone();
+        let channel = format!("{app}:channel:news");
+        async move {
+            let receivers: i64 = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg("probe")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            receivers > 0
+        }
+    })
+    .await;
+    let e = sse.expect().await;
+    assert_eq!(e.data, "probe");
     let mut send = async |channel: String, message: &str| {
         let _: i64 = redis::cmd("PUBLISH")
             .arg(channel)
@@ -635,19 +646,6 @@ async fn messages_published_to_redis_channels_are_delivered() {
             .await
             .unwrap();
     };
-    // The source subscribes shortly after the hub starts: probe until it does.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the source never subscribed"
-        );
-        send(format!("{app}:channel:news"), "probe").await;
-        if let Some(e) = sse.quiet_for(Duration::from_millis(200)).await {
-            assert_eq!(e.data, "probe");
-            break;
-        }
-    }
     send(format!("{app}:user:42"), r#"{"n": 1}"#).await;
     send(format!("{app}:user:43"), "for someone else").await;
     send(format!("{app}:channel:orders"), "plain text").await;

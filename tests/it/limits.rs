@@ -6,7 +6,7 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::fixture::{TestHub, json};
+use crate::fixture::{TestHub, eventually, json};
 
 #[tokio::test]
 async fn past_max_connections_is_503_with_retry_after() {
@@ -24,18 +24,10 @@ async fn past_max_connections_is_503_with_retry_after() {
     assert_eq!(body["error"]["code"], "too_many_connections");
     // A closed connection frees its place.
     drop(first);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let response = hub.open("channel=a", Some(&token), None).await;
-        if response.status() == 200 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the place was never freed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the place to be freed", || async {
+        hub.open("channel=a", Some(&token), None).await.status() == 200
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -126,9 +118,10 @@ async fn a_stalled_reader_is_disconnected_while_others_keep_receiving() {
             ids
         }));
     }
-    while hub.node.stats().connections < 101 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("all 101 streams to be open", || {
+        hub.node.stats().connections >= 101
+    })
+    .await;
 
     let payload = "x".repeat(60_000);
     let mut published = Vec::new();
@@ -196,19 +189,16 @@ async fn a_stalled_reader_of_a_routed_stream_is_disconnected() {
     );
 
     let payload = "x".repeat(1_000_000);
-    let deadline = tokio::time::Instant::now() + crate::fixture::PATIENCE;
-    while hub.node.stats().slow_consumer_disconnects == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "never overflowed");
+    eventually("the stalled stream's queue to overflow", || async {
         hub.publish(json!({"channel": "a", "data": {"pad": payload}}))
             .await;
-    }
-    while hub.node.stats().connections > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the stalled stream is still held"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        hub.node.stats().slow_consumer_disconnects > 0
+    })
+    .await;
+    eventually("the stalled stream to be let go", || {
+        hub.node.stats().connections == 0
+    })
+    .await;
     let mut sink = vec![0u8; 1 << 16];
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
