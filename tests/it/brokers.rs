@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald::broker::{Accepted, Broker, BrokerError, Replay, ResumeFrom};
-use herald::core::{ChannelName, Fanout, Item, NewEvent, ResetReason, Subscription};
+use herald::core::{ChannelName, Fanout, Item, ManualClock, NewEvent, ResetReason, Subscription};
 use herald::hub::{Start, Subscribe};
 
 use crate::fixture::place::{clean_redis, policies, ready};
@@ -37,6 +37,22 @@ async fn broker(kind: Kind, size: usize) -> Option<(Arc<dyn Broker>, Place)> {
     let b = place.broker(policies(size, Duration::from_secs(3600)), Fanout::new());
     ready(b.as_ref()).await;
     Some((b, place))
+}
+
+/// Lets the events on `a` of `b` grow older than its history keeps them (`age`
+/// is longer than that): a broker keeping history in this process (memory, a NATS
+/// node's copy) ages it by `clock`, which moves; Redis ages it by its server's
+/// clock, so there the test waits, in real time, until it has.
+async fn outlive_history(kind: Kind, b: &dyn Broker, clock: &ManualClock, age: Duration) {
+    match kind {
+        Kind::Memory | Kind::Nats => clock.advance(age),
+        Kind::Redis | Kind::ShardedRedis => {
+            eventually("the Redis server to expire the history of `a`", || async {
+                b.history(&ch("a"), 10).await.unwrap().is_empty()
+            })
+            .await;
+        }
+    }
 }
 
 /// Runs `test` against every broker whose service is up.
@@ -167,7 +183,12 @@ for_each_broker!(events_past_the_history_age_are_a_gap, |kind| async move {
     let Some(place) = Place::new(kind).await else {
         return;
     };
-    let b = place.broker(policies(10, Duration::from_millis(400)), Fanout::new());
+    let clock = ManualClock::starting_now();
+    let b = place.broker_on(
+        policies(10, Duration::from_millis(400)),
+        Fanout::new(),
+        clock.clock(),
+    );
     ready(b.as_ref()).await;
     let first = publish(b.as_ref(), &["a"]).await;
     let second = publish(b.as_ref(), &["a"]).await;
@@ -176,7 +197,7 @@ for_each_broker!(events_past_the_history_age_are_a_gap, |kind| async move {
         .await
         .unwrap();
     assert_eq!(seqs(&r), vec![second.seq]);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    outlive_history(kind, b.as_ref(), &clock, Duration::from_millis(600)).await;
     let r = b
         .replay(&[ch("a")], ResumeFrom::After(first.id))
         .await
@@ -686,11 +707,16 @@ async fn a_channel_dropped_and_published_again_keeps_its_gap(kind: Kind) {
     let Some(place) = Place::new(kind).await else {
         return;
     };
-    let b = place.broker(policies(10, Duration::from_millis(300)), Fanout::new());
+    let clock = ManualClock::starting_now();
+    let b = place.broker_on(
+        policies(10, Duration::from_millis(300)),
+        Fanout::new(),
+        clock.clock(),
+    );
     ready(b.as_ref()).await;
     let before = publish(b.as_ref(), &["other"]).await;
     publish(b.as_ref(), &["a"]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    outlive_history(kind, b.as_ref(), &clock, Duration::from_millis(500)).await;
     b.maintain().await;
     let again = publish(b.as_ref(), &["a"]).await;
     let r = b
