@@ -1,7 +1,8 @@
 //! The composition root: one Herald node, built from its configuration.
 //!
 //! [`Node::new`] is the one place that knows every part. It reads the checked
-//! configuration once, builds the broker, the [`Hub`] over it, the store and the
+//! configuration once, builds the broker (on the system [`Clock`], or the one
+//! [`Node::with_clock`] is given), the [`Hub`] over it, the store and the
 //! [`Inbox`], the [`Hooks`], presence sharing and the webhooks, starts the event
 //! sources, and hands each part the narrow handles it needs. Nothing below it
 //! reaches back up.
@@ -13,7 +14,7 @@ use axum::Router;
 use crate::auth::Authenticator;
 use crate::broker::LocalDelivery;
 use crate::config::{BrokerKind, Config, ConfigError, Settings};
-use crate::core::{ChannelName, Fanout, Member};
+use crate::core::{ChannelName, Clock, Fanout, Member};
 use crate::health::Components;
 use crate::hooks::Hooks;
 use crate::http::{HttpSettings, Services};
@@ -53,7 +54,13 @@ struct Inner {
 impl Node {
     /// Builds a node from a configuration, checking it first. Must be called inside
     /// a Tokio runtime: the node's background tasks start here.
-    pub fn new(mut config: Config) -> Result<Self, ConfigError> {
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        Self::with_clock(config, Clock::system())
+    }
+
+    /// [`Node::new`] with history aged by `clock` instead of the system clock: a
+    /// [`crate::core::ManualClock`] lets a test expire history without waiting.
+    pub fn with_clock(mut config: Config, clock: Clock) -> Result<Self, ConfigError> {
         for key in config.disarm_placeholders() {
             tracing::warn!(
                 "{key} holds the placeholder `herald check-config` prints for a hidden \
@@ -73,7 +80,7 @@ impl Node {
         let stats = Arc::new(Stats::default());
         let fanout = Fanout::new();
         let delivery = LocalDelivery::new(fanout.clone(), stats.clone());
-        let broker = crate::broker::start(&broker_settings, policies.clone(), delivery)?;
+        let broker = crate::broker::start(&broker_settings, policies.clone(), delivery, clock)?;
         let name = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
         let limits = &config.limits;
         let hub = Hub::new(

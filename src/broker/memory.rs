@@ -10,9 +10,10 @@
 //! Ids are `{epoch}-{seq}`, where the epoch is chosen at random when the broker
 //! starts: after a restart the history is gone, and an id from before it is unknown
 //! rather than silently mistaken for a position in the new sequence.
+//!
+//! Events are stamped, and history aged, by the [`Clock`] the broker is given.
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -21,7 +22,7 @@ use super::{
     Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, check_publisher_ids,
 };
 use crate::core::event::parse_hub_id;
-use crate::core::{ChannelLogs, ChannelName, Event, NewEvent, Policies, Reset, ResetReason};
+use crate::core::{ChannelLogs, ChannelName, Clock, Event, NewEvent, Policies, Reset, ResetReason};
 
 /// The in-memory broker of a single node.
 #[derive(Debug)]
@@ -29,6 +30,7 @@ pub struct MemoryBroker {
     epoch: String,
     policies: Arc<Policies>,
     delivery: LocalDelivery,
+    clock: Clock,
     state: Mutex<State>,
 }
 
@@ -41,13 +43,19 @@ struct State {
 
 impl MemoryBroker {
     /// A broker delivering to `delivery`, keeping history by `policies` within
-    /// `history_memory` bytes (`limits.history_memory`).
-    pub fn new(policies: Arc<Policies>, delivery: LocalDelivery, history_memory: usize) -> Self {
+    /// `history_memory` bytes (`limits.history_memory`), aged by `clock`.
+    pub fn new(
+        policies: Arc<Policies>,
+        delivery: LocalDelivery,
+        history_memory: usize,
+        clock: Clock,
+    ) -> Self {
         let epoch = format!("{:x}", rand::random::<u32>());
         Self {
             epoch,
             policies,
             delivery,
+            clock,
             state: Mutex::new(State {
                 seq: 0,
                 logs: ChannelLogs::with_budget(history_memory),
@@ -93,7 +101,7 @@ impl Broker for MemoryBroker {
                 });
                 continue;
             }
-            let now = SystemTime::now();
+            let now = self.clock.now();
             state.seq += 1;
             let seq = state.seq;
             let id = new.id.clone().unwrap_or_else(|| self.id_of(seq));
@@ -116,7 +124,7 @@ impl Broker for MemoryBroker {
         channels: &[ChannelName],
         from: ResumeFrom,
     ) -> Result<Replay, BrokerError> {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut state = self.state.lock();
         let head = self.id_of(state.seq);
         let after = match &from {
@@ -153,7 +161,7 @@ impl Broker for MemoryBroker {
         let mut state = self.state.lock();
         Ok(state
             .logs
-            .history(channel, limit, policies, SystemTime::now()))
+            .history(channel, limit, policies, self.clock.now()))
     }
 
     async fn check(&self) -> Result<(), BrokerError> {
@@ -162,7 +170,7 @@ impl Broker for MemoryBroker {
 
     async fn maintain(&self) {
         let mut state = self.state.lock();
-        state.logs.maintain(&self.policies, SystemTime::now());
+        state.logs.maintain(&self.policies, self.clock.now());
     }
 
     fn history_channels(&self) -> usize {
@@ -177,7 +185,7 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Fanout, HistoryPolicy, NamespacePolicy};
+    use crate::core::{Fanout, HistoryPolicy, ManualClock, NamespacePolicy};
     use crate::stats::Stats;
     use std::time::Duration;
 
@@ -186,10 +194,10 @@ mod tests {
     }
 
     fn broker(size: usize) -> MemoryBroker {
-        broker_for(size, Duration::from_secs(60))
+        broker_for(size, Duration::from_secs(60), Clock::system())
     }
 
-    fn broker_for(size: usize, ttl: Duration) -> MemoryBroker {
+    fn broker_for(size: usize, ttl: Duration, clock: Clock) -> MemoryBroker {
         let policies = Policies {
             default: NamespacePolicy {
                 history: HistoryPolicy { size, ttl },
@@ -202,6 +210,7 @@ mod tests {
             Arc::new(policies),
             delivery,
             crate::core::history::DEFAULT_HISTORY_MEMORY,
+            clock,
         )
     }
 
@@ -339,11 +348,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_channel_dropped_and_published_again_keeps_its_gap() {
-        let b = broker_for(10, Duration::from_millis(50));
+        let clock = ManualClock::starting_now();
+        let b = broker_for(10, Duration::from_millis(50), clock.clock());
         let before = publish(&b, &["other"]).await;
         publish(&b, &["a"]).await;
         // Event 2 expires, so upkeep drops the log of `a`...
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        clock.advance(Duration::from_millis(100));
         b.maintain().await;
         assert_eq!(b.history_channels(), 0);
         // ...and a new log starts when it is published to again.

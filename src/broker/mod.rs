@@ -246,17 +246,21 @@ pub struct BrokerSettings {
 }
 
 /// Starts the broker `settings` name. Must be called inside a Tokio runtime;
-/// brokers for several nodes connect in the background.
+/// brokers for several nodes connect in the background. The brokers that keep
+/// history in this process (memory, NATS) age it by `clock`; Redis keeps it on
+/// the server, aged by the server's clock.
 pub fn start(
     settings: &BrokerSettings,
     policies: Arc<crate::core::Policies>,
     delivery: LocalDelivery,
+    clock: crate::core::Clock,
 ) -> Result<Arc<dyn Broker>, crate::settings::ConfigError> {
     Ok(match &settings.kind {
         BrokerKind::Memory => Arc::new(memory::MemoryBroker::new(
             policies,
             delivery,
             settings.history_memory,
+            clock,
         )),
         #[cfg(feature = "redis")]
         BrokerKind::Redis(url) => Arc::new(redis::RedisBroker::start(
@@ -272,6 +276,7 @@ pub fn start(
             policies,
             delivery,
             settings.history_memory,
+            clock,
         )?),
         #[allow(unreachable_patterns)]
         other => {

@@ -59,6 +59,7 @@ use super::{
 };
 use super::{NatsConfig, NatsStorage};
 use crate::backoff::Backoff;
+use crate::core::Clock;
 use crate::core::{ChannelName, ChannelSet, Event, NewEvent, Policies};
 use crate::redact::percent_decode;
 use crate::settings::ConfigError;
@@ -100,7 +101,7 @@ impl Drop for NatsBroker {
 
 impl NatsBroker {
     /// Starts a broker for `url` (`nats://HOST:PORT`), keeping this node's copy of
-    /// the history within `history_memory` bytes. It connects in the background and
+    /// the history within `history_memory` bytes, aged by `clock`. It connects in the background and
     /// keeps reconnecting, so a node starts even while NATS is down (unready until
     /// it has caught up with the stream). Must be called inside a Tokio runtime.
     pub fn start(
@@ -109,6 +110,7 @@ impl NatsBroker {
         policies: Arc<Policies>,
         delivery: LocalDelivery,
         history_memory: usize,
+        clock: Clock,
     ) -> Result<Self, ConfigError> {
         // Checked here so a bad address is a configuration error, not a retry loop.
         let (servers, login) = servers_and_login(url)?;
@@ -116,7 +118,7 @@ impl NatsBroker {
             servers,
             login,
             config: config.clone(),
-            replica: Replica::new(policies.clone(), delivery, history_memory),
+            replica: Replica::new(policies.clone(), delivery, history_memory, clock),
             policies,
             connection: Mutex::new(None),
             following: Mutex::new(Some("connecting to nats".into())),

@@ -1,9 +1,10 @@
-//! The core of the hub: channels, events, history and fan-out.
+//! The core of the hub: channels, events, history, the clock it ages by, and fan-out.
 //!
 //! Nothing here knows about HTTP, JWT, Redis or SQL: transports, brokers and
 //! credentials are adapters around these types.
 
 pub mod channel;
+pub mod clock;
 pub mod event;
 pub mod fanout;
 pub mod history;
@@ -11,6 +12,7 @@ pub mod policy;
 pub mod presence;
 
 pub use channel::{BROADCAST, ChannelError, ChannelName, ChannelPattern};
+pub use clock::{Clock, ManualClock};
 pub use event::{ChannelSet, Event, EventError, EventLimits, FrameFormat, NewEvent, Payload};
 pub use fanout::{
     Delivered, Fanout, Item, Overflow, OverflowSignal, Reset, ResetReason, Subscription,

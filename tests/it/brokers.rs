@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald::broker::{Accepted, Broker, BrokerError, Replay, ResumeFrom};
-use herald::core::{ChannelName, Fanout, Item, NewEvent, ResetReason, Subscription};
+use herald::core::{ChannelName, Fanout, Item, ManualClock, NewEvent, ResetReason, Subscription};
 use herald::hub::{Start, Subscribe};
 
 use crate::fixture::place::{clean_redis, policies, ready};
 use crate::fixture::services::{REDIS, redis_available, unique};
-use crate::fixture::{Kind, PATIENCE, Place, TestHub};
+use crate::fixture::{Kind, PATIENCE, Place, TestHub, eventually};
 
 fn ch(name: &str) -> ChannelName {
     ChannelName::new(name).unwrap()
@@ -37,6 +37,22 @@ async fn broker(kind: Kind, size: usize) -> Option<(Arc<dyn Broker>, Place)> {
     let b = place.broker(policies(size, Duration::from_secs(3600)), Fanout::new());
     ready(b.as_ref()).await;
     Some((b, place))
+}
+
+/// Lets the events on `a` of `b` grow older than its history keeps them (`age`
+/// is longer than that): a broker keeping history in this process (memory, a NATS
+/// node's copy) ages it by `clock`, which moves; Redis ages it by its server's
+/// clock, so there the test waits, in real time, until it has.
+async fn outlive_history(kind: Kind, b: &dyn Broker, clock: &ManualClock, age: Duration) {
+    match kind {
+        Kind::Memory | Kind::Nats => clock.advance(age),
+        Kind::Redis | Kind::ShardedRedis => {
+            eventually("the Redis server to expire the history of `a`", || async {
+                b.history(&ch("a"), 10).await.unwrap().is_empty()
+            })
+            .await;
+        }
+    }
 }
 
 /// Runs `test` against every broker whose service is up.
@@ -167,7 +183,12 @@ for_each_broker!(events_past_the_history_age_are_a_gap, |kind| async move {
     let Some(place) = Place::new(kind).await else {
         return;
     };
-    let b = place.broker(policies(10, Duration::from_millis(400)), Fanout::new());
+    let clock = ManualClock::starting_now();
+    let b = place.broker_on(
+        policies(10, Duration::from_millis(400)),
+        Fanout::new(),
+        clock.clock(),
+    );
     ready(b.as_ref()).await;
     let first = publish(b.as_ref(), &["a"]).await;
     let second = publish(b.as_ref(), &["a"]).await;
@@ -176,7 +197,7 @@ for_each_broker!(events_past_the_history_age_are_a_gap, |kind| async move {
         .await
         .unwrap();
     assert_eq!(seqs(&r), vec![second.seq]);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    outlive_history(kind, b.as_ref(), &clock, Duration::from_millis(600)).await;
     let r = b
         .replay(&[ch("a")], ResumeFrom::After(first.id))
         .await
@@ -350,11 +371,7 @@ async fn a_nats_node_keeps_its_history_within_the_budget() {
         return;
     };
     let place = hub.place().expect("a node of a deployment").clone();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while hub.node.ready().await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    eventually("the node to be ready", || hub.node.ready()).await;
     let before = hub
         .publish(serde_json::json!({"channel": "x", "data": 0}))
         .await;
@@ -524,11 +541,7 @@ async fn in_process_hubs_on_one_place_share_events(kind: Kind) {
     let place = a.place().expect("a node of a deployment").clone();
     let b = TestHub::builder().on(&place).start().await;
     for hub in [&a, &b] {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while hub.node.ready().await.is_err() {
-            assert!(tokio::time::Instant::now() < deadline, "never ready");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("the node to be ready", || hub.node.ready()).await;
     }
     let token = b.token(Some("reader"), &["room"], &[]);
     let mut on_b = b.subscribe("channel=room", Some(&token)).await;
@@ -627,6 +640,25 @@ async fn messages_published_to_redis_channels_are_delivered() {
         .await;
     let client = redis::Client::open(format!("redis://{}", REDIS)).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // The source subscribes shortly after the hub starts: probe until a probe
+    // reaches it (its PUBLISH counts a receiver), then read that one probe.
+    let probe = conn.clone();
+    eventually("the source to subscribe", || {
+        let mut conn = probe.clone();
+        let channel = format!("{app}:channel:news");
+        async move {
+            let receivers: i64 = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg("probe")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            receivers > 0
+        }
+    })
+    .await;
+    let e = sse.expect().await;
+    assert_eq!(e.data, "probe");
     let mut send = async |channel: String, message: &str| {
         let _: i64 = redis::cmd("PUBLISH")
             .arg(channel)
@@ -635,19 +667,6 @@ async fn messages_published_to_redis_channels_are_delivered() {
             .await
             .unwrap();
     };
-    // The source subscribes shortly after the hub starts: probe until it does.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the source never subscribed"
-        );
-        send(format!("{app}:channel:news"), "probe").await;
-        if let Some(e) = sse.quiet_for(Duration::from_millis(200)).await {
-            assert_eq!(e.data, "probe");
-            break;
-        }
-    }
     send(format!("{app}:user:42"), r#"{"n": 1}"#).await;
     send(format!("{app}:user:43"), "for someone else").await;
     send(format!("{app}:channel:orders"), "plain text").await;
@@ -688,11 +707,16 @@ async fn a_channel_dropped_and_published_again_keeps_its_gap(kind: Kind) {
     let Some(place) = Place::new(kind).await else {
         return;
     };
-    let b = place.broker(policies(10, Duration::from_millis(300)), Fanout::new());
+    let clock = ManualClock::starting_now();
+    let b = place.broker_on(
+        policies(10, Duration::from_millis(300)),
+        Fanout::new(),
+        clock.clock(),
+    );
     ready(b.as_ref()).await;
     let before = publish(b.as_ref(), &["other"]).await;
     publish(b.as_ref(), &["a"]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    outlive_history(kind, b.as_ref(), &clock, Duration::from_millis(500)).await;
     b.maintain().await;
     let again = publish(b.as_ref(), &["a"]).await;
     let r = b

@@ -6,32 +6,22 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::fixture::process::{HubProcess, herald_command as herald};
-use crate::fixture::{PATIENCE, Place, PrivateNats, PrivateRedis, SECRET, TestHub, get_json};
+use crate::fixture::{PATIENCE, Place, PrivateNats, PrivateRedis, SECRET, TestHub, eventually};
 
 #[tokio::test]
 async fn a_killed_hub_loses_no_accepted_notification() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("inbox.db");
     let db = db.to_str().unwrap();
-    let auth = herald::auth::Authenticator::from_config(&herald::config::AuthConfig {
-        jwt_secret: Some(SECRET.into()),
-        ..Default::default()
-    })
-    .unwrap();
-    let mint = |sub: &str, publish: &str| {
-        let mut claims = herald::auth::Claims::new(Some(sub.into()), Duration::from_secs(600));
-        if !publish.is_empty() {
-            claims.herald.publish = vec![herald::core::ChannelPattern::parse(publish).unwrap()];
-        }
-        auth.mint(&claims).unwrap()
-    };
-    let (publisher, alice) = (mint("svc", "*"), mint("alice", ""));
     let http = reqwest::Client::new();
 
     let mut hub = HubProcess::builder()
         .env("HERALD_STORE__PATH", db)
         .start()
         .await;
+    // Accepted by the hub started again too: both go by the test secret.
+    let publisher = hub.token(Some("svc"), &[], &["*"]);
+    let alice = hub.token(Some("alice"), &[], &[]);
     let url = hub.url.clone();
     let mut accepted = Vec::new();
     for i in 0..20 {
@@ -53,13 +43,7 @@ async fn a_killed_hub_loses_no_accepted_notification() {
         .env("HERALD_STORE__PATH", db)
         .start()
         .await;
-    let url = hub.url.clone();
-    let page = get_json(
-        &http,
-        &format!("{url}/api/notifications?limit=100"),
-        Some(&alice),
-    )
-    .await;
+    let page = hub.get_json("/api/notifications?limit=100", &alice).await;
     let mut listed: Vec<String> = page["notifications"]
         .as_array()
         .unwrap()
@@ -556,8 +540,7 @@ fn forward(
 
 /// `/readyz` until its body contains `wanted`: the body.
 async fn readyz_saying(url: &str, wanted: &str) -> String {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually(format!("/readyz to say {wanted:?}"), || async {
         let body = reqwest::get(format!("{url}/readyz"))
             .await
             .unwrap()
@@ -565,14 +548,12 @@ async fn readyz_saying(url: &str, wanted: &str) -> String {
             .await
             .unwrap();
         if body.contains(wanted) {
-            return body;
+            Ok(body)
+        } else {
+            Err(body)
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "/readyz never said {wanted:?}; last: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -667,8 +648,8 @@ async fn a_nats_broker_url_with_credentials_logs_the_hub_in() {
         .await;
     hub.wait_ready(200).await;
     let (status, answer) = hub
-        .publish(
-            &crate::fixture::token(&[], &["a"]),
+        .publish_with(
+            Some(&hub.token(Some("tester"), &[], &["a"])),
             &serde_json::json!({"channel": "a", "data": 1}),
         )
         .await;

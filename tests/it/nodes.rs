@@ -8,13 +8,14 @@
 //! test whose service is not running is skipped with a `SKIP` line, or fails with
 //! `HERALD_REQUIRE_SERVICES=1`.
 
-use std::time::Duration;
-
 use serde_json::json;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::fixture::process::ProcessBuilder;
-use crate::fixture::{HubProcess, Kind, PATIENCE, Place, PrivateNats, PrivateRedis, Reader, token};
+use crate::fixture::{
+    Client, HubProcess, Kind, PATIENCE, Place, PrivateNats, PrivateRedis, Sse, eventually,
+};
 
 /// What a reader that subscribes to `channels` expects of event `i`: events go to
 /// `a`, `b`, or both, in turn.
@@ -30,42 +31,79 @@ fn wanted(i: usize, query: &str) -> bool {
     query.contains("channel=b") || i % 3 != 1
 }
 
-/// A client that reads `query` from the hubs at `urls` (the first one first) until
-/// it receives the event whose data is `end`, moving to the next hub with its last
-/// id whenever its stream ends. Returns the data of every event, in order, and how
-/// many times it reconnected.
+/// How a follower tells the test that its first stream is live.
+type Live = mpsc::UnboundedSender<()>;
+
+/// A client that reads `query` from `hubs` (the first one first) until it
+/// receives the event whose data is `end`, moving to the next hub with its last id
+/// whenever its stream ends or a hub does not answer; it says on `live` when its
+/// first stream is. Returns the data of every event, in order, and how many times
+/// it reconnected.
 async fn follow_until(
-    urls: Vec<String>,
+    hubs: Vec<Client>,
     query: &'static str,
     token: String,
     end: String,
+    live: Live,
 ) -> (Vec<String>, usize) {
-    let mut received = Vec::new();
-    let mut reconnects = 0;
-    let mut last: Option<String> = None;
-    let mut at = 0;
-    let deadline = tokio::time::Instant::now() + PATIENCE * 4;
-    loop {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gave up following {query}"
-        );
-        let Some(mut reader) = Reader::open(&urls[at], query, &token, last.as_deref()).await else {
-            at = (at + 1) % urls.len();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        while let Some((id, data)) = reader.next().await {
-            assert_ne!(id, "reset", "history covers every gap: {data}");
-            let done = data == end;
-            received.push(data);
-            last = Some(id);
-            if done {
-                return (received, reconnects);
+    let follow = async {
+        let mut received = Vec::new();
+        let mut reconnects = 0;
+        let mut last: Option<String> = None;
+        let mut at = 0;
+        let mut live = Some(live);
+        loop {
+            let mut stream;
+            (stream, at) = open_any(&hubs, at, query, &token, last.as_deref()).await;
+            if let Some(live) = live.take() {
+                let _ = live.send(());
+            }
+            while let Some((id, data)) = stream.next_received().await {
+                assert_ne!(id, "reset", "history covers every gap: {data}");
+                let done = data == end;
+                received.push(data);
+                last = Some(id);
+                if done {
+                    return (received, reconnects);
+                }
+            }
+            at = (at + 1) % hubs.len();
+            reconnects += 1;
+        }
+    };
+    tokio::time::timeout(PATIENCE * 4, follow)
+        .await
+        .unwrap_or_else(|_| panic!("gave up following {query}"))
+}
+
+/// A stream of `query` resuming after `last` on the first of `hubs` that serves
+/// it, trying them in turn from `from`; and which hub that is.
+async fn open_any(
+    hubs: &[Client],
+    from: usize,
+    query: &str,
+    token: &str,
+    last: Option<&str>,
+) -> (Sse, usize) {
+    eventually(format!("a hub to serve {query}"), || async {
+        for k in 0..hubs.len() {
+            let at = (from + k) % hubs.len();
+            if let Some(stream) = hubs[at].try_subscribe_from(query, Some(token), last).await {
+                return Some((stream, at));
             }
         }
-        at = (at + 1) % urls.len();
-        reconnects += 1;
+        None
+    })
+    .await
+}
+
+/// Waits until `n` followers say their first stream is live (`connected`
+/// received), so none misses what is published next.
+async fn followers_live(live: &mut mpsc::UnboundedReceiver<()>, n: usize) {
+    for k in 0..n {
+        tokio::time::timeout(PATIENCE, live.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{k} of {n} followers live after {PATIENCE:?}"));
     }
 }
 
@@ -83,25 +121,29 @@ async fn start_three_ready(node: ProcessBuilder) -> Vec<HubProcess> {
 }
 
 /// One client on both channels per hub, each starting at its own hub and moving
-/// through the others in turn, following until the event whose data is `end`.
-fn follow_from_every_hub(
+/// through the others in turn, following until the event whose data is `end`;
+/// returns once each is live.
+async fn follow_from_every_hub(
     nodes: &[HubProcess],
     reader_token: &str,
 ) -> Vec<JoinHandle<(Vec<String>, usize)>> {
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    (0..urls.len())
+    let (live, mut lives) = mpsc::unbounded_channel();
+    let followers: Vec<_> = (0..nodes.len())
         .map(|first| {
-            let order: Vec<String> = (0..urls.len())
-                .map(|k| urls[(first + k) % urls.len()].clone())
+            let order: Vec<Client> = (0..nodes.len())
+                .map(|k| Client::clone(&nodes[(first + k) % nodes.len()]))
                 .collect();
             tokio::spawn(follow_until(
                 order,
                 "channel=a&channel=b",
                 reader_token.to_owned(),
                 "end".into(),
+                live.clone(),
             ))
         })
-        .collect()
+        .collect();
+    followers_live(&mut lives, followers.len()).await;
+    followers
 }
 
 /// Publishes event `i` as `body` on `node` while its broker may be down: a 503
@@ -113,7 +155,7 @@ async fn publish_unless_down(
     i: usize,
     body: &serde_json::Value,
 ) -> bool {
-    let (status, answer) = node.publish(publisher, body).await;
+    let (status, answer) = node.publish_with(Some(publisher), body).await;
     assert!(
         status == 200 || status == 503,
         "publish {i}: {status} {answer}"
@@ -164,13 +206,15 @@ async fn three_hubs_survive_a_killed_hub(place: Place) {
             .env("HERALD_CHANNELS__HISTORY_SIZE", "10000"),
     )
     .await;
-    let urls: Vec<String> = nodes.iter().map(|n| n.url.clone()).collect();
-    let reader_token = token(&["a", "b"], &[]);
-    let publisher = token(&[], &["*"]);
+    let reader_token = nodes[0].token(Some("tester"), &["a", "b"], &[]);
+    let publisher = nodes[0].token(Some("tester"), &[], &["*"]);
     const TOTAL: usize = 240;
     let mut readers = Vec::new();
+    let (live, mut lives) = mpsc::unbounded_channel();
     for first in 0..3 {
-        let order: Vec<String> = (0..3).map(|k| urls[(first + k) % 3].clone()).collect();
+        let order: Vec<Client> = (0..3)
+            .map(|k| Client::clone(&nodes[(first + k) % 3]))
+            .collect();
         for query in ["channel=a&channel=b", "channel=a"] {
             let mut last_wanted = TOTAL - 1;
             while !wanted(last_wanted, query) {
@@ -184,12 +228,13 @@ async fn three_hubs_survive_a_killed_hub(place: Place) {
                     query,
                     reader_token.clone(),
                     last_wanted.to_string(),
+                    live.clone(),
                 )),
             ));
         }
     }
-    // Let every reader connect before publishing.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every reader is live before anything is published.
+    followers_live(&mut lives, readers.len()).await;
     for i in 0..TOTAL {
         // Publish on every hub in turn; after a third of the events, only on the
         // two that will survive, and kill the third while events keep flowing.
@@ -198,13 +243,10 @@ async fn three_hubs_survive_a_killed_hub(place: Place) {
         } else {
             &nodes[i % 2]
         };
-        let (status, answer) = node.publish(&publisher, &numbered(i)).await;
+        let (status, answer) = node.publish_with(Some(&publisher), &numbered(i)).await;
         assert_eq!(status, 200, "publish {i}: {answer}");
         if i == TOTAL / 2 {
             nodes[2].kill().await;
-        }
-        if i % 8 == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
     for (first, query, reader) in readers {
@@ -290,10 +332,9 @@ fn redis_hub(place: &Place) -> ProcessBuilder {
 /// Three hubs at `place`, whose Redis (or first shard) is `redis`.
 async fn hubs_recover_when_redis_restarts(mut redis: PrivateRedis, place: Place) {
     let nodes = start_three_ready(redis_hub(&place)).await;
-    let reader_token = token(&["a", "b"], &[]);
-    let publisher = token(&[], &["*"]);
-    let readers = follow_from_every_hub(&nodes, &reader_token);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reader_token = nodes[0].token(Some("tester"), &["a", "b"], &[]);
+    let publisher = nodes[0].token(Some("tester"), &[], &["*"]);
+    let readers = follow_from_every_hub(&nodes, &reader_token).await;
 
     let mut accepted = Vec::new();
     let mut refused = 0;
@@ -345,7 +386,7 @@ async fn hubs_recover_when_redis_restarts(mut redis: PrivateRedis, place: Place)
         i += 1;
     }
     let (status, _) = nodes[0]
-        .publish(&publisher, &json!({"channel": "a", "data": "end"}))
+        .publish_with(Some(&publisher), &json!({"channel": "a", "data": "end"}))
         .await;
     assert_eq!(status, 200);
 
@@ -369,21 +410,23 @@ async fn a_hub_starts_while_its_redis_is_down() {
         .start()
         .await;
     assert_eq!(node.readyz().await, 503);
-    let publisher = token(&[], &["*"]);
+    let publisher = node.token(Some("tester"), &[], &["*"]);
     let (status, answer) = node
-        .publish(&publisher, &json!({"channel": "a", "data": 1}))
+        .publish_with(Some(&publisher), &json!({"channel": "a", "data": 1}))
         .await;
     assert_eq!(status, 503, "{answer}");
-    let mut reader = Reader::open(&node.url, "channel=a", &token(&["a"], &[]), None)
+    let reader_token = node.token(Some("tester"), &["a"], &[]);
+    let mut reader = node
+        .try_subscribe_from("channel=a", Some(&reader_token), None)
         .await
         .expect("subscribers are served while Redis is down");
     redis.restart().await;
     node.wait_ready(200).await;
     let (status, answer) = node
-        .publish(&publisher, &json!({"channel": "a", "data": 2}))
+        .publish_with(Some(&publisher), &json!({"channel": "a", "data": 2}))
         .await;
     assert_eq!(status, 200, "{answer}");
-    let (id, data) = reader.next().await.unwrap();
+    let (id, data) = reader.next_received().await.unwrap();
     assert_eq!(data, "2");
     assert!(!id.is_empty());
 }
@@ -405,17 +448,16 @@ async fn hubs_recover_when_their_nats_is_down_and_restarted() {
         .env("HERALD_NATS__TIMEOUT", "1s")
         .env("HERALD_CHANNELS__HISTORY_SIZE", "10000");
     let nodes = [node.clone().start().await, node.start().await];
-    let publisher = token(&[], &["*"]);
+    let publisher = nodes[0].token(Some("tester"), &[], &["*"]);
     for node in &nodes {
         assert_eq!(node.readyz().await, 503);
         let (status, _) = node
-            .publish(&publisher, &json!({"channel": "a", "data": -1}))
+            .publish_with(Some(&publisher), &json!({"channel": "a", "data": -1}))
             .await;
         assert_eq!(status, 503);
     }
-    let reader_token = token(&["a", "b"], &[]);
-    let readers = follow_from_every_hub(&nodes, &reader_token);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reader_token = nodes[0].token(Some("tester"), &["a", "b"], &[]);
+    let readers = follow_from_every_hub(&nodes, &reader_token).await;
     nats.start().await;
     for node in &nodes {
         node.wait_ready(200).await;
@@ -449,7 +491,7 @@ async fn hubs_recover_when_their_nats_is_down_and_restarted() {
         accepted.push(i);
     }
     let (status, _) = nodes[1]
-        .publish(&publisher, &json!({"channel": "b", "data": "end"}))
+        .publish_with(Some(&publisher), &json!({"channel": "b", "data": "end"}))
         .await;
     assert_eq!(status, 200);
     assert_none_lost(readers, &accepted).await;
@@ -469,10 +511,9 @@ async fn hubs_refuse_only_the_channels_of_a_redis_shard_that_is_down() {
     };
     let place = Place::on_redis_shards(&[&first, &second]);
     let nodes = start_three_ready(redis_hub(&place)).await;
-    let reader_token = token(&["a", "b"], &[]);
-    let publisher = token(&[], &["*"]);
-    let readers = follow_from_every_hub(&nodes, &reader_token);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reader_token = nodes[0].token(Some("tester"), &["a", "b"], &[]);
+    let publisher = nodes[0].token(Some("tester"), &[], &["*"]);
+    let readers = follow_from_every_hub(&nodes, &reader_token).await;
     let publish = async |i: usize, channel: &str| {
         let body = json!({"channel": channel, "data": i});
         publish_unless_down(&nodes[i % 3], &publisher, i, &body).await
@@ -506,7 +547,7 @@ async fn hubs_refuse_only_the_channels_of_a_redis_shard_that_is_down() {
         accepted.push(i);
     }
     let (status, _) = nodes[0]
-        .publish(&publisher, &json!({"channel": "b", "data": "end"}))
+        .publish_with(Some(&publisher), &json!({"channel": "b", "data": "end"}))
         .await;
     assert_eq!(status, 200);
     for reader in readers {
@@ -518,17 +559,13 @@ async fn hubs_refuse_only_the_channels_of_a_redis_shard_that_is_down() {
         );
     }
     // A client that was away the whole time resumes on any hub with nothing lost.
-    let mut late = Reader::open(
-        &nodes[2].url,
-        "channel=a&channel=b",
-        &reader_token,
-        Some("earliest"),
-    )
-    .await
-    .expect("a stream");
+    let mut late = nodes[2]
+        .try_subscribe_from("channel=a&channel=b", Some(&reader_token), Some("earliest"))
+        .await
+        .expect("a stream");
     let mut numbers = Vec::new();
     while numbers.len() < accepted.len() {
-        let (id, data) = late.next().await.expect("an event");
+        let (id, data) = late.next_received().await.expect("an event");
         assert_ne!(id, "reset", "{data}");
         numbers.push(data.parse::<usize>().unwrap());
     }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::fixture::{PATIENCE, TestHub};
+use crate::fixture::{PATIENCE, TestHub, eventually};
 
 /// One `/poll` request; the status and the JSON answer.
 async fn poll(hub: &TestHub, query: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -46,11 +46,10 @@ fn last(answer: &Value) -> String {
 
 /// Waits until the hub counts `n` open connections (a waiting poll holds one).
 async fn connections(hub: &TestHub, n: u64) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while hub.node.stats().connections != n {
-        assert!(tokio::time::Instant::now() < deadline, "no waiting poll");
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    eventually(format!("{n} waiting polls"), || {
+        hub.node.stats().connections == n
+    })
+    .await;
 }
 
 #[tokio::test]

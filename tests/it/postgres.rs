@@ -6,8 +6,7 @@
 //! uses NOTIFY channel names derived from it, so the tests run in parallel.
 
 use std::collections::HashSet;
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use herald::source::postgres::trigger::{Delivery, QualifiedName, TriggerSpec};
 use herald::source::postgres::{FetchConfig, Mode, PostgresConfig, RouteConfig};
@@ -15,26 +14,13 @@ use serde_json::{Value, json};
 use tokio_postgres::{Client, NoTls};
 
 use crate::fixture::process::herald_command as herald;
-use crate::fixture::{PATIENCE, Sse, TestHub, json as data};
+use crate::fixture::{Sse, TestHub, eventually, json as data};
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// Whether the tests can run; prints why not (or fails with HERALD_REQUIRE_SERVICES=1).
 async fn available() -> bool {
     crate::fixture::services::postgres_available().await
-}
-
-/// Polls `check` until it holds; fails after [`PATIENCE`].
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn connect(url: &str) -> Client {

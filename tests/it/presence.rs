@@ -1,13 +1,11 @@
 //! Presence across nodes: hubs over the real Redis and NATS, one of them a process
 //! killed with SIGKILL.
 
-use std::time::Duration;
-
 use herald::Config;
 use herald::config::NamespaceConfig;
 use serde_json::json;
 
-use crate::fixture::{HubProcess, Kind, PATIENCE, Place, TestHub, get_json};
+use crate::fixture::{Client, HubProcess, Kind, Place, TestHub, eventually};
 use crate::websocket::Ws;
 
 const HEARTBEAT: &str = "200ms";
@@ -45,10 +43,9 @@ async fn until_presence(ws: &mut Ws, log: &mut Vec<(String, String)>, kind: &str
     }
 }
 
-/// `GET {url}/channels/doc:1/presence`: (user, connections) in order.
-async fn listed(url: &str, token: &str) -> Vec<(String, u64)> {
-    let url = format!("{url}/channels/doc:1/presence");
-    let body = get_json(&reqwest::Client::new(), &url, Some(token)).await;
+/// `GET /channels/doc:1/presence` on `hub`: (user, connections) in order.
+async fn listed(hub: &Client, token: &str) -> Vec<(String, u64)> {
+    let body = hub.get_json("/channels/doc:1/presence", token).await;
     body["users"]
         .as_array()
         .unwrap_or_else(|| panic!("{body}"))
@@ -62,23 +59,21 @@ async fn listed(url: &str, token: &str) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// Waits until the presence list at `url` is `want` (in any order).
-async fn wait_listed(url: &str, token: &str, want: &[(&str, u64)]) {
+/// Waits until the presence list on `hub` is `want` (in any order).
+async fn wait_listed(hub: &Client, token: &str, want: &[(&str, u64)]) {
     let mut want: Vec<(String, u64)> = want.iter().map(|(u, n)| ((*u).to_owned(), *n)).collect();
     want.sort();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let mut got = listed(url, token).await;
+    let url = &hub.url;
+    eventually(format!("{url} to list {want:?}"), || async {
+        let mut got = listed(hub, token).await;
         got.sort();
         if got == want {
-            return;
+            Ok(())
+        } else {
+            Err(format!("{url} lists {got:?}, expected {want:?}"))
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{url} lists {got:?}, expected {want:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 async fn presence_spans_nodes(kind: Kind) {
@@ -116,8 +111,8 @@ async fn presence_spans_nodes(kind: Kind) {
 
     // A second tab of ana's on node C: every node counts her once, with two tabs.
     let mut tab2 = Ws::open_at(&c_addr, "channel=doc:1", Some(&ana)).await;
-    for url in [&a.url, &b.url, &c.url] {
-        wait_listed(url, &watcher_token, &[("watcher", 1), ("ana", 2)]).await;
+    for hub in [&*a, &*b, &*c] {
+        wait_listed(hub, &watcher_token, &[("watcher", 1), ("ana", 2)]).await;
     }
     let answer = tab2
         .request(json!({"op": "presence", "channel": "doc:1"}))
@@ -137,7 +132,7 @@ async fn presence_spans_nodes(kind: Kind) {
     // Ana closes her tab on B: she is still on C, so she does not leave.
     drop(tab1);
     wait_listed(
-        &a.url,
+        &a,
         &watcher_token,
         &[("watcher", 1), ("ana", 1), ("carl", 1), ("bob", 1)],
     )
@@ -151,8 +146,8 @@ async fn presence_spans_nodes(kind: Kind) {
     }
     let mut seen_on_b = Vec::new();
     until_presence(&mut carl_ws, &mut seen_on_b, "presence.leave", "ana").await;
-    for url in [&a.url, &b.url] {
-        wait_listed(url, &watcher_token, &[("watcher", 1), ("carl", 1)]).await;
+    for hub in [&*a, &*b] {
+        wait_listed(hub, &watcher_token, &[("watcher", 1), ("carl", 1)]).await;
     }
     // Ana joined once and left once, across her tabs on two nodes.
     let of_ana: Vec<&str> = log

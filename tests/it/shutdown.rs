@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::fixture::TestHub;
+use crate::fixture::{TestHub, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_open_streams_do_not_delay_shutdown_past_the_grace_period() {
@@ -81,9 +81,10 @@ async fn a_stalled_stream_cannot_hold_shutdown_beyond_the_grace_period() {
         )
         .await
         .unwrap();
-    while hub.node.stats().connections < 1 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually("the stream to be open", || {
+        hub.node.stats().connections >= 1
+    })
+    .await;
     // Fill the socket buffers so that the hub's writes block.
     let pad = "x".repeat(60_000);
     for _ in 0..120 {

@@ -2,7 +2,8 @@
 //! per-channel logs exactly as the memory broker keeps them (the same
 //! [`ChannelLogs`], so resumes and gaps work alike), and delivered to the
 //! local fan-out under the same lock, so a resume read from the logs and live
-//! delivery agree on what a connection has seen.
+//! delivery agree on what a connection has seen. History is aged by the node's
+//! [`Clock`], against the time the stream stamped each event with.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -12,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::broker::{LocalDelivery, Replay, wire};
 use crate::core::event::parse_hub_id;
-use crate::core::{ChannelLogs, ChannelName, Event, KnownId, Policies, Reset, ResetReason};
+use crate::core::{ChannelLogs, ChannelName, Clock, Event, KnownId, Policies, Reset, ResetReason};
 
 /// Events accepted this long before the node started are not delivered live when
 /// the node reads them while catching up (clock skew between node and server).
@@ -59,6 +60,7 @@ pub(super) struct Replica {
     policies: Arc<Policies>,
     delivery: LocalDelivery,
     history_memory: usize,
+    clock: Clock,
     started: SystemTime,
     state: Mutex<State>,
     applied: watch::Sender<u64>,
@@ -69,12 +71,14 @@ impl Replica {
         policies: Arc<Policies>,
         delivery: LocalDelivery,
         history_memory: usize,
+        clock: Clock,
     ) -> Self {
         Self {
             policies,
             delivery,
             history_memory,
-            started: SystemTime::now(),
+            started: clock.now(),
+            clock,
             state: Mutex::new(State::new(history_memory)),
             applied: watch::channel(0).0,
         }
@@ -152,7 +156,7 @@ impl Replica {
         let epoch = state.epoch.clone().unwrap_or_default();
         if let Some(decoded) = wire::decode(payload) {
             let event = decoded.accept(&epoch, seq, time);
-            let now = SystemTime::now();
+            let now = self.clock.now();
             let evicted = state.logs.append(&event, &self.policies, now);
             self.delivery.stats().history_evicted(evicted);
             if event.time + START_SLACK >= self.started {
@@ -186,7 +190,7 @@ impl Replica {
     /// The events on `channels` after `after` (everything kept for `None`), with a
     /// reset for the channels this node cannot cover.
     pub(super) fn replay(&self, channels: &[ChannelName], after: Option<u64>) -> Replay {
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let mut state = self.state.lock();
         let epoch = state.epoch.clone().unwrap_or_default();
         let head = format!("{epoch}-{}", state.seq);
@@ -231,13 +235,13 @@ impl Replica {
         let mut state = self.state.lock();
         state
             .logs
-            .history(channel, limit, &self.policies, SystemTime::now())
+            .history(channel, limit, &self.policies, self.clock.now())
     }
 
     /// Expires history and drops empty logs.
     pub(super) fn maintain(&self) {
         let mut state = self.state.lock();
-        state.logs.maintain(&self.policies, SystemTime::now());
+        state.logs.maintain(&self.policies, self.clock.now());
     }
 
     /// How many channels have a log.
