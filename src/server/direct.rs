@@ -9,11 +9,13 @@
 //! close a reader that stopped reading the same way ([`sse::close_when_stalled`]).
 
 use std::io::IoSlice;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
 
 use crate::http::sse::{self, SlowConsumer, SseStream};
 use crate::http::{ApiError, ConnectionInfo, Services};
@@ -60,27 +62,36 @@ pub(super) fn direct_stream(head: &[u8], cors: bool) -> Option<(Uri, HeaderMap)>
 ///
 /// While a write is blocked the stream still watches for the connection's queue
 /// overflowing and for `info.close`, so a reader that stopped is closed.
-pub(super) async fn serve(
-    app: &Services,
+///
+/// The future is what an idle stream costs for its whole life, so it holds only
+/// what the stream needs: opening (admission, resume) runs boxed and is gone once
+/// the stream is open, the request's head and the error path are not kept, and
+/// the caller runs it as a task of its own rather than inside the connection's.
+pub(super) fn serve(
+    app: Services,
     headers: HeaderMap,
     uri: Uri,
     info: ConnectionInfo,
     response_head: Bytes,
-    cors_headers: &HeaderMap,
-    socket: &mut TcpStream,
-) {
+    cors_headers: Arc<HeaderMap>,
+    mut socket: TcpStream,
+) -> impl Future<Output = ()> + Send + 'static {
     let close = info.close.clone();
-    let opened = SseStream::open(app, &headers, &uri, Some(&info)).await;
-    drop((headers, uri, info));
-    let mut stream = match opened {
-        Ok(stream) => stream,
-        Err(error) => {
-            let _ = write_error(socket, error, cors_headers).await;
-            return;
+    let opening = Box::pin(async move { SseStream::open(&app, &headers, &uri, Some(&info)).await });
+    async move {
+        match opening.await {
+            Ok(stream) => run(stream, socket, close, response_head).await,
+            Err(error) => {
+                let _ = Box::pin(write_error(&mut socket, error, &cors_headers)).await;
+            }
         }
-    };
+    }
+}
+
+/// Writes `stream` to `socket` until it ends, the client leaves or `close` fires.
+async fn run(mut stream: SseStream, mut socket: TcpStream, close: CancellationToken, head: Bytes) {
     let signal = stream.overflow_signal();
-    let mut head = response_head;
+    let mut head = head;
     let mut probe = [0u8; 1];
     loop {
         let chunk = tokio::select! {
@@ -125,7 +136,7 @@ pub(super) async fn serve(
                 stream.stalled();
                 return;
             }
-            written = write_all_vectored(socket, &mut parts) => written,
+            written = write_all_vectored(&mut socket, &mut parts) => written,
         };
         if written.is_err() || last {
             return;

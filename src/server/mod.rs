@@ -132,9 +132,10 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
                 info.peer = proxies.client(peer, request.headers());
             }
             request.extensions_mut().insert(info.clone());
-            let close = &info.close;
+            let close = info.close.clone();
+            let waiting = body_waiting.clone();
             let request = request.map(|body| {
-                let body = ClientBody::new(body, timeouts.body, || body_waiting.enter(close));
+                let body = ClientBody::new(body, timeouts.body, move || waiting.enter(&close));
                 axum::body::Body::new(body)
             });
             let mut router = router.clone();
@@ -145,6 +146,7 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
         let cors_headers = cors_headers.clone();
         let stream_head = stream_head.clone();
         let app = app.clone();
+        let tracker = connections.clone();
         connections.spawn(async move {
             let mut stream = stream;
             let mut head = Vec::new();
@@ -191,16 +193,17 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
                     tcp_peer: peer,
                     close: close.clone(),
                 };
-                direct::serve(
-                    &app,
+                // A task of its own: this one's room (the head, the HTTP path) is
+                // freed, and the stream keeps only its own.
+                tracker.spawn(direct::serve(
+                    app,
                     headers,
                     uri,
                     info,
                     stream_head,
-                    &cors_headers,
-                    &mut stream,
-                )
-                .await;
+                    cors_headers,
+                    stream,
+                ));
                 return;
             }
             let io = Prefixed {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use hyper::body::{Body, Bytes, Frame, Incoming, SizeHint};
 use parking_lot::Mutex;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::BodyTimeout;
@@ -97,29 +97,64 @@ impl Drop for Wait {
 /// A request body as the client sends it, which fails with [`BodyTimeout`] once
 /// it has taken longer than its timeout, and counts its connection as waiting
 /// until it has arrived whole.
-pub(super) struct ClientBody {
+///
+/// A body that has already arrived with its head (most do) costs nothing more: the
+/// timer and the place among the waiting are taken only when the body has to be
+/// waited for, with the deadline still counted from when the request arrived.
+pub(super) struct ClientBody<W> {
     inner: Incoming,
     timeout: Duration,
-    /// Absent when there is no body to wait for.
+    /// When the request arrived; `None` when there is no body to wait for.
+    arrived: Option<Instant>,
+    /// Set once the body has been waited for.
     deadline: Option<Pin<Box<Sleep>>>,
+    enter: Option<W>,
     wait: Option<Wait>,
 }
 
-impl ClientBody {
-    /// `inner`, which must arrive whole within `timeout`; `wait` is dropped once it
-    /// has. Nothing is set up for a request without a body.
-    pub(super) fn new(inner: Incoming, timeout: Duration, wait: impl FnOnce() -> Wait) -> Self {
+impl<W: FnOnce() -> Wait> ClientBody<W> {
+    /// `inner`, which must arrive whole within `timeout`; `enter` counts the
+    /// connection as waiting, until the body has arrived, if it has to be waited
+    /// for. Nothing is set up for a request without a body.
+    pub(super) fn new(inner: Incoming, timeout: Duration, enter: W) -> Self {
         let waits = !inner.is_end_stream();
         Self {
-            deadline: waits.then(|| Box::pin(tokio::time::sleep(timeout))),
-            wait: waits.then(wait),
+            arrived: waits.then(Instant::now),
+            deadline: None,
+            enter: waits.then_some(enter),
+            wait: None,
             inner,
             timeout,
         }
     }
+
+    /// Whether the body took longer than its timeout; the first time it is waited
+    /// for, sets the timer and counts the connection as waiting.
+    fn timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(arrived) = self.arrived else {
+            return false;
+        };
+        if let Some(enter) = self.enter.take() {
+            self.wait = Some(enter());
+        }
+        let timeout = self.timeout;
+        self.deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(arrived + timeout)))
+            .as_mut()
+            .poll(cx)
+            .is_ready()
+    }
+
+    /// The body is over, whole or not: the connection no longer waits on it.
+    fn done(&mut self) {
+        self.arrived = None;
+        self.enter = None;
+        self.wait = None;
+        self.deadline = None;
+    }
 }
 
-impl Body for ClientBody {
+impl<W: FnOnce() -> Wait + Unpin> Body for ClientBody<W> {
     type Data = Bytes;
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -130,21 +165,15 @@ impl Body for ClientBody {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(None) => {
-                this.wait = None;
-                this.deadline = None;
+                this.done();
                 Poll::Ready(None)
             }
             Poll::Ready(Some(frame)) => Poll::Ready(Some(frame.map_err(Into::into))),
             Poll::Pending => {
-                let passed = this
-                    .deadline
-                    .as_mut()
-                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
-                if !passed {
+                if !this.timed_out(cx) {
                     return Poll::Pending;
                 }
-                this.wait = None;
-                this.deadline = None;
+                this.done();
                 Poll::Ready(Some(Err(Box::new(BodyTimeout(this.timeout)))))
             }
         }
