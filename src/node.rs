@@ -148,6 +148,8 @@ impl Node {
         if let Some(postgres) = &config.postgres {
             crate::source::postgres::spawn(sink("postgres source"), postgres.clone());
         }
+        #[cfg(not(feature = "redis"))]
+        let _ = redis_source_url;
         #[cfg(feature = "redis")]
         if let (Some(source), Some(url)) = (&config.redis_source, redis_source_url) {
             crate::source::redis::spawn(
