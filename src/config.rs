@@ -27,7 +27,9 @@ use crate::limits::{PublishRates, Rate};
 mod redact;
 
 pub use crate::auth::{ApiKeyConfig, AuthConfig};
-pub use crate::broker::{BrokerKind, BrokerSettings, NatsConfig, NatsStorage, RedisConfig};
+pub use crate::broker::{
+    BrokerKind, BrokerSettings, MemoryConfig, NatsConfig, NatsStorage, RedisConfig,
+};
 pub use crate::http::demo::DemoConfig;
 pub use crate::http::sse::SseConfig;
 pub use crate::http::ws::WsConfig;
@@ -55,6 +57,8 @@ pub struct Config {
     /// The broker: `memory`, `redis://HOST:PORT[/DB]` or `nats://HOST:PORT`
     /// (`HERALD_BROKER`).
     pub broker: String,
+    /// Settings of the memory broker.
+    pub memory: MemoryConfig,
     /// Settings of the Redis broker.
     pub redis: RedisConfig,
     /// Settings of the NATS broker.
@@ -108,6 +112,7 @@ impl Default for Config {
         Self {
             listen: "127.0.0.1:8080".into(),
             broker: "memory".into(),
+            memory: MemoryConfig::default(),
             redis: RedisConfig::default(),
             nats: NatsConfig::default(),
             redis_source: None,
@@ -249,6 +254,7 @@ const STRING_KEYS: &[&str] = &[
 const SECTIONS: &[&str] = &[
     "listen",
     "broker",
+    "memory",
     "redis",
     "nats",
     "redis_source",
@@ -346,6 +352,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         let broker = self.broker_kind()?;
+        self.memory.validate()?;
         self.redis.validate()?;
         self.nats.validate()?;
         if let Some(source) = &self.redis_source {
@@ -429,6 +436,7 @@ impl Config {
         let listen = self.listen_addr()?;
         let broker = BrokerSettings {
             kind: self.broker_kind()?,
+            memory: self.memory.clone(),
             redis: self.redis.clone(),
             nats: self.nats.clone(),
             history_memory: self.limits.history_memory,

@@ -13,8 +13,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::broker::{Accepted, Broker, BrokerError, ResumeFrom};
-use crate::core::{ChannelName, Event, EventError, EventLimits, Fanout, NewEvent, Subscription};
+use crate::broker::{Accepted, Broker, BrokerError, Replay, ResumeFrom};
+use crate::core::{
+    ChannelName, Cursor, Event, EventError, EventLimits, Fanout, NewEvent, Subscription,
+};
 use crate::limits::{ConnectionLimits, Rejection, Slot};
 use crate::settings::ConfigError;
 use crate::stats::{Gauges, Stats};
@@ -71,12 +73,6 @@ pub struct HubSettings {
     pub max_connections: usize,
     /// Open streaming connections per client address at most (0: no limit).
     pub max_connections_per_ip: usize,
-}
-
-impl std::fmt::Debug for dyn Broker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Broker({})", self.kind())
-    }
 }
 
 /// A hub held by a background task that must not keep it alive.
@@ -243,6 +239,7 @@ impl Hub {
                 return Ok(Subscribed {
                     subscription,
                     position: None,
+                    cursor: None,
                 });
             }
             Start::After(from) => from,
@@ -259,49 +256,62 @@ impl Hub {
                     return Ok(Subscribed {
                         subscription,
                         position: None,
+                        cursor: None,
                     });
                 };
                 let replay = inner
                     .broker
                     .replay(subscription.channels(), ResumeFrom::After(head.clone()))
                     .await;
-                let position = replay.ok().map(|replay| {
-                    subscription.prepend(replay.events, replay.reset);
-                    subscription.skip_through(replay.after_seq);
-                    head
-                });
+                let Ok(replay) = replay else {
+                    return Ok(Subscribed {
+                        subscription,
+                        position: None,
+                        cursor: None,
+                    });
+                };
+                // With partitions, the head of the connection's partitions only.
+                let position = replay.start_id().unwrap_or(head);
+                let cursor = start(&mut subscription, replay);
                 return Ok(Subscribed {
                     subscription,
-                    position,
+                    position: Some(position),
+                    cursor,
                 });
             }
         };
-        let position = from.as_id().to_owned();
         let mut subscription = inner.fanout.register(id, request.channels, queue);
-        let replay = inner.broker.replay(subscription.channels(), from).await?;
+        let replay = inner
+            .broker
+            .replay(subscription.channels(), from.clone())
+            .await?;
         inner
             .stats
             .resumed(replay.events.len() as u64, replay.reset.is_some());
-        subscription.prepend(replay.events, replay.reset);
-        subscription.skip_through(replay.after_seq);
+        let position = replay.start_id().unwrap_or_else(|| from.as_id().to_owned());
+        let cursor = start(&mut subscription, replay);
         Ok(Subscribed {
             subscription,
             position: Some(position),
+            cursor,
         })
     }
 
     /// Adds a channel (already authorised) to a running subscription: its live
     /// events are captured at once, and what it missed after `resume` (if given) is
     /// queued before them, with a reset if history cannot cover the gap.
+    ///
+    /// With several partitions, returns where the client starts in the channel's
+    /// partition.
     pub async fn add_channel(
         &self,
         subscription: &mut Subscription,
         channel: ChannelName,
         resume: Option<ResumeFrom>,
-    ) -> Result<(), BrokerError> {
+    ) -> Result<Option<Cursor>, BrokerError> {
         subscription.add_channel(channel.clone());
         let Some(from) = resume else {
-            return Ok(());
+            return Ok(None);
         };
         let replay = match self
             .inner
@@ -318,8 +328,10 @@ impl Hub {
         self.inner
             .stats
             .resumed(replay.events.len() as u64, replay.reset.is_some());
-        subscription.prepend_channel(&channel, replay.events, replay.reset, replay.after_seq);
-        Ok(())
+        let floor = replay.floor(&channel);
+        let cursor = replay.partitioned.map(|start| start.cursor);
+        subscription.prepend_channel(&channel, replay.events, replay.reset, floor);
+        Ok(cursor)
     }
 
     /// The id of the hub's newest position: resuming after it yields every event
@@ -430,6 +442,18 @@ pub struct Subscribed {
     /// The position it started after: the client's last event id, or the hub's
     /// position for [`Start::Head`] (`None` when the broker could not tell it).
     pub position: Option<String>,
+    /// With several partitions, where it starts in each partition of its channels
+    /// (before the replayed events).
+    pub cursor: Option<Cursor>,
+}
+
+/// Queues what `replay` read ahead of the live events of `subscription`, skipping
+/// the live events the client already has; returns where the client starts with
+/// several partitions.
+fn start(subscription: &mut Subscription, replay: Replay) -> Option<Cursor> {
+    subscription.skip_through_each(|channel| replay.floor(channel));
+    subscription.prepend(replay.events, replay.reset);
+    replay.partitioned.map(|start| start.cursor)
 }
 
 /// Graceful shutdown.

@@ -211,7 +211,17 @@ pub fn envelope_json(event: &Event, channel: Option<&ChannelName>) -> String {
 /// A connection gets an event once however many of its channels it was published
 /// to; its envelope names them all so that a client can hand it to each.
 pub fn matching_channels<'a>(event: &'a Event, mine: &[ChannelName]) -> Vec<&'a ChannelName> {
-    event.channels.iter().filter(|c| mine.contains(c)).collect()
+    // With several partitions, the part of an event a connection yields names the
+    // event's channels of the other partitions too.
+    match &event.split {
+        Some(split) => split
+            .channels
+            .iter()
+            .map(|(_, c)| c)
+            .filter(|c| mine.contains(c))
+            .collect(),
+        None => event.channels.iter().filter(|c| mine.contains(c)).collect(),
+    }
 }
 
 /// An event as a JSON object starting with `open` (which ends in `{` or a `,`),
@@ -219,6 +229,19 @@ pub fn matching_channels<'a>(event: &'a Event, mine: &[ChannelName]) -> Vec<&'a 
 /// one channel.
 pub fn event_json(
     event: &Event,
+    channel: Option<&ChannelName>,
+    open: &str,
+    type_key: &str,
+    all: &[&ChannelName],
+) -> String {
+    event_json_with_id(event, &event.id, channel, open, type_key, all)
+}
+
+/// [`event_json`] with `id` in place of the event's own (a connection's cursor,
+/// with several partitions).
+pub fn event_json_with_id(
+    event: &Event,
+    id: &str,
     channel: Option<&ChannelName>,
     open: &str,
     type_key: &str,
@@ -247,7 +270,7 @@ pub fn event_json(
     s.push_str(",\"time\":\"");
     s.push_str(&time);
     s.push_str("\",\"id\":");
-    s.push_str(&serde_json::to_string(&event.id).unwrap_or_default());
+    s.push_str(&serde_json::to_string(id).unwrap_or_default());
     s.push('}');
     s
 }

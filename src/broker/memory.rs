@@ -22,12 +22,14 @@ use super::{
     Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, check_publisher_ids,
 };
 use crate::core::event::parse_hub_id;
-use crate::core::{ChannelLogs, ChannelName, Clock, Event, NewEvent, Policies, Reset, ResetReason};
+use crate::core::{ChannelLogs, ChannelName, Clock, Event, NewEvent, Partition, Policies};
 
 /// The in-memory broker of a single node.
 #[derive(Debug)]
 pub struct MemoryBroker {
     epoch: String,
+    /// The partition this broker orders (0 when it orders every channel).
+    partition: Partition,
     policies: Arc<Policies>,
     delivery: LocalDelivery,
     clock: Clock,
@@ -50,9 +52,22 @@ impl MemoryBroker {
         history_memory: usize,
         clock: Clock,
     ) -> Self {
+        Self::for_partition(0, policies, delivery, history_memory, clock)
+    }
+
+    /// A broker ordering partition `partition` of a partitioned deployment (see
+    /// [`super::partitioned`]), otherwise as [`MemoryBroker::new`].
+    pub fn for_partition(
+        partition: Partition,
+        policies: Arc<Policies>,
+        delivery: LocalDelivery,
+        history_memory: usize,
+        clock: Clock,
+    ) -> Self {
         let epoch = format!("{:x}", rand::random::<u32>());
         Self {
             epoch,
+            partition,
             policies,
             delivery,
             clock,
@@ -105,7 +120,9 @@ impl Broker for MemoryBroker {
             state.seq += 1;
             let seq = state.seq;
             let id = new.id.clone().unwrap_or_else(|| self.id_of(seq));
-            let event = Arc::new(Event::accept(new, seq, id.clone(), now));
+            let event = Arc::new(
+                Event::accept(new, seq, id.clone(), now).in_partition(self.partition, &self.epoch),
+            );
             evicted += state.logs.append(&event, &self.policies, now);
             self.delivery.deliver(&event);
             accepted.push(Accepted {
@@ -131,17 +148,7 @@ impl Broker for MemoryBroker {
             ResumeFrom::Earliest => None,
             ResumeFrom::After(id) => match self.resolve(&state, id) {
                 Some(seq) => Some(seq),
-                None => {
-                    return Ok(Replay {
-                        events: Vec::new(),
-                        reset: Some(Reset {
-                            reason: ResetReason::UnknownId,
-                            channels: channels.to_vec(),
-                            id: head,
-                        }),
-                        after_seq: state.seq,
-                    });
-                }
+                None => return Ok(Replay::unknown(channels, state.seq, head)),
             },
         };
         let resumed = state.logs.replay(channels, after, &self.policies, now);
@@ -185,7 +192,7 @@ impl Broker for MemoryBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Fanout, HistoryPolicy, ManualClock, NamespacePolicy};
+    use crate::core::{Fanout, HistoryPolicy, ManualClock, NamespacePolicy, ResetReason};
     use crate::stats::Stats;
     use std::time::Duration;
 

@@ -10,13 +10,14 @@
 pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod partitioned;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod settings;
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod wire;
 
-pub use settings::{BrokerKind, NatsConfig, NatsStorage, RedisConfig};
+pub use settings::{BrokerKind, MemoryConfig, NatsConfig, NatsStorage, RedisConfig};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +25,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::core::{
-    ChannelName, ChannelSet, Event, Fanout, KnownId, NewEvent, Reset, ResetReason, Resumed,
+    ChannelName, ChannelSet, Cursor, Event, Fanout, KnownId, NewEvent, Partitions, Reset,
+    ResetReason, Resumed,
 };
 use crate::stats::Stats;
 
@@ -63,7 +65,23 @@ pub struct Replay {
     /// Set when the history could not cover the gap on some channels.
     pub reset: Option<Reset>,
     /// The position the client had reached; live events at or before it are skipped.
+    /// With several partitions, see `partitioned`.
     pub after_seq: u64,
+    /// The id of the newest position when the history was read.
+    pub head: String,
+    /// With several partitions: where the client is in each partition of its
+    /// channels, before the replayed events (a partition whose channels are reset
+    /// puts it at that partition's newest position).
+    pub partitioned: Option<PartitionStart>,
+}
+
+/// Where a resume leaves a connection of a partitioned deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionStart {
+    /// How channels are placed in partitions.
+    pub partitions: Partitions,
+    /// The position in each partition of the requested channels.
+    pub cursor: Cursor,
 }
 
 impl Replay {
@@ -74,7 +92,7 @@ impl Replay {
         let reset = (!resumed.gaps.is_empty()).then_some(Reset {
             reason: ResetReason::Expired,
             channels: resumed.gaps,
-            id: head_id,
+            id: head_id.clone(),
         });
         let after_seq = match (&reset, after) {
             (Some(_), _) => head,
@@ -85,7 +103,43 @@ impl Replay {
             events: resumed.events,
             reset,
             after_seq,
+            head: head_id,
+            partitioned: None,
         }
+    }
+
+    /// The replay of a client whose id is unknown: a reset of every channel, and
+    /// the client at the head.
+    pub(crate) fn unknown(channels: &[ChannelName], head: u64, head_id: String) -> Self {
+        Self {
+            events: Vec::new(),
+            reset: Some(Reset {
+                reason: ResetReason::UnknownId,
+                channels: channels.to_vec(),
+                id: head_id.clone(),
+            }),
+            after_seq: head,
+            head: head_id,
+            partitioned: None,
+        }
+    }
+
+    /// The position up to which the client has every event of `channel`: its live
+    /// events at or before it are skipped.
+    pub fn floor(&self, channel: &ChannelName) -> u64 {
+        match &self.partitioned {
+            None => self.after_seq,
+            Some(start) => start
+                .cursor
+                .get(start.partitions.of(channel))
+                .map_or(0, |at| at.seq),
+        }
+    }
+
+    /// The id of where the client starts: with several partitions, the cursor of
+    /// its partitions (`None` with one).
+    pub fn start_id(&self) -> Option<String> {
+        self.partitioned.as_ref().map(|s| s.cursor.to_string())
     }
 }
 
@@ -198,6 +252,12 @@ pub trait Broker: Send + Sync + 'static {
     }
 }
 
+impl std::fmt::Debug for dyn Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Broker({})", self.kind())
+    }
+}
+
 /// This node's end of delivery: the fan-out plus the counters it feeds.
 #[derive(Debug, Clone)]
 pub struct LocalDelivery {
@@ -237,6 +297,8 @@ impl LocalDelivery {
 pub struct BrokerSettings {
     /// Which broker (the `broker` key, resolved with `redis.shards`).
     pub kind: BrokerKind,
+    /// `[memory]`.
+    pub memory: MemoryConfig,
     /// `[redis]`.
     pub redis: RedisConfig,
     /// `[nats]`.
@@ -256,12 +318,51 @@ pub fn start(
     clock: crate::core::Clock,
 ) -> Result<Arc<dyn Broker>, crate::settings::ConfigError> {
     Ok(match &settings.kind {
-        BrokerKind::Memory => Arc::new(memory::MemoryBroker::new(
-            policies,
-            delivery,
-            settings.history_memory,
-            clock,
-        )),
+        BrokerKind::Memory => {
+            let partitions = settings.memory.partitions();
+            if partitions.is_partitioned() {
+                // The memory budget is shared out between the partitions.
+                let budget = settings.history_memory / usize::from(partitions.count());
+                let parts = (0..partitions.count())
+                    .map(|p| {
+                        Arc::new(memory::MemoryBroker::for_partition(
+                            p,
+                            policies.clone(),
+                            delivery.clone(),
+                            budget,
+                            clock.clone(),
+                        )) as Arc<dyn Broker>
+                    })
+                    .collect();
+                Arc::new(partitioned::Partitioned::new(parts).ok_or_else(|| {
+                    crate::settings::ConfigError::new("memory.partitions", "is not valid")
+                })?)
+            } else {
+                Arc::new(memory::MemoryBroker::new(
+                    policies,
+                    delivery,
+                    settings.history_memory,
+                    clock,
+                ))
+            }
+        }
+        #[cfg(feature = "redis")]
+        BrokerKind::Redis(url) if settings.redis.partitions > 1 => {
+            let parts = (0..settings.redis.partitions)
+                .map(|p| {
+                    Ok(Arc::new(redis::RedisBroker::start_partition(
+                        url,
+                        &settings.redis,
+                        policies.clone(),
+                        delivery.clone(),
+                        p,
+                    )?) as Arc<dyn Broker>)
+                })
+                .collect::<Result<Vec<_>, crate::settings::ConfigError>>()?;
+            Arc::new(partitioned::Partitioned::new(parts).ok_or_else(|| {
+                crate::settings::ConfigError::new("redis.partitions", "is not valid")
+            })?)
+        }
         #[cfg(feature = "redis")]
         BrokerKind::Redis(url) => Arc::new(redis::RedisBroker::start(
             url,

@@ -66,9 +66,7 @@ use self::link::Link;
 use self::shards::{Shard, Shards};
 use super::RedisConfig;
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
-use crate::core::{
-    ChannelName, ChannelSet, Event, NewEvent, Policies, Reset, ResetReason, Resumed,
-};
+use crate::core::{ChannelName, ChannelSet, Event, NewEvent, Partition, Policies, Resumed};
 use crate::redact::redact_url;
 use crate::settings::ConfigError;
 
@@ -105,6 +103,8 @@ struct Shared {
     shards: Option<Shards>,
     /// When this node started, in Redis time (milliseconds since the Unix epoch).
     started_ms: u64,
+    /// The partition this broker orders (0 with one partition).
+    partition: Partition,
 }
 
 impl Shared {
@@ -148,6 +148,19 @@ impl RedisBroker {
         policies: Arc<Policies>,
         delivery: LocalDelivery,
     ) -> Result<Self, ConfigError> {
+        Self::start_partition(url, config, policies, delivery, 0)
+    }
+
+    /// Starts the broker of partition `partition` of a partitioned deployment (see
+    /// [`super::partitioned`]): every key of it lives under `{prefix:partition}:`,
+    /// one hash tag per partition. Otherwise as [`RedisBroker::start`].
+    pub fn start_partition(
+        url: &str,
+        config: &RedisConfig,
+        policies: Arc<Policies>,
+        delivery: LocalDelivery,
+        partition: Partition,
+    ) -> Result<Self, ConfigError> {
         let client = redis::Client::open(url)
             .map_err(|e| ConfigError::new("broker", format!("{url:?}: {e}")))?;
         let link = Arc::new(Link::new(
@@ -174,7 +187,11 @@ impl RedisBroker {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let shared = Arc::new(Shared {
-            base: format!("{{{}}}:", config.prefix),
+            base: if config.partitions > 1 {
+                format!("{{{}:{partition}}}:", config.prefix)
+            } else {
+                format!("{{{}}}:", config.prefix)
+            },
             config: config.clone(),
             policies,
             delivery,
@@ -190,6 +207,7 @@ impl RedisBroker {
             history_channels: AtomicUsize::new(0),
             shards: (!shard_links.is_empty()).then(|| Shards::new(shard_links)),
             started_ms,
+            partition,
         });
         let stop = CancellationToken::new();
         tokio::spawn(link.run(stop.clone(), shared.delivery.stats().clone()));
@@ -402,15 +420,7 @@ impl Broker for RedisBroker {
         let (epoch, head) = epoch_and_head(&reply)?;
         let head_id = format!("{epoch}-{head}");
         if status == "unknown" {
-            return Ok(Replay {
-                events: Vec::new(),
-                reset: Some(Reset {
-                    reason: ResetReason::UnknownId,
-                    channels: channels.to_vec(),
-                    id: head_id,
-                }),
-                after_seq: head,
-            });
+            return Ok(Replay::unknown(channels, head, head_id));
         }
         let after = reply
             .get(3)
@@ -459,7 +469,7 @@ impl Broker for RedisBroker {
             .into_iter()
             .filter(|(seq, _)| *seq <= head)
             .filter_map(|(seq, (time, blob))| {
-                wire::decode(&blob).map(|d| d.accept(&epoch, seq, time_of(time)))
+                wire::decode(&blob).map(|d| d.accept(&epoch, seq, time_of(time), sh.partition))
             })
             .collect();
         Ok(Replay::of(Resumed { events, gaps }, after, head, head_id))

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::core::Partitions;
+use crate::core::partition::MAX_PARTITIONS;
 use crate::settings::ConfigError;
 
 /// Which broker a `broker` value selects.
@@ -70,6 +72,42 @@ impl BrokerKind {
     }
 }
 
+/// The memory broker (`[memory]`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// How many partitions the channels are spread over, each with its own
+    /// sequence and lock, so that publishes to channels of different partitions do
+    /// not wait for each other. With one (the default), every connection receives
+    /// events in one order across all channels and ids are `{epoch}-{seq}`; with
+    /// more, ids are cursors holding a position per partition (see docs/design.md).
+    pub partitions: u16,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self { partitions: 1 }
+    }
+}
+
+impl MemoryConfig {
+    /// Checks the section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if Partitions::new(self.partitions).is_none() {
+            return Err(ConfigError::new(
+                "memory.partitions",
+                format!("must be from 1 to {MAX_PARTITIONS}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The partitions it asks for.
+    pub fn partitions(&self) -> Partitions {
+        Partitions::new(self.partitions).unwrap_or_default()
+    }
+}
+
 /// The Redis broker (`[redis]`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -95,6 +133,13 @@ pub struct RedisConfig {
     /// servers in the same order. Empty: the one server of `broker`.
     #[serde(deserialize_with = "crate::settings::list_or_commas")]
     pub shards: Vec<String>,
+    /// How many partitions the channels are spread over, each with its own
+    /// sequence, catch-up log, histories and publisher ids under its own hash tag
+    /// (`{prefix:N}`), so that publishes to different partitions do not wait for
+    /// each other. With one (the default), every connection receives events in one
+    /// order across all channels; with more, ids are cursors (see docs/design.md).
+    /// Every node of a deployment sets the same number.
+    pub partitions: u16,
 }
 
 impl Default for RedisConfig {
@@ -105,6 +150,7 @@ impl Default for RedisConfig {
             reconnect_max: Duration::from_secs(5),
             log_size: 10_000,
             shards: Vec::new(),
+            partitions: 1,
         }
     }
 }
@@ -189,6 +235,18 @@ impl RedisConfig {
         }
         if self.log_size == 0 {
             return Err(ConfigError::new("redis.log_size", "must be greater than 0"));
+        }
+        if Partitions::new(self.partitions).is_none() {
+            return Err(ConfigError::new(
+                "redis.partitions",
+                format!("must be from 1 to {MAX_PARTITIONS}"),
+            ));
+        }
+        if self.partitions > 1 && self.shards.len() > 1 {
+            return Err(ConfigError::new(
+                "redis.partitions",
+                "cannot be combined with redis.shards: use one or the other",
+            ));
         }
         for (i, shard) in self.shards.iter().enumerate() {
             if !matches!(BrokerKind::parse(shard), Ok(BrokerKind::Redis(_))) {

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::core::{ChannelName, Event, NewEvent, Payload};
+use crate::core::{ChannelName, Event, NewEvent, Partition, Payload, Split};
 
 /// The stored form of an event.
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,22 +36,51 @@ struct Wire<'a> {
     /// Live only (not kept in history).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     x: bool,
+    /// With partitions, when this is one part of an event published to channels of
+    /// several: what the parts share.
+    #[serde(default, skip_serializing_if = "Option::is_none", borrow)]
+    s: Option<WireSplit<'a>>,
+}
+
+/// [`Split`] as it travels.
+#[derive(Debug, Serialize, Deserialize)]
+struct WireSplit<'a> {
+    /// The key.
+    k: u64,
+    /// Every channel of the event, with its partition.
+    #[serde(borrow)]
+    c: Vec<(Partition, Cow<'a, str>)>,
+}
+
+fn names(channels: &[ChannelName]) -> Vec<Cow<'_, str>> {
+    channels.iter().map(|c| Cow::Borrowed(c.as_str())).collect()
+}
+
+fn channels(names: &[Cow<'_, str>]) -> Vec<ChannelName> {
+    names
+        .iter()
+        .filter_map(|c| ChannelName::from_broker(c))
+        .collect()
 }
 
 /// Encodes an event for a store or another node. The text never holds a line break.
 pub(crate) fn encode(event: &NewEvent) -> String {
     let wire = Wire {
-        c: event
-            .channels
-            .iter()
-            .map(|c| Cow::Borrowed(c.as_str()))
-            .collect(),
+        c: names(&event.channels),
         t: event.kind.as_deref().map(Cow::Borrowed),
         d: Cow::Borrowed(event.data.as_str()),
         j: event.data.is_json(),
         i: event.id.as_deref().map(Cow::Borrowed),
         r: event.retry,
         x: event.ephemeral,
+        s: event.split.as_ref().map(|split| WireSplit {
+            k: split.key,
+            c: split
+                .channels
+                .iter()
+                .map(|(p, c)| (*p, Cow::Borrowed(c.as_str())))
+                .collect(),
+        }),
     };
     // Serialising borrowed strings and integers into a String cannot fail.
     serde_json::to_string(&wire).unwrap_or_default()
@@ -64,13 +93,20 @@ pub(crate) struct Decoded {
 }
 
 impl Decoded {
-    /// The accepted event at `seq`; its id is the publisher's or `{epoch}-{seq}`.
-    pub(crate) fn accept(self, epoch: &str, seq: u64, time: SystemTime) -> Arc<Event> {
+    /// The accepted event at `seq` of `partition`; its id is the publisher's or
+    /// `{epoch}-{seq}`.
+    pub(crate) fn accept(
+        self,
+        epoch: &str,
+        seq: u64,
+        time: SystemTime,
+        partition: Partition,
+    ) -> Arc<Event> {
         let id = match &self.new.id {
             Some(id) => id.clone(),
             None => format!("{epoch}-{seq}"),
         };
-        Arc::new(Event::accept(self.new, seq, id, time))
+        Arc::new(Event::accept(self.new, seq, id, time).in_partition(partition, epoch))
     }
 }
 
@@ -78,11 +114,7 @@ impl Decoded {
 /// left out; `None` when nothing usable is left.
 pub(crate) fn decode(text: &[u8]) -> Option<Decoded> {
     let wire: Wire<'_> = serde_json::from_slice(text).ok()?;
-    let channels: Vec<ChannelName> = wire
-        .c
-        .iter()
-        .filter_map(|c| ChannelName::from_broker(c))
-        .collect();
+    let channels = channels(&wire.c);
     let first = channels.first()?.clone();
     let data = Bytes::from(wire.d.into_owned());
     let data = if wire.j {
@@ -96,6 +128,16 @@ pub(crate) fn decode(text: &[u8]) -> Option<Decoded> {
     new.id = wire.i.map(Cow::into_owned);
     new.retry = wire.r;
     new.ephemeral = wire.x;
+    new.split = wire.s.map(|split| {
+        Arc::new(Split {
+            key: split.k,
+            channels: split
+                .c
+                .iter()
+                .filter_map(|(p, c)| Some((*p, ChannelName::from_broker(c)?)))
+                .collect(),
+        })
+    });
     Some(Decoded { new })
 }
 
@@ -111,13 +153,23 @@ mod tests {
             .with_id("order-1");
         let mut new = new;
         new.retry = Some(1500);
+        let split = Split {
+            key: 42,
+            channels: vec![
+                (1, ChannelName::new("a").unwrap()),
+                (3, ChannelName::broadcast()),
+            ],
+        };
+        new.split = Some(Arc::new(split.clone()));
         let text = encode(&new);
         assert!(!text.contains('\n'));
         let back = decode(text.as_bytes())
             .unwrap()
-            .accept("e", 7, SystemTime::now());
+            .accept("e", 7, SystemTime::now(), 3);
         assert_eq!(back.id, "order-1");
         assert_eq!(back.seq, 7);
+        assert_eq!(back.partition, 3);
+        assert_eq!(back.split.as_deref(), Some(&split));
         assert_eq!(back.kind, "note.added");
         assert_eq!(back.data.as_str(), "line one\nline \"two\"");
         assert!(!back.data.is_json());
@@ -132,8 +184,9 @@ mod tests {
             .ephemeral();
         let back = decode(encode(&json).as_bytes())
             .unwrap()
-            .accept("e", 8, SystemTime::now());
+            .accept("e", 8, SystemTime::now(), 0);
         assert_eq!(back.id, "e-8");
+        assert!(back.split.is_none());
         assert_eq!(back.data.as_str(), r#"{"x":1}"#);
         assert!(back.data.is_json());
         assert!(back.ephemeral);

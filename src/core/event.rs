@@ -6,13 +6,14 @@
 //! transport caches its encoding of an event in the event itself, so a frame is
 //! encoded once however many connections receive it.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::channel::{ChannelError, ChannelName};
+use super::partition::{Partition, Position, Split, epoch_tag};
 
 /// The event type of an event published without one.
 pub const DEFAULT_TYPE: &str = "message";
@@ -34,7 +35,9 @@ pub const MAX_DATA_DEPTH: usize = 128;
 
 /// The rule a publisher id follows, as error messages state it.
 pub const PUBLISHER_ID_RULE: &str = "1 to 200 bytes of visible ASCII (no space or control character), \
-     not of the hub's own form {hex}-{digits} (such as 5f3a9c1e-42) and not `earliest`";
+     not of the hub's own forms {hex}-{digits} (such as 5f3a9c1e-42) and \
+     {partition}.{8 hex}.{digits} joined by '_' (such as 3.5f3a9c1e.42_7.0b1c2d3e.19), \
+     and not `earliest`";
 
 /// Event types the hub itself sends; a publisher may not use them.
 pub const RESERVED_TYPES: &[&str] = &["connected", "reset", "shutdown", "token_expired", "error"];
@@ -204,6 +207,9 @@ pub struct NewEvent {
     pub retry: Option<u32>,
     /// Delivered live only, never kept in history (typing indicators, presence).
     pub ephemeral: bool,
+    /// Set by the hub when it publishes an event to channels of several partitions
+    /// as one part per partition (`None` when publishing): what the parts share.
+    pub split: Option<Arc<Split>>,
 }
 
 impl NewEvent {
@@ -216,6 +222,7 @@ impl NewEvent {
             id: None,
             retry: None,
             ephemeral: false,
+            split: None,
         }
     }
 
@@ -328,8 +335,14 @@ pub fn validate_publisher_id(id: &str) -> Result<(), EventError> {
 }
 
 /// Whether `id` has the form of the ids the hub assigns itself, on every broker:
-/// `^[0-9a-f]+-[0-9]+$` (a lowercase hexadecimal epoch, a dash, a decimal position).
+/// `^[0-9a-f]+-[0-9]+$` (a lowercase hexadecimal epoch, a dash, a decimal position),
+/// or, with several partitions, a cursor (see [`Cursor::parse`]).
+///
+/// [`Cursor::parse`]: super::partition::Cursor::parse
 pub fn is_hub_id(id: &str) -> bool {
+    if super::partition::Cursor::is_cursor(id) {
+        return true;
+    }
     let Some((epoch, seq)) = id.split_once('-') else {
         return false;
     };
@@ -421,6 +434,14 @@ pub struct Event {
     pub ephemeral: bool,
     /// When the hub accepted it.
     pub time: SystemTime,
+    /// The partition whose sequence `seq` is a position of (0 with one partition).
+    pub partition: Partition,
+    /// The partition's epoch, as [`epoch_tag`] gives it (0 where the broker does not
+    /// set it: with one partition, `id` tells the epoch).
+    pub epoch: u32,
+    /// With several partitions, when the event is one part of an event published
+    /// to channels of several: what the parts share (see [`NewEvent::split`]).
+    pub split: Option<Arc<Split>>,
     /// Whether `id` was chosen by the publisher (rather than assigned by the hub).
     publisher_id: bool,
     frames: FrameCache,
@@ -439,8 +460,29 @@ impl Event {
             retry: new.retry,
             ephemeral: new.ephemeral,
             time,
+            partition: 0,
+            epoch: 0,
+            split: new.split,
             publisher_id: new.id.is_some(),
             frames: FrameCache::new(slots),
+        }
+    }
+
+    /// Places the event in `partition`, whose epoch is `epoch` (see [`epoch_tag`]).
+    pub fn in_partition(mut self, partition: Partition, epoch: &str) -> Self {
+        self.partition = partition;
+        self.epoch = epoch_tag(epoch);
+        self
+    }
+
+    /// Its position in its partition, as a connection's [`Cursor`] holds it.
+    ///
+    /// [`Cursor`]: super::partition::Cursor
+    pub fn position(&self) -> Position {
+        Position {
+            partition: self.partition,
+            epoch: self.epoch,
+            seq: self.seq,
         }
     }
 

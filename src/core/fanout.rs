@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
@@ -34,15 +34,13 @@ use tokio::sync::Notify;
 
 use super::channel::ChannelName;
 use super::event::Event;
+use super::partition::{Partition, Position};
 
 /// A connection's handle as the fan-out sees it.
 #[derive(Debug)]
 struct Subscriber {
     queue: Mutex<Queue>,
     capacity: usize,
-    /// The newest position put in the queue, so an event published to several of
-    /// this connection's channels is queued once.
-    last_queued: AtomicU64,
     overflowed: AtomicBool,
     /// Wakes a transport waiting in [`Subscription::overflowed`].
     overflow: Notify,
@@ -140,7 +138,6 @@ impl Fanout {
         let subscriber = Arc::new(Subscriber {
             queue: Mutex::new(Queue::default()),
             capacity: capacity.max(1),
-            last_queued: AtomicU64::new(0),
             overflowed: AtomicBool::new(false),
             overflow: Notify::new(),
         });
@@ -160,6 +157,7 @@ impl Fanout {
             subscriber,
             fanout: self.clone(),
             floors: HashMap::new(),
+            merge: None,
         }
     }
 
@@ -177,20 +175,23 @@ impl Fanout {
 
     /// Puts `event` in the queue of every connection on one of its channels, once per
     /// connection. Never waits.
-    ///
-    /// Callers deliver events in the order of their positions; the per-connection
-    /// de-duplication relies on it.
     pub fn deliver(&self, event: &Arc<Event>) -> Delivered {
         let map = self.channels.read();
         let mut done = Delivered::default();
         let mut counted = 0;
-        for channel in &event.channels {
+        for (index, channel) in event.channels.iter().enumerate() {
             let Some(subs) = map.get(channel) else {
                 continue;
             };
-            for sub in subs.values() {
-                if event.channels.len() > 1
-                    && sub.last_queued.fetch_max(event.seq, Ordering::Relaxed) >= event.seq
+            for (id, sub) in subs {
+                // A connection on several of the event's channels gets it from the
+                // first of them, once. (This asks the registry, which every delivery
+                // reads alike; no mark left on the connection, so deliveries from
+                // several partitions at once cannot confuse each other.)
+                let earlier = &event.channels[..index];
+                if earlier
+                    .iter()
+                    .any(|c| map.get(c).is_some_and(|m| m.contains_key(id)))
                 {
                     continue;
                 }
@@ -376,6 +377,116 @@ pub struct Subscription {
     /// Per channel, the position up to which the client already has every event:
     /// live events at or before it were replayed (or seen) and are skipped.
     floors: HashMap<ChannelName, u64>,
+    /// The merging of events split over partitions; only while one is under way.
+    merge: Option<Box<Merge>>,
+}
+
+/// How long a connection holds an event split over partitions for a part that has
+/// not come (its partition's publish failed, or two nodes published split events
+/// in different orders): then it yields what came and goes on.
+pub const MERGE_WAIT: Duration = Duration::from_secs(5);
+
+/// A connection's merging of the parts of events split over partitions.
+///
+/// An event published to channels of several partitions arrives as one part from
+/// each. A connection on channels of several of them yields the event once, when
+/// the parts of all those partitions have come, and holds the later events of those
+/// partitions behind it meanwhile, so that each channel keeps its order.
+#[derive(Debug, Default)]
+struct Merge {
+    /// What is ready to yield, in order, each with the positions of the other
+    /// parts it stands for.
+    ready: VecDeque<(Item, Vec<Position>)>,
+    /// Split events whose parts have not all come.
+    waiting: Vec<Waiting>,
+    /// The partitions held back by a waiting event, each with the events that came
+    /// behind it, in order.
+    held: HashMap<Partition, VecDeque<Arc<Event>>>,
+    /// The positions of the other parts of the event yielded last.
+    merged: Vec<Position>,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    key: u64,
+    parts: Vec<Arc<Event>>,
+    missing: Vec<Partition>,
+    until: tokio::time::Instant,
+}
+
+impl Merge {
+    fn is_idle(&self) -> bool {
+        self.ready.is_empty() && self.waiting.is_empty() && self.held.is_empty()
+    }
+
+    /// When the oldest waiting event stops waiting.
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        self.waiting.iter().map(|w| w.until).min()
+    }
+
+    /// Takes `event` in: held behind a waiting event of its partition, waiting for
+    /// its other parts, or ready.
+    fn admit(&mut self, event: Arc<Event>, mine: impl Fn(&ChannelName) -> bool + Copy) {
+        if let Some(queue) = self.held.get_mut(&event.partition) {
+            queue.push_back(event);
+            return;
+        }
+        let Some(split) = event.split.clone() else {
+            self.ready.push_back((Item::Event(event), Vec::new()));
+            return;
+        };
+        let partitions = split.partitions_of(mine);
+        if partitions.len() <= 1 {
+            self.ready.push_back((Item::Event(event), Vec::new()));
+            return;
+        }
+        let index = match self.waiting.iter().position(|w| w.key == split.key) {
+            Some(index) => index,
+            None => {
+                self.waiting.push(Waiting {
+                    key: split.key,
+                    parts: Vec::new(),
+                    missing: partitions,
+                    until: tokio::time::Instant::now() + MERGE_WAIT,
+                });
+                self.waiting.len() - 1
+            }
+        };
+        let waiting = &mut self.waiting[index];
+        waiting.missing.retain(|p| *p != event.partition);
+        self.held.entry(event.partition).or_default();
+        waiting.parts.push(event);
+        if waiting.missing.is_empty() {
+            self.complete(index, mine);
+        }
+    }
+
+    /// Yields the waiting event at `index` (the parts that came) and lets the
+    /// events held behind it through.
+    fn complete(&mut self, index: usize, mine: impl Fn(&ChannelName) -> bool + Copy) {
+        let mut parts = self.waiting.swap_remove(index).parts;
+        let Some(last) = parts.pop() else {
+            return;
+        };
+        let mut partitions: Vec<Partition> = parts.iter().map(|e| e.partition).collect();
+        partitions.push(last.partition);
+        let others = parts.iter().map(|e| e.position()).collect();
+        self.ready.push_back((Item::Event(last), others));
+        for partition in partitions {
+            if let Some(queue) = self.held.remove(&partition) {
+                for event in queue {
+                    self.admit(event, mine);
+                }
+            }
+        }
+    }
+
+    /// Stops waiting for the parts whose time is up.
+    fn expire(&mut self, now: tokio::time::Instant, mine: impl Fn(&ChannelName) -> bool + Copy) {
+        while let Some(index) = self.waiting.iter().position(|w| w.until <= now) {
+            self.complete(index, mine);
+        }
+    }
 }
 
 /// The queue of a subscription overflowed: the connection must close.
@@ -404,12 +515,20 @@ impl Subscription {
     /// replayed position are skipped, so an event both replayed and delivered live is
     /// seen once.
     pub fn prepend(&mut self, replay: Vec<Arc<Event>>, reset: Option<Reset>) {
-        let last = replay.last().map_or(0, |e| e.seq);
+        for event in &replay {
+            // Each channel's own order: with several partitions, positions of
+            // different channels are not comparable.
+            for channel in &event.channels {
+                if self.channels.contains(channel) {
+                    let floor = self.floors.entry(channel.clone()).or_insert(0);
+                    *floor = (*floor).max(event.seq);
+                }
+            }
+        }
         self.backlog.extend(replay.into_iter().map(Item::Event));
         if let Some(reset) = reset {
             self.backlog.push_back(Item::Reset(reset));
         }
-        self.skip_through(last);
     }
 
     /// Skips live events at or before position `seq` on every channel (the client
@@ -456,6 +575,7 @@ impl Subscription {
         self.fanout.unregister(self.id, &channels);
         self.floors.clear();
         self.backlog.clear();
+        self.merge = None;
     }
 
     /// Queues the replay of one channel (added with [`Subscription::add_channel`])
@@ -477,6 +597,16 @@ impl Subscription {
         *floor = (*floor).max(last);
     }
 
+    /// Skips live events of each channel at or before the position `floor` gives
+    /// it (with several partitions, each channel's partition has its own).
+    pub fn skip_through_each(&mut self, mut floor: impl FnMut(&ChannelName) -> u64) {
+        for channel in &self.channels {
+            let seq = floor(channel);
+            let held = self.floors.entry(channel.clone()).or_insert(0);
+            *held = (*held).max(seq);
+        }
+    }
+
     /// Whether a live event is still wanted: on a subscribed channel, after that
     /// channel's floor.
     fn wanted(&self, event: &Event) -> bool {
@@ -485,6 +615,67 @@ impl Subscription {
         })
     }
 
+    /// The positions of the other parts of the event yielded last, when it was
+    /// split over partitions (a connection's cursor moves past all of them).
+    pub fn merged(&self) -> &[Position] {
+        self.merge.as_ref().map_or(&[], |m| &m.merged)
+    }
+
+    /// Takes a replayed or live item in; returns it when it can be yielded at once
+    /// (everything but the parts of events split over partitions, while none is
+    /// being merged).
+    fn take_in(&mut self, item: Item) -> Option<Item> {
+        let event = match item {
+            Item::Event(event) => event,
+            Item::Reset(_) if self.merge.is_none() => return Some(item),
+            Item::Reset(_) => {
+                if let Some(merge) = &mut self.merge {
+                    merge.ready.push_back((item, Vec::new()));
+                }
+                return None;
+            }
+        };
+        let channels = &self.channels;
+        let mine = |c: &ChannelName| channels.contains(c);
+        if self.merge.is_none() {
+            let simple = event
+                .split
+                .as_ref()
+                .is_none_or(|split| split.partitions_of(mine).len() <= 1);
+            if simple {
+                return Some(Item::Event(event));
+            }
+        }
+        self.merge.get_or_insert_default().admit(event, mine);
+        None
+    }
+
+    /// The next item the merge has ready, if one is being merged.
+    fn take_ready(&mut self) -> Option<Item> {
+        let merge = self.merge.as_mut()?;
+        let (item, others) = merge.ready.pop_front()?;
+        merge.merged = others;
+        Some(item)
+    }
+
+    /// Forgets a merge that has nothing left to do (and what it last merged).
+    fn settle(&mut self) {
+        if self.merge.as_ref().is_some_and(|m| m.is_idle()) {
+            self.merge = None;
+        } else if let Some(merge) = &mut self.merge {
+            merge.merged.clear();
+        }
+    }
+
+    /// Stops waiting for parts whose time is up.
+    fn expire(&mut self) {
+        let channels = &self.channels;
+        if let Some(merge) = &mut self.merge {
+            merge.expire(tokio::time::Instant::now(), |c| channels.contains(c));
+        }
+    }
+
+    /// The next replayed item to take in.
     fn next_backlog(&mut self) -> Option<Item> {
         while let Some(item) = self.backlog.pop_front() {
             match &item {
@@ -498,15 +689,24 @@ impl Subscription {
     /// The next item, waiting for one. `None` when the hub dropped the subscription
     /// (never, today: the subscription keeps its queue alive).
     pub async fn next(&mut self) -> Result<Option<Item>, Overflow> {
-        if let Some(item) = self.next_backlog() {
-            return Ok(Some(item));
-        }
+        self.settle();
         loop {
-            let event = std::future::poll_fn(|cx| {
-                if self.subscriber.overflowed.load(Ordering::Relaxed) {
+            if let Some(item) = self.take_ready() {
+                return Ok(Some(item));
+            }
+            if let Some(item) = self.next_backlog() {
+                match self.take_in(item) {
+                    Some(item) => return Ok(Some(item)),
+                    None => continue,
+                }
+            }
+            let deadline = self.merge.as_ref().and_then(|m| m.deadline());
+            let subscriber = &self.subscriber;
+            let live = std::future::poll_fn(|cx| {
+                if subscriber.overflowed.load(Ordering::Relaxed) {
                     return Poll::Ready(Err(Overflow));
                 }
-                let mut queue = self.subscriber.queue.lock();
+                let mut queue = subscriber.queue.lock();
                 if queue.events.is_empty() {
                     if !queue
                         .waker
@@ -519,13 +719,24 @@ impl Subscription {
                 }
                 drop(queue);
                 Poll::Ready(Ok(()))
-            })
-            .await;
-            event?;
+            });
+            let woke = match deadline {
+                None => live.await.map(|()| true)?,
+                Some(deadline) => tokio::select! {
+                    ready = live => ready.map(|()| true)?,
+                    () = tokio::time::sleep_until(deadline) => false,
+                },
+            };
+            if !woke {
+                self.expire();
+                continue;
+            }
             if let Some((event, before)) = self.subscriber.pop() {
                 self.fanout.took(before);
-                if self.wanted(&event) {
-                    return Ok(Some(Item::Event(event)));
+                if self.wanted(&event)
+                    && let Some(item) = self.take_in(Item::Event(event))
+                {
+                    return Ok(Some(item));
                 }
             }
         }
@@ -548,19 +759,42 @@ impl Subscription {
 
     /// The next item if one is ready now.
     pub fn try_next(&mut self) -> Result<Option<Item>, Overflow> {
-        if let Some(item) = self.next_backlog() {
-            return Ok(Some(item));
-        }
-        if self.subscriber.overflowed.load(Ordering::Relaxed) {
-            return Err(Overflow);
-        }
-        while let Some((event, before)) = self.subscriber.pop() {
-            self.fanout.took(before);
-            if self.wanted(&event) {
-                return Ok(Some(Item::Event(event)));
+        self.settle();
+        loop {
+            if let Some(item) = self.take_ready() {
+                return Ok(Some(item));
+            }
+            if let Some(item) = self.next_backlog() {
+                match self.take_in(item) {
+                    Some(item) => return Ok(Some(item)),
+                    None => continue,
+                }
+            }
+            if self.subscriber.overflowed.load(Ordering::Relaxed) {
+                return Err(Overflow);
+            }
+            match self.subscriber.pop() {
+                Some((event, before)) => {
+                    self.fanout.took(before);
+                    if self.wanted(&event)
+                        && let Some(item) = self.take_in(Item::Event(event))
+                    {
+                        return Ok(Some(item));
+                    }
+                }
+                None => {
+                    let due = self
+                        .merge
+                        .as_ref()
+                        .and_then(|m| m.deadline())
+                        .is_some_and(|d| d <= tokio::time::Instant::now());
+                    if !due {
+                        return Ok(None);
+                    }
+                    self.expire();
+                }
             }
         }
-        Ok(None)
     }
 }
 
@@ -595,6 +829,84 @@ mod tests {
         let mut new = NewEvent::text(ch(channels[0]), format!("e{seq}"));
         new.channels = channels.iter().map(|c| ch(c)).collect();
         Arc::new(Event::accept(new, seq, seq.to_string(), SystemTime::now()))
+    }
+
+    /// Event `seq` of partition `partition` on `channels`, named by `data`; a part
+    /// of a split event when `split` is given.
+    fn part(
+        partition: Partition,
+        seq: u64,
+        channels: &[&str],
+        data: &str,
+        split: Option<&Arc<crate::core::Split>>,
+    ) -> Arc<Event> {
+        let mut new = NewEvent::text(ch(channels[0]), data);
+        new.channels = channels.iter().map(|c| ch(c)).collect();
+        new.split = split.cloned();
+        let event = Event::accept(new, seq, format!("{partition}-{seq}"), SystemTime::now());
+        Arc::new(event.in_partition(partition, "e"))
+    }
+
+    fn data(sub: &mut Subscription) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some(Item::Event(e)) = sub.try_next().unwrap() {
+            out.push(e.data.as_str().to_owned());
+        }
+        out
+    }
+
+    fn split_on(channels: &[(Partition, &str)]) -> Arc<crate::core::Split> {
+        Arc::new(crate::core::Split {
+            key: 7,
+            channels: channels.iter().map(|(p, c)| (*p, ch(c))).collect(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_split_event_is_yielded_once_when_its_parts_have_come_keeping_each_channel_in_order()
+    {
+        let fanout = Fanout::new();
+        let mut both = fanout.register(1, vec![ch("a"), ch("c")], 16);
+        let mut only_c = fanout.register(2, vec![ch("c")], 16);
+        let split = split_on(&[(0, "a"), (1, "c")]);
+        // Partition 0 runs ahead of partition 1.
+        fanout.deliver(&part(0, 1, &["a"], "a1", None));
+        fanout.deliver(&part(0, 2, &["a"], "E", Some(&split)));
+        fanout.deliver(&part(0, 3, &["a"], "a2", None));
+        fanout.deliver(&part(1, 1, &["c"], "c1", None));
+        assert_eq!(data(&mut both), ["a1", "c1"], "E and what follows it wait");
+        fanout.deliver(&part(1, 2, &["c"], "E", Some(&split)));
+        fanout.deliver(&part(1, 3, &["c"], "c2", None));
+        assert_eq!(data(&mut both), ["E", "a2", "c2"]);
+        assert_eq!(
+            data(&mut only_c),
+            ["c1", "E", "c2"],
+            "one partition: nothing held"
+        );
+    }
+
+    #[test]
+    fn a_part_that_never_comes_is_waited_for_only_so_long() {
+        let mut merge = Merge::default();
+        let mine = |c: &ChannelName| c.as_str() == "a" || c.as_str() == "c";
+        let split = split_on(&[(0, "a"), (1, "c")]);
+        merge.admit(part(0, 2, &["a"], "E", Some(&split)), mine);
+        merge.admit(part(0, 3, &["a"], "a2", None), mine);
+        assert!(merge.ready.is_empty());
+        let due = merge.deadline().unwrap();
+        merge.expire(due - Duration::from_millis(1), mine);
+        assert!(merge.ready.is_empty(), "not yet");
+        merge.expire(due, mine);
+        let out: Vec<&str> = merge
+            .ready
+            .iter()
+            .map(|(item, _)| match item {
+                Item::Event(e) => e.data.as_str(),
+                Item::Reset(_) => "reset",
+            })
+            .collect();
+        assert_eq!(out, ["E", "a2"]);
+        assert!(merge.held.is_empty() && merge.waiting.is_empty());
     }
 
     async fn next_seq(sub: &mut Subscription) -> u64 {

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod event;
 pub mod fanout;
 pub mod history;
+pub mod partition;
 pub mod policy;
 pub mod presence;
 
@@ -18,5 +19,6 @@ pub use fanout::{
     Delivered, Fanout, Item, Overflow, OverflowSignal, Reset, ResetReason, Subscription,
 };
 pub use history::{ChannelLog, ChannelLogs, HistoryPolicy, KnownId, Resumed};
+pub use partition::{Cursor, Partition, Partitions, Position, Split};
 pub use policy::{Denied, Grants, NamespacePolicy, Policies, SubscribeRule};
 pub use presence::{ClusterView, Member, Presence, Transition};

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::{ApiError, ConnectionInfo, Services, query, stream};
 use crate::core::{ChannelName, Item};
-use crate::protocol::{End, ResetNotice, envelope_json, event_json, matching_channels};
+use crate::protocol::{End, ResetNotice, event_json_with_id, matching_channels};
 use crate::session::{Heartbeat, Session, SessionOptions, Step};
 
 /// How long a request waits for an event when it names no `timeout`.
@@ -102,22 +102,25 @@ impl Answer {
     }
 
     fn push(&mut self, item: Item, session: &Session) {
+        // With several partitions, the connection's cursor is the id of each item.
+        let cursor = session.cursor_id();
         match item {
             Item::Event(event) => {
                 let matching = matching_channels(&event, session.channels());
                 let channel = matching.first().copied().or(event.channels.first());
-                let json = if matching.len() > 1 {
-                    event_json(&event, channel, "{", "type", &matching)
-                } else {
-                    envelope_json(&event, channel)
-                };
+                let id = cursor.unwrap_or_else(|| event.id.clone());
+                let all: &[&ChannelName] = if matching.len() > 1 { &matching } else { &[] };
+                let json = event_json_with_id(&event, &id, channel, "{", "type", all);
                 self.bytes += json.len();
                 self.events.push(json);
-                self.last_event_id.clone_from(&event.id);
+                self.last_event_id = id;
             }
             Item::Reset(reset) => {
-                self.reset = Some(ResetNotice::of(&reset));
-                self.last_event_id = reset.id;
+                let id = cursor.unwrap_or_else(|| reset.id.clone());
+                let mut notice = ResetNotice::of(&reset);
+                notice.id = Some(id.clone());
+                self.reset = Some(notice);
+                self.last_event_id = id;
             }
         }
     }

@@ -502,6 +502,7 @@ fn to_event(
         id,
         retry,
         ephemeral: false,
+        split: None,
     })
 }
 

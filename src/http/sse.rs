@@ -25,7 +25,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{ApiError, ConnectionInfo, Services, redact_token, stream};
 use crate::core::{ChannelName, Event, FrameFormat, Item, OverflowSignal};
-use crate::protocol::{End, HubMessage, ResetNotice, envelope_json, event_json, matching_channels};
+use crate::protocol::{End, HubMessage, ResetNotice, event_json_with_id, matching_channels};
 use crate::session::{Heartbeat, Session, SessionOptions, Step};
 use crate::settings::ConfigError;
 use serde::{Deserialize, Serialize};
@@ -168,7 +168,7 @@ impl SseStream {
         let first = match self.session.next().await {
             Step::Heartbeat => return Some(Ok(Bytes::from_static(b":\n\n"))),
             Step::End(end) => return self.end(end),
-            Step::Item(item) => self.encode(&item),
+            Step::Item(item) => self.encode(&item, self.session.cursor_id().as_deref()),
         };
         let mut batch: Option<BytesMut> = None;
         loop {
@@ -178,7 +178,7 @@ impl SseStream {
             }
             match self.session.try_next() {
                 Ok(Some(item)) => {
-                    let frame = self.encode(&item);
+                    let frame = self.encode(&item, self.session.cursor_id().as_deref());
                     batch
                         .get_or_insert_with(|| {
                             let mut b = BytesMut::with_capacity(first.len() * 4 + frame.len());
@@ -219,21 +219,31 @@ impl SseStream {
         let _ = self.end(End::SlowConsumer);
     }
 
-    fn encode(&self, item: &Item) -> Bytes {
+    /// The frame of `item`; `cursor` is the connection's own id for it, with
+    /// several partitions.
+    fn encode(&self, item: &Item, cursor: Option<&str>) -> Bytes {
         match item {
             Item::Event(event) => {
-                let index = if event.channels.len() == 1 || self.format == FrameFormat::SseRaw {
+                let one = event.channels.len() == 1 && event.split.is_none();
+                let index = if one || self.format == FrameFormat::SseRaw {
                     0
                 } else {
                     let mine = self.session.channels();
                     let matching = matching_channels(event, mine);
                     if matching.len() > 1 {
                         // Not cached: the list depends on this connection's channels.
-                        return encode_envelope_to(event, &matching);
+                        let id = cursor.unwrap_or(&event.id);
+                        return encode_envelope_to(event, id, &matching);
                     }
                     event.channel_index(|c| mine.contains(c))
                 };
-                event.frame(self.format, index, |e| encode_event(e, self.format, index))
+                match cursor {
+                    // Not cached: the id is this connection's.
+                    Some(id) => encode_event_with_id(event, id, self.format, index),
+                    None => {
+                        event.frame(self.format, index, |e| encode_event(e, self.format, index))
+                    }
+                }
             }
             Item::Reset(reset) => {
                 // The position goes in the `id:` line.
@@ -241,7 +251,8 @@ impl SseStream {
                     id: None,
                     ..ResetNotice::of(reset)
                 };
-                encode_message(&HubMessage::Reset(notice), Some(&reset.id), None)
+                let id = cursor.unwrap_or(&reset.id);
+                encode_message(&HubMessage::Reset(notice), Some(id), None)
             }
         }
     }
@@ -271,9 +282,9 @@ fn put_data(out: &mut BytesMut, data: &str) {
 
 /// The `id:`, `event:` (unless the default type) and `retry:` lines of an event.
 #[inline]
-fn put_event_head(out: &mut BytesMut, event: &Event) {
+fn put_event_head(out: &mut BytesMut, event: &Event, id: &str) {
     out.put_slice(b"id: ");
-    out.put_slice(event.id.as_bytes());
+    out.put_slice(id.as_bytes());
     out.put_u8(b'\n');
     if event.kind != crate::core::event::DEFAULT_TYPE {
         out.put_slice(b"event: ");
@@ -287,12 +298,22 @@ fn put_event_head(out: &mut BytesMut, event: &Event) {
 
 /// The SSE frame of an event.
 pub fn encode_event(event: &Event, format: FrameFormat, channel_index: usize) -> Bytes {
-    let mut out = BytesMut::with_capacity(event.data.len() + event.id.len() + 32);
-    put_event_head(&mut out, event);
+    encode_event_with_id(event, &event.id, format, channel_index)
+}
+
+/// [`encode_event`] with `id` in place of the event's own.
+fn encode_event_with_id(
+    event: &Event,
+    id: &str,
+    format: FrameFormat,
+    channel_index: usize,
+) -> Bytes {
+    let mut out = BytesMut::with_capacity(event.data.len() + id.len() + 32);
+    put_event_head(&mut out, event, id);
     match format {
         FrameFormat::SseEnvelope => {
             let channel = event.channels.get(channel_index).or(event.channels.first());
-            let envelope = envelope_json(event, channel);
+            let envelope = event_json_with_id(event, id, channel, "{", "type", &[]);
             put_data(&mut out, &envelope);
         }
         _ => put_data(&mut out, event.data.as_str()),
@@ -303,10 +324,11 @@ pub fn encode_event(event: &Event, format: FrameFormat, channel_index: usize) ->
 
 /// The SSE envelope frame of an event that reached a connection on several of its
 /// channels: `channel` is the first, `channels` lists them all.
-fn encode_envelope_to(event: &Event, matching: &[&ChannelName]) -> Bytes {
-    let mut out = BytesMut::with_capacity(event.data.len() + event.id.len() + 160);
-    put_event_head(&mut out, event);
-    let envelope = event_json(event, matching.first().copied(), "{", "type", matching);
+fn encode_envelope_to(event: &Event, id: &str, matching: &[&ChannelName]) -> Bytes {
+    let mut out = BytesMut::with_capacity(event.data.len() + id.len() + 160);
+    put_event_head(&mut out, event, id);
+    let channel = matching.first().copied();
+    let envelope = event_json_with_id(event, id, channel, "{", "type", matching);
     put_data(&mut out, &envelope);
     out.put_u8(b'\n');
     out.freeze()

@@ -25,7 +25,9 @@ use tokio::time::Instant;
 
 use super::{ApiError, ConnectionInfo, Services, stream};
 use crate::core::{Event, FrameFormat, Item, Payload};
-use crate::protocol::{End, HubMessage, ResetNotice, event_json, matching_channels};
+use crate::protocol::{
+    End, HubMessage, ResetNotice, event_json, event_json_with_id, matching_channels,
+};
 use crate::session::{Added, ClientPublish, Heartbeat, Refusal, Session, SessionOptions, Step};
 
 pub use crate::protocol::{
@@ -230,11 +232,13 @@ impl Connection {
     /// reader that stopped reading is abandoned as soon as the queue overflows (the
     /// frames already handed to the socket stay buffered ahead of the close frame).
     async fn send_items(&mut self, first: Item) -> Sent {
-        let mut frames = vec![self.encode(&first)];
+        let mut frames = vec![self.encode(&first, self.session.cursor_id().as_deref())];
         let mut ended = None;
         while frames.len() < 64 {
             match self.session.try_next() {
-                Ok(Some(item)) => frames.push(self.encode(&item)),
+                Ok(Some(item)) => {
+                    frames.push(self.encode(&item, self.session.cursor_id().as_deref()));
+                }
                 Ok(None) => break,
                 Err(end) => {
                     ended = Some(end);
@@ -263,26 +267,35 @@ impl Connection {
         }
     }
 
-    fn encode(&self, item: &Item) -> Bytes {
+    /// The frame of `item`; `cursor` is the connection's own id for it, with
+    /// several partitions.
+    fn encode(&self, item: &Item, cursor: Option<&str>) -> Bytes {
+        const OPEN: &str = "{\"type\":\"event\",";
         match item {
             Item::Event(event) => {
-                let index = if event.channels.len() == 1 {
-                    0
-                } else {
-                    let mine = self.session.channels();
-                    let matching = matching_channels(event, mine);
-                    if matching.len() > 1 {
-                        // Not cached: the list depends on this connection's channels.
-                        let channel = matching.first().copied();
-                        let open = "{\"type\":\"event\",";
-                        return Bytes::from(event_json(event, channel, open, "event", &matching));
-                    }
-                    event.channel_index(|c| mine.contains(c))
-                };
+                let mine = self.session.channels();
+                let matching = matching_channels(event, mine);
+                let channel = matching.first().copied().or(event.channels.first());
+                let id = cursor.unwrap_or(&event.id);
+                if matching.len() > 1 {
+                    // Not cached: the list depends on this connection's channels.
+                    return Bytes::from(event_json_with_id(
+                        event, id, channel, OPEN, "event", &matching,
+                    ));
+                }
+                if cursor.is_some() {
+                    // Not cached: the id is this connection's.
+                    return Bytes::from(event_json_with_id(event, id, channel, OPEN, "event", &[]));
+                }
+                let index = event.channel_index(|c| mine.contains(c));
                 event.frame(FrameFormat::Json, index, |e| encode_event(e, index))
             }
             Item::Reset(reset) => {
-                Bytes::from(HubMessage::Reset(ResetNotice::of(reset)).tagged_json())
+                let mut notice = ResetNotice::of(reset);
+                if let Some(id) = cursor {
+                    notice.id = Some(id.to_owned());
+                }
+                Bytes::from(HubMessage::Reset(notice).tagged_json())
             }
         }
     }

@@ -17,6 +17,7 @@ mod nodes;
 mod ops;
 mod ops_access;
 mod origin;
+mod partitions;
 mod poll;
 mod postgres;
 #[cfg(all(feature = "redis", feature = "nats"))]

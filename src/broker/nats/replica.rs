@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use crate::broker::{LocalDelivery, Replay, wire};
 use crate::core::event::parse_hub_id;
-use crate::core::{ChannelLogs, ChannelName, Clock, Event, KnownId, Policies, Reset, ResetReason};
+use crate::core::{ChannelLogs, ChannelName, Clock, Event, KnownId, Policies};
 
 /// Events accepted this long before the node started are not delivered live when
 /// the node reads them while catching up (clock skew between node and server).
@@ -155,7 +155,7 @@ impl Replica {
         state.seq = seq;
         let epoch = state.epoch.clone().unwrap_or_default();
         if let Some(decoded) = wire::decode(payload) {
-            let event = decoded.accept(&epoch, seq, time);
+            let event = decoded.accept(&epoch, seq, time, 0);
             let now = self.clock.now();
             let evicted = state.logs.append(&event, &self.policies, now);
             self.delivery.stats().history_evicted(evicted);
@@ -209,15 +209,7 @@ impl Replica {
     /// A reset for an id this node does not know.
     pub(super) fn unknown(&self, channels: &[ChannelName]) -> Replay {
         let state = self.state.lock();
-        Replay {
-            events: Vec::new(),
-            reset: Some(Reset {
-                reason: ResetReason::UnknownId,
-                channels: channels.to_vec(),
-                id: Self::id_at(&state),
-            }),
-            after_seq: state.seq,
-        }
+        Replay::unknown(channels, state.seq, Self::id_at(&state))
     }
 
     /// The id of the newest position this node applied.

@@ -309,7 +309,7 @@ impl Follower {
         match wire::decode(blob) {
             Some(decoded) => {
                 let epoch = self.epoch.as_deref().unwrap_or_default();
-                let event = decoded.accept(epoch, seq, time_of(time));
+                let event = decoded.accept(epoch, seq, time_of(time), self.shared.partition);
                 self.shared.delivery.deliver(&event);
             }
             None => tracing::warn!("redis: skipping event {seq}, which this node cannot read"),
