@@ -722,10 +722,9 @@ impl Subscription {
             });
             let woke = match deadline {
                 None => live.await.map(|()| true)?,
-                Some(deadline) => tokio::select! {
-                    ready = live => ready.map(|()| true)?,
-                    () = tokio::time::sleep_until(deadline) => false,
-                },
+                // Boxed: the timer is only needed while parts are awaited, and an
+                // idle connection's state should not carry its room.
+                Some(deadline) => Box::pin(live_or_deadline(live, deadline)).await?,
             };
             if !woke {
                 self.expire();
@@ -795,6 +794,17 @@ impl Subscription {
                 }
             }
         }
+    }
+}
+
+/// Whether `live` is ready (true) before `deadline` passes (false).
+async fn live_or_deadline(
+    live: impl Future<Output = Result<(), Overflow>>,
+    deadline: tokio::time::Instant,
+) -> Result<bool, Overflow> {
+    tokio::select! {
+        ready = live => ready.map(|()| true),
+        () = tokio::time::sleep_until(deadline) => Ok(false),
     }
 }
 
