@@ -686,19 +686,27 @@ impl Subscription {
         None
     }
 
+    /// The next item that needs no live event: one the merge has ready, else the
+    /// next replayed one that can be yielded.
+    fn ready_or_replayed(&mut self) -> Option<Item> {
+        loop {
+            if let Some(item) = self.take_ready() {
+                return Some(item);
+            }
+            let item = self.next_backlog()?;
+            if let Some(item) = self.take_in(item) {
+                return Some(item);
+            }
+        }
+    }
+
     /// The next item, waiting for one. `None` when the hub dropped the subscription
     /// (never, today: the subscription keeps its queue alive).
     pub async fn next(&mut self) -> Result<Option<Item>, Overflow> {
         self.settle();
         loop {
-            if let Some(item) = self.take_ready() {
+            if let Some(item) = self.ready_or_replayed() {
                 return Ok(Some(item));
-            }
-            if let Some(item) = self.next_backlog() {
-                match self.take_in(item) {
-                    Some(item) => return Ok(Some(item)),
-                    None => continue,
-                }
             }
             let deadline = self.merge.as_ref().and_then(|m| m.deadline());
             let subscriber = &self.subscriber;
@@ -760,14 +768,8 @@ impl Subscription {
     pub fn try_next(&mut self) -> Result<Option<Item>, Overflow> {
         self.settle();
         loop {
-            if let Some(item) = self.take_ready() {
+            if let Some(item) = self.ready_or_replayed() {
                 return Ok(Some(item));
-            }
-            if let Some(item) = self.next_backlog() {
-                match self.take_in(item) {
-                    Some(item) => return Ok(Some(item)),
-                    None => continue,
-                }
             }
             if self.subscriber.overflowed.load(Ordering::Relaxed) {
                 return Err(Overflow);
