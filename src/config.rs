@@ -789,6 +789,26 @@ mod tests {
     }
 
     #[test]
+    fn waiting_for_replicas_must_end_before_a_command_times_out() {
+        let c = load("[redis]\nwait_replicas = 1\nwait_timeout = '500ms'\n", &[]).unwrap();
+        assert_eq!(c.redis.wait_replicas, 1);
+        for bad in [
+            "[redis]\nwait_replicas = 1\nwait_timeout = '2s'\n",
+            "[redis]\nwait_aof = true\nwait_timeout = '0s'\n",
+        ] {
+            assert_eq!(
+                load(bad, &[]).unwrap_err().key,
+                "redis.wait_timeout",
+                "{bad}"
+            );
+        }
+        let e = load("[redis]\npartitions = 2000\n", &[]).unwrap_err();
+        assert_eq!(e.key, "redis.partitions");
+        let e = load("[memory]\npartitions = 0\n", &[]).unwrap_err();
+        assert_eq!(e.key, "memory.partitions");
+    }
+
+    #[test]
     fn publish_and_history_bounds_are_configured_and_checked() {
         let c = load("", &[]).unwrap();
         assert_eq!(c.limits.max_channels_per_event, 100);

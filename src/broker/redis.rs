@@ -245,6 +245,42 @@ impl RedisBroker {
         link.script(&call).await
     }
 
+    /// Waits, as `redis.wait_replicas` and `redis.wait_aof` ask, until what this
+    /// node wrote is on that many replicas (and in the append-only files).
+    async fn wait_durable(&self) -> Result<(), BrokerError> {
+        let config = &self.shared.config;
+        if config.wait_replicas == 0 && !config.wait_aof {
+            return Ok(());
+        }
+        let timeout = Self::ms(config.wait_timeout);
+        let within = humantime::format_duration(config.wait_timeout);
+        if config.wait_aof {
+            let mut cmd = redis::cmd("WAITAOF");
+            cmd.arg(1).arg(config.wait_replicas).arg(timeout);
+            let (local, replicas): (u32, u32) = self.shared.link.cmd(&cmd).await?;
+            if local < 1 || replicas < config.wait_replicas {
+                return Err(BrokerError::Unavailable(format!(
+                    "redis: the events were published, but the append-only files of the \
+                     primary ({local} of 1) and of {replicas} of {} replicas had them \
+                     within {within}; retry with the same publisher ids",
+                    config.wait_replicas
+                )));
+            }
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("WAIT");
+        cmd.arg(config.wait_replicas).arg(timeout);
+        let replicas: u32 = self.shared.link.cmd(&cmd).await?;
+        if replicas < config.wait_replicas {
+            return Err(BrokerError::Unavailable(format!(
+                "redis: the events were published, but only {replicas} of {} replicas \
+                 acknowledged them within {within}; retry with the same publisher ids",
+                config.wait_replicas
+            )));
+        }
+        Ok(())
+    }
+
     fn ms(d: Duration) -> u64 {
         d.as_millis().min(u128::from(u64::MAX)) as u64
     }
@@ -342,6 +378,7 @@ impl Broker for RedisBroker {
             .first()
             .and_then(text)
             .ok_or_else(|| unexpected("publish"))?;
+        self.wait_durable().await?;
         if reply.get(2).and_then(text).as_deref() == Some("conflict") {
             let index = reply
                 .get(3)

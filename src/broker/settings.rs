@@ -140,6 +140,17 @@ pub struct RedisConfig {
     /// order across all channels; with more, ids are cursors (see docs/design.md).
     /// Every node of a deployment sets the same number.
     pub partitions: u16,
+    /// Replicas that must have a publish (`WAIT`) before it is answered 2xx; 0 (the
+    /// default) answers once the primary has it. A publish not acknowledged by as
+    /// many within `wait_timeout` is answered 503: it was published, but may be lost
+    /// if the primary fails now; retry it with the same publisher ids.
+    pub wait_replicas: u32,
+    /// How long a publish waits for `wait_replicas` (and `wait_aof`).
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
+    /// Also wait until the primary (and `wait_replicas` replicas) have written the
+    /// publish to their append-only file (`WAITAOF`, Redis 7.2 and later).
+    pub wait_aof: bool,
 }
 
 impl Default for RedisConfig {
@@ -151,6 +162,9 @@ impl Default for RedisConfig {
             log_size: 10_000,
             shards: Vec::new(),
             partitions: 1,
+            wait_replicas: 0,
+            wait_timeout: Duration::from_secs(1),
+            wait_aof: false,
         }
     }
 }
@@ -240,6 +254,18 @@ impl RedisConfig {
             return Err(ConfigError::new(
                 "redis.partitions",
                 format!("must be from 1 to {MAX_PARTITIONS}"),
+            ));
+        }
+        if self.wait_timeout.is_zero() && (self.wait_replicas > 0 || self.wait_aof) {
+            return Err(ConfigError::new(
+                "redis.wait_timeout",
+                "must be longer than 0s when redis.wait_replicas or redis.wait_aof is set",
+            ));
+        }
+        if (self.wait_replicas > 0 || self.wait_aof) && self.wait_timeout >= self.timeout {
+            return Err(ConfigError::new(
+                "redis.wait_timeout",
+                "must be shorter than redis.timeout, which bounds every command",
             ));
         }
         if self.partitions > 1 && self.shards.len() > 1 {

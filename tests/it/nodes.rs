@@ -8,13 +8,15 @@
 //! test whose service is not running is skipped with a `SKIP` line, or fails with
 //! `HERALD_REQUIRE_SERVICES=1`.
 
-use serde_json::json;
+use std::time::Duration;
+
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::fixture::process::ProcessBuilder;
 use crate::fixture::{
-    Client, HubProcess, Kind, PATIENCE, Place, PrivateNats, PrivateRedis, Sse, eventually,
+    Client, HubProcess, Kind, PATIENCE, Place, PrivateNats, PrivateRedis, Sse, TestHub, eventually,
 };
 
 /// What a reader that subscribes to `channels` expects of event `i`: events go to
@@ -570,4 +572,51 @@ async fn hubs_refuse_only_the_channels_of_a_redis_shard_that_is_down() {
         numbers.push(data.parse::<usize>().unwrap());
     }
     assert_eq!(numbers, accepted);
+}
+
+/// With `redis.wait_replicas`, a publish is answered 2xx only once a replica has it:
+/// without one it is answered 503 naming the replicas (and a retry with the same
+/// publisher id, once a replica is there, is a duplicate, not a second event).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_waits_for_the_replicas_it_is_told_to() {
+    let Some(primary) = PrivateRedis::start().await else {
+        return;
+    };
+    let hub = TestHub::builder()
+        .on(&Place::on_redis(&primary))
+        .config(|c| {
+            c.redis.wait_replicas = 1;
+            c.redis.wait_timeout = Duration::from_millis(300);
+        })
+        .start()
+        .await;
+    let token = hub.token(None, &["orders"], &[]);
+    let mut sse = hub.subscribe("channel=orders", Some(&token)).await;
+    let body = json!({"channel": "orders", "data": 1, "id": "order-1"});
+    let (status, answer) = hub.publish_with(Some(&hub.publisher()), &body).await;
+    assert_eq!(status, 503, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("0 of 1 replicas"), "{message}");
+    assert_eq!(sse.expect().await.data, "1", "published all the same");
+
+    let Some(_replica) = PrivateRedis::replica_of(&primary).await else {
+        return;
+    };
+    // Once the replica has caught up, the retry is acknowledged, as a duplicate.
+    let mut answer = Value::Null;
+    for _ in 0..50 {
+        let (status, got) = hub.publish_with(Some(&hub.publisher()), &body).await;
+        answer = got;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer["duplicate"], true, "{answer}");
+    hub.publish(json!({"channel": "orders", "data": 2})).await;
+    assert_eq!(
+        sse.expect().await.data,
+        "2",
+        "the retry was not delivered again"
+    );
 }
