@@ -9,7 +9,7 @@
 //! forgetting their gaps, and remembers the ids publishers chose.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -224,7 +224,7 @@ pub struct ChannelLogs {
     logs: HashMap<ChannelName, ChannelLog>,
     forgotten: Box<[u64]>,
     hasher: std::collections::hash_map::RandomState,
-    held: HashMap<u64, Held>,
+    held: HashMap<u64, Held, BuildHasherDefault<SeqHasher>>,
     /// Positions of held events, oldest first, with lazy deletion.
     order: VecDeque<u64>,
     budget: usize,
@@ -248,7 +248,7 @@ impl ChannelLogs {
             logs: HashMap::new(),
             forgotten: vec![0; FORGOTTEN_BUCKETS].into_boxed_slice(),
             hasher: Default::default(),
-            held: HashMap::new(),
+            held: HashMap::default(),
             order: VecDeque::new(),
             budget,
             bytes: 0,
@@ -558,6 +558,27 @@ impl PublisherIds {
             }
             self.retired.pop_front();
         }
+    }
+}
+
+/// Hashes positions, the keys of the held events: the hub assigns them, so they
+/// need no defence against chosen keys, and one multiplication spreads them.
+#[derive(Debug, Default, Clone, Copy)]
+struct SeqHasher(u64);
+
+impl Hasher for SeqHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 

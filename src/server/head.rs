@@ -66,7 +66,11 @@ pub(super) async fn read(
 /// Whether `bytes` hold an empty line: the end of a head (a bare LF ends a line
 /// too, as the parser reads it).
 fn ends_head(bytes: &[u8]) -> bool {
-    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
+    memchr::memchr_iter(b'\n', bytes).any(|i| match bytes.get(i + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => bytes.get(i + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 /// A head that the HTTP server takes.
