@@ -126,7 +126,11 @@ pub(super) async fn publish(
     let limits = &app.settings.limits;
     let body = read_body(body, limits.max_body_bytes).await?;
     let (events, batch) = events_of(&body, &identity, limits)?;
-    if let Err(limited) = app.publish_limiter.charge(&publisher(&identity), &events) {
+    // The publisher's name is only needed, and built, when publish limits are set.
+    let limiter = &app.publish_limiter;
+    if !limiter.is_off()
+        && let Err(limited) = limiter.charge(&publisher(&identity), &events)
+    {
         app.stats.publish_rate_limited();
         return Err(rate_limited(&limited));
     }
