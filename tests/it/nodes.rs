@@ -586,10 +586,11 @@ async fn a_publish_waits_for_the_replicas_it_is_told_to() {
         .on(&Place::on_redis(&primary))
         .config(|c| {
             c.redis.wait_replicas = 1;
-            c.redis.wait_timeout = Duration::from_millis(300);
+            c.redis.wait_timeout = Duration::from_secs(1);
         })
         .start()
         .await;
+    hub.wait_ready(200).await;
     let token = hub.token(None, &["orders"], &[]);
     let mut sse = hub.subscribe("channel=orders", Some(&token)).await;
     let body = json!({"channel": "orders", "data": 1, "id": "order-1"});
@@ -602,18 +603,31 @@ async fn a_publish_waits_for_the_replicas_it_is_told_to() {
     let Some(_replica) = PrivateRedis::replica_of(&primary).await else {
         return;
     };
-    // Once the replica has caught up, the retry is acknowledged, as a duplicate.
-    let mut answer = Value::Null;
-    for _ in 0..50 {
-        let (status, got) = hub.publish_with(Some(&hub.publisher()), &body).await;
-        answer = got;
-        if status == 200 {
-            break;
+    // Once the replica has caught up (a full sync first), the retry is
+    // acknowledged, as a duplicate.
+    let acknowledged = |body: Value| {
+        let hub = &hub;
+        async move {
+            let mut answer = Value::Null;
+            for _ in 0..60 {
+                let (status, got) = hub.publish_with(Some(&hub.publisher()), &body).await;
+                answer = got;
+                if status == 200 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            answer
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    let answer = acknowledged(body).await;
     assert_eq!(answer["duplicate"], true, "{answer}");
-    hub.publish(json!({"channel": "orders", "data": 2})).await;
+    let answer = acknowledged(json!({"channel": "orders", "data": 2, "id": "order-2"})).await;
+    assert_eq!(
+        answer,
+        json!({"id": "order-2"}),
+        "published, not a duplicate"
+    );
     assert_eq!(
         sse.expect().await.data,
         "2",
