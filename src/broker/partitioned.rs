@@ -81,26 +81,25 @@ impl Partitioned {
         &self.parts[usize::from(partition)]
     }
 
+    /// `channels`, each with its partition, in their order.
+    fn place(&self, channels: &[ChannelName]) -> Vec<(Partition, ChannelName)> {
+        channels
+            .iter()
+            .map(|c| (self.partitions.of(c), c.clone()))
+            .collect()
+    }
+
     /// The parts of `event`, one per partition its channels fall in, ascending.
     fn split(&self, event: NewEvent) -> Vec<(Partition, NewEvent)> {
-        let mut groups: BTreeMap<Partition, Vec<ChannelName>> = BTreeMap::new();
-        for channel in &event.channels {
-            let channels = groups.entry(self.partitions.of(channel)).or_default();
-            if !channels.contains(channel) {
-                channels.push(channel.clone());
-            }
-        }
+        let placed = self.place(&event.channels);
+        let groups = by_partition(&placed);
         if groups.len() == 1 {
             let partition = groups.into_keys().next().unwrap_or(0);
             return vec![(partition, event)];
         }
         let split = Arc::new(Split {
             key: rand::random(),
-            channels: event
-                .channels
-                .iter()
-                .map(|c| (self.partitions.of(c), c.clone()))
-                .collect(),
+            channels: placed,
         });
         groups
             .into_iter()
@@ -224,13 +223,7 @@ impl Broker for Partitioned {
         channels: &[ChannelName],
         from: ResumeFrom,
     ) -> Result<Replay, BrokerError> {
-        let mut groups: BTreeMap<Partition, Vec<ChannelName>> = BTreeMap::new();
-        for channel in channels {
-            groups
-                .entry(self.partitions.of(channel))
-                .or_default()
-                .push(channel.clone());
-        }
+        let groups = by_partition(&self.place(channels));
         let cursor = match &from {
             ResumeFrom::After(id) => Cursor::parse(id),
             ResumeFrom::Earliest => None,
@@ -336,6 +329,18 @@ impl Broker for Partitioned {
     fn history_bytes(&self) -> u64 {
         self.parts.iter().map(|p| p.history_bytes()).sum()
     }
+}
+
+/// Placed channels grouped by partition, ascending, each channel once.
+fn by_partition(placed: &[(Partition, ChannelName)]) -> BTreeMap<Partition, Vec<ChannelName>> {
+    let mut groups: BTreeMap<Partition, Vec<ChannelName>> = BTreeMap::new();
+    for (partition, channel) in placed {
+        let channels = groups.entry(*partition).or_default();
+        if !channels.contains(channel) {
+            channels.push(channel.clone());
+        }
+    }
+    groups
 }
 
 /// One answer for an event from the answers of its parts: its id is the cursor of

@@ -22,7 +22,7 @@
 //! a stalled connection adds at most four to the gauge, so stalled readers hold
 //! publishers back only when they are more than half of the node's connections.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::task::{Poll, Waker};
@@ -179,19 +179,18 @@ impl Fanout {
         let map = self.channels.read();
         let mut done = Delivered::default();
         let mut counted = 0;
-        for (index, channel) in event.channels.iter().enumerate() {
+        // A connection on several of the event's channels gets it once: the
+        // deliveries it already had are noted for this event alone (no mark left
+        // on the connection, so deliveries from several partitions at once cannot
+        // confuse each other).
+        let mut reached = (event.channels.len() > 1).then(HashSet::new);
+        for channel in &event.channels {
             let Some(subs) = map.get(channel) else {
                 continue;
             };
             for (id, sub) in subs {
-                // A connection on several of the event's channels gets it from the
-                // first of them, once. (This asks the registry, which every delivery
-                // reads alike; no mark left on the connection, so deliveries from
-                // several partitions at once cannot confuse each other.)
-                let earlier = &event.channels[..index];
-                if earlier
-                    .iter()
-                    .any(|c| map.get(c).is_some_and(|m| m.contains_key(id)))
+                if let Some(reached) = &mut reached
+                    && !reached.insert(*id)
                 {
                     continue;
                 }
@@ -511,9 +510,9 @@ impl Subscription {
     }
 
     /// Queues replayed events (in order) and then an optional reset ahead of live
-    /// events, for the whole subscription. Live events at or before the last
-    /// replayed position are skipped, so an event both replayed and delivered live is
-    /// seen once.
+    /// events, for the whole subscription. Live events of a channel at or before the
+    /// last position replayed on it are skipped, so an event both replayed and
+    /// delivered live is seen once.
     pub fn prepend(&mut self, replay: Vec<Arc<Event>>, reset: Option<Reset>) {
         for event in &replay {
             // Each channel's own order: with several partitions, positions of
@@ -528,15 +527,6 @@ impl Subscription {
         self.backlog.extend(replay.into_iter().map(Item::Event));
         if let Some(reset) = reset {
             self.backlog.push_back(Item::Reset(reset));
-        }
-    }
-
-    /// Skips live events at or before position `seq` on every channel (the client
-    /// already has everything up to there).
-    pub fn skip_through(&mut self, seq: u64) {
-        for channel in &self.channels {
-            let floor = self.floors.entry(channel.clone()).or_insert(0);
-            *floor = (*floor).max(seq);
         }
     }
 
@@ -625,13 +615,12 @@ impl Subscription {
     /// (everything but the parts of events split over partitions, while none is
     /// being merged).
     fn take_in(&mut self, item: Item) -> Option<Item> {
-        let event = match item {
-            Item::Event(event) => event,
-            Item::Reset(_) if self.merge.is_none() => return Some(item),
-            Item::Reset(_) => {
-                if let Some(merge) = &mut self.merge {
-                    merge.ready.push_back((item, Vec::new()));
-                }
+        let event = match (item, &mut self.merge) {
+            (Item::Event(event), _) => event,
+            (item @ Item::Reset(_), None) => return Some(item),
+            (item @ Item::Reset(_), Some(merge)) => {
+                // Behind what the merge holds.
+                merge.ready.push_back((item, Vec::new()));
                 return None;
             }
         };

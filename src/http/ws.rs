@@ -273,6 +273,10 @@ impl Connection {
         const OPEN: &str = "{\"type\":\"event\",";
         match item {
             Item::Event(event) => {
+                if cursor.is_none() && event.channels.len() == 1 && event.split.is_none() {
+                    // One channel and the event's own id: the frame every connection shares.
+                    return event.frame(FrameFormat::Json, 0, |e| encode_event(e, 0));
+                }
                 let mine = self.session.channels();
                 let matching = matching_channels(event, mine);
                 let channel = matching.first().copied().or(event.channels.first());
