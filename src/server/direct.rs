@@ -4,14 +4,14 @@
 //! session, its stream state and a few hundred bytes. More than half the memory an
 //! idle connection would cost otherwise.
 //!
-//! Only a plain request is served here ([`direct_stream`]); everything else goes to
-//! the router. Both paths send the same headers ([`sse::RESPONSE_HEADERS`]) and
+//! Only a plain request is served here ([`super::head::Checked::direct`]); everything
+//! else goes to the router. Both paths send the same headers ([`sse::RESPONSE_HEADERS`]) and
 //! close a reader that stopped reading the same way ([`sse::close_when_stalled`]).
 
 use std::io::IoSlice;
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use axum::http::{HeaderMap, Uri};
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -19,41 +19,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::sse::{self, SlowConsumer, SseStream};
 use crate::http::{ApiError, ConnectionInfo, Services};
-
-/// Most headers a directly served stream request may have.
-const MAX_HEADERS: usize = 64;
-
-/// The target and headers of a request head that is a plain `GET /events` to be
-/// served directly: HTTP/1.1, complete, with no body, upgrade or expectation and
-/// nothing after it, and no CORS to apply (none configured, or no `Origin`).
-pub(super) fn direct_stream(head: &[u8], cors: bool) -> Option<(Uri, HeaderMap)> {
-    let mut parsed = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut parsed);
-    let httparse::Status::Complete(len) = request.parse(head).ok()? else {
-        return None;
-    };
-    let path = request.path?;
-    if len != head.len()
-        || request.method? != "GET"
-        || request.version? != 1
-        || path.split('?').next()? != "/events"
-    {
-        return None;
-    }
-    let mut headers = HeaderMap::with_capacity(request.headers.len());
-    for h in request.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        let refused = matches!(
-            name.as_str(),
-            "content-length" | "transfer-encoding" | "upgrade" | "expect"
-        ) && !(name == "content-length" && h.value == b"0");
-        if refused || (cors && name == "origin") {
-            return None;
-        }
-        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
-    }
-    Some((path.parse().ok()?, headers))
-}
 
 /// Serves the stream request `uri` with `headers` on `socket`, starting the
 /// response with `response_head` (from [`response_head`]). A refusal gets the
@@ -235,33 +200,7 @@ pub(super) async fn write_error(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_plain_stream_requests_are_served_directly() {
-        let plain =
-            b"GET /events?channel=a&token=t HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 7\r\n\r\n";
-        let (uri, headers) = direct_stream(plain, false).expect("served directly");
-        assert_eq!(uri.query(), Some("channel=a&token=t"));
-        assert_eq!(headers["last-event-id"], "7");
-        let with_origin = b"GET /events?channel=a HTTP/1.1\r\nOrigin: https://app\r\n\r\n";
-        assert!(direct_stream(with_origin, false).is_some());
-        assert!(direct_stream(with_origin, true).is_none(), "CORS applies");
-        for other in [
-            &b"GET /events?channel=a HTTP/1.1\r\nHost: x\r\n"[..],
-            b"GET /events HTTP/1.0\r\n\r\n",
-            b"POST /events HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
-            b"GET /eventsx HTTP/1.1\r\n\r\n",
-            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
-            b"GET /events HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
-            b"GET /events HTTP/1.1\r\n\r\nGET /stats HTTP/1.1\r\n\r\n",
-        ] {
-            assert!(
-                direct_stream(other, false).is_none(),
-                "{}",
-                String::from_utf8_lossy(other)
-            );
-        }
-    }
+    use axum::http::HeaderValue;
 
     #[test]
     fn the_response_head_is_the_router_s_headers_chunked() {

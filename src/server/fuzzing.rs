@@ -35,7 +35,7 @@ pub enum HeadVerdict {
 
 /// See `herald::fuzzing::check_head`.
 pub(crate) fn check_head(bytes: &[u8]) -> HeadVerdict {
-    match head::check(bytes) {
+    match head::check(bytes, false) {
         Verdict::Serve(checked) => HeadVerdict::Serve {
             stream: checked.stream,
         },
@@ -48,7 +48,10 @@ pub(crate) fn check_head(bytes: &[u8]) -> HeadVerdict {
 
 /// See `herald::fuzzing::direct_stream`.
 pub(crate) fn direct_stream(head: &[u8], cors: bool) -> Option<(Uri, HeaderMap)> {
-    super::direct::direct_stream(head, cors)
+    match head::check(head, cors) {
+        Verdict::Serve(checked) => checked.direct,
+        _ => None,
+    }
 }
 
 /// The bounds [`read_head`] reads within: the longest head there can be, and the

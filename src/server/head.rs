@@ -9,7 +9,7 @@
 
 use std::io;
 
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::http::ApiError;
@@ -74,12 +74,20 @@ fn ends_head(bytes: &[u8]) -> bool {
 }
 
 /// A head that the HTTP server takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Checked {
     /// Whether it asks for an event stream (`GET /events`; the answer to a `HEAD`
     /// ends, as any other).
     pub(super) stream: bool,
+    /// The target and headers of a stream request to serve directly on the socket
+    /// ([`super::direct`]): HTTP/1.1, with no body, upgrade or expectation, at most
+    /// [`MAX_DIRECT_HEADERS`] headers and no CORS to apply (none configured, or no
+    /// `Origin`). `None` sends the request to the router.
+    pub(super) direct: Option<(Uri, HeaderMap)>,
 }
+
+/// Most headers a directly served stream request may have.
+const MAX_DIRECT_HEADERS: usize = 64;
 
 /// What to do with the bytes read by [`read`].
 #[derive(Debug)]
@@ -93,9 +101,10 @@ pub(super) enum Verdict {
 }
 
 /// Checks the bytes read from a new connection: its first request head and
-/// whatever came after it.
-pub(super) fn check(bytes: &[u8]) -> Verdict {
-    let line_end = bytes.iter().position(|&b| b == b'\n');
+/// whatever came after it. The head is parsed once, here; with `cors` (a CORS
+/// policy configured) a stream request with an `Origin` goes to the router.
+pub(super) fn check(bytes: &[u8], cors: bool) -> Verdict {
+    let line_end = memchr::memchr(b'\n', bytes);
     let line = &bytes[..line_end.unwrap_or(bytes.len())];
     let target_len = line.split(|&b| b == b' ').nth(1).map_or(0, <[u8]>::len);
     if target_len > MAX_TARGET_BYTES || (line_end.is_none() && bytes.len() >= MAX_REQUEST_LINE) {
@@ -105,9 +114,10 @@ pub(super) fn check(bytes: &[u8]) -> Verdict {
             format!("the request target is longer than {MAX_TARGET_BYTES} bytes"),
         ));
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let len = match request.parse(bytes) {
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(bytes, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => {
             let limit = line_end.map_or(MAX_REQUEST_LINE, |end| end + 1 + MAX_HEADER_BYTES);
@@ -145,7 +155,32 @@ pub(super) fn check(bytes: &[u8]) -> Verdict {
              and no request can follow a response that never ends",
         ));
     }
-    Verdict::Serve(Checked { stream })
+    // Only the origin form (`/events?...`) is served directly.
+    let direct = (stream && version == 1 && target.starts_with('/'))
+        .then(|| direct_headers(request.headers, cors))
+        .flatten()
+        .map(|headers| (uri, headers));
+    Verdict::Serve(Checked { stream, direct })
+}
+
+/// The headers of a stream request that can be served directly, or `None`.
+fn direct_headers(parsed: &[httparse::Header<'_>], cors: bool) -> Option<HeaderMap> {
+    if parsed.len() > MAX_DIRECT_HEADERS {
+        return None;
+    }
+    let mut headers = HeaderMap::with_capacity(parsed.len());
+    for h in parsed {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        let refused = matches!(
+            name.as_str(),
+            "content-length" | "transfer-encoding" | "upgrade" | "expect"
+        ) && !(name == "content-length" && h.value == b"0");
+        if refused || (cors && name == "origin") {
+            return None;
+        }
+        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    Some(headers)
 }
 
 /// Whether the request has a body, from its `Content-Length` and
@@ -224,10 +259,46 @@ mod tests {
     use super::*;
 
     fn verdict(head: &[u8]) -> Result<Checked, (u16, String)> {
-        match check(head) {
+        match check(head, false) {
             Verdict::Serve(checked) => Ok(checked),
             Verdict::Refuse(error) => Err((error.status().as_u16(), error.message().to_owned())),
             Verdict::Unfinished => Err((0, "unfinished".into())),
+        }
+    }
+
+    fn direct_stream(head: &[u8], cors: bool) -> Option<(Uri, HeaderMap)> {
+        match check(head, cors) {
+            Verdict::Serve(checked) => checked.direct,
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn only_plain_stream_requests_are_served_directly() {
+        let plain =
+            b"GET /events?channel=a&token=t HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 7\r\n\r\n";
+        let (uri, headers) = direct_stream(plain, false).expect("served directly");
+        assert_eq!(uri.query(), Some("channel=a&token=t"));
+        assert_eq!(headers["last-event-id"], "7");
+        let with_origin = b"GET /events?channel=a HTTP/1.1\r\nOrigin: https://app\r\n\r\n";
+        assert!(direct_stream(with_origin, false).is_some());
+        assert!(direct_stream(with_origin, true).is_none(), "CORS applies");
+        for other in [
+            &b"GET http://hub.example/events HTTP/1.1\r\n\r\n"[..],
+            b"GET /events HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET /events?channel=a HTTP/1.1\r\nHost: x\r\n",
+            b"GET /events HTTP/1.0\r\n\r\n",
+            b"POST /events HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}",
+            b"GET /eventsx HTTP/1.1\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /events HTTP/1.1\r\nUpgrade: websocket\r\n\r\n",
+            b"GET /events HTTP/1.1\r\n\r\nGET /stats HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(
+                direct_stream(other, false).is_none(),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
         }
     }
 

@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use bytes::{Buf, Bytes};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -91,6 +91,16 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
         &config.http.trusted_proxies,
         config.http.forwarded_header,
     ));
+    let shared = std::sync::Arc::new(Shared {
+        router,
+        app,
+        hub: hub.clone(),
+        cors: !config.http.cors_origins.is_empty(),
+        cors_headers,
+        stream_head,
+        timeouts,
+        waiting: waiting.clone(),
+    });
     let connections = TaskTracker::new();
     let close_all = CancellationToken::new();
     loop {
@@ -115,107 +125,17 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
         // Counted from the accept, so that a flood of connections that send nothing
         // is bounded before any of them is read.
         let waiting_for_head = waiting.enter(&close);
-        // Behind a trusted proxy the client is named anew by each request: a proxy
-        // carries many clients' requests over one kept-alive connection.
-        let proxy = proxies.trusts(peer.ip()).then(|| proxies.clone());
-        let info = ConnectionInfo {
+        let connection = Box::new(Connection {
+            stream,
             peer,
-            tcp_peer: peer,
-            close: close.clone(),
-        };
-        let router = router.clone();
-        let body_waiting = waiting.clone();
-        let request_proxy = proxy.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            let mut info = info.clone();
-            if let Some(proxies) = &request_proxy {
-                info.peer = proxies.client(peer, request.headers());
-            }
-            request.extensions_mut().insert(info.clone());
-            let close = info.close.clone();
-            let waiting = body_waiting.clone();
-            let request = request.map(|body| {
-                let body = ClientBody::new(body, timeouts.body, move || waiting.enter(&close));
-                axum::body::Body::new(body)
-            });
-            let mut router = router.clone();
-            async move { router.call(request).await }
+            // Behind a trusted proxy the client is named anew by each request: a
+            // proxy carries many clients' requests over one kept-alive connection.
+            proxy: proxies.trusts(peer.ip()).then(|| proxies.clone()),
+            close,
+            waiting_for_head,
+            shared: shared.clone(),
         });
-        let hub = hub.clone();
-        let cors = !config.http.cors_origins.is_empty();
-        let cors_headers = cors_headers.clone();
-        let stream_head = stream_head.clone();
-        let app = app.clone();
-        let tracker = connections.clone();
-        connections.spawn(async move {
-            let mut stream = stream;
-            let mut head = Vec::new();
-            let read = tokio::select! {
-                read = tokio::time::timeout(timeouts.head, head::read(&mut stream, &mut head)) => read,
-                _ = close.cancelled() => return,
-                _ = hub.shutting_down() => return,
-            };
-            drop(waiting_for_head);
-            let verdict = match read {
-                Ok(Ok(())) => head::check(&head),
-                Ok(Err(_)) => return,
-                // A client that has sent part of a head is told why it is closed; a
-                // connection that sent nothing (a browser's spare one) just is.
-                Err(_) if head.is_empty() => return,
-                Err(_) => Verdict::Refuse(crate::http::ApiError::new(
-                    axum::http::StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    format!(
-                        "the request head did not arrive within {}",
-                        humantime::format_duration(timeouts.head)
-                    ),
-                )),
-            };
-            let checked = match verdict {
-                Verdict::Serve(checked) => checked,
-                Verdict::Refuse(error) => {
-                    drop(head);
-                    refuse(&mut stream, error, &cors_headers).await;
-                    return;
-                }
-                Verdict::Unfinished => return,
-            };
-            if let Some((uri, headers)) = direct::direct_stream(&head, cors) {
-                // Only the stream's own state stays for the connection's life.
-                drop(head);
-                drop(service);
-                let client = match &proxy {
-                    Some(proxies) => proxies.client(peer, &headers),
-                    None => peer,
-                };
-                let info = ConnectionInfo {
-                    peer: client,
-                    tcp_peer: peer,
-                    close: close.clone(),
-                };
-                // A task of its own: this one's room (the head, the HTTP path) is
-                // freed, and the stream keeps only its own.
-                tracker.spawn(direct::serve(
-                    app,
-                    headers,
-                    uri,
-                    info,
-                    stream_head,
-                    cors_headers,
-                    stream,
-                ));
-                return;
-            }
-            let io = Prefixed {
-                prefix: Bytes::from(head),
-                inner: stream,
-                // Nothing may follow a stream's request: what does closes it.
-                last: checked.stream.then(|| close.clone()),
-            };
-            // Boxed, so that a directly served stream's task does not carry the
-            // space of an HTTP connection's state.
-            Box::pin(serve_http(io, service, hub, close, timeouts.head)).await;
-        });
+        connections.spawn(serve_connection(connection));
     }
     drop(listener);
     connections.close();
@@ -231,6 +151,154 @@ pub async fn serve(listener: TcpListener, node: Node) -> io::Result<()> {
         close_all.cancel();
     }
     Ok(())
+}
+
+/// What every connection of a listener shares.
+struct Shared {
+    router: axum::Router,
+    app: crate::http::Services,
+    hub: Hub,
+    /// Whether a CORS policy is configured.
+    cors: bool,
+    cors_headers: std::sync::Arc<HeaderMap>,
+    stream_head: Bytes,
+    timeouts: Timeouts,
+    waiting: Waiting,
+}
+
+/// A connection just accepted.
+struct Connection {
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    proxy: Option<std::sync::Arc<TrustedProxies>>,
+    close: CancellationToken,
+    waiting_for_head: waiting::Wait,
+    shared: std::sync::Arc<Shared>,
+}
+
+/// A stream request to be served directly on its socket.
+struct DirectStream {
+    uri: Uri,
+    headers: HeaderMap,
+    info: ConnectionInfo,
+    stream: TcpStream,
+    shared: std::sync::Arc<Shared>,
+}
+
+/// Serves one connection until it closes. The task's future is what an idle stream
+/// costs for its whole life, so everything before the stream (the first head, the
+/// HTTP path) runs boxed and is freed once the stream is open: the task keeps the
+/// directly served stream's own state and nothing else.
+async fn serve_connection(connection: Box<Connection>) {
+    if let Some(direct) = Box::pin(connection.open()).await {
+        let DirectStream {
+            uri,
+            headers,
+            info,
+            stream,
+            shared,
+        } = direct;
+        let app = shared.app.clone();
+        let head = shared.stream_head.clone();
+        let cors_headers = shared.cors_headers.clone();
+        drop(shared);
+        direct::serve(app, headers, uri, info, head, cors_headers, stream).await;
+    }
+}
+
+impl Connection {
+    /// Reads and checks the first request head, then serves the connection over
+    /// HTTP, or returns the stream request to serve directly.
+    async fn open(self: Box<Self>) -> Option<DirectStream> {
+        let Connection {
+            mut stream,
+            peer,
+            proxy,
+            close,
+            waiting_for_head,
+            shared,
+        } = *self;
+        let timeouts = shared.timeouts;
+        let mut head = Vec::new();
+        let read = tokio::select! {
+            read = tokio::time::timeout(timeouts.head, head::read(&mut stream, &mut head)) => read,
+            _ = close.cancelled() => return None,
+            _ = shared.hub.shutting_down() => return None,
+        };
+        drop(waiting_for_head);
+        let verdict = match read {
+            Ok(Ok(())) => head::check(&head, shared.cors),
+            Ok(Err(_)) => return None,
+            // A client that has sent part of a head is told why it is closed; a
+            // connection that sent nothing (a browser's spare one) just is.
+            Err(_) if head.is_empty() => return None,
+            Err(_) => Verdict::Refuse(crate::http::ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "the request head did not arrive within {}",
+                    humantime::format_duration(timeouts.head)
+                ),
+            )),
+        };
+        let checked = match verdict {
+            Verdict::Serve(checked) => checked,
+            Verdict::Refuse(error) => {
+                drop(head);
+                refuse(&mut stream, error, &shared.cors_headers).await;
+                return None;
+            }
+            Verdict::Unfinished => return None,
+        };
+        if let Some((uri, headers)) = checked.direct {
+            let client = match &proxy {
+                Some(proxies) => proxies.client(peer, &headers),
+                None => peer,
+            };
+            let info = ConnectionInfo {
+                peer: client,
+                tcp_peer: peer,
+                close,
+            };
+            return Some(DirectStream {
+                uri,
+                headers,
+                info,
+                stream,
+                shared,
+            });
+        }
+        let info = ConnectionInfo {
+            peer,
+            tcp_peer: peer,
+            close: close.clone(),
+        };
+        let router = shared.router.clone();
+        let body_waiting = shared.waiting.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            let mut info = info.clone();
+            if let Some(proxies) = &proxy {
+                info.peer = proxies.client(peer, request.headers());
+            }
+            request.extensions_mut().insert(info.clone());
+            let close = info.close.clone();
+            let waiting = body_waiting.clone();
+            let request = request.map(|body| {
+                let body = ClientBody::new(body, timeouts.body, move || waiting.enter(&close));
+                axum::body::Body::new(body)
+            });
+            let mut router = router.clone();
+            async move { router.call(request).await }
+        });
+        let io = Prefixed {
+            prefix: Bytes::from(head),
+            inner: stream,
+            // Nothing may follow a stream's request: what does closes it.
+            last: checked.stream.then(|| close.clone()),
+        };
+        serve_http(io, service, shared.hub.clone(), close, timeouts.head).await;
+        None
+    }
 }
 
 /// Serves the node's operational routes ([`Node::ops_router`]: `/healthz`, `/readyz`,
@@ -316,8 +384,8 @@ async fn serve_http<S>(
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
         // The first head was checked against the same limits, so that the HTTP
-        // server never refuses it with a bare status.
-        .max_headers(head::MAX_HEADERS)
+        // server never refuses it with a bare status. Its header limit is its
+        // default, [`head::MAX_HEADERS`] (setting it makes every parse allocate).
         .max_buf_size(head::MAX_HEAD_BYTES + 16 * 1024)
         .pipeline_flush(pipeline_flush)
         .serve_connection(TokioIo::new(io), service)
