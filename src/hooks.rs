@@ -74,7 +74,9 @@ pub struct Hooks {
 }
 
 struct Inner {
-    lists: RwLock<Lists>,
+    /// Replaced whole when a hook is added, so that running the hooks takes a
+    /// reference rather than a copy of every list.
+    lists: RwLock<Arc<Lists>>,
     /// The activity task's inbox.
     activity: mpsc::UnboundedSender<ChannelActivity>,
 }
@@ -108,7 +110,7 @@ impl Hooks {
         let (tx, rx) = mpsc::unbounded_channel();
         let hooks = Self {
             inner: Arc::new(Inner {
-                lists: RwLock::new(Lists::default()),
+                lists: RwLock::new(Arc::default()),
                 activity: tx,
             }),
         };
@@ -119,13 +121,13 @@ impl Hooks {
     /// Calls `hook` whenever a connection subscribes to a channel (the broadcast
     /// channel excepted).
     pub fn on_join(&self, hook: impl Fn(&ChannelActivity) + Send + Sync + 'static) {
-        self.inner.lists.write().on_join.push(Arc::new(hook));
+        self.edit().on_join.push(Arc::new(hook));
     }
 
     /// Calls `hook` whenever a connection's subscription to a channel ends, also when
     /// the connection died.
     pub fn on_leave(&self, hook: impl Fn(&ChannelActivity) + Send + Sync + 'static) {
-        self.inner.lists.write().on_leave.push(Arc::new(hook));
+        self.edit().on_leave.push(Arc::new(hook));
     }
 
     /// Runs `hook` on every event a client publishes, before it is published: return
@@ -136,16 +138,12 @@ impl Hooks {
         F: Fn(ClientEvent) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HookResult> + Send + 'static,
     {
-        self.inner
-            .lists
-            .write()
-            .on_client_event
-            .push(client_event_hook(hook));
+        self.edit().on_client_event.push(client_event_hook(hook));
     }
 
     /// Calls `listener` on every activity, after the application's hooks.
     pub(crate) fn listen(&self, listener: impl Fn(&ChannelActivity) + Send + Sync + 'static) {
-        self.inner.lists.write().listeners.push(Arc::new(listener));
+        self.edit().listeners.push(Arc::new(listener));
     }
 
     /// Runs `check` on every client event, after the application's hooks.
@@ -154,11 +152,12 @@ impl Hooks {
         F: Fn(ClientEvent) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HookResult> + Send + 'static,
     {
-        self.inner
-            .lists
-            .write()
-            .checks
-            .push(client_event_hook(check));
+        self.edit().checks.push(client_event_hook(check));
+    }
+
+    /// The lists, to add a hook to (copied first if a run of the hooks holds them).
+    fn edit(&self) -> parking_lot::MappedRwLockWriteGuard<'_, Lists> {
+        parking_lot::RwLockWriteGuard::map(self.inner.lists.write(), Arc::make_mut)
     }
 
     /// Hands an activity to the task that handles them in order.

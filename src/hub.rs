@@ -220,10 +220,11 @@ impl Hub {
     pub fn admit(&self, ip: Option<IpAddr>) -> Result<Admission, Rejection> {
         let slot = self.inner.limits.admit(ip)?;
         let n = self.inner.next_connection.fetch_add(1, Ordering::Relaxed);
-        Ok(Admission {
-            _slot: slot,
-            name: format!("{}-{n}", self.inner.node),
-        })
+        let mut name = String::with_capacity(self.inner.node.len() + 8);
+        name.push_str(&self.inner.node);
+        name.push('-');
+        let _ = std::fmt::Write::write_fmt(&mut name, format_args!("{n}"));
+        Ok(Admission { _slot: slot, name })
     }
 
     /// Subscribes to channels (already authorised) from where `request` says.

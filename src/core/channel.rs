@@ -90,7 +90,11 @@ impl ChannelName {
 
     /// The private channel of `user`.
     pub fn user(user: &str) -> Result<Self, ChannelError> {
-        Self::new(&format!("{USER_NAMESPACE}:{user}"))
+        let mut name = String::with_capacity(USER_NAMESPACE.len() + 1 + user.len());
+        name.push_str(USER_NAMESPACE);
+        name.push(':');
+        name.push_str(user);
+        Self::new(&name)
     }
 
     /// The name as written.

@@ -107,11 +107,16 @@ impl Payload {
         let _: &serde_json::value::RawValue = serde_json::from_str(raw)?;
         minify_json(raw)
             .map(|v| Self::Json(Bytes::from(v)))
-            .ok_or_else(|| {
-                serde::de::Error::custom(format_args!(
-                    "the JSON nests arrays and objects deeper than {MAX_DATA_DEPTH} levels"
-                ))
-            })
+            .ok_or_else(too_deep)
+    }
+
+    /// JSON from a value already read as JSON (so already checked): white space
+    /// outside strings is removed; arrays and objects nested deeper than
+    /// [`MAX_DATA_DEPTH`] are refused.
+    pub fn json_raw(raw: &serde_json::value::RawValue) -> Result<Self, serde_json::Error> {
+        minify_json(raw.get())
+            .map(|v| Self::Json(Bytes::from(v)))
+            .ok_or_else(too_deep)
     }
 
     /// Plain text.
@@ -159,6 +164,12 @@ impl std::fmt::Debug for Payload {
 
 /// Removes insignificant white space from valid JSON text, leaving strings intact;
 /// `None` when arrays and objects nest deeper than [`MAX_DATA_DEPTH`].
+fn too_deep() -> serde_json::Error {
+    serde::de::Error::custom(format_args!(
+        "the JSON nests arrays and objects deeper than {MAX_DATA_DEPTH} levels"
+    ))
+}
+
 fn minify_json(raw: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(raw.len());
     let mut in_string = false;
@@ -568,6 +579,12 @@ mod tests {
         let p = Payload::json_text("{\n  \"a\": \"x  y\\\" \\n z\",\n  \"b\": [1, 2]\n}").unwrap();
         assert_eq!(p.as_str(), r#"{"a":"x  y\" \n z","b":[1,2]}"#);
         assert!(Payload::json_text("{nope").is_err());
+        let raw: Box<serde_json::value::RawValue> =
+            serde_json::from_str("{ \"a\" : [ 1 , \"x y\" ] }").unwrap();
+        assert_eq!(
+            Payload::json_raw(&raw).unwrap().as_str(),
+            r#"{"a":[1,"x y"]}"#
+        );
     }
 
     fn limits(max_data_bytes: usize) -> EventLimits {

@@ -188,7 +188,7 @@ pub fn router(app: Services) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(app)
-        .layer(axum::middleware::map_response(json_errors));
+        .layer(JsonErrorsLayer);
     match cors(&config.http.cors_origins) {
         Some(layer) => router.layer(layer),
         None => router,
@@ -207,7 +207,7 @@ pub fn ops_router(app: Services) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(app)
-        .layer(axum::middleware::map_response(json_errors))
+        .layer(JsonErrorsLayer)
 }
 
 /// The headers the router's CORS policy for `origins` puts on a response to a
@@ -342,19 +342,87 @@ fn path_segment(
         })
 }
 
-/// Gives an error response that is not JSON (one the framework made itself, such as
-/// a rejection by an extractor) the hub's JSON body, keeping its status and
-/// headers, so that a client meets one shape of error whatever refused it.
-async fn json_errors(response: Response) -> Response {
+/// [`json_errors`] around every route. A response passes through as it is unless
+/// it is an error without a JSON body: only that pays for the (boxed) rewrite.
+#[derive(Debug, Clone, Copy)]
+struct JsonErrorsLayer;
+
+impl<S> tower::Layer<S> for JsonErrorsLayer {
+    type Service = JsonErrors<S>;
+
+    fn layer(&self, inner: S) -> JsonErrors<S> {
+        JsonErrors(inner)
+    }
+}
+
+/// See [`JsonErrorsLayer`].
+#[derive(Debug, Clone)]
+struct JsonErrors<S>(S);
+
+type Answered = Result<Response, std::convert::Infallible>;
+
+/// The answer as it is, or its rewrite.
+type Rewrite = futures_util::future::Either<
+    std::future::Ready<Answered>,
+    std::pin::Pin<Box<dyn Future<Output = Answered> + Send>>,
+>;
+
+impl<S, B> tower::Service<axum::http::Request<B>> for JsonErrors<S>
+where
+    S: tower::Service<
+            axum::http::Request<B>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        >,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Then<S::Future, Rewrite, fn(Answered) -> Rewrite>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> Self::Future {
+        use futures_util::FutureExt;
+        self.0
+            .call(request)
+            .then(rewrite as fn(Answered) -> Rewrite)
+    }
+}
+
+fn rewrite(answered: Answered) -> Rewrite {
+    use futures_util::future::Either;
+    let Ok(response) = answered;
+    if is_plain_error(&response) {
+        Either::Right(Box::pin(async move { Ok(json_errors(response).await) }))
+    } else {
+        Either::Left(std::future::ready(Ok(response)))
+    }
+}
+
+/// Whether `response` is an error (4xx, 5xx) whose body is not JSON.
+fn is_plain_error(response: &Response) -> bool {
     let status = response.status();
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/json"));
-    if is_json || !(status.is_client_error() || status.is_server_error()) {
+    !is_json && (status.is_client_error() || status.is_server_error())
+}
+
+/// Gives an error response that is not JSON (one the framework made itself, such as
+/// a rejection by an extractor) the hub's JSON body, keeping its status and
+/// headers, so that a client meets one shape of error whatever refused it.
+async fn json_errors(response: Response) -> Response {
+    if !is_plain_error(&response) {
         return response;
     }
+    let status = response.status();
     let (parts, body) = response.into_parts();
     let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     let message = match std::str::from_utf8(&text).map(str::trim) {

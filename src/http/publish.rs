@@ -497,7 +497,7 @@ fn to_event(
     })?;
     let data = match raw.get().as_bytes().first() {
         Some(b'"') => Payload::text(string_field("data", raw)?),
-        _ => Payload::json_text(raw.get()).map_err(|e| invalid_field("data", &e.to_string()))?,
+        _ => Payload::json_raw(raw).map_err(|e| invalid_field("data", &e.to_string()))?,
     };
     Ok(NewEvent {
         channels,

@@ -261,18 +261,18 @@ impl SseStream {
 /// Writes `data` as `data:` lines, one per line of the text; `\r\n`, `\r` and `\n`
 /// all end a line, as they do for an SSE parser.
 fn put_data(out: &mut BytesMut, data: &str) {
-    let mut rest = data;
+    let mut rest = data.as_bytes();
     loop {
         out.put_slice(b"data: ");
-        match rest.find(['\r', '\n']) {
+        match memchr::memchr2(b'\r', b'\n', rest) {
             Some(i) => {
-                out.put_slice(&rest.as_bytes()[..i]);
+                out.put_slice(&rest[..i]);
                 out.put_u8(b'\n');
-                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                let skip = if rest[i..].starts_with(b"\r\n") { 2 } else { 1 };
                 rest = &rest[i + skip..];
             }
             None => {
-                out.put_slice(rest.as_bytes());
+                out.put_slice(rest);
                 out.put_u8(b'\n');
                 return;
             }
@@ -340,7 +340,8 @@ fn encode_message(message: &HubMessage, id: Option<&str>, retry: Option<Duration
     let data = message.fields_json();
     let mut out = BytesMut::with_capacity(data.len() + 64);
     if let Some(retry) = retry {
-        out.put_slice(format!("retry: {}\n", retry.as_millis()).as_bytes());
+        use std::fmt::Write;
+        let _ = writeln!(out, "retry: {}", retry.as_millis());
     }
     if let Some(id) = id {
         out.put_slice(b"id: ");
