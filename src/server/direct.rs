@@ -44,69 +44,83 @@ pub(super) fn serve(
     let close = info.close.clone();
     let opening = Box::pin(async move { SseStream::open(&app, &headers, &uri, Some(&info)).await });
     async move {
-        match opening.await {
-            Ok(stream) => run(stream, socket, close, response_head).await,
+        // Taken out of the match first: a value matched on is kept for as long as
+        // the match, which would hold a second copy of the stream for its life.
+        let stream = match opening.await {
+            Ok(stream) => stream,
             Err(error) => {
                 let _ = Box::pin(write_error(&mut socket, error, &cors_headers)).await;
+                return;
             }
-        }
+        };
+        run(stream, socket, close, response_head).await;
     }
 }
 
 /// Writes `stream` to `socket` until it ends, the client leaves or `close` fires.
-async fn run(mut stream: SseStream, mut socket: TcpStream, close: CancellationToken, head: Bytes) {
-    let signal = stream.overflow_signal();
-    let mut head = head;
-    let mut probe = [0u8; 1];
-    loop {
-        let chunk = tokio::select! {
-            biased;
-            _ = close.cancelled() => return,
-            readable = socket.readable() => {
-                // Nothing may follow a stream's request (no answer could ever
-                // follow it): EOF is the client leaving, and data closes the
-                // stream, as on the router's path.
-                if readable.is_err() {
+///
+/// Not an `async fn`: its arguments would be kept twice in the future, once as
+/// given and once as the body's own; the block below holds them once.
+#[allow(clippy::manual_async_fn)]
+fn run(
+    mut stream: SseStream,
+    mut socket: TcpStream,
+    close: CancellationToken,
+    mut head: Bytes,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let signal = stream.overflow_signal();
+        let mut probe = [0u8; 1];
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                _ = close.cancelled() => return,
+                readable = socket.readable() => {
+                    // Nothing may follow a stream's request (no answer could ever
+                    // follow it): EOF is the client leaving, and data closes the
+                    // stream, as on the router's path.
+                    if readable.is_err() {
+                        return;
+                    }
+                    match socket.try_read(&mut probe) {
+                        Ok(_) => return,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return,
+                    }
+                    continue;
+                }
+                chunk = stream.next_chunk() => chunk,
+            };
+            let (chunk, last) = match chunk {
+                Some(Ok(chunk)) => (chunk, false),
+                // A slow consumer: close at once.
+                Some(Err(SlowConsumer)) => return,
+                None => (Bytes::new(), true),
+            };
+            // The chunk is the shared frame itself: it is written with its chunked
+            // framing around it, not copied.
+            let mut size = [0u8; 20];
+            let size = chunk_size_line(&mut size, chunk.len());
+            let mut parts = [
+                IoSlice::new(&head),
+                IoSlice::new(if last { b"" } else { size }),
+                IoSlice::new(&chunk),
+                IoSlice::new(if last { b"0\r\n\r\n" } else { b"\r\n" }),
+            ];
+            let written = tokio::select! {
+                biased;
+                _ = close.cancelled() => return,
+                _ = sse::close_when_stalled(signal.clone(), close.clone()) => {
+                    stream.stalled();
                     return;
                 }
-                match socket.try_read(&mut probe) {
-                    Ok(_) => return,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
-                }
-                continue;
-            }
-            chunk = stream.next_chunk() => chunk,
-        };
-        let (chunk, last) = match chunk {
-            Some(Ok(chunk)) => (chunk, false),
-            // A slow consumer: close at once.
-            Some(Err(SlowConsumer)) => return,
-            None => (Bytes::new(), true),
-        };
-        // The chunk is the shared frame itself: it is written with its chunked
-        // framing around it, not copied.
-        let mut size = [0u8; 20];
-        let size = chunk_size_line(&mut size, chunk.len());
-        let mut parts = [
-            IoSlice::new(&head),
-            IoSlice::new(if last { b"" } else { size }),
-            IoSlice::new(&chunk),
-            IoSlice::new(if last { b"0\r\n\r\n" } else { b"\r\n" }),
-        ];
-        let written = tokio::select! {
-            biased;
-            _ = close.cancelled() => return,
-            _ = sse::close_when_stalled(signal.clone(), close.clone()) => {
-                stream.stalled();
+                written = write_all_vectored(&mut socket, &mut parts) => written,
+            };
+            if written.is_err() || last {
                 return;
             }
-            written = write_all_vectored(&mut socket, &mut parts) => written,
-        };
-        if written.is_err() || last {
-            return;
+            head = Bytes::new();
         }
-        head = Bytes::new();
     }
 }
 

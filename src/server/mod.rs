@@ -37,7 +37,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Uri};
+use axum::http::HeaderMap;
 use bytes::{Buf, Bytes};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -176,33 +176,18 @@ struct Connection {
     shared: std::sync::Arc<Shared>,
 }
 
-/// A stream request to be served directly on its socket.
-struct DirectStream {
-    uri: Uri,
-    headers: HeaderMap,
-    info: ConnectionInfo,
-    stream: TcpStream,
-    shared: std::sync::Arc<Shared>,
-}
+/// A directly served stream, ready to run.
+type DirectStream = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Serves one connection until it closes. The task's future is what an idle stream
 /// costs for its whole life, so everything before the stream (the first head, the
-/// HTTP path) runs boxed and is freed once the stream is open: the task keeps the
-/// directly served stream's own state and nothing else.
+/// HTTP path) runs boxed and is freed once the stream is open, and the stream is a
+/// box of its own: the task holds two pointers, and the stream only its own state.
 async fn serve_connection(connection: Box<Connection>) {
-    if let Some(direct) = Box::pin(connection.open()).await {
-        let DirectStream {
-            uri,
-            headers,
-            info,
-            stream,
-            shared,
-        } = direct;
-        let app = shared.app.clone();
-        let head = shared.stream_head.clone();
-        let cors_headers = shared.cors_headers.clone();
-        drop(shared);
-        direct::serve(app, headers, uri, info, head, cors_headers, stream).await;
+    // Its own statement, so that the first box is freed before the stream starts.
+    let stream = Box::pin(connection.open()).await;
+    if let Some(stream) = stream {
+        stream.await;
     }
 }
 
@@ -260,13 +245,15 @@ impl Connection {
                 tcp_peer: peer,
                 close,
             };
-            return Some(DirectStream {
-                uri,
+            return Some(Box::pin(direct::serve(
+                shared.app.clone(),
                 headers,
+                uri,
                 info,
+                shared.stream_head.clone(),
+                shared.cors_headers.clone(),
                 stream,
-                shared,
-            });
+            )));
         }
         let info = ConnectionInfo {
             peer,
