@@ -233,6 +233,11 @@ impl Hub {
     pub async fn subscribe(&self, request: Subscribe) -> Result<Subscribed, BrokerError> {
         let inner = &self.inner;
         let queue = request.queue.unwrap_or(inner.settings.queue_size);
+        if inner.broker.follows_on_demand() {
+            // Before the start is read: from then on this node receives the
+            // channels' live events.
+            inner.broker.follow(&request.channels).await;
+        }
         let id = inner.next_connection.fetch_add(1, Ordering::Relaxed);
         let from = match request.start {
             Start::Now => {
@@ -310,6 +315,12 @@ impl Hub {
         channel: ChannelName,
         resume: Option<ResumeFrom>,
     ) -> Result<Option<Cursor>, BrokerError> {
+        if self.inner.broker.follows_on_demand() {
+            self.inner
+                .broker
+                .follow(std::slice::from_ref(&channel))
+                .await;
+        }
         subscription.add_channel(channel.clone());
         let Some(from) = resume else {
             return Ok(None);

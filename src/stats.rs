@@ -80,6 +80,10 @@ pub struct Stats {
     webhooks_sent: AtomicU64,
     webhooks_failed: AtomicU64,
     publish_rate_limited: AtomicU64,
+    /// With several partitions: events received from the broker, per partition.
+    received: std::sync::OnceLock<Box<[AtomicU64]>>,
+    /// Partitions this node follows now.
+    partitions_followed: AtomicU64,
 }
 
 impl Default for Stats {
@@ -106,6 +110,8 @@ impl Default for Stats {
             webhooks_sent: AtomicU64::new(0),
             webhooks_failed: AtomicU64::new(0),
             publish_rate_limited: AtomicU64::new(0),
+            received: std::sync::OnceLock::new(),
+            partitions_followed: AtomicU64::new(0),
         }
     }
 }
@@ -193,6 +199,34 @@ impl Stats {
         add(&self.broker_closed, n);
     }
 
+    /// Counts the events received from the broker per partition from now on, over
+    /// `count` partitions (called once, by a broker of several partitions).
+    pub fn count_partitions(&self, count: u16) {
+        let _ = self
+            .received
+            .set((0..count).map(|_| AtomicU64::new(0)).collect());
+    }
+
+    /// The broker handed this node an event of `partition`.
+    pub fn received(&self, partition: u16) {
+        if let Some(counter) = self
+            .received
+            .get()
+            .and_then(|r| r.get(usize::from(partition)))
+        {
+            add(counter, 1);
+        }
+    }
+
+    /// This node started (`true`) or stopped following a partition.
+    pub fn partition_followed(&self, following: bool) {
+        if following {
+            self.partitions_followed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.partitions_followed.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// A client published an event (accepted or not).
     pub fn client_event(&self, accepted: bool) {
         add(&self.client_events, 1);
@@ -244,6 +278,7 @@ impl Stats {
             webhooks_sent: get(&self.webhooks_sent),
             webhooks_failed: get(&self.webhooks_failed),
             publish_rate_limited: get(&self.publish_rate_limited),
+            partitions_followed: get(&self.partitions_followed),
             channels: gauges.channels,
             history_channels: gauges.history_channels,
             history_bytes: gauges.history_bytes,
@@ -270,6 +305,13 @@ impl Stats {
                 Read::ByReason(read) => {
                     for (reason, value) in read(self, &gauges) {
                         let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
+                    }
+                }
+                Read::ByPartition => {
+                    for (partition, value) in self.received.get().into_iter().flatten().enumerate()
+                    {
+                        let value = get(value);
+                        let _ = writeln!(out, "{name}{{partition=\"{partition}\"}} {value}");
                     }
                 }
             }
@@ -415,6 +457,18 @@ const METRICS: &[Metric] = &[
         read: Read::One(|s| s.broker_closed),
     },
     Metric {
+        name: "herald_broker_received_events_total",
+        kind: Kind::Counter,
+        help: "Events this node received from the broker, by partition (with several partitions).",
+        read: Read::ByPartition,
+    },
+    Metric {
+        name: "herald_broker_partitions_followed",
+        kind: Kind::Gauge,
+        help: "Partitions whose events this node receives now (partitions followed on demand).",
+        read: Read::One(|s| s.partitions_followed),
+    },
+    Metric {
         name: "herald_client_events_total",
         kind: Kind::Counter,
         help: "Events clients asked to publish.",
@@ -467,6 +521,8 @@ enum Read {
     One(fn(&Snapshot) -> u64),
     /// One value per reason (a bounded set of label values), from the counters.
     ByReason(fn(&Stats, &Gauges) -> Vec<(&'static str, u64)>),
+    /// The events received per partition (none with one partition).
+    ByPartition,
 }
 
 /// Connections refused, by the limit that refused them.
@@ -551,6 +607,9 @@ pub struct Snapshot {
     pub webhooks_failed: u64,
     /// Publish requests refused by a publisher rate limit.
     pub publish_rate_limited: u64,
+    /// Partitions whose events this node receives now (with partitions followed on
+    /// demand; 0 otherwise).
+    pub partitions_followed: u64,
     /// Channels with at least one subscriber on this node.
     pub channels: usize,
     /// Channels with history kept by the broker.

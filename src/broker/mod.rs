@@ -25,7 +25,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::core::{
-    ChannelName, ChannelSet, Cursor, Event, Fanout, KnownId, NewEvent, Partitions, Reset,
+    ChannelName, ChannelSet, Cursor, Demand, Event, Fanout, KnownId, NewEvent, Partitions, Reset,
     ResetReason, Resumed,
 };
 use crate::stats::Stats;
@@ -236,6 +236,19 @@ pub trait Broker: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Arc<Event>>, BrokerError>;
 
+    /// Whether this node receives only the events of the partitions its local
+    /// connections need, so that [`Broker::follow`] must be awaited before a
+    /// subscription reads where to start.
+    fn follows_on_demand(&self) -> bool {
+        false
+    }
+
+    /// Makes sure this node receives the live events of `channels` from now on, and
+    /// returns once it does (or once the broker's timeout has passed: it then
+    /// catches up as after losing its connection). It goes on receiving them while a
+    /// local connection is on a channel of theirs, and for a while after.
+    async fn follow(&self, _channels: &[ChannelName]) {}
+
     /// Whether the broker can accept events now.
     async fn check(&self) -> Result<(), BrokerError>;
 
@@ -273,6 +286,7 @@ impl LocalDelivery {
 
     /// Hands an event to every local subscriber of its channels.
     pub fn deliver(&self, event: &Arc<Event>) {
+        self.stats.received(event.partition);
         let done = self.fanout.deliver(event);
         self.stats.delivered(done.queued, done.overflowed);
     }
@@ -284,6 +298,13 @@ impl LocalDelivery {
         let closed = self.fanout.close_all();
         self.stats.broker_closed(closed);
         closed
+    }
+
+    /// Which of `partitions` this node's connections need, kept up to date by the
+    /// fan-out; the events received are counted per partition from now on.
+    pub fn track(&self, partitions: Partitions) -> Arc<Demand> {
+        self.stats.count_partitions(partitions.count());
+        self.fanout.track(partitions)
     }
 
     /// The hub's counters.
@@ -348,6 +369,11 @@ pub fn start(
         }
         #[cfg(feature = "redis")]
         BrokerKind::Redis(url) if settings.redis.partitions > 1 => {
+            let partitions = Partitions::new(settings.redis.partitions).ok_or_else(|| {
+                crate::settings::ConfigError::new("redis.partitions", "is not valid")
+            })?;
+            // Each node follows only the partitions its connections need.
+            let demand = delivery.track(partitions);
             let parts = (0..settings.redis.partitions)
                 .map(|p| {
                     Ok(Arc::new(redis::RedisBroker::start_partition(
@@ -356,6 +382,7 @@ pub fn start(
                         policies.clone(),
                         delivery.clone(),
                         p,
+                        Some(demand.clone()),
                     )?) as Arc<dyn Broker>)
                 })
                 .collect::<Result<Vec<_>, crate::settings::ConfigError>>()?;

@@ -311,6 +311,17 @@ impl Broker for Partitioned {
             .await
     }
 
+    fn follows_on_demand(&self) -> bool {
+        self.parts.iter().any(|p| p.follows_on_demand())
+    }
+
+    async fn follow(&self, channels: &[ChannelName]) {
+        let mut wanted: Vec<Partition> = channels.iter().map(|c| self.partitions.of(c)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        join_all(wanted.into_iter().map(|p| self.part(p).follow(&[]))).await;
+    }
+
     async fn check(&self) -> Result<(), BrokerError> {
         for outcome in join_all(self.parts.iter().map(|p| p.check())).await {
             outcome?;

@@ -16,7 +16,11 @@
 //! # Delivering
 //!
 //! Each node keeps one pub/sub connection and hands every event to its
-//! fan-out in position order. Positions are consecutive, so a message that skips
+//! fan-out in position order. With several partitions (one broker of this kind per
+//! partition), a node follows a partition only while its connections need it
+//! ([`OnDemand`]): a subscription asks for the partitions of its channels before it
+//! reads where to start, and the node unsubscribes from a partition `follow_linger`
+//! after its last local connection on it left. Positions are consecutive, so a message that skips
 //! ahead shows that the node missed some (its subscription dropped, Redis restarted):
 //! it reads the missing stretch from the catch-up log and delivers it first. If the
 //! log no longer holds it, the node closes its local connections and their clients
@@ -66,7 +70,7 @@ use self::link::Link;
 use self::shards::{Shard, Shards};
 use super::RedisConfig;
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
-use crate::core::{ChannelName, ChannelSet, Event, NewEvent, Partition, Policies, Resumed};
+use crate::core::{ChannelName, ChannelSet, Demand, Event, NewEvent, Partition, Policies, Resumed};
 use crate::redact::redact_url;
 use crate::settings::ConfigError;
 
@@ -105,6 +109,30 @@ struct Shared {
     started_ms: u64,
     /// The partition this broker orders (0 with one partition).
     partition: Partition,
+    /// Set when this node follows the partition only while its connections need it.
+    on_demand: Option<OnDemand>,
+}
+
+/// Following a partition only while this node's connections need it.
+#[derive(Debug)]
+struct OnDemand {
+    /// Which partitions the node's connections are on.
+    demand: Arc<Demand>,
+    /// When a subscription last asked for the partition.
+    asked: Mutex<std::time::Instant>,
+    /// Wakes the follower when a subscription asks.
+    wake: tokio::sync::Notify,
+    /// Whether the follower receives the partition's events now.
+    live: tokio::sync::watch::Sender<bool>,
+}
+
+impl OnDemand {
+    /// Whether the node needs the partition: a connection is on one of its
+    /// channels, or one asked for it within `hold` (at least the time an asking
+    /// connection takes to register, see [`Shared::follow_hold`]).
+    fn wanted(&self, partition: Partition, hold: Duration) -> bool {
+        self.demand.channels(partition) > 0 || self.asked.lock().elapsed() < hold
+    }
 }
 
 impl Shared {
@@ -118,6 +146,14 @@ impl Shared {
 
     fn candidate_epoch() -> String {
         format!("{:016x}", rand::random::<u64>())
+    }
+
+    /// How long a partition followed on demand stays followed after a connection
+    /// asked for it or the last one left: `follow_linger`, and at least twice the
+    /// timeout, which bounds the time from asking to registering (the connection
+    /// waits for the events at most that long, then reads where it starts).
+    fn follow_hold(&self) -> Duration {
+        self.config.follow_linger.max(self.config.timeout * 2)
     }
 
     fn not_following(&self) -> Option<String> {
@@ -148,18 +184,21 @@ impl RedisBroker {
         policies: Arc<Policies>,
         delivery: LocalDelivery,
     ) -> Result<Self, ConfigError> {
-        Self::start_partition(url, config, policies, delivery, 0)
+        Self::start_partition(url, config, policies, delivery, 0, None)
     }
 
     /// Starts the broker of partition `partition` of a partitioned deployment (see
     /// [`super::partitioned`]): every key of it lives under `{prefix:partition}:`,
-    /// one hash tag per partition. Otherwise as [`RedisBroker::start`].
+    /// one hash tag per partition. With `demand`, the node follows the partition
+    /// only while its connections need it (see [`Broker::follow`]). Otherwise as
+    /// [`RedisBroker::start`].
     pub fn start_partition(
         url: &str,
         config: &RedisConfig,
         policies: Arc<Policies>,
         delivery: LocalDelivery,
         partition: Partition,
+        demand: Option<Arc<Demand>>,
     ) -> Result<Self, ConfigError> {
         let client = redis::Client::open(url)
             .map_err(|e| ConfigError::new("broker", format!("{url:?}: {e}")))?;
@@ -203,11 +242,23 @@ impl RedisBroker {
                 sync: script(include_str!("redis/sync.lua")),
                 maintain: script(include_str!("redis/maintain.lua")),
             },
-            following: Mutex::new(Some("connecting to redis".into())),
+            // Following on demand, nothing is followed until a connection asks.
+            following: Mutex::new(demand.is_none().then(|| "connecting to redis".into())),
             history_channels: AtomicUsize::new(0),
             shards: (!shard_links.is_empty()).then(|| Shards::new(shard_links)),
             started_ms,
             partition,
+            on_demand: demand.map(|demand| OnDemand {
+                demand,
+                // Not asked for yet: followed once a connection needs it.
+                asked: Mutex::new(
+                    std::time::Instant::now()
+                        .checked_sub(config.follow_linger.max(config.timeout * 2))
+                        .unwrap_or_else(std::time::Instant::now),
+                ),
+                wake: tokio::sync::Notify::new(),
+                live: tokio::sync::watch::Sender::new(false),
+            }),
         });
         let stop = CancellationToken::new();
         tokio::spawn(link.run(stop.clone(), shared.delivery.stats().clone()));
@@ -535,6 +586,25 @@ impl Broker for RedisBroker {
         let skip = events.len().saturating_sub(limit);
         events.drain(..skip);
         Ok(events)
+    }
+
+    fn follows_on_demand(&self) -> bool {
+        self.shared.on_demand.is_some()
+    }
+
+    async fn follow(&self, _channels: &[ChannelName]) {
+        let Some(on_demand) = &self.shared.on_demand else {
+            return;
+        };
+        *on_demand.asked.lock() = std::time::Instant::now();
+        let mut live = on_demand.live.subscribe();
+        if *live.borrow_and_update() {
+            return;
+        }
+        on_demand.wake.notify_one();
+        // Past the timeout the follower catches up from the log once it is back,
+        // as after losing its connection.
+        let _ = tokio::time::timeout(self.shared.link.timeout(), live.wait_for(|on| *on)).await;
     }
 
     async fn check(&self) -> Result<(), BrokerError> {

@@ -140,6 +140,12 @@ pub struct RedisConfig {
     /// order across all channels; with more, ids are cursors (see docs/design.md).
     /// Every node of a deployment sets the same number.
     pub partitions: u16,
+    /// With several partitions, a node receives the events of a partition only
+    /// while a local connection is on one of its channels: this is how long it goes
+    /// on after the last one left, so that connections coming and going do not make
+    /// it subscribe and unsubscribe each time.
+    #[serde(with = "humantime_serde")]
+    pub follow_linger: Duration,
     /// Replicas that must have a publish (`WAIT`) before it is answered 2xx; 0 (the
     /// default) answers once the primary has it. A publish not acknowledged by as
     /// many within `wait_timeout` is answered 503: it was published, but may be lost
@@ -162,6 +168,7 @@ impl Default for RedisConfig {
             log_size: 10_000,
             shards: Vec::new(),
             partitions: 1,
+            follow_linger: Duration::from_secs(30),
             wait_replicas: 0,
             wait_timeout: Duration::from_secs(1),
             wait_aof: false,

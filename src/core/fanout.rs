@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 
 use super::channel::ChannelName;
 use super::event::Event;
-use super::partition::{Partition, Position};
+use super::partition::{Partition, Partitions, Position};
 
 /// A connection's handle as the fan-out sees it.
 #[derive(Debug)]
@@ -118,6 +118,44 @@ pub struct Fanout {
     /// Publishers waiting in [`Fanout::wait_for_room`].
     waiters: AtomicUsize,
     drained: Notify,
+    /// Which partitions the channels with a subscriber fall in, once asked for.
+    demand: std::sync::OnceLock<Arc<Demand>>,
+}
+
+/// Which partitions this node's subscribers need: per partition, how many channels
+/// with a local subscriber fall in it. A broker that follows partitions on demand
+/// reads it to stop following those that no local connection needs.
+#[derive(Debug)]
+pub struct Demand {
+    partitions: Partitions,
+    channels: Box<[AtomicUsize]>,
+}
+
+impl Demand {
+    fn new(partitions: Partitions) -> Self {
+        Self {
+            partitions,
+            channels: (0..partitions.count())
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
+        }
+    }
+
+    /// How the channels are placed.
+    pub fn partitions(&self) -> Partitions {
+        self.partitions
+    }
+
+    /// How many channels of `partition` have a subscriber on this node.
+    pub fn channels(&self, partition: Partition) -> usize {
+        self.channels
+            .get(usize::from(partition))
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
+
+    fn counter(&self, channel: &ChannelName) -> &AtomicUsize {
+        &self.channels[usize::from(self.partitions.of(channel))]
+    }
 }
 
 impl Fanout {
@@ -145,9 +183,7 @@ impl Fanout {
         {
             let mut map = self.channels.write();
             for channel in &channels {
-                map.entry(channel.clone())
-                    .or_default()
-                    .insert(id, subscriber.clone());
+                self.join(&mut map, channel, id, &subscriber);
             }
         }
         Subscription {
@@ -161,6 +197,43 @@ impl Fanout {
         }
     }
 
+    /// Tracks from now on which partitions (of `partitions`) the channels with a
+    /// local subscriber fall in; the first call decides the partitions. Called
+    /// before any connection registers.
+    pub fn track(&self, partitions: Partitions) -> Arc<Demand> {
+        self.demand
+            .get_or_init(|| {
+                let demand = Demand::new(partitions);
+                for channel in self.channels.read().keys() {
+                    demand.counter(channel).fetch_add(1, Ordering::Relaxed);
+                }
+                Arc::new(demand)
+            })
+            .clone()
+    }
+
+    /// Puts connection `id` on `channel`, in the map `map` of [`Fanout::channels`].
+    fn join(
+        &self,
+        map: &mut HashMap<ChannelName, IndexMap<u64, Arc<Subscriber>>>,
+        channel: &ChannelName,
+        id: u64,
+        subscriber: &Arc<Subscriber>,
+    ) {
+        match map.entry(channel.clone()) {
+            std::collections::hash_map::Entry::Occupied(mut subs) => {
+                subs.get_mut().insert(id, subscriber.clone());
+            }
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                if let Some(demand) = self.demand.get() {
+                    demand.counter(channel).fetch_add(1, Ordering::Relaxed);
+                }
+                slot.insert(IndexMap::default())
+                    .insert(id, subscriber.clone());
+            }
+        }
+    }
+
     fn unregister(&self, id: u64, channels: &[ChannelName]) {
         let mut map = self.channels.write();
         for channel in channels {
@@ -168,6 +241,9 @@ impl Fanout {
                 subs.swap_remove(&id);
                 if subs.is_empty() {
                     map.remove(channel);
+                    if let Some(demand) = self.demand.get() {
+                        demand.counter(channel).fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
@@ -536,12 +612,11 @@ impl Subscription {
         if self.has(&channel) {
             return false;
         }
-        self.fanout
-            .channels
-            .write()
-            .entry(channel.clone())
-            .or_default()
-            .insert(self.id, self.subscriber.clone());
+        {
+            let mut map = self.fanout.channels.write();
+            self.fanout
+                .join(&mut map, &channel, self.id, &self.subscriber);
+        }
         self.channels.push(channel);
         true
     }

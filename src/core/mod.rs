@@ -16,7 +16,7 @@ pub use channel::{BROADCAST, ChannelError, ChannelName, ChannelPattern};
 pub use clock::{Clock, ManualClock};
 pub use event::{ChannelSet, Event, EventError, EventLimits, FrameFormat, NewEvent, Payload};
 pub use fanout::{
-    Delivered, Fanout, Item, Overflow, OverflowSignal, Reset, ResetReason, Subscription,
+    Delivered, Demand, Fanout, Item, Overflow, OverflowSignal, Reset, ResetReason, Subscription,
 };
 pub use history::{ChannelLog, ChannelLogs, HistoryPolicy, KnownId, Resumed};
 pub use partition::{Cursor, Partition, Partitions, Position, Split};

@@ -338,3 +338,110 @@ async fn over_redis_a_cursor_from_one_hub_resumes_every_partition_on_another() {
     assert!(sse.quiet_for(Duration::from_millis(200)).await.is_none());
     place.clean().await;
 }
+
+/// The events of `partition` this hub received from the broker, from `/metrics`.
+async fn received(hub: &TestHub, partition: u16) -> u64 {
+    let metrics = hub.get("/metrics").await.text().await.unwrap();
+    let line = format!("herald_broker_received_events_total{{partition=\"{partition}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line} in /metrics"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_redis_a_hub_receives_only_the_partitions_its_connections_need() {
+    let Some(place) = Place::new(Kind::Redis).await else {
+        return;
+    };
+    let start = || {
+        TestHub::builder()
+            .on(&place)
+            .config(|c| {
+                c.redis.partitions = PARTITIONS;
+                c.redis.follow_linger = Duration::ZERO;
+                c.redis.timeout = Duration::from_secs(1);
+                c.channels.history_size = 100;
+            })
+            .start()
+    };
+    let (publisher, reader) = (start().await, start().await);
+    let partitions = Partitions::new(PARTITIONS).unwrap();
+    // Rooms in partitions of their own: none shared with the hub's own channels,
+    // which every hub follows (`$broadcast` while it has connections, `$presence`).
+    let own = [
+        partitions.of_name(herald::core::BROADCAST),
+        partitions.of_name("$presence"),
+    ];
+    let mut rooms: Vec<String> = Vec::new();
+    for i in 0..10_000 {
+        let room = format!("room{i}");
+        let p = partitions.of_name(&room);
+        if !own.contains(&p) && rooms.iter().all(|r| partitions.of_name(r) != p) {
+            rooms.push(room);
+            if rooms.len() == 3 {
+                break;
+            }
+        }
+    }
+    let [needed, other, third] = [0, 1, 2].map(|i| partitions.of_name(&rooms[i]));
+    let token = reader.token(None, &["*"], &[]);
+    let query = format!("channel={}", rooms[0]);
+    let mut sse = reader.subscribe(&query, Some(&token)).await;
+    for i in 0..9 {
+        publisher
+            .publish(json!({"channel": rooms[i % 3], "data": i}))
+            .await;
+    }
+    let mut last = String::new();
+    for want in [0, 3, 6] {
+        let e = sse.expect().await;
+        assert_eq!(json(&e), want);
+        last = e.id;
+    }
+    assert!(sse.quiet_for(Duration::from_millis(200)).await.is_none());
+    assert_eq!(received(&reader, needed).await, 3);
+    assert_eq!(
+        (
+            received(&reader, other).await,
+            received(&reader, third).await
+        ),
+        (0, 0),
+        "nothing of partitions no connection of the hub is on"
+    );
+    assert!(
+        received(&publisher, needed).await == 0,
+        "nor on the publishing hub"
+    );
+    let followed = || async {
+        let stats = reader.stats().await;
+        stats["partitions_followed"].as_u64().unwrap()
+    };
+    let with_connection = followed().await;
+    assert!(
+        with_connection >= 2,
+        "the room's partition and `$presence`'s"
+    );
+    // The connection leaves: the partition is no longer followed...
+    drop(sse);
+    eventually(
+        "the hub to stop following the room's partition",
+        async || followed().await < with_connection,
+    )
+    .await;
+    publisher
+        .publish(json!({"channel": rooms[0], "data": 9}))
+        .await;
+    // ...and a connection that resumes on it gets what it missed and what follows.
+    let mut sse = reader
+        .subscribe_from(&query, Some(&token), Some(&last))
+        .await;
+    assert_eq!(json(&sse.expect().await), 9);
+    publisher
+        .publish(json!({"channel": rooms[0], "data": 10}))
+        .await;
+    assert_eq!(json(&sse.expect().await), 10);
+    assert_eq!(received(&reader, other).await, 0);
+    place.clean().await;
+}

@@ -9,7 +9,7 @@
 //! channel history and get a `reset` where it cannot cover the gap.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
 use redis::Value;
@@ -33,6 +33,8 @@ const START_SLACK_MS: u64 = 1000;
 enum Ended {
     Stopped,
     Lost(String),
+    /// Following on demand, and no local connection needs the partition any more.
+    Idle,
 }
 
 pub(super) struct Follower {
@@ -42,15 +44,70 @@ pub(super) struct Follower {
     /// The newest position Redis reported at the previous health check: anything up
     /// to it should have arrived by the next one.
     checked_head: u64,
+    /// Events since this time (milliseconds since the Unix epoch) may concern this
+    /// node's connections when it starts following: when the node started, or when
+    /// a connection asked for a partition followed on demand.
+    since_ms: u64,
+    /// Whether the events arrive now.
+    live: bool,
 }
 
 impl Follower {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
         Self {
-            shared,
             epoch: None,
             delivered: 0,
             checked_head: 0,
+            since_ms: shared.started_ms,
+            live: false,
+            shared,
+        }
+    }
+
+    /// Waits, following on demand, until a local connection needs the partition;
+    /// false when stopped meanwhile.
+    async fn wanted(&mut self, stop: &CancellationToken) -> bool {
+        let Some(on_demand) = self.shared.on_demand.as_ref() else {
+            return true;
+        };
+        let linger = self.shared.follow_hold();
+        let partition = self.shared.partition;
+        if !on_demand.wanted(partition, linger) {
+            // Not followed: the next time starts afresh from where the partition
+            // is then.
+            self.epoch = None;
+            self.delivered = 0;
+            self.checked_head = 0;
+            *self.shared.following.lock() = None;
+            while !on_demand.wanted(partition, linger) {
+                tokio::select! {
+                    _ = stop.cancelled() => return false,
+                    _ = on_demand.wake.notified() => {}
+                }
+            }
+        }
+        if self.epoch.is_none() {
+            // A connection that asked waits this long at most for the partition's
+            // events to arrive before it reads where it starts; what was published
+            // before that is its own to replay.
+            let waited = self.shared.link.timeout().as_millis() as u64;
+            self.since_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+                .saturating_sub(waited);
+        }
+        true
+    }
+
+    /// Marks whether the events arrive now.
+    fn set_live(&mut self, live: bool) {
+        if self.live == live {
+            return;
+        }
+        self.live = live;
+        if let Some(on_demand) = &self.shared.on_demand {
+            on_demand.live.send_replace(live);
+            self.shared.delivery.stats().partition_followed(live);
         }
     }
 
@@ -59,10 +116,21 @@ impl Follower {
         let mut backoff = Backoff::new(Duration::from_millis(100), max);
         let mut sessions = 0u64;
         loop {
+            if !self.wanted(&stop).await {
+                return;
+            }
             let started = std::time::Instant::now();
             let ended = self.session(&stop, &mut sessions).await;
+            self.set_live(false);
             let why = match ended {
                 Ended::Stopped => return,
+                Ended::Idle => {
+                    tracing::debug!(
+                        partition = self.shared.partition,
+                        "redis: partition no longer followed"
+                    );
+                    continue;
+                }
                 Ended::Lost(why) => why,
             };
             let was = self.shared.following.lock().replace(why.clone());
@@ -112,6 +180,7 @@ impl Follower {
             tracing::info!("redis: event subscription restored");
         }
         *self.shared.following.lock() = None;
+        self.set_live(true);
         let mut health = tokio::time::interval(HEALTH_EVERY);
         health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         health.tick().await;
@@ -141,6 +210,11 @@ impl Follower {
                         return Ended::Lost(e);
                     }
                     self.checked_head = head;
+                    if let Some(on_demand) = &self.shared.on_demand
+                        && !on_demand.wanted(self.shared.partition, self.shared.follow_hold())
+                    {
+                        return Ended::Idle;
+                    }
                 }
             }
         }
@@ -217,10 +291,11 @@ impl Follower {
         Ok(head)
     }
 
-    /// The first sync of this node: events accepted since it started may concern
-    /// connections it already has, so those are delivered from the log.
+    /// The first sync of this node (or of a partition it follows afresh): events
+    /// accepted since it started may concern connections it already has, so those
+    /// are delivered from the log.
     async fn start_from(&mut self, head: u64) -> Result<(), String> {
-        let since = self.shared.started_ms.saturating_sub(START_SLACK_MS);
+        let since = self.since_ms.saturating_sub(START_SLACK_MS);
         let reply: Value = self
             .shared
             .link
