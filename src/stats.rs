@@ -84,6 +84,8 @@ pub struct Stats {
     received: std::sync::OnceLock<Box<[AtomicU64]>>,
     /// Partitions this node follows now.
     partitions_followed: AtomicU64,
+    /// Bytes of event messages read from the broker's service.
+    broker_received_bytes: AtomicU64,
 }
 
 impl Default for Stats {
@@ -112,6 +114,7 @@ impl Default for Stats {
             publish_rate_limited: AtomicU64::new(0),
             received: std::sync::OnceLock::new(),
             partitions_followed: AtomicU64::new(0),
+            broker_received_bytes: AtomicU64::new(0),
         }
     }
 }
@@ -218,6 +221,11 @@ impl Stats {
         }
     }
 
+    /// The broker read `n` bytes of event messages from its service.
+    pub fn broker_received_bytes(&self, n: usize) {
+        add(&self.broker_received_bytes, n as u64);
+    }
+
     /// This node started (`true`) or stopped following a partition.
     pub fn partition_followed(&self, following: bool) {
         if following {
@@ -279,6 +287,7 @@ impl Stats {
             webhooks_failed: get(&self.webhooks_failed),
             publish_rate_limited: get(&self.publish_rate_limited),
             partitions_followed: get(&self.partitions_followed),
+            broker_received_bytes: get(&self.broker_received_bytes),
             channels: gauges.channels,
             history_channels: gauges.history_channels,
             history_bytes: gauges.history_bytes,
@@ -459,8 +468,14 @@ const METRICS: &[Metric] = &[
     Metric {
         name: "herald_broker_received_events_total",
         kind: Kind::Counter,
-        help: "Events this node received from the broker, by partition (with several partitions).",
+        help: "Events this node received from the broker, by partition.",
         read: Read::ByPartition,
+    },
+    Metric {
+        name: "herald_broker_received_bytes_total",
+        kind: Kind::Counter,
+        help: "Bytes of event messages this node read from the broker's service (Redis).",
+        read: Read::One(|s| s.broker_received_bytes),
     },
     Metric {
         name: "herald_broker_partitions_followed",
@@ -610,6 +625,8 @@ pub struct Snapshot {
     /// Partitions whose events this node receives now (with partitions followed on
     /// demand; 0 otherwise).
     pub partitions_followed: u64,
+    /// Bytes of event messages this node read from the broker's service (Redis).
+    pub broker_received_bytes: u64,
     /// Channels with at least one subscriber on this node.
     pub channels: usize,
     /// Channels with history kept by the broker.
@@ -643,6 +660,11 @@ mod tests {
     #[test]
     fn prometheus_text_has_every_counter_and_no_channel_labels() {
         let stats = Stats::default();
+        stats.count_partitions(2);
+        stats.received(1);
+        stats.received(1);
+        stats.received(5);
+        stats.broker_received_bytes(300);
         stats.published(3);
         stats.delivered(7, 1);
         stats.history_evicted(2);
@@ -666,6 +688,10 @@ mod tests {
         assert!(text.contains("herald_deliveries_total 7\n"));
         assert!(text.contains("herald_slow_consumer_disconnects_total 1\n"));
         assert!(text.contains("# TYPE herald_deliveries_total counter\n"));
+        assert!(text.contains("herald_broker_received_events_total{partition=\"0\"} 0\n"));
+        assert!(text.contains("herald_broker_received_events_total{partition=\"1\"} 2\n"));
+        assert!(!text.contains("partition=\"5\""), "no such partition");
+        assert!(text.contains("herald_broker_received_bytes_total 300\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(!line.contains("channel="), "{line}");
         }

@@ -338,6 +338,13 @@ pub fn start(
     delivery: LocalDelivery,
     clock: crate::core::Clock,
 ) -> Result<Arc<dyn Broker>, crate::settings::ConfigError> {
+    // What the node receives is counted per partition.
+    let partitions = match &settings.kind {
+        BrokerKind::Memory => settings.memory.partitions,
+        BrokerKind::Redis(_) => settings.redis.partitions,
+        BrokerKind::Nats(_) => 1,
+    };
+    delivery.stats().count_partitions(partitions.max(1));
     Ok(match &settings.kind {
         BrokerKind::Memory => {
             let partitions = settings.memory.partitions();

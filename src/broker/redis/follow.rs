@@ -222,6 +222,10 @@ impl Follower {
 
     /// One live message: `{epoch} {seq} {time}\n{event}`.
     async fn on_message(&mut self, payload: &[u8]) -> Result<(), String> {
+        self.shared
+            .delivery
+            .stats()
+            .broker_received_bytes(payload.len());
         let Some(split) = payload.iter().position(|&b| b == b'\n') else {
             tracing::warn!("redis: ignoring a malformed event message");
             return Ok(());
@@ -357,6 +361,8 @@ impl Follower {
                 .await
                 .map_err(|e| e.to_string())?;
             let entries = log_entries(&reply)?;
+            let bytes = entries.iter().map(|(_, _, blob)| blob.len()).sum();
+            self.shared.delivery.stats().broker_received_bytes(bytes);
             if entries.first().is_none_or(|(seq, _, _)| *seq != from) {
                 let closed = self.shared.delivery.close_all();
                 tracing::warn!(
