@@ -303,7 +303,7 @@ impl LocalDelivery {
     /// Which of `partitions` this node's connections need, kept up to date by the
     /// fan-out; the events received are counted per partition from now on.
     pub fn track(&self, partitions: Partitions) -> Arc<Demand> {
-        self.stats.count_partitions(partitions.count());
+        self.stats.count_partitions(partitions.total());
         self.fanout.track(partitions)
     }
 
@@ -340,18 +340,18 @@ pub fn start(
 ) -> Result<Arc<dyn Broker>, crate::settings::ConfigError> {
     // What the node receives is counted per partition.
     let partitions = match &settings.kind {
-        BrokerKind::Memory => settings.memory.partitions,
-        BrokerKind::Redis(_) => settings.redis.partitions,
-        BrokerKind::Nats(_) => 1,
+        BrokerKind::Memory => settings.memory.partitions(),
+        BrokerKind::Redis(_) => Partitions::new(settings.redis.partitions).unwrap_or_default(),
+        BrokerKind::Nats(_) => Partitions::ONE,
     };
-    delivery.stats().count_partitions(partitions.max(1));
+    delivery.stats().count_partitions(partitions.total());
     Ok(match &settings.kind {
         BrokerKind::Memory => {
             let partitions = settings.memory.partitions();
             if partitions.is_partitioned() {
                 // The memory budget is shared out between the partitions.
-                let budget = settings.history_memory / usize::from(partitions.count());
-                let parts = (0..partitions.count())
+                let budget = settings.history_memory / usize::from(partitions.total());
+                let parts = (0..partitions.total())
                     .map(|p| {
                         Arc::new(memory::MemoryBroker::for_partition(
                             p,
@@ -362,9 +362,11 @@ pub fn start(
                         )) as Arc<dyn Broker>
                     })
                     .collect();
-                Arc::new(partitioned::Partitioned::new(parts).ok_or_else(|| {
-                    crate::settings::ConfigError::new("memory.partitions", "is not valid")
-                })?)
+                Arc::new(
+                    partitioned::Partitioned::new(partitions, parts).ok_or_else(|| {
+                        crate::settings::ConfigError::new("memory.partitions", "is not valid")
+                    })?,
+                )
             } else {
                 Arc::new(memory::MemoryBroker::new(
                     policies,
@@ -381,7 +383,7 @@ pub fn start(
             })?;
             // Each node follows only the partitions its connections need.
             let demand = delivery.track(partitions);
-            let parts = (0..settings.redis.partitions)
+            let parts = (0..partitions.total())
                 .map(|p| {
                     Ok(Arc::new(redis::RedisBroker::start_partition(
                         url,
@@ -393,9 +395,11 @@ pub fn start(
                     )?) as Arc<dyn Broker>)
                 })
                 .collect::<Result<Vec<_>, crate::settings::ConfigError>>()?;
-            Arc::new(partitioned::Partitioned::new(parts).ok_or_else(|| {
-                crate::settings::ConfigError::new("redis.partitions", "is not valid")
-            })?)
+            Arc::new(
+                partitioned::Partitioned::new(partitions, parts).ok_or_else(|| {
+                    crate::settings::ConfigError::new("redis.partitions", "is not valid")
+                })?,
+            )
         }
         #[cfg(feature = "redis")]
         BrokerKind::Redis(url) => Arc::new(redis::RedisBroker::start(

@@ -60,10 +60,13 @@ fn position(partition: Partition, id: &str) -> Option<Position> {
 }
 
 impl Partitioned {
-    /// The partitions `parts` order, partition `i` by `parts[i]`. `None` when the
-    /// count is not a valid number of partitions.
-    pub fn new(parts: Vec<Arc<dyn Broker>>) -> Option<Self> {
-        let partitions = Partitions::new(u16::try_from(parts.len()).ok()?)?;
+    /// The `partitions`, partition `i` ordered by `parts[i]` (the hub's own
+    /// partition by the last). `None` unless there is one part per sequence
+    /// ([`Partitions::total`]).
+    pub fn new(partitions: Partitions, parts: Vec<Arc<dyn Broker>>) -> Option<Self> {
+        if parts.len() != usize::from(partitions.total()) {
+            return None;
+        }
         let locks = parts.iter().map(|_| tokio::sync::Mutex::new(())).collect();
         Some(Self {
             partitions,
@@ -285,7 +288,7 @@ impl Broker for Partitioned {
     }
 
     async fn head(&self) -> Result<String, BrokerError> {
-        let heads = join_all((0..self.partitions.count()).map(|p| async move {
+        let heads = join_all((0..self.partitions.total()).map(|p| async move {
             let (epoch, seq) = self.head_of(p).await?;
             Ok::<_, BrokerError>(Position {
                 partition: p,
@@ -391,7 +394,8 @@ mod tests {
         let fanout = Fanout::new();
         let delivery = LocalDelivery::new(fanout.clone(), Arc::new(Stats::default()));
         let policies = Arc::new(Policies::default());
-        let parts = (0..count)
+        let partitions = Partitions::new(count).unwrap();
+        let parts = (0..partitions.total())
             .map(|p| {
                 Arc::new(MemoryBroker::for_partition(
                     p,
@@ -402,7 +406,7 @@ mod tests {
                 )) as Arc<dyn Broker>
             })
             .collect();
-        (Partitioned::new(parts).unwrap(), fanout)
+        (Partitioned::new(partitions, parts).unwrap(), fanout)
     }
 
     /// Two channel names in different partitions of `p`, the first's partition lower.

@@ -135,7 +135,7 @@ impl Demand {
     fn new(partitions: Partitions) -> Self {
         Self {
             partitions,
-            channels: (0..partitions.count())
+            channels: (0..partitions.total())
                 .map(|_| AtomicUsize::new(0))
                 .collect(),
         }

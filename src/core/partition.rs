@@ -21,7 +21,7 @@ use super::channel::ChannelName;
 /// The most partitions a deployment may have.
 pub const MAX_PARTITIONS: u16 = 1024;
 
-/// One partition's number, from 0 to P - 1.
+/// One partition's number, from 0 to P - 1, or P for the hub's own channels.
 pub type Partition = u16;
 
 /// How many partitions a deployment has, and which channel belongs to which.
@@ -60,10 +60,31 @@ impl Partitions {
         self.of_name(channel.as_str())
     }
 
+    /// With several partitions, the partition of the hub's own channels
+    /// (`$broadcast`, `$presence`): one more, numbered P, so that a node following
+    /// them (every node with connections does) follows no application channel with
+    /// them.
+    pub fn hub(self) -> Option<Partition> {
+        self.is_partitioned().then_some(self.count())
+    }
+
+    /// How many sequences order the channels: P, and the hub's own partition when
+    /// there are several.
+    pub fn total(self) -> u16 {
+        match self.hub() {
+            Some(hub) => hub + 1,
+            None => 1,
+        }
+    }
+
     /// The partition of a channel named `name`.
     pub fn of_name(self, name: &str) -> Partition {
         if !self.is_partitioned() {
             return 0;
+        }
+        if name.starts_with('$') {
+            // Only the hub's own channels start with `$`.
+            return self.count();
         }
         let hash = fnv1a(hash_key(name).as_bytes());
         // The remainder is below `count`, a u16.
@@ -232,7 +253,8 @@ impl Cursor {
                 epoch: u32::from_str_radix(epoch, 16).ok()?,
                 seq: seq.parse().ok()?,
             };
-            if position.partition >= MAX_PARTITIONS
+            // Partition MAX_PARTITIONS is the hub's own with that many.
+            if position.partition > MAX_PARTITIONS
                 || positions
                     .last()
                     .is_some_and(|last| last.partition >= position.partition)
@@ -278,6 +300,21 @@ mod tests {
         assert_eq!(one.of(&ch("orders")), 0);
         assert_eq!(one.of(&ch("user:17")), 0);
         assert!(!one.is_partitioned());
+    }
+
+    #[test]
+    fn the_hubs_own_channels_have_a_partition_of_their_own() {
+        assert_eq!(Partitions::ONE.hub(), None);
+        assert_eq!(Partitions::ONE.total(), 1);
+        assert_eq!(Partitions::ONE.of(&ChannelName::broadcast()), 0);
+        let p = Partitions::new(16).unwrap();
+        assert_eq!((p.hub(), p.total()), (Some(16), 17));
+        assert_eq!(p.of(&ChannelName::broadcast()), 16);
+        assert_eq!(p.of(&ChannelName::presence_log()), 16);
+        assert!((0..2000).all(|i| p.of(&ch(&format!("room{i}"))) < 16));
+        let most = Partitions::new(MAX_PARTITIONS).unwrap();
+        let text = format!("{}.00000007.5", most.hub().unwrap());
+        assert!(Cursor::parse(&text).is_some(), "the hub's own at the most");
     }
 
     #[test]
@@ -351,7 +388,7 @@ mod tests {
             "1.00000007.5_1.00000007.6",
             "1.00000007.5_",
             "-1.00000007.5",
-            "1024.00000007.5",
+            "1025.00000007.5",
             "1.00000007.99999999999999999999",
             "1.00000007.+5",
             "5f3a9c1e-42",

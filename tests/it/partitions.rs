@@ -368,17 +368,17 @@ async fn over_redis_a_hub_receives_only_the_partitions_its_connections_need() {
     };
     let (publisher, reader) = (start().await, start().await);
     let partitions = Partitions::new(PARTITIONS).unwrap();
-    // Rooms in partitions of their own: none shared with the hub's own channels,
-    // which every hub follows (`$broadcast` while it has connections, `$presence`).
-    let own = [
-        partitions.of_name(herald::core::BROADCAST),
-        partitions.of_name("$presence"),
-    ];
+    // The hub's own channels, which every hub follows (`$broadcast` while it has
+    // connections, `$presence`), have a partition of their own.
+    let own = partitions.hub().unwrap();
+    assert_eq!(partitions.of_name(herald::core::BROADCAST), own);
+    assert_eq!(partitions.of_name("$presence"), own);
     let mut rooms: Vec<String> = Vec::new();
     for i in 0..10_000 {
         let room = format!("room{i}");
         let p = partitions.of_name(&room);
-        if !own.contains(&p) && rooms.iter().all(|r| partitions.of_name(r) != p) {
+        assert_ne!(p, own);
+        if rooms.iter().all(|r| partitions.of_name(r) != p) {
             rooms.push(room);
             if rooms.len() == 3 {
                 break;
@@ -419,10 +419,7 @@ async fn over_redis_a_hub_receives_only_the_partitions_its_connections_need() {
         stats["partitions_followed"].as_u64().unwrap()
     };
     let with_connection = followed().await;
-    assert!(
-        with_connection >= 2,
-        "the room's partition and `$presence`'s"
-    );
+    assert_eq!(with_connection, 2, "the room's partition and the hub's own");
     // The connection leaves: the partition is no longer followed...
     drop(sse);
     eventually(
