@@ -381,8 +381,10 @@ pub fn start(
             let partitions = Partitions::new(settings.redis.partitions).ok_or_else(|| {
                 crate::settings::ConfigError::new("redis.partitions", "is not valid")
             })?;
-            // Each node follows only the partitions its connections need.
+            // Each node follows only the partitions its connections need, and sends
+            // the commands of all of them over one connection.
             let demand = delivery.track(partitions);
+            let command = redis::CommandLink::open(url, &settings.redis, delivery.stats().clone())?;
             let parts = (0..partitions.total())
                 .map(|p| {
                     Ok(Arc::new(redis::RedisBroker::start_partition(
@@ -392,6 +394,7 @@ pub fn start(
                         delivery.clone(),
                         p,
                         Some(demand.clone()),
+                        Some(command.clone()),
                     )?) as Arc<dyn Broker>)
                 })
                 .collect::<Result<Vec<_>, crate::settings::ConfigError>>()?;

@@ -166,6 +166,38 @@ impl Shared {
 pub struct RedisBroker {
     shared: Arc<Shared>,
     stop: CancellationToken,
+    /// The command connection's, when it is shared with other partitions: it is
+    /// closed when the last of them is dropped.
+    _link: Option<CommandLink>,
+}
+
+/// One command connection to a Redis server for the partitions it holds: their
+/// commands are pipelined on it, rather than each partition keeping a connection of
+/// its own. Cheap to clone; the connection closes when the last clone is dropped.
+#[derive(Debug, Clone)]
+pub struct CommandLink {
+    link: Arc<Link>,
+    _close: Arc<tokio_util::sync::DropGuard>,
+}
+
+impl CommandLink {
+    /// Connects (in the background, reconnecting as needed) to `url`. Must be
+    /// called inside a Tokio runtime.
+    pub fn open(
+        url: &str,
+        config: &RedisConfig,
+        stats: Arc<crate::stats::Stats>,
+    ) -> Result<Self, ConfigError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| ConfigError::new("broker", format!("{url:?}: {e}")))?;
+        let link = Arc::new(Link::new(client, config.timeout, config.reconnect_max));
+        let stop = CancellationToken::new();
+        tokio::spawn(link.clone().run(stop.clone(), stats));
+        Ok(Self {
+            link,
+            _close: Arc::new(stop.drop_guard()),
+        })
+    }
 }
 
 impl Drop for RedisBroker {
@@ -184,14 +216,15 @@ impl RedisBroker {
         policies: Arc<Policies>,
         delivery: LocalDelivery,
     ) -> Result<Self, ConfigError> {
-        Self::start_partition(url, config, policies, delivery, 0, None)
+        Self::start_partition(url, config, policies, delivery, 0, None, None)
     }
 
     /// Starts the broker of partition `partition` of a partitioned deployment (see
     /// [`super::partitioned`]): every key of it lives under `{prefix:partition}:`,
     /// one hash tag per partition. With `demand`, the node follows the partition
-    /// only while its connections need it (see [`Broker::follow`]). Otherwise as
-    /// [`RedisBroker::start`].
+    /// only while its connections need it (see [`Broker::follow`]); with `command`,
+    /// its commands go over that connection, shared with other partitions.
+    /// Otherwise as [`RedisBroker::start`].
     pub fn start_partition(
         url: &str,
         config: &RedisConfig,
@@ -199,14 +232,22 @@ impl RedisBroker {
         delivery: LocalDelivery,
         partition: Partition,
         demand: Option<Arc<Demand>>,
+        command: Option<CommandLink>,
     ) -> Result<Self, ConfigError> {
         let client = redis::Client::open(url)
             .map_err(|e| ConfigError::new("broker", format!("{url:?}: {e}")))?;
-        let link = Arc::new(Link::new(
-            client.clone(),
-            config.timeout,
-            config.reconnect_max,
-        ));
+        let own_link = command.is_none();
+        let (link, link_guard) = match command {
+            Some(command) => (command.link.clone(), Some(command)),
+            None => (
+                Arc::new(Link::new(
+                    client.clone(),
+                    config.timeout,
+                    config.reconnect_max,
+                )),
+                None,
+            ),
+        };
         let mut shard_links = Vec::new();
         if config.shards.len() > 1 {
             shard_links.push(Shard {
@@ -261,7 +302,9 @@ impl RedisBroker {
             }),
         });
         let stop = CancellationToken::new();
-        tokio::spawn(link.run(stop.clone(), shared.delivery.stats().clone()));
+        if own_link {
+            tokio::spawn(link.run(stop.clone(), shared.delivery.stats().clone()));
+        }
         if let Some(shards) = &shared.shards {
             for shard in &shards.list[1..] {
                 let stats = shared.delivery.stats().clone();
@@ -269,7 +312,11 @@ impl RedisBroker {
             }
         }
         tokio::spawn(follow::Follower::new(shared.clone()).run(stop.clone()));
-        Ok(Self { shared, stop })
+        Ok(Self {
+            shared,
+            stop,
+            _link: link_guard,
+        })
     }
 
     /// Runs the replay script on one server for `channels`; `candidate` is the
