@@ -256,7 +256,7 @@ impl Hub {
                 // left at once. When the broker cannot tell its position (it is
                 // unreachable), the connection is still served, with live events
                 // only, and no position.
-                let head = self.position().await;
+                let head = self.position_for(&request.channels).await;
                 let mut subscription = inner.fanout.register(id, request.channels, queue);
                 let Ok(head) = head else {
                     return Ok(Subscribed {
@@ -350,6 +350,13 @@ impl Hub {
     /// published from now on.
     pub async fn position(&self) -> Result<String, BrokerError> {
         self.inner.broker.head().await
+    }
+
+    /// The id of the newest position of `channels`: resuming them after it yields
+    /// every event published on them from now on. With partitions, only theirs are
+    /// read.
+    pub async fn position_for(&self, channels: &[ChannelName]) -> Result<String, BrokerError> {
+        self.inner.broker.head_for(channels).await
     }
 
     /// Up to `limit` of the newest events kept for `channel`, oldest first.

@@ -229,6 +229,13 @@ pub trait Broker: Send + Sync + 'static {
     /// accepted from now on.
     async fn head(&self) -> Result<String, BrokerError>;
 
+    /// The id of the newest position of what orders `channels`: resuming them after
+    /// it yields every event accepted on them from now on. With partitions, only
+    /// theirs are read.
+    async fn head_for(&self, _channels: &[ChannelName]) -> Result<String, BrokerError> {
+        self.head().await
+    }
+
     /// Up to `limit` of the newest events kept for `channel`, oldest first.
     async fn history(
         &self,

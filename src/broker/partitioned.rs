@@ -126,6 +126,27 @@ impl Partitioned {
         Ok((epoch.to_owned(), seq))
     }
 
+    /// The cursor of the newest position of each of `partitions`.
+    async fn heads(
+        &self,
+        partitions: impl IntoIterator<Item = Partition>,
+    ) -> Result<String, BrokerError> {
+        let heads = join_all(partitions.into_iter().map(|p| async move {
+            let (epoch, seq) = self.head_of(p).await?;
+            Ok::<_, BrokerError>(Position {
+                partition: p,
+                epoch: epoch_tag(&epoch),
+                seq,
+            })
+        }))
+        .await;
+        let mut cursor = Cursor::new();
+        for at in heads {
+            cursor.advance(at?);
+        }
+        Ok(cursor.to_string())
+    }
+
     /// What partition `partition`'s broker is asked to resume from, for a client
     /// that sent `from` (read as a cursor when it is one).
     async fn resume_in(
@@ -288,20 +309,14 @@ impl Broker for Partitioned {
     }
 
     async fn head(&self) -> Result<String, BrokerError> {
-        let heads = join_all((0..self.partitions.total()).map(|p| async move {
-            let (epoch, seq) = self.head_of(p).await?;
-            Ok::<_, BrokerError>(Position {
-                partition: p,
-                epoch: epoch_tag(&epoch),
-                seq,
-            })
-        }))
-        .await;
-        let mut cursor = Cursor::new();
-        for at in heads {
-            cursor.advance(at?);
+        self.heads(0..self.partitions.total()).await
+    }
+
+    async fn head_for(&self, channels: &[ChannelName]) -> Result<String, BrokerError> {
+        if channels.is_empty() {
+            return self.head().await;
         }
-        Ok(cursor.to_string())
+        self.heads(self.partitions.of_all(channels)).await
     }
 
     async fn history(
@@ -319,9 +334,7 @@ impl Broker for Partitioned {
     }
 
     async fn follow(&self, channels: &[ChannelName]) {
-        let mut wanted: Vec<Partition> = channels.iter().map(|c| self.partitions.of(c)).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
+        let wanted = self.partitions.of_all(channels);
         join_all(wanted.into_iter().map(|p| self.part(p).follow(&[]))).await;
     }
 
@@ -498,5 +511,26 @@ mod tests {
         assert_eq!(replay.floor(&low), 1);
         assert_eq!(replay.floor(&high), 1);
         assert_eq!(replay.start_id(), Some(cursor.to_string()));
+    }
+
+    #[tokio::test]
+    async fn the_head_of_channels_holds_only_their_partitions() {
+        let (b, _) = broker(4);
+        let (low, high) = apart(b.partitions());
+        b.publish(vec![NewEvent::text(high.clone(), "1")])
+            .await
+            .unwrap();
+        let whole = Cursor::parse(&b.head().await.unwrap()).unwrap();
+        assert_eq!(
+            whole.positions().len(),
+            5,
+            "four partitions and the hub's own"
+        );
+        let of_low = Cursor::parse(&b.head_for(std::slice::from_ref(&low)).await.unwrap()).unwrap();
+        let partitions: Vec<u16> = of_low.positions().iter().map(|p| p.partition).collect();
+        assert_eq!(partitions, [b.partitions().of(&low)]);
+        let of_high =
+            Cursor::parse(&b.head_for(std::slice::from_ref(&high)).await.unwrap()).unwrap();
+        assert_eq!(of_high.positions()[0].seq, 1);
     }
 }

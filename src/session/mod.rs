@@ -384,9 +384,10 @@ impl Admitted {
         self.resume.as_ref()
     }
 
-    /// The id of the hub's newest position, for a client that has seen nothing yet.
+    /// The id of the newest position of the connection's channels, for a client
+    /// that has seen nothing yet.
     pub async fn position(&self) -> Result<String, Refusal> {
-        Ok(self.sessions.inner.hub.position().await?)
+        Ok(self.sessions.inner.hub.position_for(&self.channels).await?)
     }
 
     /// Subscribes the connection: what it missed since its last event id first, then
@@ -664,7 +665,11 @@ impl Session {
         if resume.is_none() && self.cursor.is_some() {
             // The cursor must hold a place in the channel's partition from now on,
             // so that a resume after a drop covers the channel.
-            resume = Some(ResumeFrom::After(shared.hub.position().await?));
+            let head = shared
+                .hub
+                .position_for(std::slice::from_ref(&channel))
+                .await?;
+            resume = Some(ResumeFrom::After(head));
         }
         let start = shared
             .hub
