@@ -28,35 +28,8 @@ redis_ports=(26391 26392)
 nats_port=24291
 data=$(mktemp -d)
 
-pids=()
-services=()
-stop_hubs() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-stop_all() {
-  stop_hubs
-  for pid in "${services[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${services[@]}"; do wait "$pid" 2>/dev/null || true; done
-  services=()
-  rm -rf "$data"
-}
-trap stop_all EXIT
-
-port_free() {
-  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-    echo "port $1 is taken by another process" >&2; exit 1
-  fi
-}
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2; exit 1
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 for port in "${ports[@]}" "${redis_ports[@]}" "$nats_port"; do port_free "$port"; done
 for port in "${redis_ports[@]}"; do
@@ -89,16 +62,7 @@ start_hubs() {
       "$hub" serve --listen "127.0.0.1:$port" >/dev/null &
     pids+=($!)
   done
-  for port in "${ports[@]:0:$nodes}"; do
-    for _ in $(seq 1 100); do
-      curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && continue 2
-      sleep 0.1
-    done
-    echo "the hub on $port did not become ready" >&2; exit 1
-  done
-  for pid in "${pids[@]}"; do
-    kill -0 "$pid" 2>/dev/null || { echo "a hub exited (its port was taken?)" >&2; exit 1; }
-  done
+  wait_ready "${ports[@]:0:$nodes}"
 }
 
 token=$("$hub" token --sub bench --subscribe '*' --publish '*' --ttl 3600)

@@ -23,34 +23,14 @@ load=./target/release/herald-loadgen
 ports=(28291 28292 28293)
 redis_port=26591
 data=$(mktemp -d)
-pids=()
-services=()
-stop_hubs() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  pids=()
-}
-stop_all() {
-  stop_hubs
-  for pid in "${services[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${services[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$data"
-}
-trap stop_all EXIT
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-port_free() {
-  if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
-    echo "port $1 is taken by another process" >&2; exit 1
-  fi
-}
 for port in "${ports[@]}" "$redis_port"; do port_free "$port"; done
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
   --dir "$data" >/dev/null &
 services+=($!)
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null && break
-  sleep 0.1
-done
+wait_port "$redis_port"
 
 # Three tags in three different partitions (`$broadcast` and `$presence`, which every
 # node with connections follows, have a partition of their own).
@@ -93,13 +73,7 @@ for run in $(seq 1 "$runs"); do
         "$hub" serve --listen "127.0.0.1:$port" >/dev/null &
       pids+=($!)
     done
-    for port in "${ports[@]}"; do
-      for _ in $(seq 1 100); do
-        curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && continue 2
-        sleep 0.1
-      done
-      echo "the hub on $port did not become ready" >&2; exit 1
-    done
+    wait_ready "${ports[@]}"
     loads=()
     for k in 0 1 2; do
       "$load" --url "http://127.0.0.1:${ports[$k]}" --token "$token" --json --quiet \

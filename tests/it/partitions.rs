@@ -262,21 +262,28 @@ async fn a_publisher_id_that_looks_like_a_cursor_is_refused() {
     assert!(message.contains("not valid"), "{answer}");
 }
 
+/// A hub with `PARTITIONS` partitions on the Redis of `place`, with `change`.
+async fn on_redis(place: &Place, change: impl FnOnce(&mut herald::Config)) -> TestHub {
+    TestHub::builder()
+        .on(place)
+        .config(|c| {
+            c.redis.partitions = PARTITIONS;
+            c.channels.history_size = 100;
+            change(c);
+        })
+        .start()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_redis_a_cursor_from_one_hub_resumes_every_partition_on_another() {
     let Some(place) = Place::new(Kind::Redis).await else {
         return;
     };
-    let start = || {
-        TestHub::builder()
-            .on(&place)
-            .config(|c| {
-                c.redis.partitions = PARTITIONS;
-                c.channels.history_size = 100;
-            })
-            .start()
-    };
-    let (first, second) = (start().await, start().await);
+    let (first, second) = (
+        on_redis(&place, |_| {}).await,
+        on_redis(&place, |_| {}).await,
+    );
     let rooms = spread(3);
     let token = first.token(None, &["*"], &[]);
     let query = format!(
@@ -355,18 +362,11 @@ async fn over_redis_a_hub_receives_only_the_partitions_its_connections_need() {
     let Some(place) = Place::new(Kind::Redis).await else {
         return;
     };
-    let start = || {
-        TestHub::builder()
-            .on(&place)
-            .config(|c| {
-                c.redis.partitions = PARTITIONS;
-                c.redis.follow_linger = Duration::ZERO;
-                c.redis.timeout = Duration::from_secs(1);
-                c.channels.history_size = 100;
-            })
-            .start()
+    let quick = |c: &mut herald::Config| {
+        c.redis.follow_linger = Duration::ZERO;
+        c.redis.timeout = Duration::from_secs(1);
     };
-    let (publisher, reader) = (start().await, start().await);
+    let (publisher, reader) = (on_redis(&place, quick).await, on_redis(&place, quick).await);
     let partitions = Partitions::new(PARTITIONS).unwrap();
     // The hub's own channels, which every hub follows (`$broadcast` while it has
     // connections, `$presence`), have a partition of their own.
