@@ -649,6 +649,11 @@ impl Broker for RedisBroker {
             return;
         }
         on_demand.wake.notify_one();
+        if self.shared.link.down().is_some() {
+            // Redis is unreachable: not worth waiting for (reading the start fails
+            // at once); the follower catches up from the log once it is back.
+            return;
+        }
         // Past the timeout the follower catches up from the log once it is back,
         // as after losing its connection.
         let _ = tokio::time::timeout(self.shared.link.timeout(), live.wait_for(|on| *on)).await;
