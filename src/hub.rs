@@ -233,11 +233,9 @@ impl Hub {
     pub async fn subscribe(&self, request: Subscribe) -> Result<Subscribed, BrokerError> {
         let inner = &self.inner;
         let queue = request.queue.unwrap_or(inner.settings.queue_size);
-        if inner.broker.follows_on_demand() {
-            // Before the start is read: from then on this node receives the
-            // channels' live events.
-            inner.broker.follow(&request.channels).await;
-        }
+        // Before the start is read: from then on this node receives the channels'
+        // live events.
+        self.follow(&request.channels).await;
         let id = inner.next_connection.fetch_add(1, Ordering::Relaxed);
         let from = match request.start {
             Start::Now => {
@@ -315,12 +313,7 @@ impl Hub {
         channel: ChannelName,
         resume: Option<ResumeFrom>,
     ) -> Result<Option<Cursor>, BrokerError> {
-        if self.inner.broker.follows_on_demand() {
-            self.inner
-                .broker
-                .follow(std::slice::from_ref(&channel))
-                .await;
-        }
+        self.follow(std::slice::from_ref(&channel)).await;
         subscription.add_channel(channel.clone());
         let Some(from) = resume else {
             return Ok(None);
@@ -344,6 +337,14 @@ impl Hub {
         let cursor = replay.partitioned.map(|start| start.cursor);
         subscription.prepend_channel(&channel, replay.events, replay.reset, floor);
         Ok(cursor)
+    }
+
+    /// Makes sure this node receives the live events of `channels` (with a broker
+    /// that follows partitions on demand; nothing to await otherwise).
+    async fn follow(&self, channels: &[ChannelName]) {
+        if self.inner.broker.follows_on_demand() {
+            self.inner.broker.follow(channels).await;
+        }
     }
 
     /// The id of the hub's newest position: resuming after it yields every event

@@ -308,9 +308,8 @@ impl LocalDelivery {
     }
 
     /// Which of `partitions` this node's connections need, kept up to date by the
-    /// fan-out; the events received are counted per partition from now on.
+    /// fan-out.
     pub fn track(&self, partitions: Partitions) -> Arc<Demand> {
-        self.stats.count_partitions(partitions.total());
         self.fanout.track(partitions)
     }
 
@@ -345,16 +344,17 @@ pub fn start(
     delivery: LocalDelivery,
     clock: crate::core::Clock,
 ) -> Result<Arc<dyn Broker>, crate::settings::ConfigError> {
-    // What the node receives is counted per partition.
+    // The partitions of the broker's channels (validated with the configuration);
+    // what the node receives is counted per partition.
     let partitions = match &settings.kind {
         BrokerKind::Memory => settings.memory.partitions(),
-        BrokerKind::Redis(_) => Partitions::new(settings.redis.partitions).unwrap_or_default(),
+        BrokerKind::Redis(_) => Partitions::new(settings.redis.partitions)
+            .ok_or_else(|| crate::settings::ConfigError::new("redis.partitions", "is not valid"))?,
         BrokerKind::Nats(_) => Partitions::ONE,
     };
     delivery.stats().count_partitions(partitions.total());
     Ok(match &settings.kind {
         BrokerKind::Memory => {
-            let partitions = settings.memory.partitions();
             if partitions.is_partitioned() {
                 // The memory budget is shared out between the partitions.
                 let budget = settings.history_memory / usize::from(partitions.total());
@@ -384,10 +384,7 @@ pub fn start(
             }
         }
         #[cfg(feature = "redis")]
-        BrokerKind::Redis(url) if settings.redis.partitions > 1 => {
-            let partitions = Partitions::new(settings.redis.partitions).ok_or_else(|| {
-                crate::settings::ConfigError::new("redis.partitions", "is not valid")
-            })?;
+        BrokerKind::Redis(url) if partitions.is_partitioned() => {
             // Each node follows only the partitions its connections need, and sends
             // the commands of all of them over one connection.
             let demand = delivery.track(partitions);

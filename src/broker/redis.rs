@@ -135,6 +135,18 @@ impl OnDemand {
     }
 }
 
+/// See [`Shared::follow_hold`].
+fn follow_hold(config: &RedisConfig) -> Duration {
+    config.follow_linger.max(config.timeout * 2)
+}
+
+/// Now, in milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Shared {
     fn key(&self, name: &str) -> String {
         format!("{}{name}", self.base)
@@ -153,7 +165,7 @@ impl Shared {
     /// timeout, which bounds the time from asking to registering (the connection
     /// waits for the events at most that long, then reads where it starts).
     fn follow_hold(&self) -> Duration {
-        self.config.follow_linger.max(self.config.timeout * 2)
+        follow_hold(&self.config)
     }
 
     fn not_following(&self) -> Option<String> {
@@ -263,9 +275,7 @@ impl RedisBroker {
                 });
             }
         }
-        let started_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let started_ms = now_ms();
         let shared = Arc::new(Shared {
             base: if config.partitions > 1 {
                 format!("{{{}:{partition}}}:", config.prefix)
@@ -294,7 +304,7 @@ impl RedisBroker {
                 // Not asked for yet: followed once a connection needs it.
                 asked: Mutex::new(
                     std::time::Instant::now()
-                        .checked_sub(config.follow_linger.max(config.timeout * 2))
+                        .checked_sub(follow_hold(config))
                         .unwrap_or_else(std::time::Instant::now),
                 ),
                 wake: tokio::sync::Notify::new(),

@@ -141,11 +141,6 @@ impl Demand {
         }
     }
 
-    /// How the channels are placed.
-    pub fn partitions(&self) -> Partitions {
-        self.partitions
-    }
-
     /// How many channels of `partition` have a subscriber on this node.
     pub fn channels(&self, partition: Partition) -> usize {
         self.channels

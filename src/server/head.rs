@@ -257,19 +257,13 @@ fn too_large(message: String) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::fuzzing::direct_stream;
 
     fn verdict(head: &[u8]) -> Result<Checked, (u16, String)> {
         match check(head, false) {
             Verdict::Serve(checked) => Ok(checked),
             Verdict::Refuse(error) => Err((error.status().as_u16(), error.message().to_owned())),
             Verdict::Unfinished => Err((0, "unfinished".into())),
-        }
-    }
-
-    fn direct_stream(head: &[u8], cors: bool) -> Option<(Uri, HeaderMap)> {
-        match check(head, cors) {
-            Verdict::Serve(checked) => checked.direct,
-            _ => None,
         }
     }
 

@@ -9,7 +9,7 @@
 //! channel history and get a `reset` where it cannot cover the gap.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use redis::Value;
@@ -70,16 +70,16 @@ impl Follower {
         let Some(on_demand) = self.shared.on_demand.as_ref() else {
             return true;
         };
-        let linger = self.shared.follow_hold();
+        let hold = self.shared.follow_hold();
         let partition = self.shared.partition;
-        if !on_demand.wanted(partition, linger) {
+        if !on_demand.wanted(partition, hold) {
             // Not followed: the next time starts afresh from where the partition
             // is then.
             self.epoch = None;
             self.delivered = 0;
             self.checked_head = 0;
             *self.shared.following.lock() = None;
-            while !on_demand.wanted(partition, linger) {
+            while !on_demand.wanted(partition, hold) {
                 tokio::select! {
                     _ = stop.cancelled() => return false,
                     _ = on_demand.wake.notified() => {}
@@ -91,10 +91,7 @@ impl Follower {
             // events to arrive before it reads where it starts; what was published
             // before that is its own to replay.
             let waited = self.shared.link.timeout().as_millis() as u64;
-            self.since_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
-                .saturating_sub(waited);
+            self.since_ms = super::now_ms().saturating_sub(waited);
         }
         true
     }
