@@ -8,11 +8,14 @@ stop_hubs() {
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   pids=()
 }
-stop_all() {
-  stop_hubs
+stop_services() {
   for pid in "${services[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${services[@]}"; do wait "$pid" 2>/dev/null || true; done
   services=()
+}
+stop_all() {
+  stop_hubs
+  stop_services
   rm -rf "$data"
 }
 trap stop_all EXIT

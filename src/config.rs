@@ -460,7 +460,30 @@ impl Config {
     /// `redis` or the first shard's URL, and the first shard is the one named.
     pub fn broker_kind(&self) -> Result<BrokerKind, ConfigError> {
         let Some(first) = self.redis.shards.first() else {
-            return BrokerKind::parse(&self.broker);
+            let kind = BrokerKind::parse(&self.broker)?;
+            if let BrokerKind::Redis(url) = &kind {
+                let nodes = crate::broker::redis_nodes(url);
+                if self.redis.cluster {
+                    for node in &nodes {
+                        if !matches!(BrokerKind::parse(node), Ok(BrokerKind::Redis(_)))
+                            || node.starts_with("redis+unix")
+                            || node.starts_with("unix")
+                        {
+                            return Err(ConfigError::new(
+                                "broker",
+                                format!("{node:?} is not a cluster node (redis://HOST:PORT)"),
+                            ));
+                        }
+                    }
+                } else if nodes.len() > 1 {
+                    return Err(ConfigError::new(
+                        "broker",
+                        "lists several Redis servers: set redis.cluster = true for the nodes \
+                         of a Redis Cluster, or redis.shards to spread histories over servers",
+                    ));
+                }
+            }
+            return Ok(kind);
         };
         if self.broker != "redis" && self.broker != *first {
             return Err(ConfigError::new(

@@ -10,6 +10,7 @@
 pub mod memory;
 #[cfg(feature = "nats")]
 pub mod nats;
+mod on_demand;
 pub mod partitioned;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -17,7 +18,7 @@ mod settings;
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod wire;
 
-pub use settings::{BrokerKind, MemoryConfig, NatsConfig, NatsStorage, RedisConfig};
+pub use settings::{BrokerKind, MemoryConfig, NatsConfig, NatsStorage, RedisConfig, redis_nodes};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -18,7 +18,7 @@
 //! Each node keeps one pub/sub connection and hands every event to its
 //! fan-out in position order. With several partitions (one broker of this kind per
 //! partition), a node follows a partition only while its connections need it
-//! ([`OnDemand`]): a subscription asks for the partitions of its channels before it
+//! (`OnDemand`): a subscription asks for the partitions of its channels before it
 //! reads where to start, and the node unsubscribes from a partition `follow_linger`
 //! after its last local connection on it left. Positions are consecutive, so a message that skips
 //! ahead shows that the node missed some (its subscription dropped, Redis restarted):
@@ -52,6 +52,7 @@
 //! (4,096 buckets holding the newest position of channels dropped when their history
 //! expired). Nodes publish on the pub/sub channel `{prefix}:events`.
 
+mod cluster;
 mod follow;
 mod link;
 mod shards;
@@ -66,11 +67,14 @@ use parking_lot::Mutex;
 use redis::Value;
 use tokio_util::sync::CancellationToken;
 
-use self::link::Link;
+use self::link::{Link, Target};
 use self::shards::{Shard, Shards};
 use super::RedisConfig;
+use super::on_demand::OnDemand;
 use super::{Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, wire};
-use crate::core::{ChannelName, ChannelSet, Demand, Event, NewEvent, Partition, Policies, Resumed};
+use crate::core::{
+    ChannelName, ChannelSet, Demand, Event, NewEvent, Partition, Partitions, Policies, Resumed,
+};
 use crate::redact::redact_url;
 use crate::settings::ConfigError;
 
@@ -97,7 +101,9 @@ struct Shared {
     config: RedisConfig,
     policies: Arc<Policies>,
     delivery: LocalDelivery,
-    client: redis::Client,
+    /// Where the follower subscribes: the one server, or the primary serving the
+    /// partition in a cluster.
+    events: Events,
     link: Arc<Link>,
     scripts: Scripts,
     /// `None` while the node follows the event stream; otherwise why not.
@@ -113,29 +119,48 @@ struct Shared {
     on_demand: Option<OnDemand>,
 }
 
-/// Following a partition only while this node's connections need it.
+/// Where a node receives a partition's events from.
 #[derive(Debug)]
-struct OnDemand {
-    /// Which partitions the node's connections are on.
-    demand: Arc<Demand>,
-    /// When a subscription last asked for the partition.
-    asked: Mutex<std::time::Instant>,
-    /// Wakes the follower when a subscription asks.
-    wake: tokio::sync::Notify,
-    /// Whether the follower receives the partition's events now.
-    live: tokio::sync::watch::Sender<bool>,
+enum Events {
+    /// `SUBSCRIBE` on the one server.
+    Server(redis::Client),
+    /// `SSUBSCRIBE` on whichever primary serves the partition's slot, signing in
+    /// as the cluster's nodes say.
+    Cluster {
+        username: Option<String>,
+        password: Option<String>,
+    },
 }
 
-impl OnDemand {
-    /// Whether the node needs the partition: a connection is on one of its
-    /// channels, or one asked for it within `hold` (at least the time an asking
-    /// connection takes to register, see [`Shared::follow_hold`]).
-    fn wanted(&self, partition: Partition, hold: Duration) -> bool {
-        self.demand.channels(partition) > 0 || self.asked.lock().elapsed() < hold
+/// The command connection's target for `url`: the one server, or with
+/// `redis.cluster` the cluster its comma-separated nodes belong to.
+fn target(url: &str, config: &RedisConfig) -> Result<(Target, Events), ConfigError> {
+    let bad = |e: redis::RedisError| ConfigError::new("broker", format!("{url:?}: {e}"));
+    if !config.cluster {
+        let client = redis::Client::open(url).map_err(bad)?;
+        return Ok((Target::Server(client.clone()), Events::Server(client)));
     }
+    let nodes = super::redis_nodes(url);
+    let first =
+        redis::IntoConnectionInfo::into_connection_info(nodes.first().map_or(url, String::as_str))
+            .map_err(bad)?;
+    let settings = first.redis_settings();
+    let events = Events::Cluster {
+        username: settings.username().map(str::to_owned),
+        password: settings.password().map(str::to_owned),
+    };
+    let client = redis::cluster::ClusterClient::builder(nodes)
+        .connection_timeout(config.timeout)
+        .response_timeout(config.timeout)
+        .build()
+        .map_err(bad)?;
+    Ok((Target::Cluster(Box::new(client)), events))
 }
 
-/// See [`Shared::follow_hold`].
+/// How long a partition followed on demand stays followed after a connection
+/// asked for it or the last one left: `follow_linger`, and at least twice the
+/// timeout, which bounds the time from asking to registering (the connection
+/// waits for the events at most that long, then reads where it starts).
 fn follow_hold(config: &RedisConfig) -> Duration {
     config.follow_linger.max(config.timeout * 2)
 }
@@ -156,16 +181,23 @@ impl Shared {
         self.key("events")
     }
 
-    fn candidate_epoch() -> String {
-        format!("{:016x}", rand::random::<u64>())
+    /// Declares the partition's keys `names` to a script, the first of them
+    /// choosing the server in a cluster; every script declares every key it
+    /// touches, so a cluster moving the partition's slot can redirect it whole.
+    fn declare(&self, call: &mut redis::ScriptInvocation<'_>, names: &[&str]) {
+        for name in names {
+            call.key(self.key(name));
+        }
     }
 
-    /// How long a partition followed on demand stays followed after a connection
-    /// asked for it or the last one left: `follow_linger`, and at least twice the
-    /// timeout, which bounds the time from asking to registering (the connection
-    /// waits for the events at most that long, then reads where it starts).
-    fn follow_hold(&self) -> Duration {
-        follow_hold(&self.config)
+    /// Declares the keys of `channel`'s history to a script.
+    fn declare_channel(&self, call: &mut redis::ScriptInvocation<'_>, channel: &str) {
+        call.key(format!("{}h:{channel}", self.base))
+            .key(format!("{}f:{channel}", self.base));
+    }
+
+    fn candidate_epoch() -> String {
+        format!("{:016x}", rand::random::<u64>())
     }
 
     fn not_following(&self) -> Option<String> {
@@ -200,9 +232,8 @@ impl CommandLink {
         config: &RedisConfig,
         stats: Arc<crate::stats::Stats>,
     ) -> Result<Self, ConfigError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| ConfigError::new("broker", format!("{url:?}: {e}")))?;
-        let link = Arc::new(Link::new(client, config.timeout, config.reconnect_max));
+        let (target, _) = target(url, config)?;
+        let link = Arc::new(Link::new(target, config.timeout, config.reconnect_max));
         let stop = CancellationToken::new();
         tokio::spawn(link.clone().run(stop.clone(), stats));
         Ok(Self {
@@ -246,17 +277,12 @@ impl RedisBroker {
         demand: Option<Arc<Demand>>,
         command: Option<CommandLink>,
     ) -> Result<Self, ConfigError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| ConfigError::new("broker", format!("{url:?}: {e}")))?;
+        let (target, events) = target(url, config)?;
         let own_link = command.is_none();
         let (link, link_guard) = match command {
             Some(command) => (command.link.clone(), Some(command)),
             None => (
-                Arc::new(Link::new(
-                    client.clone(),
-                    config.timeout,
-                    config.reconnect_max,
-                )),
+                Arc::new(Link::new(target, config.timeout, config.reconnect_max)),
                 None,
             ),
         };
@@ -271,21 +297,29 @@ impl RedisBroker {
                     .map_err(|e| ConfigError::new("redis.shards", format!("{url:?}: {e}")))?;
                 shard_links.push(Shard {
                     url: redact_url(url),
-                    link: Arc::new(Link::new(client, config.timeout, config.reconnect_max)),
+                    link: Arc::new(Link::new(
+                        Target::Server(client),
+                        config.timeout,
+                        config.reconnect_max,
+                    )),
                 });
             }
         }
         let started_ms = now_ms();
         let shared = Arc::new(Shared {
-            base: if config.partitions > 1 {
-                format!("{{{}:{partition}}}:", config.prefix)
-            } else {
-                format!("{{{}}}:", config.prefix)
+            base: match Partitions::new(config.partitions) {
+                // In a cluster, tags that spread the partitions over the primaries.
+                Some(p) if p.is_partitioned() && config.cluster => format!(
+                    "{{{}}}:",
+                    cluster::spread_tag(&config.prefix, partition, p.total())
+                ),
+                Some(p) if p.is_partitioned() => format!("{{{}:{partition}}}:", config.prefix),
+                _ => format!("{{{}}}:", config.prefix),
             },
             config: config.clone(),
             policies,
             delivery,
-            client,
+            events,
             link: link.clone(),
             scripts: Scripts {
                 publish: script(include_str!("redis/publish.lua")),
@@ -299,17 +333,7 @@ impl RedisBroker {
             shards: (!shard_links.is_empty()).then(|| Shards::new(shard_links)),
             started_ms,
             partition,
-            on_demand: demand.map(|demand| OnDemand {
-                demand,
-                // Not asked for yet: followed once a connection needs it.
-                asked: Mutex::new(
-                    std::time::Instant::now()
-                        .checked_sub(follow_hold(config))
-                        .unwrap_or_else(std::time::Instant::now),
-                ),
-                wake: tokio::sync::Notify::new(),
-                live: tokio::sync::watch::Sender::new(false),
-            }),
+            on_demand: demand.map(|demand| OnDemand::new(demand, partition, follow_hold(config))),
         });
         let stop = CancellationToken::new();
         if own_link {
@@ -341,12 +365,16 @@ impl RedisBroker {
     ) -> Result<Vec<Value>, BrokerError> {
         let sh = &self.shared;
         let mut call = sh.scripts.replay.prepare_invoke();
-        call.key(sh.key("seq"))
-            .arg(&sh.base)
+        sh.declare(&mut call, &["seq", "epoch", "lost", "forgotten"]);
+        if !candidate.is_empty() && !id.is_empty() {
+            call.key(format!("{}id:{id}", sh.base));
+        }
+        call.arg(&sh.base)
             .arg(candidate)
             .arg(id)
             .arg(channels.len());
         for channel in channels {
+            sh.declare_channel(&mut call, channel.as_str());
             call.arg(channel.as_str())
                 .arg(Self::ms(sh.policies.of(channel).history.ttl));
         }
@@ -365,7 +393,11 @@ impl RedisBroker {
         if config.wait_aof {
             let mut cmd = redis::cmd("WAITAOF");
             cmd.arg(1).arg(config.wait_replicas).arg(timeout);
-            let (local, replicas): (u32, u32) = self.shared.link.cmd(&cmd).await?;
+            let (local, replicas): (u32, u32) = self
+                .shared
+                .link
+                .cmd_beside(&self.shared.key("seq"), &cmd)
+                .await?;
             if local < 1 || replicas < config.wait_replicas {
                 return Err(BrokerError::Unavailable(format!(
                     "redis: the events were published, but the append-only files of the \
@@ -378,7 +410,11 @@ impl RedisBroker {
         }
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(config.wait_replicas).arg(timeout);
-        let replicas: u32 = self.shared.link.cmd(&cmd).await?;
+        let replicas: u32 = self
+            .shared
+            .link
+            .cmd_beside(&self.shared.key("seq"), &cmd)
+            .await?;
         if replicas < config.wait_replicas {
             return Err(BrokerError::Unavailable(format!(
                 "redis: the events were published, but only {replicas} of {} replicas \
@@ -391,6 +427,33 @@ impl RedisBroker {
 
     fn ms(d: Duration) -> u64 {
         d.as_millis().min(u128::from(u64::MAX)) as u64
+    }
+
+    /// Drops the channels on `link` whose history expired, at most
+    /// [`MAINTAIN_BATCH`] at once; returns how many channels have history there.
+    /// The channels due are read first, so the script can declare their keys; it
+    /// drops each only if it still is due by Redis's clock.
+    async fn maintain_on(&self, link: &Link) -> Result<u64, BrokerError> {
+        let sh = &self.shared;
+        let due: Vec<String> = link
+            .cmd(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(sh.key("channels"))
+                    .arg("-inf")
+                    .arg(now_ms())
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(MAINTAIN_BATCH),
+            )
+            .await?;
+        let mut call = sh.scripts.maintain.prepare_invoke();
+        sh.declare(&mut call, &["channels", "forgotten"]);
+        call.arg(&sh.base);
+        for channel in &due {
+            sh.declare_channel(&mut call, channel);
+            call.arg(channel);
+        }
+        link.script(&call).await
     }
 }
 
@@ -453,15 +516,23 @@ impl Broker for RedisBroker {
             }
         }
         let mut call = sh.scripts.publish.prepare_invoke();
-        call.key(sh.key("seq"))
-            .arg(&sh.base)
+        sh.declare(&mut call, &["seq", "epoch", "log", "channels", "forgotten"]);
+        call.arg(&sh.base)
             .arg(Shared::candidate_epoch())
             .arg(sh.config.log_size)
             .arg(Self::ms(sh.policies.longest_ttl()).max(1))
-            .arg(events.len());
+            .arg(events.len())
+            .arg(if sh.link.is_cluster() {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            });
         for event in &events {
             let digest = match &event.id {
-                Some(_) => ChannelSet::of(&event.channels).to_hex(),
+                Some(id) => {
+                    call.key(format!("{}id:{id}", sh.base));
+                    ChannelSet::of(&event.channels).to_hex()
+                }
                 None => String::new(),
             };
             call.arg(event.id.as_deref().unwrap_or(""))
@@ -475,6 +546,7 @@ impl Broker for RedisBroker {
             };
             call.arg(appended.len());
             for channel in appended {
+                sh.declare_channel(&mut call, channel.as_str());
                 let history = &sh.policies.of(channel).history;
                 call.arg(channel.as_str())
                     .arg(history.size)
@@ -650,23 +722,12 @@ impl Broker for RedisBroker {
     }
 
     async fn follow(&self, _channels: &[ChannelName]) {
-        let Some(on_demand) = &self.shared.on_demand else {
-            return;
-        };
-        *on_demand.asked.lock() = std::time::Instant::now();
-        let mut live = on_demand.live.subscribe();
-        if *live.borrow_and_update() {
-            return;
+        if let Some(on_demand) = &self.shared.on_demand {
+            // While Redis is unreachable, not worth waiting for (reading the start
+            // fails at once); the follower catches up from the log once it is back.
+            let reachable = self.shared.link.down().is_none();
+            on_demand.ask(reachable, self.shared.link.timeout()).await;
         }
-        on_demand.wake.notify_one();
-        if self.shared.link.down().is_some() {
-            // Redis is unreachable: not worth waiting for (reading the start fails
-            // at once); the follower catches up from the log once it is back.
-            return;
-        }
-        // Past the timeout the follower catches up from the log once it is back,
-        // as after losing its connection.
-        let _ = tokio::time::timeout(self.shared.link.timeout(), live.wait_for(|on| *on)).await;
     }
 
     async fn check(&self) -> Result<(), BrokerError> {
@@ -676,7 +737,11 @@ impl Broker for RedisBroker {
         if let Some(why) = self.shared.not_following() {
             return Err(BrokerError::Unavailable(format!("redis: {why}")));
         }
-        let _: Value = self.shared.link.cmd(&redis::cmd("PING")).await?;
+        let _: Value = self
+            .shared
+            .link
+            .cmd_beside(&self.shared.key("seq"), &redis::cmd("PING"))
+            .await?;
         if let Some(shards) = &self.shared.shards {
             for (k, shard) in shards.list.iter().enumerate().skip(1) {
                 if let Some(why) = shards.down(k) {
@@ -696,10 +761,8 @@ impl Broker for RedisBroker {
 
     async fn maintain(&self) {
         let sh = &self.shared;
-        let mut call = sh.scripts.maintain.prepare_invoke();
-        call.key(sh.key("seq")).arg(&sh.base).arg(MAINTAIN_BATCH);
         let Some(shards) = &sh.shards else {
-            match sh.link.script::<u64>(&call).await {
+            match self.maintain_on(&sh.link).await {
                 Ok(n) => sh.history_channels.store(n as usize, Ordering::Relaxed),
                 Err(e) => tracing::debug!("redis: upkeep skipped: {e}"),
             }
@@ -712,7 +775,7 @@ impl Broker for RedisBroker {
             if let Err(e) = shards.catch_up(sh, [k]).await {
                 tracing::debug!("redis: history writes not caught up: {e}");
             }
-            match shards.list[k].link.script::<u64>(&call).await {
+            match self.maintain_on(&shards.list[k].link).await {
                 Ok(n) => total += n as usize,
                 Err(e) => tracing::debug!("redis: upkeep of shard {k} skipped: {e}"),
             }

@@ -72,6 +72,24 @@ impl BrokerKind {
     }
 }
 
+/// The servers a Redis `broker` value lists: one, or several comma-separated (the
+/// nodes of a Redis Cluster), each with its scheme (`redis://` when left out).
+pub fn redis_nodes(value: &str) -> Vec<String> {
+    let scheme = value.split_once("://").map_or("redis", |(s, _)| s);
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|node| !node.is_empty())
+        .map(|node| {
+            if node.contains("://") {
+                node.to_owned()
+            } else {
+                format!("{scheme}://{node}")
+            }
+        })
+        .collect()
+}
+
 /// The memory broker (`[memory]`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -157,6 +175,11 @@ pub struct RedisConfig {
     /// Also wait until the primary (and `wait_replicas` replicas) have written the
     /// publish to their append-only file (`WAITAOF`, Redis 7.2 and later).
     pub wait_aof: bool,
+    /// Speak the Redis Cluster protocol: `broker` then lists one or more nodes of
+    /// the cluster, comma-separated (`redis://HOST:PORT,redis://HOST:PORT`), from
+    /// which the rest is found. Each partition lives on the primary serving its
+    /// hash tag, and the events reach nodes over sharded pub/sub (Redis 7).
+    pub cluster: bool,
 }
 
 impl Default for RedisConfig {
@@ -172,6 +195,7 @@ impl Default for RedisConfig {
             wait_replicas: 0,
             wait_timeout: Duration::from_secs(1),
             wait_aof: false,
+            cluster: false,
         }
     }
 }
@@ -273,6 +297,13 @@ impl RedisConfig {
             return Err(ConfigError::new(
                 "redis.wait_timeout",
                 "must be shorter than redis.timeout, which bounds every command",
+            ));
+        }
+        if self.cluster && !self.shards.is_empty() {
+            return Err(ConfigError::new(
+                "redis.cluster",
+                "cannot be combined with redis.shards: in a cluster, set redis.partitions \
+                 to spread the channels over its primaries",
             ));
         }
         if self.partitions > 1 && self.shards.len() > 1 {

@@ -6,6 +6,8 @@ mod auth;
 #[cfg(all(feature = "redis", feature = "nats"))]
 mod brokers;
 mod cli;
+#[cfg(feature = "redis")]
+mod cluster;
 mod delivery;
 mod errors;
 mod fixture;

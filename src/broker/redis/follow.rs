@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use redis::Value;
 use tokio_util::sync::CancellationToken;
 
-use super::{Shared, int, text, time_of};
+use super::{Events, Shared, cluster, int, text, time_of};
 use crate::backoff::{Backoff, pause};
 use crate::broker::wire;
 
@@ -28,6 +28,87 @@ const LOG_PAGE: usize = 500;
 /// How far before its start a node delivers events on its first sync (clock skew
 /// between the node and Redis).
 const START_SLACK_MS: u64 = 1000;
+
+/// A subscription to a partition's events.
+enum Subscription {
+    /// `SUBSCRIBE` on the one server.
+    Server {
+        sink: redis::aio::PubSubSink,
+        messages: redis::aio::PubSubStream,
+    },
+    /// `SSUBSCRIBE` on the primary serving the partition in a cluster.
+    Shard {
+        subscriber: cluster::ShardSubscriber,
+        /// A ping was sent and its answer has not arrived.
+        pong_due: bool,
+    },
+}
+
+/// A message of either kind of subscription.
+enum Message {
+    Server(redis::Msg),
+    Shard(Vec<u8>),
+}
+
+impl Message {
+    fn payload(&self) -> &[u8] {
+        match self {
+            Message::Server(message) => message.get_payload_bytes(),
+            Message::Shard(payload) => payload,
+        }
+    }
+}
+
+impl Subscription {
+    /// The next message; an error when the subscription ended. Cancel-safe.
+    async fn next(&mut self) -> Result<Message, String> {
+        match self {
+            Subscription::Server { messages, .. } => match messages.next().await {
+                Some(message) => Ok(Message::Server(message)),
+                None => Err("the subscription connection closed".into()),
+            },
+            Subscription::Shard {
+                subscriber,
+                pong_due,
+            } => loop {
+                match subscriber.next().await? {
+                    cluster::Push::Message(payload) => return Ok(Message::Shard(payload)),
+                    cluster::Push::Pong => *pong_due = false,
+                    cluster::Push::Ended => {
+                        return Err("the cluster moved the partition's slot".into());
+                    }
+                    cluster::Push::Other => {}
+                }
+            },
+        }
+    }
+
+    /// Checks the connection is alive: a ping answered within `timeout`, or on a
+    /// shard connection the previous ping answered since.
+    async fn ping(&mut self, timeout: Duration) -> Result<(), String> {
+        match self {
+            Subscription::Server { sink, .. } => {
+                match tokio::time::timeout(timeout, sink.ping::<Value>()).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no answer to PING".into()),
+                }
+            }
+            Subscription::Shard {
+                subscriber,
+                pong_due,
+            } => {
+                if *pong_due {
+                    return Err("no answer to PING".into());
+                }
+                *pong_due = true;
+                tokio::time::timeout(timeout, subscriber.ping())
+                    .await
+                    .map_err(|_| "cannot send PING".to_owned())?
+            }
+        }
+    }
+}
 
 /// Why a session with Redis ended.
 enum Ended {
@@ -70,20 +151,15 @@ impl Follower {
         let Some(on_demand) = self.shared.on_demand.as_ref() else {
             return true;
         };
-        let hold = self.shared.follow_hold();
-        let partition = self.shared.partition;
-        if !on_demand.wanted(partition, hold) {
+        if !on_demand.wanted() {
             // Not followed: the next time starts afresh from where the partition
             // is then.
             self.epoch = None;
             self.delivered = 0;
             self.checked_head = 0;
             *self.shared.following.lock() = None;
-            while !on_demand.wanted(partition, hold) {
-                tokio::select! {
-                    _ = stop.cancelled() => return false,
-                    _ = on_demand.wake.notified() => {}
-                }
+            if !on_demand.until_wanted(stop).await {
+                return false;
             }
         }
         if self.epoch.is_none() {
@@ -103,8 +179,7 @@ impl Follower {
         }
         self.live = live;
         if let Some(on_demand) = &self.shared.on_demand {
-            on_demand.live.send_replace(live);
-            self.shared.delivery.stats().partition_followed(live);
+            on_demand.set_live(live, self.shared.delivery.stats());
         }
     }
 
@@ -142,22 +217,14 @@ impl Follower {
 
     async fn session(&mut self, stop: &CancellationToken, sessions: &mut u64) -> Ended {
         let timeout = self.shared.link.timeout();
-        let pubsub = tokio::select! {
+        let subscribed = tokio::select! {
             _ = stop.cancelled() => return Ended::Stopped,
-            r = tokio::time::timeout(timeout, self.shared.client.get_async_pubsub()) => r,
+            r = self.subscribe() => r,
         };
-        let mut pubsub = match pubsub {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return Ended::Lost(e.to_string()),
-            Err(_) => return Ended::Lost("connection timed out".into()),
+        let mut subscription = match subscribed {
+            Ok(s) => s,
+            Err(why) => return Ended::Lost(why),
         };
-        let channel = self.shared.events_channel();
-        match tokio::time::timeout(timeout, pubsub.subscribe(&channel)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Ended::Lost(e.to_string()),
-            Err(_) => return Ended::Lost("no answer to SUBSCRIBE".into()),
-        }
-        let (mut sink, mut messages) = pubsub.split();
         // Subscribed: from here every new event arrives live. Catch up on what was
         // published before, then follow.
         if !self.shared.link.wait_up(timeout).await {
@@ -184,19 +251,18 @@ impl Follower {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return Ended::Stopped,
-                message = messages.next() => {
-                    let Some(message) = message else {
-                        return Ended::Lost("the subscription connection closed".into());
+                message = subscription.next() => {
+                    let message = match message {
+                        Ok(message) => message,
+                        Err(why) => return Ended::Lost(why),
                     };
-                    if let Err(e) = self.on_message(message.get_payload_bytes()).await {
+                    if let Err(e) = self.on_message(message.payload()).await {
                         return Ended::Lost(e);
                     }
                 }
                 _ = health.tick() => {
-                    match tokio::time::timeout(timeout, sink.ping::<Value>()).await {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(e)) => return Ended::Lost(e.to_string()),
-                        Err(_) => return Ended::Lost("no answer to PING".into()),
+                    if let Err(why) = subscription.ping(timeout).await {
+                        return Ended::Lost(why);
                     }
                     let head = match self.sync().await {
                         Ok(head) => head,
@@ -208,11 +274,60 @@ impl Follower {
                     }
                     self.checked_head = head;
                     if let Some(on_demand) = &self.shared.on_demand
-                        && !on_demand.wanted(self.shared.partition, self.shared.follow_hold())
+                        && !on_demand.wanted()
                     {
                         return Ended::Idle;
                     }
                 }
+            }
+        }
+    }
+
+    /// Subscribes to the partition's events: on the one server, or on the primary
+    /// serving the partition's slot in a cluster.
+    async fn subscribe(&self) -> Result<Subscription, String> {
+        let timeout = self.shared.link.timeout();
+        let channel = self.shared.events_channel();
+        match &self.shared.events {
+            Events::Server(client) => {
+                let mut pubsub =
+                    match tokio::time::timeout(timeout, client.get_async_pubsub()).await {
+                        Ok(Ok(p)) => p,
+                        Ok(Err(e)) => return Err(e.to_string()),
+                        Err(_) => return Err("connection timed out".into()),
+                    };
+                match tokio::time::timeout(timeout, pubsub.subscribe(&channel)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e.to_string()),
+                    Err(_) => return Err("no answer to SUBSCRIBE".into()),
+                }
+                let (sink, messages) = pubsub.split();
+                Ok(Subscription::Server { sink, messages })
+            }
+            Events::Cluster { username, password } => {
+                let seq = self.shared.key("seq");
+                let slots: Value = self
+                    .shared
+                    .link
+                    .cmd(redis::cmd("CLUSTER").arg("SLOTS"))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let slot = cluster::key_slot(&seq);
+                let (host, port) = cluster::owner(&slots, slot)
+                    .ok_or_else(|| format!("no primary of the cluster serves slot {slot}"))?;
+                let subscriber = cluster::ShardSubscriber::subscribe(
+                    &host,
+                    port,
+                    username.as_deref(),
+                    password.as_deref(),
+                    &channel,
+                    timeout,
+                )
+                .await?;
+                Ok(Subscription::Shard {
+                    subscriber,
+                    pong_due: false,
+                })
             }
         }
     }
@@ -261,8 +376,8 @@ impl Follower {
     async fn sync(&mut self) -> Result<u64, String> {
         let sh = &self.shared;
         let mut call = sh.scripts.sync.prepare_invoke();
-        call.key(sh.key("seq"))
-            .arg(&sh.base)
+        sh.declare(&mut call, &["seq", "epoch"]);
+        call.arg(&sh.base)
             .arg(Shared::candidate_epoch())
             .arg(self.epoch.as_deref().unwrap_or(""))
             .arg(self.delivered);

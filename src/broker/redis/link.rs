@@ -3,12 +3,20 @@
 //! it breaks. While it is down, calls fail at once with
 //! [`BrokerError::Unavailable`] rather than waiting, so a publish answers 503
 //! quickly and `/readyz` says why.
+//!
+//! Over a Redis Cluster the connection is redis-rs's cluster connection: one
+//! multiplexed connection per node, each command sent to the primary of its
+//! key's slot, MOVED and ASK followed, the slot map refreshed after a failover.
+//! It mends itself, so a failed command does not drop it (only a first connection
+//! that cannot be made leaves the link down).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{AsyncConnectionConfig, FromRedisValue, RedisError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -20,9 +28,34 @@ use crate::stats::Stats;
 /// The first delay before reconnecting; it doubles up to the configured ceiling.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Where the link connects.
+#[derive(Debug)]
+pub(super) enum Target {
+    /// One server.
+    Server(redis::Client),
+    /// A Redis Cluster, from these seed nodes.
+    Cluster(Box<redis::cluster::ClusterClient>),
+}
+
+/// A connection of either kind; both multiplex, so clones share it.
+#[derive(Clone)]
+enum Conn {
+    Server(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Conn::Server(_) => "Conn::Server",
+            Conn::Cluster(_) => "Conn::Cluster",
+        })
+    }
+}
+
 #[derive(Debug)]
 struct State {
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Conn>,
     /// Counts connections made, so a failure reported against an old one does not
     /// drop a newer one.
     generation: u64,
@@ -33,7 +66,7 @@ struct State {
 /// A self-healing command connection.
 #[derive(Debug)]
 pub(super) struct Link {
-    client: redis::Client,
+    target: Target,
     timeout: Duration,
     max_backoff: Duration,
     state: Mutex<State>,
@@ -42,9 +75,9 @@ pub(super) struct Link {
 }
 
 impl Link {
-    pub(super) fn new(client: redis::Client, timeout: Duration, max_backoff: Duration) -> Self {
+    pub(super) fn new(target: Target, timeout: Duration, max_backoff: Duration) -> Self {
         Self {
-            client,
+            target,
             timeout,
             max_backoff,
             state: Mutex::new(State {
@@ -70,9 +103,17 @@ impl Link {
         let mut backoff = Backoff::new(FIRST_BACKOFF, self.max_backoff);
         let mut first = true;
         loop {
-            let connect = self
-                .client
-                .get_multiplexed_async_connection_with_config(&config);
+            let connect = async {
+                match &self.target {
+                    Target::Server(client) => client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                        .map(Conn::Server),
+                    Target::Cluster(client) => {
+                        client.get_async_connection().await.map(Conn::Cluster)
+                    }
+                }
+            };
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
                 r = tokio::time::timeout(self.timeout, connect) => r,
@@ -132,7 +173,12 @@ impl Link {
         tokio::time::timeout(wait, connected).await.is_ok()
     }
 
-    fn current(&self) -> Result<(u64, MultiplexedConnection), BrokerError> {
+    /// Whether the link is to a Redis Cluster.
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
+    fn current(&self) -> Result<(u64, Conn), BrokerError> {
         let state = self.state.lock();
         match &state.conn {
             Some(conn) => Ok((state.generation, conn.clone())),
@@ -152,7 +198,7 @@ impl Link {
         let error = match result {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => {
-                if e.is_io_error()
+                if !self.is_cluster() && e.is_io_error()
                     || e.is_connection_dropped()
                     || e.is_unrecoverable_error()
                     || e.is_timeout()
@@ -163,7 +209,9 @@ impl Link {
             }
             Err(_) => {
                 let why = format!("no answer within {:?}", self.timeout);
-                self.drop_connection(generation, &why);
+                if !self.is_cluster() {
+                    self.drop_connection(generation, &why);
+                }
                 why
             }
         };
@@ -183,8 +231,40 @@ impl Link {
 
     /// Runs a command.
     pub(super) async fn cmd<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BrokerError> {
-        let (generation, mut conn) = self.current()?;
-        let result = tokio::time::timeout(self.timeout, cmd.query_async(&mut conn)).await;
+        let (generation, conn) = self.current()?;
+        let query = async {
+            match conn {
+                Conn::Server(mut c) => cmd.query_async(&mut c).await,
+                Conn::Cluster(mut c) => cmd.query_async(&mut c).await,
+            }
+        };
+        let result = tokio::time::timeout(self.timeout, query).await;
+        self.settle(generation, result)
+    }
+
+    /// Runs a command without keys (`WAIT`, `CLUSTER SLOTS`) where `key` lives: on
+    /// the primary of its slot in a cluster, on the one server otherwise.
+    pub(super) async fn cmd_beside<T: FromRedisValue>(
+        &self,
+        key: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<T, BrokerError> {
+        let (generation, conn) = self.current()?;
+        let query = async {
+            match conn {
+                Conn::Server(mut c) => cmd.query_async(&mut c).await,
+                Conn::Cluster(mut c) => {
+                    let route = Route::new(super::cluster::key_slot(key), SlotAddr::Master);
+                    let routing =
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+                    match c.route_command(cmd.clone(), routing).await {
+                        Ok(value) => T::from_redis_value(value).map_err(RedisError::from),
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        };
+        let result = tokio::time::timeout(self.timeout, query).await;
         self.settle(generation, result)
     }
 
@@ -193,8 +273,14 @@ impl Link {
         &self,
         invocation: &redis::ScriptInvocation<'_>,
     ) -> Result<T, BrokerError> {
-        let (generation, mut conn) = self.current()?;
-        let result = tokio::time::timeout(self.timeout, invocation.invoke_async(&mut conn)).await;
+        let (generation, conn) = self.current()?;
+        let run = async {
+            match conn {
+                Conn::Server(mut c) => invocation.invoke_async(&mut c).await,
+                Conn::Cluster(mut c) => invocation.invoke_async(&mut c).await,
+            }
+        };
+        let result = tokio::time::timeout(self.timeout, run).await;
         self.settle(generation, result)
     }
 }

@@ -1,8 +1,10 @@
 -- Accepts a batch of events: positions, per-channel history, the catch-up log and
 -- the pub/sub message to every node, all in one atomic step.
 --
--- ARGV: base, candidate epoch, log length, publisher-id ttl (ms), event count, then
--- per event: publisher id ('' for none), the digest of its set of channels, encoded
+-- KEYS: every key it touches (seq first; see `RedisBroker::publish`).
+-- ARGV: base, candidate epoch, log length, publisher-id ttl (ms), event count, the
+-- command that sends to other nodes (PUBLISH, or SPUBLISH in a cluster), then per
+-- event: publisher id ('' for none), the digest of its set of channels, encoded
 -- event, '1' if live only, channel count k, then k times: channel, history size,
 -- history ttl (ms). With shards, k is 0: the histories are written by append.lua on
 -- each shard, from the log.
@@ -24,7 +26,7 @@ end
 -- First, every id of the batch against those known and those earlier in the batch,
 -- so that a conflict publishes nothing.
 local claimed = {}
-local i = 6
+local i = 7
 for e = 1, n do
   local custom, digest, k = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 4])
   if custom ~= '' then
@@ -43,7 +45,7 @@ for e = 1, n do
   i = i + 5 + 3 * k
 end
 
-i = 6
+i = 7
 for _ = 1, n do
   local custom, digest, blob, live, k =
     ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
@@ -67,7 +69,7 @@ for _ = 1, n do
       end
     end
     redis.call('XADD', base .. 'log', 'MAXLEN', '~', ARGV[3], sid, 't', s(now), 'e', blob)
-    redis.call('PUBLISH', base .. 'events', epoch .. ' ' .. s(seq) .. ' ' .. s(now) .. '\n' .. blob)
+    redis.call(ARGV[6], base .. 'events', epoch .. ' ' .. s(seq) .. ' ' .. s(now) .. '\n' .. blob)
     out[#out + 1] = seq
   end
   i = i + 3 * k
