@@ -474,7 +474,7 @@ const METRICS: &[Metric] = &[
     Metric {
         name: "herald_broker_received_bytes_total",
         kind: Kind::Counter,
-        help: "Bytes of event messages this node read from the broker's service (Redis).",
+        help: "Bytes of event messages this node read from the broker's service (Redis, NATS).",
         read: Read::One(|s| s.broker_received_bytes),
     },
     Metric {

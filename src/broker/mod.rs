@@ -351,7 +351,7 @@ pub fn start(
         BrokerKind::Memory => settings.memory.partitions(),
         BrokerKind::Redis(_) => Partitions::new(settings.redis.partitions)
             .ok_or_else(|| crate::settings::ConfigError::new("redis.partitions", "is not valid"))?,
-        BrokerKind::Nats(_) => Partitions::ONE,
+        BrokerKind::Nats(_) => settings.nats.partitions(),
     };
     delivery.stats().count_partitions(partitions.total());
     Ok(match &settings.kind {
@@ -416,6 +416,32 @@ pub fn start(
             policies,
             delivery,
         )?),
+        #[cfg(feature = "nats")]
+        BrokerKind::Nats(url) if partitions.is_partitioned() => {
+            // Each node reads only the streams of the partitions its connections
+            // need, and keeps their history within its share of the budget.
+            let demand = delivery.track(partitions);
+            let budget = settings.history_memory / usize::from(partitions.total());
+            let parts = (0..partitions.total())
+                .map(|p| {
+                    Ok(Arc::new(nats::NatsBroker::start_partition(
+                        url,
+                        &settings.nats,
+                        policies.clone(),
+                        delivery.clone(),
+                        budget,
+                        clock.clone(),
+                        p,
+                        Some(demand.clone()),
+                    )?) as Arc<dyn Broker>)
+                })
+                .collect::<Result<Vec<_>, crate::settings::ConfigError>>()?;
+            Arc::new(
+                partitioned::Partitioned::new(partitions, parts).ok_or_else(|| {
+                    crate::settings::ConfigError::new("nats.partitions", "is not valid")
+                })?,
+            )
+        }
         #[cfg(feature = "nats")]
         BrokerKind::Nats(url) => Arc::new(nats::NatsBroker::start(
             url,

@@ -54,13 +54,14 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::replica::{Replica, Resolved};
+use super::on_demand::OnDemand;
 use super::{
     Accepted, Broker, BrokerError, LocalDelivery, Replay, ResumeFrom, check_publisher_ids, wire,
 };
 use super::{NatsConfig, NatsStorage};
 use crate::backoff::Backoff;
 use crate::core::Clock;
-use crate::core::{ChannelName, ChannelSet, Event, NewEvent, Policies};
+use crate::core::{ChannelName, ChannelSet, Demand, Event, NewEvent, Partition, Policies};
 use crate::redact::percent_decode;
 use crate::settings::ConfigError;
 
@@ -77,8 +78,14 @@ struct Shared {
     servers: Vec<async_nats::ServerAddr>,
     login: Login,
     config: NatsConfig,
+    /// This partition's stream and subject (`nats.stream` and `nats.subject` with
+    /// one partition).
+    stream: String,
+    subject: String,
     policies: Arc<Policies>,
     replica: Replica,
+    /// Set when this node reads the partition only while its connections need it.
+    on_demand: Option<OnDemand>,
     connection: Mutex<Option<Connection>>,
     /// `None` while this node follows the stream and has caught up; otherwise why not.
     following: Mutex<Option<String>>,
@@ -112,16 +119,53 @@ impl NatsBroker {
         history_memory: usize,
         clock: Clock,
     ) -> Result<Self, ConfigError> {
+        Self::start_partition(
+            url,
+            config,
+            policies,
+            delivery,
+            history_memory,
+            clock,
+            0,
+            None,
+        )
+    }
+
+    /// Starts the broker of partition `partition` of a partitioned deployment (see
+    /// [`super::partitioned`]), on the stream `{stream}_{partition}` taking the
+    /// subject `{subject}.{partition}`. With `demand`, the node reads the stream
+    /// only while its connections need the partition, and forgets its history
+    /// `nats.follow_linger` after they left. Otherwise as [`NatsBroker::start`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_partition(
+        url: &str,
+        config: &NatsConfig,
+        policies: Arc<Policies>,
+        delivery: LocalDelivery,
+        history_memory: usize,
+        clock: Clock,
+        partition: Partition,
+        demand: Option<Arc<Demand>>,
+    ) -> Result<Self, ConfigError> {
         // Checked here so a bad address is a configuration error, not a retry loop.
         let (servers, login) = servers_and_login(url)?;
+        let (stream, subject) = config.stream_of(partition, config.partitions());
+        // At least the time from asking to registering: twice the timeout.
+        let hold = config.follow_linger.max(config.timeout * 2);
         let shared = Arc::new(Shared {
             servers,
             login,
             config: config.clone(),
-            replica: Replica::new(policies.clone(), delivery, history_memory, clock),
+            stream,
+            subject,
+            on_demand: demand.map(|demand| OnDemand::new(demand, partition, hold)),
+            replica: Replica::new(policies.clone(), delivery, history_memory, clock, partition),
             policies,
             connection: Mutex::new(None),
-            following: Mutex::new(Some("connecting to nats".into())),
+            // Following on demand, nothing is read until a connection asks.
+            following: Mutex::new(
+                (!config.partitions().is_partitioned()).then(|| "connecting to nats".into()),
+            ),
             changed: Notify::new(),
         });
         let stop = CancellationToken::new();
@@ -141,7 +185,7 @@ impl NatsBroker {
     async fn stream_head(&self) -> Result<u64, BrokerError> {
         let c = self.connection()?;
         let timeout = self.shared.config.timeout;
-        let stream = tokio::time::timeout(timeout, c.js.get_stream(&self.shared.config.stream))
+        let stream = tokio::time::timeout(timeout, c.js.get_stream(&self.shared.stream))
             .await
             .map_err(|_| unavailable("no answer from jetstream"))?
             .map_err(|e| unavailable(&e.to_string()))?;
@@ -161,6 +205,37 @@ impl NatsBroker {
                 .await;
         }
         Some(head)
+    }
+
+    /// Following on demand, makes this node read the partition (for
+    /// `follow_linger` at least) and waits until it has caught up, at most the
+    /// timeout: what it serves from the partition's history needs it.
+    async fn need(&self) {
+        if let Some(on_demand) = &self.shared.on_demand {
+            let reachable = self.connection().is_ok();
+            on_demand.ask(reachable, self.shared.config.timeout).await;
+        }
+    }
+
+    /// The stream's epoch: known once this node reads the stream, else asked of
+    /// the server (a node publishes to partitions it does not read).
+    async fn epoch(&self) -> Result<String, BrokerError> {
+        if let Some(epoch) = self.shared.replica.epoch() {
+            return Ok(epoch);
+        }
+        let c = self.connection()?;
+        let timeout = self.shared.config.timeout;
+        let stream = tokio::time::timeout(
+            timeout,
+            c.js.get_or_create_stream(stream_config(&self.shared)),
+        )
+        .await
+        .map_err(|_| unavailable("no answer from jetstream"))?
+        .map_err(|e| unavailable(&e.to_string()))?;
+        let epoch = epoch_of(stream.cached_info());
+        // Kept until the node reads the stream (which checks it) or forgets it.
+        self.shared.replica.set_epoch(&epoch, 0);
+        Ok(epoch)
     }
 
     /// Waits until this node has applied `seq`.
@@ -294,8 +369,35 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(100), max);
     let mut sessions = 0u64;
     loop {
-        let why = follow(&shared, &client, &js, &stop, &mut sessions).await;
-        let Some(why) = why else { return };
+        if let Some(on_demand) = &shared.on_demand
+            && !on_demand.wanted()
+        {
+            // Not needed here: its history is dropped, and read again from the
+            // stream when a connection needs the partition. A connection that
+            // asks waits this long at most before it reads where it starts; what
+            // was published before that is its own to replay.
+            let live_from = SystemTime::now() - shared.config.timeout;
+            shared.replica.forget(live_from);
+            *shared.following.lock() = None;
+            if !on_demand.until_wanted(&stop).await {
+                return;
+            }
+            shared
+                .replica
+                .forget(SystemTime::now() - shared.config.timeout);
+        }
+        let ended = follow(&shared, &client, &js, &stop, &mut sessions).await;
+        if let Some(on_demand) = &shared.on_demand {
+            on_demand.set_live(false, shared.replica.delivery().stats());
+        }
+        let why = match ended {
+            Ended::Stopped => return,
+            Ended::Idle => {
+                tracing::debug!(stream = %shared.stream, "nats: partition no longer followed");
+                continue;
+            }
+            Ended::Lost(why) => why,
+        };
         let was = shared.following.lock().replace(why.clone());
         if was.is_none() {
             tracing::warn!("nats: stopped following the stream: {why}; resuming");
@@ -312,46 +414,45 @@ async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     }
 }
 
-/// One session of following the stream; returns why it ended (`None`: stopped).
+/// One session of following the stream; returns why it ended.
 async fn follow(
     shared: &Shared,
     client: &async_nats::Client,
     js: &jetstream::Context,
     stop: &CancellationToken,
     sessions: &mut u64,
-) -> Option<String> {
+) -> Ended {
     if client.connection_state() != ConnectionState::Connected {
         tokio::select! {
-            _ = stop.cancelled() => return None,
+            _ = stop.cancelled() => return Ended::Stopped,
             _ = shared.changed.notified() => {}
             _ = tokio::time::sleep(shared.config.timeout) => {}
         }
         if client.connection_state() != ConnectionState::Connected {
-            return Some("not connected".into());
+            return Ended::Lost("not connected".into());
         }
     }
-    let config = &shared.config;
     let stream = tokio::select! {
-        _ = stop.cancelled() => return None,
-        s = js.get_or_create_stream(stream_config(config, &shared.policies)) => s,
+        _ = stop.cancelled() => return Ended::Stopped,
+        s = js.get_or_create_stream(stream_config(shared)) => s,
     };
     let stream = match stream {
         Ok(stream) => stream,
         Err(e) => {
-            return Some(format!(
+            return Ended::Lost(format!(
                 "cannot create or find stream {}: {e}",
-                config.stream
+                shared.stream
             ));
         }
     };
     let info = stream.cached_info();
-    if !info.config.subjects.iter().any(|s| s == &config.subject) {
-        return Some(format!(
+    if !info.config.subjects.iter().any(|s| s == &shared.subject) {
+        return Ended::Lost(format!(
             "stream {} does not take subject {} (it takes {:?})",
-            config.stream, config.subject, info.config.subjects
+            shared.stream, shared.subject, info.config.subjects
         ));
     }
-    let epoch = format!("{:x}", info.created.unix_timestamp_nanos() / 1000);
+    let epoch = epoch_of(info);
     let target = info.state.last_sequence;
     shared.replica.set_epoch(&epoch, target);
     let applied = shared.replica.applied();
@@ -364,18 +465,18 @@ async fn follow(
     };
     let consumer = stream
         .create_consumer(OrderedConfig {
-            filter_subject: config.subject.clone(),
+            filter_subject: shared.subject.clone(),
             deliver_policy,
             ..Default::default()
         })
         .await;
     let consumer = match consumer {
         Ok(c) => c,
-        Err(e) => return Some(format!("cannot create a consumer: {e}")),
+        Err(e) => return Ended::Lost(format!("cannot create a consumer: {e}")),
     };
     let mut messages = match consumer.messages().await {
         Ok(m) => m,
-        Err(e) => return Some(format!("cannot read the stream: {e}")),
+        Err(e) => return Ended::Lost(format!("cannot read the stream: {e}")),
     };
     let mut caught_up = false;
     let mark = |shared: &Shared, sessions: &mut u64| {
@@ -385,29 +486,43 @@ async fn follow(
             tracing::info!("nats: following the stream again");
         }
         *shared.following.lock() = None;
+        if let Some(on_demand) = &shared.on_demand {
+            on_demand.set_live(true, shared.replica.delivery().stats());
+        }
     };
     if shared.replica.applied() >= target {
         caught_up = true;
         mark(shared, sessions);
     }
+    let mut idle = tokio::time::interval(IDLE_CHECK);
+    idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return None,
+            _ = stop.cancelled() => return Ended::Stopped,
             _ = shared.changed.notified() => {
                 // Connected again (or lost): start over from the last applied
                 // position, checking that the stream is still the same one.
-                return Some("the connection changed".into());
+                return Ended::Lost("the connection changed".into());
+            }
+            _ = idle.tick() => {
+                if shared.on_demand.as_ref().is_some_and(|d| !d.wanted()) {
+                    return Ended::Idle;
+                }
             }
             message = messages.next() => {
                 let message = match message {
                     Some(Ok(m)) => m,
-                    Some(Err(e)) => return Some(format!("reading the stream: {e}")),
-                    None => return Some("the consumer ended".into()),
+                    Some(Err(e)) => return Ended::Lost(format!("reading the stream: {e}")),
+                    None => return Ended::Lost("the consumer ended".into()),
                 };
                 let (seq, time) = match message.info() {
                     Ok(info) => (info.stream_sequence, SystemTime::from(info.published)),
-                    Err(e) => return Some(format!("a message without stream info: {e}")),
+                    Err(e) => {
+                        return Ended::Lost(format!("a message without stream info: {e}"));
+                    }
                 };
+                let stats = shared.replica.delivery().stats();
+                stats.broker_received_bytes(message.payload.len());
                 shared.replica.apply(seq, time, &message.payload);
                 if !caught_up && seq >= target {
                     caught_up = true;
@@ -418,12 +533,29 @@ async fn follow(
     }
 }
 
-fn stream_config(config: &NatsConfig, policies: &Policies) -> StreamConfig {
+/// Why a session of following the stream ended.
+enum Ended {
+    Stopped,
+    Lost(String),
+    /// Following on demand, and no local connection needs the partition any more.
+    Idle,
+}
+
+/// How often a partition followed on demand checks whether it still is needed.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// The epoch of ids from a stream: its creation time.
+fn epoch_of(info: &jetstream::stream::Info) -> String {
+    format!("{:x}", info.created.unix_timestamp_nanos() / 1000)
+}
+
+fn stream_config(shared: &Shared) -> StreamConfig {
+    let config = &shared.config;
     // Events older than the longest history age are of no use to anyone.
-    let max_age = policies.longest_ttl() + Duration::from_secs(60);
+    let max_age = shared.policies.longest_ttl() + Duration::from_secs(60);
     StreamConfig {
-        name: config.stream.clone(),
-        subjects: vec![config.subject.clone()],
+        name: shared.stream.clone(),
+        subjects: vec![shared.subject.clone()],
         max_messages: if config.max_messages == 0 {
             -1
         } else {
@@ -456,16 +588,16 @@ impl Broker for NatsBroker {
     async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Accepted>, BrokerError> {
         let c = self.connection()?;
         let replica = &self.shared.replica;
-        let epoch = replica
-            .epoch()
-            .ok_or_else(|| unavailable("the stream is not known yet"))?;
         let timeout = self.shared.config.timeout;
         if events.iter().any(|e| e.id.is_some()) {
             // Whichever node published an id before, this node knows it once it has
             // applied what the stream holds.
+            self.need().await;
             self.settle().await;
             check_publisher_ids(&events, |id| replica.publisher_id(id))?;
         }
+        // Known before publishing: finding it creates the stream if need be.
+        let epoch = self.epoch().await?;
         let mut answers: Vec<Option<Accepted>> = Vec::with_capacity(events.len());
         let mut pending = Vec::new();
         for (index, event) in events.iter().enumerate() {
@@ -479,13 +611,13 @@ impl Broker for NatsBroker {
             }
             let mut message = PublishMessage::build()
                 .payload(wire::encode(event).into())
-                .expected_stream(&self.shared.config.stream);
+                .expected_stream(&self.shared.stream);
             if let Some(id) = &event.id {
                 message = message.message_id(id);
             }
             let sent = tokio::time::timeout(
                 timeout,
-                c.js.send_publish(self.shared.config.subject.clone(), message),
+                c.js.send_publish(self.shared.subject.clone(), message),
             )
             .await
             .map_err(|_| unavailable("no room to publish"))?
@@ -532,6 +664,7 @@ impl Broker for NatsBroker {
         channels: &[ChannelName],
         from: ResumeFrom,
     ) -> Result<Replay, BrokerError> {
+        self.need().await;
         let replica = &self.shared.replica;
         let head = self.settle().await;
         let id = match from {
@@ -565,6 +698,7 @@ impl Broker for NatsBroker {
     }
 
     async fn head(&self) -> Result<String, BrokerError> {
+        self.need().await;
         // This node's position is the stream's once it has applied all of it.
         match self.settle().await {
             Some(head) if head <= self.shared.replica.applied() => {
@@ -582,8 +716,17 @@ impl Broker for NatsBroker {
         channel: &ChannelName,
         limit: usize,
     ) -> Result<Vec<Arc<Event>>, BrokerError> {
+        self.need().await;
         self.settle().await;
         Ok(self.shared.replica.history(channel, limit))
+    }
+
+    fn follows_on_demand(&self) -> bool {
+        self.shared.on_demand.is_some()
+    }
+
+    async fn follow(&self, _channels: &[ChannelName]) {
+        self.need().await;
     }
 
     async fn check(&self) -> Result<(), BrokerError> {

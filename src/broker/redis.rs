@@ -129,6 +129,9 @@ enum Events {
     Cluster {
         username: Option<String>,
         password: Option<String>,
+        /// The host of the first node listed: Redis names a node's own address
+        /// as empty (or `?`) until it knows it, meaning "where you asked".
+        seed_host: String,
     },
 }
 
@@ -145,9 +148,15 @@ fn target(url: &str, config: &RedisConfig) -> Result<(Target, Events), ConfigErr
         redis::IntoConnectionInfo::into_connection_info(nodes.first().map_or(url, String::as_str))
             .map_err(bad)?;
     let settings = first.redis_settings();
+    let seed_host = match first.addr() {
+        redis::ConnectionAddr::Tcp(host, _) => host.clone(),
+        redis::ConnectionAddr::TcpTls { host, .. } => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
     let events = Events::Cluster {
         username: settings.username().map(str::to_owned),
         password: settings.password().map(str::to_owned),
+        seed_host,
     };
     let client = redis::cluster::ClusterClient::builder(nodes)
         .connection_timeout(config.timeout)

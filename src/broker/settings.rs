@@ -237,6 +237,18 @@ pub struct NatsConfig {
     /// The longest wait between two attempts to reconnect.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// How many partitions the channels are spread over, each a stream of its own
+    /// (`{stream}_{N}`, subject `{subject}.{N}`) with its own sequence, so that a
+    /// node reads and keeps only the partitions its connections need. With one
+    /// (the default), one stream orders every channel; with more, ids are cursors
+    /// (see docs/design.md). Every node of a deployment sets the same number.
+    pub partitions: u16,
+    /// With several partitions, a node reads a partition's stream only while a
+    /// local connection is on one of its channels (or it publishes with publisher
+    /// ids to it): this is how long it goes on after the last one left, before it
+    /// drops the partition's history from memory.
+    #[serde(with = "humantime_serde")]
+    pub follow_linger: Duration,
 }
 
 impl Default for NatsConfig {
@@ -251,6 +263,8 @@ impl Default for NatsConfig {
             duplicate_window: Duration::from_secs(120),
             timeout: Duration::from_secs(2),
             reconnect_max: Duration::from_secs(5),
+            partitions: 1,
+            follow_linger: Duration::from_secs(30),
         }
     }
 }
@@ -374,7 +388,30 @@ impl NatsConfig {
                 "must be at least 100ms",
             ));
         }
+        if Partitions::new(self.partitions).is_none() {
+            return Err(ConfigError::new(
+                "nats.partitions",
+                format!("must be from 1 to {MAX_PARTITIONS}"),
+            ));
+        }
         Ok(())
+    }
+
+    /// The partitions it asks for.
+    pub fn partitions(&self) -> Partitions {
+        Partitions::new(self.partitions).unwrap_or_default()
+    }
+
+    /// The stream and the subject of partition `partition` of `partitions`.
+    pub fn stream_of(&self, partition: u16, partitions: Partitions) -> (String, String) {
+        if partitions.is_partitioned() {
+            (
+                format!("{}_{partition}", self.stream),
+                format!("{}.{partition}", self.subject),
+            )
+        } else {
+            (self.stream.clone(), self.subject.clone())
+        }
     }
 }
 

@@ -474,7 +474,30 @@ struct Merge {
     held: HashMap<Partition, VecDeque<Arc<Event>>>,
     /// The positions of the other parts of the event yielded last.
     merged: Vec<Position>,
+    /// Split events yielded before all their parts had come (their time was up),
+    /// each with the partitions whose parts had not and when it stops being
+    /// remembered: such a part that comes late (its partition failed over and the
+    /// publisher's retry published it) is not yielded a second time.
+    short: VecDeque<Short>,
+    /// The positions of late parts taken in and not yielded, which the cursor
+    /// passes with the next item yielded.
+    skipped: Vec<Position>,
 }
+
+/// A split event yielded without some of its parts.
+#[derive(Debug)]
+struct Short {
+    key: u64,
+    missing: Vec<Partition>,
+    until: tokio::time::Instant,
+}
+
+/// How long a connection remembers an event it yielded without some of its parts,
+/// to take a part that comes later as the same event.
+const LATE_PART_WAIT: Duration = Duration::from_secs(120);
+
+/// The most such events a connection remembers at once.
+const SHORT_EVENTS: usize = 1024;
 
 #[derive(Debug)]
 struct Waiting {
@@ -486,7 +509,30 @@ struct Waiting {
 
 impl Merge {
     fn is_idle(&self) -> bool {
-        self.ready.is_empty() && self.waiting.is_empty() && self.held.is_empty()
+        let now = tokio::time::Instant::now();
+        self.ready.is_empty()
+            && self.waiting.is_empty()
+            && self.held.is_empty()
+            && self.skipped.is_empty()
+            && self.short.iter().all(|s| s.until <= now)
+    }
+
+    /// Whether `event` is a part of a split event already yielded without it; if
+    /// so, its position is kept for the cursor and it is not yielded.
+    fn late(&mut self, event: &Event, key: u64) -> bool {
+        let Some(index) = self.short.iter().position(|s| s.key == key) else {
+            return false;
+        };
+        let short = &mut self.short[index];
+        if !short.missing.contains(&event.partition) {
+            return false;
+        }
+        short.missing.retain(|p| *p != event.partition);
+        if short.missing.is_empty() {
+            self.short.remove(index);
+        }
+        self.skipped.push(event.position());
+        true
     }
 
     /// When the oldest waiting event stops waiting.
@@ -508,6 +554,9 @@ impl Merge {
         let partitions = split.partitions_of(mine);
         if partitions.len() <= 1 {
             self.ready.push_back((Item::Event(event), Vec::new()));
+            return;
+        }
+        if self.late(&event, split.key) {
             return;
         }
         let index = match self.waiting.iter().position(|w| w.key == split.key) {
@@ -534,7 +583,20 @@ impl Merge {
     /// Yields the waiting event at `index` (the parts that came) and lets the
     /// events held behind it through.
     fn complete(&mut self, index: usize, mine: impl Fn(&ChannelName) -> bool + Copy) {
-        let mut parts = self.waiting.swap_remove(index).parts;
+        let waiting = self.waiting.swap_remove(index);
+        if !waiting.missing.is_empty() {
+            let now = tokio::time::Instant::now();
+            self.short.retain(|s| s.until > now);
+            if self.short.len() == SHORT_EVENTS {
+                self.short.pop_front();
+            }
+            self.short.push_back(Short {
+                key: waiting.key,
+                missing: waiting.missing,
+                until: now + LATE_PART_WAIT,
+            });
+        }
+        let mut parts = waiting.parts;
         let Some(last) = parts.pop() else {
             return;
         };
@@ -714,6 +776,7 @@ impl Subscription {
         let merge = self.merge.as_mut()?;
         let (item, others) = merge.ready.pop_front()?;
         merge.merged = others;
+        merge.merged.append(&mut merge.skipped);
         Some(item)
     }
 
@@ -978,6 +1041,35 @@ mod tests {
             .collect();
         assert_eq!(out, ["E", "a2"]);
         assert!(merge.held.is_empty() && merge.waiting.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_part_that_comes_after_its_event_was_yielded_is_not_yielded_again() {
+        let fanout = Fanout::new();
+        let mut both = fanout.register(1, vec![ch("a"), ch("c")], 16);
+        let split = split_on(&[(0, "a"), (1, "c")]);
+        fanout.deliver(&part(0, 2, &["a"], "E", Some(&split)));
+        fanout.deliver(&part(0, 3, &["a"], "a2", None));
+        assert!(data(&mut both).is_empty(), "E waits for its other part");
+        // Partition 1 fails over; its part is published by a retry much later.
+        tokio::time::advance(MERGE_WAIT).await;
+        assert_eq!(data(&mut both), ["E", "a2"]);
+        fanout.deliver(&part(1, 7, &["c"], "E", Some(&split)));
+        fanout.deliver(&part(1, 8, &["c"], "c8", None));
+        let item = both.next().await.unwrap().unwrap();
+        assert!(
+            matches!(&item, Item::Event(e) if e.data.as_str() == "c8"),
+            "{item:?}"
+        );
+        assert!(
+            both.merged().iter().any(|p| p.partition == 1 && p.seq == 7),
+            "the cursor passes the late part: {:?}",
+            both.merged()
+        );
+        assert!(
+            both.try_next().unwrap().is_none(),
+            "and nothing waits on it"
+        );
     }
 
     async fn next_seq(sub: &mut Subscription) -> u64 {

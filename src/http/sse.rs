@@ -131,9 +131,12 @@ impl SseStream {
         );
         let mut connected = session.connected();
         connected.heartbeat_ms = Some(config.sse.heartbeat.as_millis() as u64);
+        // The starting position is also the event's id, so that an EventSource
+        // whose stream drops before its first event resumes from where it started
+        // (its `Last-Event-ID`) rather than from whenever it reconnects.
         let first = encode_message(
             &HubMessage::Connected(connected),
-            None,
+            session.start_position().filter(|id| !id.is_empty()),
             Some(config.sse.retry),
         );
         let ended = CancellationToken::new();

@@ -56,10 +56,15 @@ async fn the_stream_has_proxy_safe_headers_and_a_retry_hint() {
     use futures_util::StreamExt;
     let first = body.next().await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&first);
-    assert!(
-        text.starts_with("retry: 3000\nevent: connected\ndata: {"),
-        "{text}"
-    );
+    assert!(text.starts_with("retry: 3000\nid: "), "{text}");
+    // The id is the starting position the event's data names too, so an
+    // EventSource dropped before any event resumes from there.
+    let id = text.lines().nth(1).unwrap().strip_prefix("id: ").unwrap();
+    let rest = text.split_once('\n').unwrap().1.split_once('\n').unwrap().1;
+    assert!(rest.starts_with("event: connected\ndata: {"), "{text}");
+    let data: serde_json::Value =
+        serde_json::from_str(rest.lines().nth(1).unwrap().strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(data["last_event_id"], id, "{text}");
 }
 
 #[tokio::test]

@@ -262,27 +262,39 @@ async fn a_publisher_id_that_looks_like_a_cursor_is_refused() {
     assert!(message.contains("not valid"), "{answer}");
 }
 
-/// A hub with `PARTITIONS` partitions on the Redis of `place`, with `change`.
-async fn on_redis(place: &Place, change: impl FnOnce(&mut herald::Config)) -> TestHub {
-    TestHub::builder()
+/// A hub with `PARTITIONS` partitions on the broker of `place`, with `change`.
+async fn on_place(place: &Place, change: impl FnOnce(&mut herald::Config)) -> TestHub {
+    let hub = TestHub::builder()
         .on(place)
         .config(|c| {
             c.redis.partitions = PARTITIONS;
+            c.nats.partitions = PARTITIONS;
             c.channels.history_size = 100;
             change(c);
         })
         .start()
-        .await
+        .await;
+    hub.wait_ready(200).await;
+    hub
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_redis_a_cursor_from_one_hub_resumes_every_partition_on_another() {
-    let Some(place) = Place::new(Kind::Redis).await else {
+    a_cursor_from_one_hub_resumes_every_partition_on_another(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_nats_a_cursor_from_one_hub_resumes_every_partition_on_another() {
+    a_cursor_from_one_hub_resumes_every_partition_on_another(Kind::Nats).await;
+}
+
+async fn a_cursor_from_one_hub_resumes_every_partition_on_another(kind: Kind) {
+    let Some(place) = Place::new(kind).await else {
         return;
     };
     let (first, second) = (
-        on_redis(&place, |_| {}).await,
-        on_redis(&place, |_| {}).await,
+        on_place(&place, |_| {}).await,
+        on_place(&place, |_| {}).await,
     );
     let rooms = spread(3);
     let token = first.token(None, &["*"], &[]);
@@ -359,14 +371,25 @@ async fn received(hub: &TestHub, partition: u16) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_redis_a_hub_receives_only_the_partitions_its_connections_need() {
-    let Some(place) = Place::new(Kind::Redis).await else {
+    a_hub_receives_only_the_partitions_its_connections_need(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_nats_a_hub_receives_only_the_partitions_its_connections_need() {
+    a_hub_receives_only_the_partitions_its_connections_need(Kind::Nats).await;
+}
+
+async fn a_hub_receives_only_the_partitions_its_connections_need(kind: Kind) {
+    let Some(place) = Place::new(kind).await else {
         return;
     };
     let quick = |c: &mut herald::Config| {
         c.redis.follow_linger = Duration::ZERO;
         c.redis.timeout = Duration::from_secs(1);
+        c.nats.follow_linger = Duration::ZERO;
+        c.nats.timeout = Duration::from_secs(1);
     };
-    let (publisher, reader) = (on_redis(&place, quick).await, on_redis(&place, quick).await);
+    let (publisher, reader) = (on_place(&place, quick).await, on_place(&place, quick).await);
     let partitions = Partitions::new(PARTITIONS).unwrap();
     // The hub's own channels, which every hub follows (`$broadcast` while it has
     // connections, `$presence`), have a partition of their own.

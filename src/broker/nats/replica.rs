@@ -61,7 +61,12 @@ pub(super) struct Replica {
     delivery: LocalDelivery,
     history_memory: usize,
     clock: Clock,
-    started: SystemTime,
+    /// Events accepted before this (give or take [`START_SLACK`]) are not
+    /// delivered live when read: when the node started, or when it began to read
+    /// a partition it follows on demand.
+    started: Mutex<SystemTime>,
+    /// The partition this copy is of (0 with one partition).
+    partition: crate::core::Partition,
     state: Mutex<State>,
     applied: watch::Sender<u64>,
 }
@@ -72,12 +77,14 @@ impl Replica {
         delivery: LocalDelivery,
         history_memory: usize,
         clock: Clock,
+        partition: crate::core::Partition,
     ) -> Self {
         Self {
             policies,
             delivery,
             history_memory,
-            started: clock.now(),
+            started: Mutex::new(clock.now()),
+            partition,
             clock,
             state: Mutex::new(State::new(history_memory)),
             applied: watch::channel(0).0,
@@ -132,6 +139,15 @@ impl Replica {
         self.delivery.close_all();
     }
 
+    /// Drops everything this copy holds, when the node stops following its
+    /// partition; it is read again from the stream, delivering live only what
+    /// was accepted from `live_from` on, when the node follows it again.
+    pub(super) fn forget(&self, live_from: SystemTime) {
+        *self.state.lock() = State::new(self.history_memory);
+        *self.started.lock() = live_from;
+        self.applied.send_replace(0);
+    }
+
     /// Applies the event at stream position `seq`.
     pub(super) fn apply(&self, seq: u64, time: SystemTime, payload: &[u8]) {
         let mut state = self.state.lock();
@@ -155,11 +171,11 @@ impl Replica {
         state.seq = seq;
         let epoch = state.epoch.clone().unwrap_or_default();
         if let Some(decoded) = wire::decode(payload) {
-            let event = decoded.accept(&epoch, seq, time, 0);
+            let event = decoded.accept(&epoch, seq, time, self.partition);
             let now = self.clock.now();
             let evicted = state.logs.append(&event, &self.policies, now);
             self.delivery.stats().history_evicted(evicted);
-            if event.time + START_SLACK >= self.started {
+            if event.time + START_SLACK >= *self.started.lock() {
                 self.delivery.deliver(&event);
             }
         }

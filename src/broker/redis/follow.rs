@@ -304,7 +304,11 @@ impl Follower {
                 let (sink, messages) = pubsub.split();
                 Ok(Subscription::Server { sink, messages })
             }
-            Events::Cluster { username, password } => {
+            Events::Cluster {
+                username,
+                password,
+                seed_host,
+            } => {
                 let seq = self.shared.key("seq");
                 let slots: Value = self
                     .shared
@@ -313,8 +317,11 @@ impl Follower {
                     .await
                     .map_err(|e| e.to_string())?;
                 let slot = cluster::key_slot(&seq);
-                let (host, port) = cluster::owner(&slots, slot)
+                let (mut host, port) = cluster::owner(&slots, slot)
                     .ok_or_else(|| format!("no primary of the cluster serves slot {slot}"))?;
+                if host.is_empty() || host == "?" {
+                    host.clone_from(seed_host);
+                }
                 let subscriber = cluster::ShardSubscriber::subscribe(
                     &host,
                     port,

@@ -198,11 +198,11 @@ impl Link {
         let error = match result {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => {
-                if !self.is_cluster() && e.is_io_error()
+                let broken = e.is_io_error()
                     || e.is_connection_dropped()
                     || e.is_unrecoverable_error()
-                    || e.is_timeout()
-                {
+                    || e.is_timeout();
+                if broken && !self.is_cluster() {
                     self.drop_connection(generation, &e.to_string());
                 }
                 e.to_string()
