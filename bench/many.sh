@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 connections=${1:-100000}
 nodes=${2:-6}
-per_node=$((connections / nodes))
+per_node=$(((connections + nodes - 1) / nodes))
 export HERALD_JWT_SECRET=bench-secret-0123456789abcdef
 
 cargo build --release -q -p herald -p herald-loadgen --bins
