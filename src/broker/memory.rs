@@ -98,6 +98,18 @@ impl Broker for MemoryBroker {
         "memory"
     }
 
+    async fn find_id(&self, id: &str) -> Result<Option<crate::core::Position>, BrokerError> {
+        let state = self.state.lock();
+        Ok(state
+            .logs
+            .publisher_id(id)
+            .map(|known| crate::core::Position {
+                partition: self.partition,
+                epoch: crate::core::partition::epoch_tag(&self.epoch),
+                seq: known.seq,
+            }))
+    }
+
     async fn publish(&self, events: Vec<NewEvent>) -> Result<Vec<Accepted>, BrokerError> {
         let mut accepted = Vec::with_capacity(events.len());
         let mut state = self.state.lock();

@@ -244,6 +244,15 @@ pub trait Broker: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<Arc<Event>>, BrokerError>;
 
+    /// Where this broker holds the event published under publisher id `id`, if it
+    /// holds one. A publish of an event split over partitions asks each partition
+    /// before publishing, so that a retry completing an event whose publish failed
+    /// in some partitions publishes the missing parts as late ones (see
+    /// [`crate::core::Split::late`]).
+    async fn find_id(&self, _id: &str) -> Result<Option<crate::core::Position>, BrokerError> {
+        Ok(None)
+    }
+
     /// Whether this node receives only the events of the partitions its local
     /// connections need, so that [`Broker::follow`] must be awaited before a
     /// subscription reads where to start.

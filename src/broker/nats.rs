@@ -82,6 +82,8 @@ struct Shared {
     /// one partition).
     stream: String,
     subject: String,
+    /// The partition this broker orders (0 with one partition).
+    partition: Partition,
     policies: Arc<Policies>,
     replica: Replica,
     /// Set when this node reads the partition only while its connections need it.
@@ -158,6 +160,7 @@ impl NatsBroker {
             config: config.clone(),
             stream,
             subject,
+            partition,
             on_demand: demand.map(|demand| OnDemand::new(demand, partition, hold)),
             replica: Replica::new(policies.clone(), delivery, history_memory, clock, partition),
             policies,
@@ -719,6 +722,21 @@ impl Broker for NatsBroker {
         self.need().await;
         self.settle().await;
         Ok(self.shared.replica.history(channel, limit))
+    }
+
+    async fn find_id(&self, id: &str) -> Result<Option<crate::core::Position>, BrokerError> {
+        // The ids are in the partition's history: read it first.
+        self.need().await;
+        self.settle().await;
+        let replica = &self.shared.replica;
+        let (Some(known), Some(epoch)) = (replica.publisher_id(id), replica.epoch()) else {
+            return Ok(None);
+        };
+        Ok(Some(crate::core::Position {
+            partition: self.shared.partition,
+            epoch: crate::core::partition::epoch_tag(&epoch),
+            seq: known.seq,
+        }))
     }
 
     fn follows_on_demand(&self) -> bool {

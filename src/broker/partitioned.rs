@@ -92,6 +92,38 @@ impl Partitioned {
             .collect()
     }
 
+    /// Marks as late the parts of a split event with publisher id `id` that a
+    /// retry publishes after others were published under the same id (the first
+    /// attempt failed in some partitions): each late part carries where the others
+    /// are, so a connection that already had the event takes it as seen. A
+    /// partition that cannot be asked is taken as not holding the id (its publish
+    /// fails the same way).
+    async fn mark_late(&self, id: &str, parts: &mut [(Partition, NewEvent)]) {
+        let found = join_all(
+            parts
+                .iter()
+                .map(|(partition, _)| self.part(*partition).find_id(id)),
+        )
+        .await;
+        let known: Vec<Position> = found
+            .iter()
+            .filter_map(|f| f.as_ref().ok().copied().flatten())
+            .collect();
+        if known.is_empty() || known.len() == parts.len() {
+            return;
+        }
+        for ((_, part), found) in parts.iter_mut().zip(&found) {
+            if matches!(found, Ok(Some(_))) {
+                continue;
+            }
+            if let Some(split) = &part.split {
+                let mut late = Split::clone(split);
+                late.late.clone_from(&known);
+                part.split = Some(Arc::new(late));
+            }
+        }
+    }
+
     /// The parts of `event`, one per partition its channels fall in, ascending.
     fn split(&self, event: NewEvent) -> Vec<(Partition, NewEvent)> {
         let placed = self.place(&event.channels);
@@ -101,8 +133,14 @@ impl Partitioned {
             return vec![(partition, event)];
         }
         let split = Arc::new(Split {
-            key: rand::random(),
+            // The same for a retry under the same publisher id, so a part that a
+            // retry publishes late is known for one of the same event.
+            key: match &event.id {
+                Some(id) => crate::core::partition::fnv1a(id.as_bytes()),
+                None => rand::random(),
+            },
             channels: placed,
+            late: Vec::new(),
         });
         groups
             .into_iter()
@@ -187,7 +225,12 @@ impl Broker for Partitioned {
         let mut batches: Vec<(Vec<usize>, Vec<NewEvent>)> =
             vec![(Vec::new(), Vec::new()); self.parts.len()];
         for (index, event) in events.into_iter().enumerate() {
-            for (partition, part) in self.split(event) {
+            let id = event.id.clone();
+            let mut parts = self.split(event);
+            if let (Some(id), true) = (id, parts.len() > 1) {
+                self.mark_late(&id, &mut parts).await;
+            }
+            for (partition, part) in parts {
                 let batch = &mut batches[usize::from(partition)];
                 batch.0.push(index);
                 batch.1.push(part);

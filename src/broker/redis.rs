@@ -726,6 +726,29 @@ impl Broker for RedisBroker {
         Ok(events)
     }
 
+    async fn find_id(&self, id: &str) -> Result<Option<crate::core::Position>, BrokerError> {
+        let sh = &self.shared;
+        let state: Vec<Value> = sh
+            .link
+            .cmd(
+                redis::cmd("MGET")
+                    .arg(sh.key("epoch"))
+                    .arg(format!("{}id:{id}", sh.base)),
+            )
+            .await?;
+        let (Some(epoch), Some(known)) =
+            (state.first().and_then(text), state.get(1).and_then(text))
+        else {
+            return Ok(None);
+        };
+        let seq = known.split(' ').next().and_then(|s| s.parse().ok());
+        Ok(seq.map(|seq| crate::core::Position {
+            partition: sh.partition,
+            epoch: crate::core::partition::epoch_tag(&epoch),
+            seq,
+        }))
+    }
+
     fn follows_on_demand(&self) -> bool {
         self.shared.on_demand.is_some()
     }

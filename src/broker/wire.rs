@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::core::{ChannelName, Event, NewEvent, Partition, Payload, Split};
+use crate::core::{ChannelName, Event, NewEvent, Partition, Payload, Position, Split};
 
 /// The stored form of an event.
 #[derive(Debug, Serialize, Deserialize)]
@@ -50,6 +50,9 @@ struct WireSplit<'a> {
     /// Every channel of the event, with its partition.
     #[serde(borrow)]
     c: Vec<(Partition, Cow<'a, str>)>,
+    /// On a late part, the other parts' positions: partition, epoch tag, position.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    l: Vec<(Partition, u32, u64)>,
 }
 
 fn names(channels: &[ChannelName]) -> Vec<Cow<'_, str>> {
@@ -79,6 +82,11 @@ pub(crate) fn encode(event: &NewEvent) -> String {
                 .channels
                 .iter()
                 .map(|(p, c)| (*p, Cow::Borrowed(c.as_str())))
+                .collect(),
+            l: split
+                .late
+                .iter()
+                .map(|at| (at.partition, at.epoch, at.seq))
                 .collect(),
         }),
     };
@@ -136,6 +144,15 @@ pub(crate) fn decode(text: &[u8]) -> Option<Decoded> {
                 .iter()
                 .filter_map(|(p, c)| Some((*p, ChannelName::from_broker(c)?)))
                 .collect(),
+            late: split
+                .l
+                .iter()
+                .map(|&(partition, epoch, seq)| Position {
+                    partition,
+                    epoch,
+                    seq,
+                })
+                .collect(),
         })
     });
     Some(Decoded { new })
@@ -159,6 +176,11 @@ mod tests {
                 (1, ChannelName::new("a").unwrap()),
                 (3, ChannelName::broadcast()),
             ],
+            late: vec![Position {
+                partition: 1,
+                epoch: 7,
+                seq: 9,
+            }],
         };
         new.split = Some(Arc::new(split.clone()));
         let text = encode(&new);

@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 
 use super::channel::ChannelName;
 use super::event::Event;
-use super::partition::{Partition, Partitions, Position};
+use super::partition::{Cursor, Partition, Partitions, Position};
 
 /// A connection's handle as the fan-out sees it.
 #[derive(Debug)]
@@ -189,6 +189,7 @@ impl Fanout {
             fanout: self.clone(),
             floors: HashMap::new(),
             merge: None,
+            cursor: None,
         }
     }
 
@@ -449,6 +450,9 @@ pub struct Subscription {
     floors: HashMap<ChannelName, u64>,
     /// The merging of events split over partitions; only while one is under way.
     merge: Option<Box<Merge>>,
+    /// With several partitions, where the connection is in each partition of its
+    /// channels: moved past every item yielded (and the parts it stands for).
+    cursor: Option<Cursor>,
 }
 
 /// How long a connection holds an event split over partitions for a part that has
@@ -482,6 +486,20 @@ struct Merge {
     /// The positions of late parts taken in and not yielded, which the cursor
     /// passes with the next item yielded.
     skipped: Vec<Position>,
+}
+
+/// What a connection's cursor says it has had: with several partitions, a late
+/// part whose siblings it is past is one it has had.
+#[derive(Debug, Clone, Copy)]
+struct Seen<'a>(Option<&'a Cursor>);
+
+impl Seen<'_> {
+    /// Whether the cursor is at or past `at`.
+    fn has(self, at: &Position) -> bool {
+        self.0
+            .and_then(|cursor| cursor.get(at.partition))
+            .is_some_and(|held| held.epoch == at.epoch && held.seq >= at.seq)
+    }
 }
 
 /// A split event yielded without some of its parts.
@@ -542,7 +560,12 @@ impl Merge {
 
     /// Takes `event` in: held behind a waiting event of its partition, waiting for
     /// its other parts, or ready.
-    fn admit(&mut self, event: Arc<Event>, mine: impl Fn(&ChannelName) -> bool + Copy) {
+    fn admit(
+        &mut self,
+        event: Arc<Event>,
+        mine: impl Fn(&ChannelName) -> bool + Copy,
+        seen: Seen<'_>,
+    ) {
         if let Some(queue) = self.held.get_mut(&event.partition) {
             queue.push_back(event);
             return;
@@ -557,6 +580,16 @@ impl Merge {
             return;
         }
         if self.late(&event, split.key) {
+            return;
+        }
+        if split
+            .late
+            .iter()
+            .any(|at| partitions.contains(&at.partition) && seen.has(at))
+        {
+            // Published late, after parts this connection is already past: it has
+            // had the event.
+            self.skipped.push(event.position());
             return;
         }
         let index = match self.waiting.iter().position(|w| w.key == split.key) {
@@ -576,13 +609,18 @@ impl Merge {
         self.held.entry(event.partition).or_default();
         waiting.parts.push(event);
         if waiting.missing.is_empty() {
-            self.complete(index, mine);
+            self.complete(index, mine, seen);
         }
     }
 
     /// Yields the waiting event at `index` (the parts that came) and lets the
     /// events held behind it through.
-    fn complete(&mut self, index: usize, mine: impl Fn(&ChannelName) -> bool + Copy) {
+    fn complete(
+        &mut self,
+        index: usize,
+        mine: impl Fn(&ChannelName) -> bool + Copy,
+        seen: Seen<'_>,
+    ) {
         let waiting = self.waiting.swap_remove(index);
         if !waiting.missing.is_empty() {
             let now = tokio::time::Instant::now();
@@ -607,16 +645,21 @@ impl Merge {
         for partition in partitions {
             if let Some(queue) = self.held.remove(&partition) {
                 for event in queue {
-                    self.admit(event, mine);
+                    self.admit(event, mine, seen);
                 }
             }
         }
     }
 
     /// Stops waiting for the parts whose time is up.
-    fn expire(&mut self, now: tokio::time::Instant, mine: impl Fn(&ChannelName) -> bool + Copy) {
+    fn expire(
+        &mut self,
+        now: tokio::time::Instant,
+        mine: impl Fn(&ChannelName) -> bool + Copy,
+        seen: Seen<'_>,
+    ) {
         while let Some(index) = self.waiting.iter().position(|w| w.until <= now) {
-            self.complete(index, mine);
+            self.complete(index, mine, seen);
         }
     }
 }
@@ -767,7 +810,8 @@ impl Subscription {
                 return Some(Item::Event(event));
             }
         }
-        self.merge.get_or_insert_default().admit(event, mine);
+        let seen = Seen(self.cursor.as_ref());
+        self.merge.get_or_insert_default().admit(event, mine, seen);
         None
     }
 
@@ -792,8 +836,9 @@ impl Subscription {
     /// Stops waiting for parts whose time is up.
     fn expire(&mut self) {
         let channels = &self.channels;
+        let seen = Seen(self.cursor.as_ref());
         if let Some(merge) = &mut self.merge {
-            merge.expire(tokio::time::Instant::now(), |c| channels.contains(c));
+            merge.expire(tokio::time::Instant::now(), |c| channels.contains(c), seen);
         }
     }
 
@@ -822,9 +867,45 @@ impl Subscription {
         }
     }
 
+    /// Keeps the connection's cursor (with several partitions, where it starts in
+    /// each partition of its channels), moving it past every item yielded.
+    pub fn keep_cursor(&mut self, cursor: Option<Cursor>) {
+        self.cursor = cursor;
+    }
+
+    /// Where the connection is, with several partitions.
+    pub fn cursor(&self) -> Option<&Cursor> {
+        self.cursor.as_ref()
+    }
+
+    /// [`Subscription::cursor`], to change.
+    pub fn cursor_mut(&mut self) -> Option<&mut Cursor> {
+        self.cursor.as_mut()
+    }
+
+    /// Moves the cursor past `item` and the other parts it stands for.
+    fn advance(&mut self, item: &Item) {
+        if let (Some(cursor), Item::Event(event)) = (&mut self.cursor, item) {
+            cursor.advance(event.position());
+            if let Some(merge) = &self.merge {
+                for at in &merge.merged {
+                    cursor.advance(*at);
+                }
+            }
+        }
+    }
+
     /// The next item, waiting for one. `None` when the hub dropped the subscription
-    /// (never, today: the subscription keeps its queue alive).
+    /// (never, today: the subscription keeps its queue alive). Cancel-safe.
     pub async fn next(&mut self) -> Result<Option<Item>, Overflow> {
+        let item = self.next_item().await?;
+        if let Some(item) = &item {
+            self.advance(item);
+        }
+        Ok(item)
+    }
+
+    async fn next_item(&mut self) -> Result<Option<Item>, Overflow> {
         self.settle();
         loop {
             if let Some(item) = self.ready_or_replayed() {
@@ -888,6 +969,14 @@ impl Subscription {
 
     /// The next item if one is ready now.
     pub fn try_next(&mut self) -> Result<Option<Item>, Overflow> {
+        let item = self.try_next_item()?;
+        if let Some(item) = &item {
+            self.advance(item);
+        }
+        Ok(item)
+    }
+
+    fn try_next_item(&mut self) -> Result<Option<Item>, Overflow> {
         self.settle();
         loop {
             if let Some(item) = self.ready_or_replayed() {
@@ -993,6 +1082,7 @@ mod tests {
         Arc::new(crate::core::Split {
             key: 7,
             channels: channels.iter().map(|(p, c)| (*p, ch(c))).collect(),
+            late: Vec::new(),
         })
     }
 
@@ -1024,13 +1114,14 @@ mod tests {
         let mut merge = Merge::default();
         let mine = |c: &ChannelName| c.as_str() == "a" || c.as_str() == "c";
         let split = split_on(&[(0, "a"), (1, "c")]);
-        merge.admit(part(0, 2, &["a"], "E", Some(&split)), mine);
-        merge.admit(part(0, 3, &["a"], "a2", None), mine);
+        let seen = Seen(None);
+        merge.admit(part(0, 2, &["a"], "E", Some(&split)), mine, seen);
+        merge.admit(part(0, 3, &["a"], "a2", None), mine, seen);
         assert!(merge.ready.is_empty());
         let due = merge.deadline().unwrap();
-        merge.expire(due - Duration::from_millis(1), mine);
+        merge.expire(due - Duration::from_millis(1), mine, seen);
         assert!(merge.ready.is_empty(), "not yet");
-        merge.expire(due, mine);
+        merge.expire(due, mine, seen);
         let out: Vec<&str> = merge
             .ready
             .iter()
@@ -1070,6 +1161,40 @@ mod tests {
             both.try_next().unwrap().is_none(),
             "and nothing waits on it"
         );
+    }
+
+    #[test]
+    fn a_late_part_is_taken_as_seen_by_a_connection_past_its_siblings() {
+        let fanout = Fanout::new();
+        let epoch = crate::core::partition::epoch_tag("e");
+        let at = |partition, seq| Position {
+            partition,
+            epoch,
+            seq,
+        };
+        // The first attempt published the event in partition 1 at 4; the retry that
+        // publishes its part in partition 0 says so.
+        let mut late = crate::core::Split::clone(&split_on(&[(0, "a"), (1, "c")]));
+        late.late = vec![at(1, 4)];
+        let late = Arc::new(late);
+        let mut past = fanout.register(1, vec![ch("a"), ch("c")], 16);
+        let mut cursor = Cursor::new();
+        cursor.advance(at(0, 1));
+        cursor.advance(at(1, 6));
+        past.keep_cursor(Some(cursor));
+        let mut before = fanout.register(2, vec![ch("a"), ch("c")], 16);
+        let mut cursor = Cursor::new();
+        cursor.advance(at(0, 1));
+        cursor.advance(at(1, 3));
+        before.keep_cursor(Some(cursor));
+        fanout.deliver(&part(0, 2, &["a"], "E", Some(&late)));
+        fanout.deliver(&part(0, 3, &["a"], "a3", None));
+        assert_eq!(data(&mut past), ["a3"], "it had E: not again, not waited on");
+        assert_eq!(past.cursor().unwrap().get(0).unwrap().seq, 3);
+        // A connection before the first part gets the event once both came.
+        assert!(data(&mut before).is_empty());
+        fanout.deliver(&part(1, 4, &["c"], "E", Some(&split_on(&[(0, "a"), (1, "c")]))));
+        assert_eq!(data(&mut before), ["E", "a3"]);
     }
 
     async fn next_seq(sub: &mut Subscription) -> u64 {

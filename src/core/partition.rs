@@ -114,7 +114,7 @@ pub fn hash_key(name: &str) -> &str {
 
 /// 64-bit FNV-1a: small, fast and fixed forever, so a channel keeps its partition
 /// across versions and on every node.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         hash ^= u64::from(b);
@@ -141,6 +141,11 @@ pub struct Split {
     pub key: u64,
     /// Every channel of the whole event, with its partition, as published.
     pub channels: Vec<(Partition, ChannelName)>,
+    /// Set on a part published after the others: a retry completing an event whose
+    /// publish had failed in this part's partition (its primary was failing over),
+    /// which found the other parts already published, here. A connection whose
+    /// cursor is past one of them has had the event, and takes this part as seen.
+    pub late: Vec<Position>,
 }
 
 impl Split {

@@ -31,7 +31,7 @@ use crate::auth::{AuthError, Authenticator, Identity};
 use crate::broker::{Accepted, BrokerError, ResumeFrom};
 use crate::core::{
     ChannelError, ChannelName, Cursor, Denied, EventError, EventLimits, Item, Member, NewEvent,
-    Overflow, OverflowSignal, Payload, Policies, Position, Subscription,
+    Overflow, OverflowSignal, Payload, Policies, Subscription,
 };
 use crate::hooks::{ClientEvent, Hooks};
 use crate::hub::{Admission, Hub, PublishError, Start, Subscribe, Subscribed};
@@ -407,10 +407,11 @@ impl Admitted {
             queue: None,
         };
         let Subscribed {
-            subscription,
+            mut subscription,
             position: start,
             cursor,
         } = shared.hub.subscribe(request).await?;
+        subscription.keep_cursor(cursor);
         let membership = options.presence.then(|| {
             let mut membership = Membership::new(
                 &sessions,
@@ -435,7 +436,6 @@ impl Admitted {
             last_write: now,
             expires,
             start,
-            cursor,
             limit,
             subscription,
             membership,
@@ -490,9 +490,6 @@ pub struct Session {
     last_write: Instant,
     expires: Option<Instant>,
     start: Option<String>,
-    /// With several partitions, the connection's position in each partition of its
-    /// channels, moved on by every item it yields: its text is the id of the item.
-    cursor: Option<Cursor>,
     limit: RateLimit,
     subscription: Subscription,
     membership: Option<Membership>,
@@ -551,7 +548,6 @@ impl Session {
                     item = subscription.next() => match item {
                         Ok(Some(item)) => {
                             self.last_write = Instant::now();
-                            advance(&mut self.cursor, &item, subscription.merged());
                             return Step::Item(item);
                         }
                         Ok(None) => return Step::End(End::Gone),
@@ -583,12 +579,7 @@ impl Session {
     /// [`End::SlowConsumer`] when the queue overflowed.
     pub fn try_next(&mut self) -> Result<Option<Item>, End> {
         match self.subscription.try_next() {
-            Ok(item) => {
-                if let Some(item) = &item {
-                    advance(&mut self.cursor, item, self.subscription.merged());
-                }
-                Ok(item)
-            }
+            Ok(item) => Ok(item),
             Err(Overflow) => Err(self.slow_consumer()),
         }
     }
@@ -597,7 +588,7 @@ impl Session {
     /// connection's cursor, which a transport sends instead of the event's own id
     /// (a reset's too). `None` with one partition: the item's own id is the one.
     pub fn cursor_id(&self) -> Option<String> {
-        self.cursor.as_ref().map(Cursor::to_string)
+        self.subscription.cursor().map(Cursor::to_string)
     }
 
     fn slow_consumer(&self) -> End {
@@ -662,7 +653,7 @@ impl Session {
         let mut resume = last_event_id
             .filter(|id| !id.is_empty())
             .map(ResumeFrom::parse);
-        if resume.is_none() && self.cursor.is_some() {
+        if resume.is_none() && self.subscription.cursor().is_some() {
             // The cursor must hold a place in the channel's partition from now on,
             // so that a resume after a drop covers the channel.
             let head = shared
@@ -675,7 +666,7 @@ impl Session {
             .hub
             .add_channel(&mut self.subscription, channel.clone(), resume)
             .await?;
-        if let (Some(cursor), Some(start)) = (&mut self.cursor, start) {
+        if let (Some(cursor), Some(start)) = (self.subscription.cursor_mut(), start) {
             for at in start.positions() {
                 if cursor.get(at.partition).is_none() {
                     cursor.advance(*at);
@@ -795,16 +786,5 @@ impl Session {
             membership.leave_all();
         }
         self.subscription.remove_all();
-    }
-}
-
-/// Moves `cursor` on past `item`, when the session keeps one, and past the other
-/// parts of an event split over partitions (`merged`).
-fn advance(cursor: &mut Option<Cursor>, item: &Item, merged: &[Position]) {
-    if let (Some(cursor), Item::Event(event)) = (cursor, item) {
-        cursor.advance(event.position());
-        for at in merged {
-            cursor.advance(*at);
-        }
     }
 }
