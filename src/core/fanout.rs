@@ -1189,11 +1189,21 @@ mod tests {
         before.keep_cursor(Some(cursor));
         fanout.deliver(&part(0, 2, &["a"], "E", Some(&late)));
         fanout.deliver(&part(0, 3, &["a"], "a3", None));
-        assert_eq!(data(&mut past), ["a3"], "it had E: not again, not waited on");
+        assert_eq!(
+            data(&mut past),
+            ["a3"],
+            "it had E: not again, not waited on"
+        );
         assert_eq!(past.cursor().unwrap().get(0).unwrap().seq, 3);
         // A connection before the first part gets the event once both came.
         assert!(data(&mut before).is_empty());
-        fanout.deliver(&part(1, 4, &["c"], "E", Some(&split_on(&[(0, "a"), (1, "c")]))));
+        fanout.deliver(&part(
+            1,
+            4,
+            &["c"],
+            "E",
+            Some(&split_on(&[(0, "a"), (1, "c")])),
+        ));
         assert_eq!(data(&mut before), ["E", "a3"]);
     }
 

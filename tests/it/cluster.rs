@@ -14,8 +14,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use crate::fixture::process::ProcessBuilder;
 use crate::fixture::{
-    Client, HubProcess, PATIENCE, Place, PrivateRedisCluster, Sse, TestHub, json,
+    Client, HubProcess, PATIENCE, Place, PrivateNats, PrivateRedisCluster, Sse, TestHub, json,
 };
 
 const PARTITIONS: u16 = 16;
@@ -316,45 +317,69 @@ async fn publish_surely(hubs: &RwLock<Vec<Client>>, token: &str, n: u64, channel
     }
 }
 
-/// The history checker: hub processes over a Redis Cluster, followers moving
-/// between hubs, and publishing going on while hubs are killed (-9), a primary
-/// is stopped (SIGSTOP) and resumed, another is killed and its replica promoted,
-/// and every follower's connection is cut. Some events go to channels on every
-/// primary, so a failover splits their publish and the retry completes it late.
-/// Per follower it counts events lost without a reset, events seen twice and
-/// events out of order on a channel: all must be 0. History covers every gap here
-/// (nothing acknowledged is lost, and every channel keeps all of it), so no reset
-/// is justified either.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_history_checker_finds_nothing_lost_doubled_or_reordered_through_kills_and_pauses() {
-    let Some(mut cluster) = PrivateRedisCluster::start(3, 1).await else {
-        return;
-    };
-    let place = Place::on_redis_cluster(&cluster);
-    let node = HubProcess::builder()
-        .on(&place)
-        .env("HERALD_REDIS__PARTITIONS", PARTITIONS.to_string())
-        .env("HERALD_REDIS__WAIT_REPLICAS", "1")
-        .env("HERALD_REDIS__RECONNECT_MAX", "500ms")
-        .env("HERALD_CHANNELS__HISTORY_SIZE", "10000");
-    let mut processes = Vec::new();
-    for _ in 0..3 {
-        processes.push(node.clone().start().await);
+/// Three hub processes of one deployment that a fault script can kill and start
+/// again, with the addresses the checker's clients pick from.
+struct Deployment {
+    node: ProcessBuilder,
+    processes: Vec<HubProcess>,
+    hubs: Arc<RwLock<Vec<Client>>>,
+    cut: watch::Sender<u32>,
+}
+
+impl Deployment {
+    async fn start(node: ProcessBuilder) -> Self {
+        let mut processes = Vec::new();
+        for _ in 0..3 {
+            processes.push(node.clone().start().await);
+        }
+        for hub in &processes {
+            hub.wait_ready(200).await;
+        }
+        let hubs = Arc::new(RwLock::new(
+            processes
+                .iter()
+                .map(|p| Client::clone(p))
+                .collect::<Vec<_>>(),
+        ));
+        Self {
+            node,
+            processes,
+            hubs,
+            cut: watch::channel(0).0,
+        }
     }
-    for hub in &processes {
-        hub.wait_ready(200).await;
+
+    /// Kills hub `k` (SIGKILL) and starts it again, on another port.
+    async fn kill_hub(&mut self, k: usize) {
+        self.processes[k].kill().await;
+        self.processes[k] = self.node.clone().start().await;
+        self.processes[k].wait_ready(200).await;
+        *self.hubs.write() = self.processes.iter().map(|p| Client::clone(p)).collect();
     }
-    let hubs = Arc::new(RwLock::new(
-        processes
-            .iter()
-            .map(|p| Client::clone(p))
-            .collect::<Vec<_>>(),
-    ));
+
+    /// Cuts every follower's connection.
+    fn cut(&self) {
+        self.cut.send_modify(|c| *c += 1);
+    }
+}
+
+/// The pause between two faults.
+async fn a_moment() {
+    tokio::time::sleep(Duration::from_millis(800)).await;
+}
+
+/// The history checker: followers moving between the hubs of `deployment`, and
+/// publishing going on while `faults` happen. Some events go to channels in every
+/// partition of the rooms, so a fault in one partition splits their publish and the
+/// retry completes it late. Per follower it counts events lost without a reset,
+/// events seen twice and events out of order on a channel: all must be 0. History
+/// covers every gap here (nothing acknowledged is lost, and every channel keeps all
+/// of it), so no reset is justified either.
+async fn check_histories(mut deployment: Deployment, faults: impl AsyncFnOnce(&mut Deployment)) {
     let rooms = rooms();
     let names: Vec<String> = rooms.iter().map(|(name, _)| name.clone()).collect();
     let count = names.len();
-    // Every eleventh event goes to every room, so over every primary: when one
-    // fails over, such a publish fails in its partitions and the retry completes it.
+    // Every eleventh event goes to every room.
     let channels_of = move |n: u64| -> Vec<usize> {
         if n % 11 == 5 {
             (0..count).collect()
@@ -362,12 +387,12 @@ async fn the_history_checker_finds_nothing_lost_doubled_or_reordered_through_kil
             vec![n as usize % count]
         }
     };
-    // Follower k reads three rooms on different primaries.
+    // Follower k reads three rooms in different partitions.
     let subscriptions: Vec<Vec<usize>> =
         (0..6).map(|k| vec![k, (k + 2) % 6, (k + 5) % 6]).collect();
-    let token = processes[0].token(None, &["*"], &[]);
-    let publisher = processes[0].publisher();
-    let (cut, cuts) = watch::channel(0u32);
+    let token = deployment.processes[0].token(None, &["*"], &[]);
+    let publisher = deployment.processes[0].publisher();
+    let cuts = deployment.cut.subscribe();
     let (stop, stops) = watch::channel(false);
     let (live, mut lives) = tokio::sync::mpsc::unbounded_channel();
     let followers: Vec<_> = subscriptions
@@ -380,7 +405,7 @@ async fn the_history_checker_finds_nothing_lost_doubled_or_reordered_through_kil
                 .collect::<Vec<_>>()
                 .join("&");
             tokio::spawn(follow_across(
-                hubs.clone(),
+                deployment.hubs.clone(),
                 query,
                 token.clone(),
                 cuts.clone(),
@@ -396,7 +421,7 @@ async fn the_history_checker_finds_nothing_lost_doubled_or_reordered_through_kil
     // Publishing goes on in order while the faults happen.
     const TOTAL: u64 = 400;
     let publishing = {
-        let hubs = hubs.clone();
+        let hubs = deployment.hubs.clone();
         let names = names.clone();
         tokio::spawn(async move {
             for n in 0..TOTAL {
@@ -407,32 +432,7 @@ async fn the_history_checker_finds_nothing_lost_doubled_or_reordered_through_kil
             }
         })
     };
-    let pause = || tokio::time::sleep(Duration::from_millis(800));
-    // A hub dies; it comes back on another port.
-    pause().await;
-    processes[1].kill().await;
-    processes[1] = node.clone().start().await;
-    processes[1].wait_ready(200).await;
-    *hubs.write() = processes.iter().map(|p| Client::clone(p)).collect();
-    // Every follower's connection is cut.
-    pause().await;
-    cut.send_modify(|c| *c += 1);
-    // A primary stalls for less than the cluster's node timeout.
-    pause().await;
-    let primaries = cluster.primaries().await;
-    cluster
-        .pause(primaries[1], Duration::from_millis(600))
-        .await;
-    // Another primary dies; its replica takes over and it rejoins as a replica.
-    pause().await;
-    cluster.kill_and_fail_over(primaries[0]).await;
-    cut.send_modify(|c| *c += 1);
-    // Another hub dies.
-    pause().await;
-    processes[2].kill().await;
-    processes[2] = node.clone().start().await;
-    processes[2].wait_ready(200).await;
-    *hubs.write() = processes.iter().map(|p| Client::clone(p)).collect();
+    faults(&mut deployment).await;
     publishing.await.unwrap();
 
     // Once every follower has had the time to read everything, it stops.
@@ -489,4 +489,75 @@ async fn the_history_checker_finds_nothing_lost_doubled_or_reordered_through_kil
         );
         assert!(history.streams >= 3, "follower {k} moved between hubs");
     }
+}
+
+/// The history checker over a Redis Cluster of three primaries with a replica each:
+/// a hub killed, every connection cut, a primary stopped (SIGSTOP) for less than
+/// the cluster's node timeout, another killed and failed over to its replica (which
+/// its old primary then rejoins), another hub killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_checker_finds_nothing_lost_doubled_or_reordered_through_kills_and_pauses() {
+    let Some(mut cluster) = PrivateRedisCluster::start(3, 1).await else {
+        return;
+    };
+    let place = Place::on_redis_cluster(&cluster);
+    let node = HubProcess::builder()
+        .on(&place)
+        .env("HERALD_REDIS__PARTITIONS", PARTITIONS.to_string())
+        .env("HERALD_REDIS__WAIT_REPLICAS", "1")
+        .env("HERALD_REDIS__RECONNECT_MAX", "500ms")
+        .env("HERALD_CHANNELS__HISTORY_SIZE", "10000");
+    let deployment = Deployment::start(node).await;
+    check_histories(deployment, async |d: &mut Deployment| {
+        a_moment().await;
+        d.kill_hub(1).await;
+        a_moment().await;
+        d.cut();
+        a_moment().await;
+        let primaries = cluster.primaries().await;
+        cluster
+            .pause(primaries[1], Duration::from_millis(600))
+            .await;
+        a_moment().await;
+        cluster.kill_and_fail_over(primaries[0]).await;
+        d.cut();
+        a_moment().await;
+        d.kill_hub(2).await;
+    })
+    .await;
+}
+
+/// The history checker over NATS with 16 partitions (a stream each, on disk): a hub
+/// killed, every connection cut, the NATS server stopped (SIGSTOP) for a moment,
+/// then killed and started again, another hub killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_checker_over_nats_finds_nothing_lost_doubled_or_reordered() {
+    let Some(mut nats) = PrivateNats::new().await else {
+        return;
+    };
+    nats.start().await;
+    let place = Place::on_nats(&nats);
+    let node = HubProcess::builder()
+        .on(&place)
+        .env("HERALD_NATS__STORAGE", "file")
+        .env("HERALD_NATS__PARTITIONS", PARTITIONS.to_string())
+        .env("HERALD_NATS__RECONNECT_MAX", "500ms")
+        .env("HERALD_CHANNELS__HISTORY_SIZE", "10000");
+    let deployment = Deployment::start(node).await;
+    check_histories(deployment, async |d: &mut Deployment| {
+        a_moment().await;
+        d.kill_hub(1).await;
+        a_moment().await;
+        d.cut();
+        a_moment().await;
+        nats.pause(Duration::from_millis(600)).await;
+        a_moment().await;
+        nats.kill().await;
+        a_moment().await;
+        nats.start().await;
+        d.cut();
+        a_moment().await;
+        d.kill_hub(2).await;
+    })
+    .await;
 }
