@@ -241,6 +241,56 @@ impl NatsBroker {
         Ok(epoch)
     }
 
+    /// A resume of `channels` after `after` read from the stream itself, up to
+    /// what this node has applied; `None` when the stream no longer holds all of
+    /// it, or holds too much of it to read for one resume, or cannot be read now.
+    async fn replay_from_stream(&self, channels: &[ChannelName], after: u64) -> Option<Replay> {
+        let replica = &self.shared.replica;
+        let head = replica.applied();
+        if head <= after || head - after > STREAM_READ_MAX {
+            return None;
+        }
+        let c = self.connection().ok()?;
+        let timeout = self.shared.config.timeout;
+        let read = async {
+            let stream = c.js.get_stream(&self.shared.stream).await.ok()?;
+            if stream.cached_info().state.first_sequence > after + 1 {
+                // Events after `after` left the stream too: the gap stands.
+                return None;
+            }
+            let consumer = stream
+                .create_consumer(OrderedConfig {
+                    filter_subject: self.shared.subject.clone(),
+                    deliver_policy: DeliverPolicy::ByStartSequence {
+                        start_sequence: after + 1,
+                    },
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+            let mut messages = consumer.messages().await.ok()?;
+            let mut events = Vec::new();
+            while let Some(Ok(message)) = messages.next().await {
+                let info = message.info().ok()?;
+                let seq = info.stream_sequence;
+                if seq > head {
+                    break;
+                }
+                if let Some(event) =
+                    replica.event_at(seq, SystemTime::from(info.published), &message.payload)
+                {
+                    events.push(event);
+                }
+                if seq == head {
+                    break;
+                }
+            }
+            Some(events)
+        };
+        let events = tokio::time::timeout(timeout, read).await.ok()??;
+        Some(replica.replay_read(channels, after, head, &events))
+    }
+
     /// Waits until this node has applied `seq`.
     async fn catch_up_to(&self, seq: u64) -> Result<(), BrokerError> {
         if self
@@ -544,6 +594,10 @@ enum Ended {
     Idle,
 }
 
+/// The most events a resume reads from the stream when this node's copy cannot
+/// cover it.
+const STREAM_READ_MAX: u64 = 100_000;
+
 /// How often a partition followed on demand checks whether it still is needed.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
 
@@ -697,7 +751,16 @@ impl Broker for NatsBroker {
                 None => return Err(unavailable("cannot reach the stream to place this id")),
             },
         };
-        Ok(replica.replay(channels, Some(after)))
+        let replay = replica.replay(channels, Some(after));
+        if replay.reset.is_none() {
+            return Ok(replay);
+        }
+        // This node's copy cannot cover the gap: its memory budget may have dropped
+        // what the stream still holds. Read it from the stream.
+        Ok(self
+            .replay_from_stream(channels, after)
+            .await
+            .unwrap_or(replay))
     }
 
     async fn head(&self) -> Result<String, BrokerError> {

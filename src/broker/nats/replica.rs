@@ -222,6 +222,41 @@ impl Replica {
         Replay::of(resumed, after, state.seq, head)
     }
 
+    /// Decodes a message of the stream at `seq` into the event it carries.
+    pub(super) fn event_at(
+        &self,
+        seq: u64,
+        time: SystemTime,
+        payload: &[u8],
+    ) -> Option<Arc<Event>> {
+        let epoch = self.epoch()?;
+        Some(wire::decode(payload)?.accept(&epoch, seq, time, self.partition))
+    }
+
+    /// [`Replica::replay`] from `events`, every event of the stream after `after`
+    /// up to `head` as read from JetStream, rather than from this copy: each
+    /// channel's history rebuilt under its policy (size and age), so a channel
+    /// whose events the node's memory budget dropped is covered as the stream
+    /// covers it, and one whose policy dropped them still gets its reset.
+    pub(super) fn replay_read(
+        &self,
+        channels: &[ChannelName],
+        after: u64,
+        head: u64,
+        events: &[Arc<Event>],
+    ) -> Replay {
+        let now = self.clock.now();
+        let mut logs = ChannelLogs::with_budget(usize::MAX);
+        for event in events {
+            if event.channels.iter().any(|c| channels.contains(c)) {
+                logs.append(event, &self.policies, now);
+            }
+        }
+        let resumed = logs.replay(channels, Some(after), &self.policies, now);
+        let epoch = self.epoch().unwrap_or_default();
+        Replay::of(resumed, Some(after), head, format!("{epoch}-{head}"))
+    }
+
     /// A reset for an id this node does not know.
     pub(super) fn unknown(&self, channels: &[ChannelName]) -> Replay {
         let state = self.state.lock();
