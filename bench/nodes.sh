@@ -9,6 +9,7 @@
 # the end, so nothing is left behind. Loopback only; every run is bounded.
 #
 #   bench/nodes.sh [RUNS] [BROKERS...]     # default 1 run; memory redis sharded nats
+#                                           # (also redis16, nats16: 16 partitions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-1}
@@ -51,6 +52,8 @@ broker_env() {
     redis) echo "HERALD_BROKER=redis://127.0.0.1:${redis_ports[0]} HERALD_REDIS__PREFIX=bench$run" ;;
     sharded) echo "HERALD_BROKER=redis HERALD_REDIS__PREFIX=bench$run HERALD_REDIS__SHARDS=redis://127.0.0.1:${redis_ports[0]},redis://127.0.0.1:${redis_ports[1]}" ;;
     nats) echo "HERALD_BROKER=nats://127.0.0.1:$nats_port HERALD_NATS__STREAM=BENCH$run HERALD_NATS__SUBJECT=bench$run.events" ;;
+    redis16) echo "$(broker_env redis "$run") HERALD_REDIS__PARTITIONS=16" ;;
+    nats16) echo "$(broker_env nats "$run") HERALD_NATS__PARTITIONS=16" ;;
   esac
 }
 

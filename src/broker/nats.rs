@@ -237,7 +237,7 @@ impl NatsBroker {
         .map_err(|e| unavailable(&e.to_string()))?;
         let epoch = epoch_of(stream.cached_info());
         // Kept until the node reads the stream (which checks it) or forgets it.
-        self.shared.replica.set_epoch(&epoch, 0);
+        self.shared.replica.adopt_epoch(&epoch);
         Ok(epoch)
     }
 
@@ -485,6 +485,10 @@ async fn follow(
             return Ended::Lost("not connected".into());
         }
     }
+    // Connected now, and the session reads from where this node is: a change
+    // noticed before this point (the first connection, or one that came back
+    // while the partition was not followed) needs no second start.
+    let _ = futures_util::FutureExt::now_or_never(shared.changed.notified());
     let stream = tokio::select! {
         _ = stop.cancelled() => return Ended::Stopped,
         s = js.get_or_create_stream(stream_config(shared)) => s,

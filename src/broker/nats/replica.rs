@@ -139,6 +139,16 @@ impl Replica {
         self.delivery.close_all();
     }
 
+    /// Takes `epoch` as the stream's when none is known yet (a node publishing to
+    /// a partition it does not read); never starts over, unlike
+    /// [`Replica::set_epoch`]: the follower may have begun to read meanwhile.
+    pub(super) fn adopt_epoch(&self, epoch: &str) {
+        let mut state = self.state.lock();
+        if state.epoch.is_none() {
+            state.epoch = Some(epoch.to_owned());
+        }
+    }
+
     /// Drops everything this copy holds, when the node stops following its
     /// partition; it is read again from the stream, delivering live only what
     /// was accepted from `live_from` on, when the node follows it again.
