@@ -162,13 +162,15 @@ async fn a_client_resumes_on_any_hub_over_a_redis_cluster_through_a_cut_and_a_fa
     reader.read_to(&mut sse, 20).await;
     drop(sse);
 
-    // Cut off; more is published meanwhile; resumed on hub B.
-    for n in 30..45 {
-        publish(&hubs[2], n, channels_of(n)).await;
-    }
-    let mut sse = hubs[1]
-        .subscribe_from(&query, Some(&token), reader.last.as_deref())
-        .await;
+    // Cut off; more is published meanwhile (on hub C); resumed on hub B.
+    let cut_off = async |reader: &mut Reader, published: &TestHub, to: &TestHub, range| {
+        for n in range {
+            publish(published, n, channels_of(n)).await;
+        }
+        to.subscribe_from(&query, Some(&token), reader.last.as_deref())
+            .await
+    };
+    let mut sse = cut_off(&mut reader, &hubs[2], &hubs[1], 30..45).await;
     reader.read_to(&mut sse, 45).await;
     reader.check(&rooms, 45, on_all);
 
@@ -184,12 +186,7 @@ async fn a_client_resumes_on_any_hub_over_a_redis_cluster_through_a_cut_and_a_fa
     reader.read_to(&mut sse, 60).await;
     drop(sse);
     // And cut off again, resumed on hub C.
-    for n in 75..90 {
-        publish(&hubs[0], n, channels_of(n)).await;
-    }
-    let mut sse = hubs[2]
-        .subscribe_from(&query, Some(&token), reader.last.as_deref())
-        .await;
+    let mut sse = cut_off(&mut reader, &hubs[0], &hubs[2], 75..90).await;
     reader.read_to(&mut sse, 90).await;
     reader.check(&rooms, 90, on_all);
     assert!(sse.quiet_for(Duration::from_millis(300)).await.is_none());
