@@ -30,15 +30,20 @@ struct State {
     floor: u64,
     /// The history, with the publisher ids it remembers.
     logs: ChannelLogs,
+    /// Events accepted before this (give or take [`START_SLACK`]) are not
+    /// delivered live when read: when the node started, or when it began to read
+    /// a partition it follows on demand.
+    started: SystemTime,
 }
 
 impl State {
-    fn new(history_memory: usize) -> Self {
+    fn new(history_memory: usize, started: SystemTime) -> Self {
         Self {
             epoch: None,
             seq: 0,
             floor: 0,
             logs: ChannelLogs::with_budget(history_memory),
+            started,
         }
     }
 }
@@ -61,10 +66,6 @@ pub(super) struct Replica {
     delivery: LocalDelivery,
     history_memory: usize,
     clock: Clock,
-    /// Events accepted before this (give or take [`START_SLACK`]) are not
-    /// delivered live when read: when the node started, or when it began to read
-    /// a partition it follows on demand.
-    started: Mutex<SystemTime>,
     /// The partition this copy is of (0 with one partition).
     partition: crate::core::Partition,
     state: Mutex<State>,
@@ -83,10 +84,9 @@ impl Replica {
             policies,
             delivery,
             history_memory,
-            started: Mutex::new(clock.now()),
             partition,
+            state: Mutex::new(State::new(history_memory, clock.now())),
             clock,
-            state: Mutex::new(State::new(history_memory)),
             applied: watch::channel(0).0,
         }
     }
@@ -132,7 +132,7 @@ impl Replica {
                 );
             }
         }
-        *state = State::new(self.history_memory);
+        *state = State::new(self.history_memory, state.started);
         state.epoch = Some(epoch.to_owned());
         drop(state);
         self.applied.send_replace(0);
@@ -153,8 +153,7 @@ impl Replica {
     /// partition; it is read again from the stream, delivering live only what
     /// was accepted from `live_from` on, when the node follows it again.
     pub(super) fn forget(&self, live_from: SystemTime) {
-        *self.state.lock() = State::new(self.history_memory);
-        *self.started.lock() = live_from;
+        *self.state.lock() = State::new(self.history_memory, live_from);
         self.applied.send_replace(0);
     }
 
@@ -185,7 +184,7 @@ impl Replica {
             let now = self.clock.now();
             let evicted = state.logs.append(&event, &self.policies, now);
             self.delivery.stats().history_evicted(evicted);
-            if event.time + START_SLACK >= *self.started.lock() {
+            if event.time + START_SLACK >= state.started {
                 self.delivery.deliver(&event);
             }
         }

@@ -257,10 +257,9 @@ impl Link {
                     let route = Route::new(super::cluster::key_slot(key), SlotAddr::Master);
                     let routing =
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
-                    match c.route_command(cmd.clone(), routing).await {
-                        Ok(value) => T::from_redis_value(value).map_err(RedisError::from),
-                        Err(e) => Err(e),
-                    }
+                    c.route_command(cmd.clone(), routing)
+                        .await
+                        .and_then(|value| T::from_redis_value(value).map_err(RedisError::from))
                 }
             }
         };
