@@ -742,6 +742,45 @@ mod tests {
     }
 
     #[test]
+    fn a_redis_cluster_is_named_by_its_nodes_and_refuses_what_does_not_fit() {
+        let nodes = "redis://127.0.0.1:7000,127.0.0.1:7001";
+        let c = load(
+            "",
+            &[("HERALD_BROKER", nodes), ("HERALD_REDIS__CLUSTER", "true")],
+        )
+        .unwrap();
+        assert!(c.redis.cluster);
+        assert!(matches!(c.broker_kind().unwrap(), BrokerKind::Redis(_)));
+        assert_eq!(
+            crate::broker::redis_nodes(nodes),
+            ["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]
+        );
+        let several = load("", &[("HERALD_BROKER", nodes)])
+            .and_then(|c| c.broker_kind().map(|_| c))
+            .unwrap_err();
+        assert_eq!(several.key, "broker", "several servers without cluster");
+        let foreign = load(
+            "",
+            &[
+                (
+                    "HERALD_BROKER",
+                    "redis://127.0.0.1:7000,nats://127.0.0.1:4222",
+                ),
+                ("HERALD_REDIS__CLUSTER", "true"),
+            ],
+        )
+        .and_then(|c| c.broker_kind().map(|_| c))
+        .unwrap_err();
+        assert_eq!(foreign.key, "broker");
+        let e = load(
+            "broker = 'redis'\n[redis]\ncluster = true\nshards = ['redis://a:1', 'redis://b:2']\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "redis.cluster", "{e}");
+    }
+
+    #[test]
     fn redis_shards_come_from_a_list_or_comma_separated_text() {
         let shards = ["redis://127.0.0.1:6379", "redis://127.0.0.1:6380"];
         let c = load(
